@@ -1,0 +1,338 @@
+"""Replay public vLLM start-up logs against mmop's estimator and two baselines.
+
+Usage:
+    python bench/estimator/run.py                 # table on stdout
+    python bench/estimator/run.py --markdown OUT  # also write a markdown report
+    python bench/estimator/run.py --rows          # per-row predictions
+
+Each row of dataset.yaml is one observed vLLM start-up (model, GPU, TP, version, flags) with what
+vLLM logged ("Available KV cache memory", "GPU KV cache size", or a refusal), and its source URL.
+For every row we predict available KV memory per GPU, KV tokens and fit/no-fit with:
+
+- mmop: ``mmop.estimator.estimate`` with the row's flags and vLLM version;
+- naive: weights = parameters × bytes per parameter, KV = utilization × memory − weights,
+  all layers full attention;
+- llm-d: the llm-d capacity planner's approach (bench/estimator/llmd_capacity_planner.md):
+  nominal GPU size, constant activation per architecture, 0.15/0.6 GiB non-torch, no graphs.
+
+The dataset's GPU memory is the runtime total the log prints where it prints one, else the
+catalog's. Metrics: median and p90 of |predicted − observed| / observed, per quantity; fit
+accuracy; false "fits" (predicted to fit, vLLM refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmop.catalog import GIB, GpuSpec, resolve_gpu
+from mmop.estimator import EngineArgs, EstimateError, estimate
+from mmop.model import ModelProfile, load_profile
+
+HERE = Path(__file__).parent
+DATASET = HERE / "dataset.yaml"
+
+ENGINE_FLAGS = {
+    "max_model_len",
+    "gpu_memory_utilization",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "enforce_eager",
+    "kv_cache_dtype",
+    "dtype",
+    "quantization",
+    "limit_mm_per_prompt",
+    "mm_processor_kwargs",
+    "block_size",
+}
+
+# llm-d's nominal GPU sizes (used as GiB) and per-architecture activation constants.
+LLMD_GPU_GIB = {
+    "H100-80GB-SXM": 80,
+    "H100-80GB-PCIe": 80,
+    "A100-40GB-SXM": 40,
+    "A100-40GB-PCIe": 40,
+    "A100-80GB-SXM": 80,
+    "A100-80GB-PCIe": 80,
+    "L4": 24,
+    "A10G": 24,
+    "A10": 24,
+    "L40": 48,
+    "L40S": 48,
+    "H200": 141,
+    "B200": 192,
+    "MI300X": 192,
+    "RTX-4090": 24,
+    "RTX-3090": 24,
+    "RTX-5090": 32,
+    "T4": 16,
+}
+LLMD_ACTIVATION_GIB = {
+    "LlamaForCausalLM": 4.8,
+    "Qwen2ForCausalLM": 5.6,
+    "Qwen3ForCausalLM": 5.6,
+    "PixtralForConditionalGeneration": 2.5,
+    "Mistral3ForConditionalGeneration": 2.5,
+}
+LLMD_MULTIMODAL = {
+    "PixtralForConditionalGeneration",
+    "Mistral3ForConditionalGeneration",
+    "LlavaForConditionalGeneration",
+    "LlavaNextForConditionalGeneration",
+}
+
+
+@dataclass
+class Prediction:
+    kv_gib: float | None
+    tokens: int | None
+    fits: bool | None
+
+
+@dataclass
+class Row:
+    id: str
+    model: str
+    gpu: str
+    tp: int
+    version: str
+    engine: str
+    observed_kv_gib: float | None
+    observed_tokens: int | None
+    started: bool
+    source: str
+    predictions: dict[str, Prediction]
+
+
+def _gpu(row: dict[str, Any]) -> GpuSpec:
+    gpu = resolve_gpu("H100" if row["gpu"] == "OTHER" else row["gpu"])
+    total = row.get("gpu_total_gib")
+    return gpu.with_memory(float(total)) if total else gpu
+
+
+def _engine_args(row: dict[str, Any]) -> EngineArgs:
+    flags = {k: v for k, v in (row.get("flags") or {}).items() if k in ENGINE_FLAGS}
+    if flags.get("dtype") in ("float16", "bfloat16", "half", "auto", "float32"):
+        pass
+    elif "dtype" in flags:
+        flags.pop("dtype")
+    if flags.get("kv_cache_dtype") == "auto":
+        flags.pop("kv_cache_dtype")
+    version = str(row.get("vllm_version") or "0.11.0")
+    return EngineArgs(
+        tensor_parallel_size=int(row.get("tensor_parallel_size") or 1),
+        vllm_version=version,
+        **flags,
+    )
+
+
+def predict_mmop(profile: ModelProfile, gpu: GpuSpec, args: EngineArgs) -> Prediction:
+    try:
+        est = estimate(profile, gpu, args)
+    except EstimateError:
+        return Prediction(None, None, False)
+    return Prediction(est.kv_cache_gib, est.kv_cache_tokens, est.fits)
+
+
+def _weights_bytes(profile: ModelProfile) -> float:
+    quant = profile.quantization
+    per = quant.weight_bits / 8 if quant else 2.0
+    if quant:
+        # quantized linear layers at their width, embeddings and towers at 16 bits
+        return (
+            profile.params.language_model * per
+            + (profile.params.embedding + profile.params.vision + profile.params.audio) * 2
+        )
+    return profile.params.served * per
+
+
+def _full_attention_bytes_per_token(profile: ModelProfile, tp: int, clamp: bool) -> float:
+    t = profile.text
+    heads = max(1, t.num_kv_heads // tp) if clamp else t.num_kv_heads / tp
+    return t.num_layers * 2 * heads * t.head_dim * 2
+
+
+def _fits(kv_bytes: float, per_token: float, max_len: int) -> bool:
+    return kv_bytes > 0 and kv_bytes >= per_token * max_len
+
+
+def predict_naive(profile: ModelProfile, gpu: GpuSpec, args: EngineArgs) -> Prediction:
+    tp = args.tensor_parallel_size
+    util = args.gpu_memory_utilization or 0.9
+    kv = gpu.memory_gib * GIB * util - _weights_bytes(profile) / tp
+    per_token = _full_attention_bytes_per_token(profile, tp, clamp=True)
+    max_len = args.max_model_len or profile.max_position_embeddings
+    tokens = int(max(0.0, kv) // per_token)
+    return Prediction(kv / GIB, tokens, _fits(kv, per_token, max_len))
+
+
+def predict_llmd(profile: ModelProfile, gpu: GpuSpec, args: EngineArgs) -> Prediction:
+    tp = args.tensor_parallel_size
+    util = args.gpu_memory_utilization or 0.9
+    nominal = LLMD_GPU_GIB.get(gpu.name, round(gpu.marketing_memory_gb or gpu.memory_gib))
+    arch = profile.architecture
+    if arch in LLMD_ACTIVATION_GIB:
+        activation = LLMD_ACTIVATION_GIB[arch]
+    elif profile.text.moe is not None:
+        activation = 8.0
+    elif arch in LLMD_MULTIMODAL:
+        activation = 2.5
+    else:
+        activation = 5.5
+    non_torch = 0.15 if tp == 1 else 0.6
+    total_gib = nominal * util * tp - _weights_bytes(profile) / GIB - activation - non_torch * tp
+    total_gib = max(0.0, total_gib)
+    per_gpu_gib = total_gib / tp
+    per_token = _full_attention_bytes_per_token(profile, tp, clamp=False)
+    max_len = args.max_model_len or profile.max_position_embeddings
+    tokens = int(per_gpu_gib * GIB // per_token)
+    return Prediction(per_gpu_gib, tokens, _fits(per_gpu_gib * GIB, per_token, max_len))
+
+
+PREDICTORS: dict[str, Callable[[ModelProfile, GpuSpec, EngineArgs], Prediction]] = {
+    "mmop": predict_mmop,
+    "naive": predict_naive,
+    "llm-d": predict_llmd,
+}
+
+
+def evaluate(dataset: Path = DATASET) -> list[Row]:
+    rows = []
+    for raw in yaml.safe_load(dataset.read_text()):
+        profile = load_profile(raw["model"]) if raw.get("catalog", True) else None
+        if profile is None:
+            continue
+        gpu = _gpu(raw)
+        args = _engine_args(raw)
+        observed = raw.get("observed") or {}
+        rows.append(
+            Row(
+                id=raw["id"],
+                model=raw["model"],
+                gpu=raw["gpu"],
+                tp=args.tensor_parallel_size,
+                version=args.vllm_version,
+                engine=str(raw.get("engine", "v1")),
+                observed_kv_gib=observed.get("available_kv_gib"),
+                observed_tokens=observed.get("kv_cache_tokens"),
+                started=bool(observed.get("started", True)),
+                source=raw["source_url"],
+                predictions={name: fn(profile, gpu, args) for name, fn in PREDICTORS.items()},
+            )
+        )
+    return rows
+
+
+def _rel(pred: float | None, obs: float | None) -> float | None:
+    if pred is None or obs is None or obs <= 0:
+        return None
+    return abs(pred - obs) / obs
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = q * (len(ordered) - 1)
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def summarize(rows: list[Row], engine: str | None = "v1") -> list[dict[str, Any]]:
+    chosen = [r for r in rows if engine is None or r.engine == engine]
+    out = []
+    for name in PREDICTORS:
+        kv = [
+            e
+            for r in chosen
+            if r.started and (e := _rel(r.predictions[name].kv_gib, r.observed_kv_gib)) is not None
+        ]
+        tok = [
+            e
+            for r in chosen
+            if r.started and (e := _rel(r.predictions[name].tokens, r.observed_tokens)) is not None
+        ]
+        verdicts = [(r.predictions[name].fits, r.started) for r in chosen]
+        correct = sum(1 for p, o in verdicts if p == o)
+        false_fits = sum(1 for p, o in verdicts if p and not o)
+        out.append(
+            {
+                "estimator": name,
+                "rows": len(chosen),
+                "kv_n": len(kv),
+                "kv_median": statistics.median(kv) if kv else float("nan"),
+                "kv_p90": _quantile(kv, 0.9),
+                "tok_n": len(tok),
+                "tok_median": statistics.median(tok) if tok else float("nan"),
+                "tok_p90": _quantile(tok, 0.9),
+                "fit_accuracy": correct / len(verdicts) if verdicts else float("nan"),
+                "false_fits": false_fits,
+            }
+        )
+    return out
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}%"
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = []
+    for engine, title in (("v1", "V1-engine rows"), (None, "All rows (V0 included)")):
+        summary = summarize(rows, engine)
+        lines.append(f"### {title}\n")
+        lines.append(
+            "| estimator | rows | KV memory n | median err | p90 err | KV tokens n | median err "
+            "| p90 err | fit accuracy | false fits |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        for s in summary:
+            lines.append(
+                f"| {s['estimator']} | {s['rows']} | {s['kv_n']} | {_pct(s['kv_median'])} | "
+                f"{_pct(s['kv_p90'])} | {s['tok_n']} | {_pct(s['tok_median'])} | "
+                f"{_pct(s['tok_p90'])} | {_pct(s['fit_accuracy'])} | {s['false_fits']} |"
+            )
+        lines.append("")
+    lines.append("### Per row (available KV GiB / KV tokens / fits)\n")
+    lines.append("| row | vLLM | observed | mmop | naive | llm-d |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in rows:
+
+        def cell(p: Prediction) -> str:
+            kv = "–" if p.kv_gib is None else f"{p.kv_gib:.2f}"
+            tokens = "–" if p.tokens is None else f"{p.tokens:,}"
+            return f"{kv} / {tokens} / {'fit' if p.fits else 'no'}"
+
+        obs_kv = "–" if r.observed_kv_gib is None else f"{r.observed_kv_gib:.2f}"
+        obs_tok = "–" if r.observed_tokens is None else f"{r.observed_tokens:,}"
+        obs = f"{obs_kv} / {obs_tok} / {'started' if r.started else 'refused'}"
+        lines.append(
+            f"| [{r.id}]({r.source}) | {r.version} {r.engine} | {obs} | "
+            f"{cell(r.predictions['mmop'])} | {cell(r.predictions['naive'])} | "
+            f"{cell(r.predictions['llm-d'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", type=Path, help="write the report to this file")
+    parser.add_argument("--dataset", type=Path, default=DATASET)
+    ns = parser.parse_args(argv)
+    rows = evaluate(ns.dataset)
+    report = markdown(rows)
+    print(report)
+    if ns.markdown:
+        ns.markdown.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""`mmop` command line: estimate (and, as the project grows, plan, crd, run, sandbox).
+
+Exit codes: 0 success (including "does not fit", which is an answer, not an error); 2 bad input
+(unknown model or GPU, malformed JSON, out-of-range values), with one line on stderr naming the
+problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+
+from mmop.catalog import GpuError, resolve_gpu
+from mmop.estimator import (
+    DTYPES,
+    KV_DTYPE_BYTES,
+    PINNED_VLLM_VERSION,
+    QUANTIZATIONS,
+    EngineArgs,
+    Estimate,
+    EstimateError,
+    estimate,
+)
+from mmop.model import ModelError, load_profile
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _json_arg(name: str, raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{name}: malformed JSON ({err.msg} at column {err.colno})") from err
+    if not isinstance(value, dict):
+        raise UsageError(f"{name}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _validation_message(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "value"
+    flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else loc
+    return f"{flag}: {first['msg']} (at {loc})"
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mmop", description="Plan and serve multimodal models with vLLM.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    est = sub.add_parser(
+        "estimate",
+        help="vLLM's start-up memory accounting for a model on a GPU",
+        description=(
+            "Predict what vLLM logs at start-up — weights, activation, CUDA graphs, available KV "
+            "cache, KV tokens, concurrency — and whether the configuration fits. Flags are "
+            "vLLM's own."
+        ),
+    )
+    est.add_argument("model", help="catalog id (e.g. Qwen/Qwen2.5-VL-7B-Instruct) or a directory")
+    est.add_argument("--gpu", required=True, help="catalog GPU name or nvidia.com/gpu.product")
+    est.add_argument("--gpu-memory-gib", type=float, help="override device memory (GiB)")
+    est.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
+    est.add_argument("--quantization", "-q", choices=QUANTIZATIONS)
+    est.add_argument("--dtype", default="auto", choices=DTYPES)
+    est.add_argument("--kv-cache-dtype", default="auto", choices=sorted(KV_DTYPE_BYTES))
+    est.add_argument("--gpu-memory-utilization", type=float)
+    est.add_argument("--max-model-len", type=int)
+    est.add_argument("--max-num-seqs", type=int)
+    est.add_argument("--max-num-batched-tokens", type=int)
+    est.add_argument("--block-size", type=int)
+    est.add_argument("--limit-mm-per-prompt", help='JSON, e.g. \'{"image": 2, "video": 0}\'')
+    est.add_argument("--mm-processor-kwargs", help="JSON, e.g. '{\"max_pixels\": 1003520}'")
+    est.add_argument("--mm-encoder-tp-mode", choices=("weights", "data"), default="weights")
+    est.add_argument("--enforce-eager", action="store_true")
+    est.add_argument("--skip-mm-profiling", action="store_true")
+    est.add_argument("--vllm-version", default=PINNED_VLLM_VERSION)
+    est.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def run_estimate(ns: argparse.Namespace) -> Estimate:
+    try:
+        profile = load_profile(ns.model)
+    except ModelError as err:
+        raise UsageError(str(err)) from err
+    try:
+        gpu = resolve_gpu(ns.gpu)
+    except GpuError as err:
+        raise UsageError(str(err)) from err
+    if ns.gpu_memory_gib is not None:
+        if not 0 < ns.gpu_memory_gib <= 4096:
+            raise UsageError("--gpu-memory-gib: must be > 0 and <= 4096")
+        gpu = gpu.with_memory(ns.gpu_memory_gib)
+    raw = {
+        "tensor_parallel_size": ns.tensor_parallel_size,
+        "quantization": ns.quantization,
+        "dtype": ns.dtype,
+        "kv_cache_dtype": ns.kv_cache_dtype,
+        "gpu_memory_utilization": ns.gpu_memory_utilization,
+        "max_model_len": ns.max_model_len,
+        "max_num_seqs": ns.max_num_seqs,
+        "max_num_batched_tokens": ns.max_num_batched_tokens,
+        "block_size": ns.block_size,
+        "limit_mm_per_prompt": _json_arg("--limit-mm-per-prompt", ns.limit_mm_per_prompt),
+        "mm_processor_kwargs": _json_arg("--mm-processor-kwargs", ns.mm_processor_kwargs),
+        "mm_encoder_tp_mode": ns.mm_encoder_tp_mode,
+        "enforce_eager": ns.enforce_eager,
+        "skip_mm_profiling": ns.skip_mm_profiling,
+        "vllm_version": ns.vllm_version,
+    }
+    try:
+        args = EngineArgs.model_validate(raw)
+    except ValidationError as err:
+        raise UsageError(_validation_message(err)) from err
+    try:
+        return estimate(profile, gpu, args)
+    except EstimateError as err:
+        raise UsageError(str(err)) from err
+    except ValueError as err:  # a processor rule refusing an input (e.g. aspect ratio)
+        raise UsageError(str(err)) from err
+
+
+JSON_KEYS = (
+    "model",
+    "gpu",
+    "vllm_version",
+    "tensor_parallel_size",
+    "gpu_total_gib",
+    "gpu_memory_utilization",
+    "requested_gib",
+    "weights_gib",
+    "non_torch_gib",
+    "activation_gib",
+    "cudagraph_gib",
+    "kv_cache_gib",
+    "kv_cache_tokens",
+    "kv_cache_blocks",
+    "kv_bytes_per_token",
+    "max_concurrency",
+    "max_model_len",
+    "max_model_len_fit",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "max_tokens_per_image",
+    "max_tokens_per_video",
+    "max_tokens_per_audio",
+    "fits",
+    "reason",
+)
+
+
+def _print_table(est: Estimate) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(
+        title=f"{est.model} on {est.tensor_parallel_size}× {est.gpu} (vLLM {est.vllm_version})"
+    )
+    table.add_column("per GPU", style="bold")
+    table.add_column("value", justify="right")
+    rows = [
+        ("device memory", f"{est.gpu_total_gib:.2f} GiB"),
+        (f"budget (util {est.gpu_memory_utilization})", f"{est.requested_gib:.2f} GiB"),
+        ("weights", f"{est.weights_gib:.2f} GiB"),
+        ("non-torch", f"{est.non_torch_gib:.2f} GiB"),
+        ("activation peak", f"{est.activation_gib:.2f} GiB"),
+        ("  language model + sampler", f"{est.activation_text_gib:.2f} GiB"),
+        ("  encoder profile", f"{est.activation_encoder_gib:.2f} GiB"),
+        (
+            "CUDA graphs" + ("" if est.cudagraph_subtracted_before_kv else " (after KV)"),
+            f"{est.cudagraph_gib:.2f} GiB",
+        ),
+        ("available KV cache", f"{est.kv_cache_gib:.2f} GiB"),
+        ("KV cache tokens", f"{est.kv_cache_tokens:,}"),
+        ("max concurrency", f"{est.max_concurrency:.2f}x at {est.max_model_len:,} tokens"),
+        ("largest max_model_len that fits", f"{est.max_model_len_fit:,}"),
+        (
+            "max_num_seqs / max_num_batched_tokens",
+            f"{est.max_num_seqs} / {est.max_num_batched_tokens}",
+        ),
+    ]
+    for modality, tokens in (
+        ("image", est.max_tokens_per_image),
+        ("video", est.max_tokens_per_video),
+        ("audio", est.max_tokens_per_audio),
+    ):
+        if tokens is not None:
+            rows.append((f"max tokens per {modality}", f"{tokens:,}"))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    console.print(f"multimodal profile: {est.mm_profile}")
+    style = "green" if est.fits else "red"
+    console.print(f"[{style}]{'FITS' if est.fits else 'DOES NOT FIT'}[/{style}]: {est.reason}")
+    for warning in est.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        ns = parser.parse_args(argv)
+        if ns.command == "estimate":
+            est = run_estimate(ns)
+            if ns.json:
+                payload = est.model_dump(mode="json")
+                ordered = {k: payload[k] for k in JSON_KEYS}
+                ordered.update({k: v for k, v in payload.items() if k not in ordered})
+                print(json.dumps(ordered, indent=2))
+            else:
+                _print_table(est)
+            return 0
+    except UsageError as err:
+        print(f"mmop: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0  # pragma: no cover - argparse requires a command
+
+
+def entrypoint() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

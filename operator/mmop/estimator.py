@@ -1,0 +1,730 @@
+"""vLLM V1 start-up memory accounting, per GPU, for text and multimodal models.
+
+The model follows what vLLM's GPU worker does before it serves a request
+(``gpu_worker.determine_available_memory`` and ``kv_cache_utils.get_kv_cache_configs``):
+
+1. ``requested = ceil(total_memory × gpu_memory_utilization)`` (of *total* device memory);
+2. weights are loaded (quantized linear layers at their bit width, the rest at 16 bits, split by
+   tensor parallelism);
+3. a profile pass runs the multimodal encoder on N dummy items of the largest enabled modality,
+   keeps their embeddings, then runs the language model on ``max_num_batched_tokens`` dummy
+   tokens and the sampler on ``max_num_seqs`` rows; its transient peak is the activation term;
+4. from vLLM 0.21 on, the CUDA-graph pool is estimated and subtracted before the KV cache;
+5. ``available KV = requested − weights − non-torch − activation − graphs``; KV layers are put in
+   groups, ``num_blocks`` follows from the page size, and capacity and concurrency from blocks.
+
+Everything here is pure: plain data in, plain data out. The constants that are fits rather than
+arithmetic (activation per token, encoder activation per patch, graph pool, non-torch memory) are
+gathered in :class:`Calibration` with the observation they come from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mmop import modalities
+from mmop.catalog import GpuSpec
+from mmop.model import AttentionKind, ModelProfile
+
+GIB = 1024**3
+PINNED_VLLM_VERSION = "0.32.0"
+"""The vLLM release mmop pins: estimator defaults, flag names and the serving image follow it."""
+
+KV_DTYPE_BYTES: dict[str, float] = {
+    "auto": 0,  # model dtype
+    "bfloat16": 2,
+    "float16": 2,
+    "half": 2,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+    "fp8_inc": 1,
+}
+QUANTIZATIONS = (
+    "awq",
+    "awq_marlin",
+    "gptq",
+    "gptq_marlin",
+    "fp8",
+    "compressed-tensors",
+    "bitsandbytes",
+)
+DTYPES = ("auto", "bfloat16", "float16", "half", "float32")
+MODALITIES = ("image", "video", "audio")
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    parts = version.strip().lstrip("v").split("+")[0].split(".")
+    try:
+        nums = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts[:3]]
+    except ValueError as err:  # pragma: no cover - digits filtered above
+        raise ValueError(f"invalid vLLM version {version!r}") from err
+    while len(nums) < 3:
+        nums.append(0)
+    if not parts[0].isdigit():
+        raise ValueError(f"invalid vLLM version {version!r}: expected e.g. 0.32.0")
+    return nums[0], nums[1], nums[2]
+
+
+class ModalityLimit(BaseModel):
+    """One entry of ``--limit-mm-per-prompt``: a count, and optional dummy-item size."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    count: int = Field(ge=0, le=10_000, description="Items of this modality per prompt")
+    width: int | None = Field(default=None, gt=0, le=65_536, description="Dummy image width, px")
+    height: int | None = Field(default=None, gt=0, le=65_536, description="Dummy image height, px")
+    num_frames: int | None = Field(default=None, gt=0, le=100_000, description="Dummy video frames")
+    length: int | None = Field(default=None, gt=0, description="Dummy audio length, samples")
+
+
+class EngineArgs(BaseModel):
+    """The vLLM flags that move memory; None means "vLLM's default for this GPU and version"."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="--tensor-parallel-size")
+    quantization: str | None = Field(default=None, description="--quantization")
+    dtype: str = Field(default="auto", description="--dtype")
+    kv_cache_dtype: str = Field(default="auto", description="--kv-cache-dtype")
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1, description="--gpu-memory-utilization (fraction of total)"
+    )
+    max_model_len: int | None = Field(
+        default=None, gt=0, le=16_777_216, description="--max-model-len"
+    )
+    max_num_seqs: int | None = Field(default=None, gt=0, le=65_536, description="--max-num-seqs")
+    max_num_batched_tokens: int | None = Field(
+        default=None, gt=0, le=16_777_216, description="--max-num-batched-tokens"
+    )
+    block_size: int | None = Field(default=None, gt=0, le=4096, description="--block-size")
+    limit_mm_per_prompt: dict[str, ModalityLimit] = Field(
+        default_factory=dict, description="--limit-mm-per-prompt"
+    )
+    mm_processor_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="--mm-processor-kwargs"
+    )
+    mm_encoder_tp_mode: Literal["weights", "data"] = Field(
+        default="weights", description="--mm-encoder-tp-mode"
+    )
+    enforce_eager: bool = Field(default=False, description="--enforce-eager")
+    skip_mm_profiling: bool = Field(default=False, description="--skip-mm-profiling")
+    kv_cache_memory_bytes: int | None = Field(default=None, gt=0, description="--kv-cache-memory")
+    vllm_version: str = Field(default=PINNED_VLLM_VERSION, description="vLLM release modelled")
+
+    @field_validator("quantization")
+    @classmethod
+    def _quant(cls, value: str | None) -> str | None:
+        if value is not None and value not in QUANTIZATIONS:
+            raise ValueError(
+                f"unsupported quantization {value!r}; one of {', '.join(QUANTIZATIONS)}"
+            )
+        return value
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, value: str) -> str:
+        if value not in DTYPES:
+            raise ValueError(f"unsupported dtype {value!r}; one of {', '.join(DTYPES)}")
+        return value
+
+    @field_validator("kv_cache_dtype")
+    @classmethod
+    def _kv_dtype(cls, value: str) -> str:
+        if value not in KV_DTYPE_BYTES:
+            raise ValueError(
+                f"unsupported kv-cache-dtype {value!r}; one of {', '.join(KV_DTYPE_BYTES)}"
+            )
+        return value
+
+    @field_validator("limit_mm_per_prompt", mode="before")
+    @classmethod
+    def _limits(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        out: dict[str, Any] = {}
+        for modality, limit in value.items():
+            if modality not in MODALITIES:
+                raise ValueError(f"unknown modality {modality!r}; one of {', '.join(MODALITIES)}")
+            out[modality] = {"count": limit} if isinstance(limit, int) else limit
+        return out
+
+    @field_validator("vllm_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        parse_version(value)
+        return value
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted constants: per-GPU amounts that arithmetic alone does not give.
+
+    Each is set from observations in bench/estimator/dataset.yaml (see docs/estimator.md):
+    weights overhead from "Model loading took" minus parameters × bytes (0.00-0.18 GiB);
+    non-torch from vLLM's memory breakdowns (0.06-0.14 GiB at TP=1, 0.54-0.55 GiB at TP=2);
+    sampler bytes from the activation peaks of text models on H100 (1024 sampler rows:
+    4.8-5.6 GiB) and on a 16 GiB card (256 rows: 1.04 GiB), which put the dummy sampler's top-k /
+    top-p pass at about 32 bytes per (row × vocabulary) element; the graph pool from a 28-layer
+    model's 0.48 GiB estimate.
+    """
+
+    weights_overhead_gib: float = 0.05
+    non_torch_gib: float = 0.1
+    non_torch_tp_gib: float = 0.45
+    # LM dummy forward: multiplier on the live 2-byte activations per token.
+    lm_activation_factor: float = 1.0
+    # Sampler dummy run over max_num_seqs rows × vocabulary, in fp32 copies (4 bytes each).
+    sampler_logit_copies: float = 8.0
+    # Vision/audio encoder: multiplier on live 2-byte elements per patch (MLP width + 4·hidden).
+    encoder_activation_factor: float = 1.0
+    # CUDA-graph pool estimate: base and per decoder layer (GiB); MoE layers count double.
+    cudagraph_base_gib: float = 0.2
+    cudagraph_per_layer_gib: float = 0.01
+
+
+DEFAULT_CALIBRATION = Calibration()
+
+
+class KVGroup(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str
+    layers: int
+    window_tokens: int | None = None
+
+
+class Estimate(BaseModel):
+    """The start-up accounting for one (model, GPU, flags), per GPU."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    gpu: str
+    vllm_version: str
+    tensor_parallel_size: int
+    gpu_total_gib: float = Field(description="Device memory the runtime reports, GiB")
+    gpu_memory_utilization: float
+    requested_gib: float = Field(description="ceil(total × utilization)")
+    weights_gib: float
+    non_torch_gib: float
+    activation_gib: float
+    activation_text_gib: float
+    activation_encoder_gib: float
+    cudagraph_gib: float = Field(description="CUDA-graph pool (estimated)")
+    cudagraph_subtracted_before_kv: bool
+    kv_cache_gib: float = Field(description="Available KV cache memory per GPU")
+    kv_cache_blocks: int
+    kv_cache_tokens: int
+    kv_bytes_per_token: int = Field(description="Per GPU, all attention layers, full attention")
+    kv_groups: list[KVGroup]
+    block_size: int
+    max_model_len: int
+    max_model_len_fit: int = Field(description="Largest max_model_len whose KV fits (0: none)")
+    max_concurrency: float = Field(description="Requests of max_model_len the KV cache holds")
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    dtype: str
+    kv_cache_dtype: str
+    quantization: str | None
+    max_tokens_per_image: int | None
+    max_tokens_per_video: int | None
+    max_tokens_per_audio: int | None
+    mm_profile: str = Field(description="What the encoder profiling pass runs")
+    fits: bool
+    reason: str
+    warnings: list[str] = Field(default_factory=list)
+
+
+class EstimateError(ValueError):
+    """Flags that vLLM itself would reject before loading anything."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Defaults
+
+
+def batch_defaults(gpu: GpuSpec) -> tuple[int, int]:
+    """vLLM's OpenAI-server defaults (max_num_batched_tokens, max_num_seqs) for a device."""
+    if gpu.memory_gib >= 160:
+        return 16384, 1024
+    if gpu.memory_gib >= 70 and "a100" not in gpu.name.lower():
+        return 8192, 1024
+    return 2048, 256
+
+
+def default_utilization(version: tuple[int, int, int]) -> float:
+    return 0.92 if version >= (0, 30, 0) else 0.9
+
+
+def resolve_dtype(profile: ModelProfile, args: EngineArgs, gpu: GpuSpec) -> str:
+    """The activation/weight dtype vLLM runs the model in."""
+    if args.dtype in ("half", "float16"):
+        return "float16"
+    if args.dtype == "bfloat16":
+        return "bfloat16"
+    if args.dtype == "float32":
+        return "float32"
+    native = profile.dtype
+    if native == "float32":
+        native = "bfloat16"
+    if native == "bfloat16" and not gpu.supports.bf16:
+        return "float16"
+    return native if native in ("bfloat16", "float16") else "bfloat16"
+
+
+def _dtype_bytes(dtype: str) -> int:
+    return 4 if dtype == "float32" else 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+
+
+def _quant_bytes_per_param(method: str, bits: int, group: int | None) -> float:
+    if method in ("fp8",) or (method == "compressed-tensors" and bits == 8):
+        scale = 4 / group if group else 0.0
+        return 1.0 + scale
+    g = group or 128
+    # int weights plus one 16-bit scale and one packed zero point per group
+    return bits / 8 + (2 + bits / 8) / g
+
+
+def weights_bytes_per_gpu(
+    profile: ModelProfile, args: EngineArgs, dtype: str, cal: Calibration = DEFAULT_CALIBRATION
+) -> int:
+    """Weight memory on one GPU after loading."""
+    tp = args.tensor_parallel_size
+    wbytes = _dtype_bytes(dtype)
+    params = profile.params
+    quant = profile.quantization
+    method = args.quantization or (quant.method if quant else None)
+    lm_linear = params.language_model
+    if method:
+        if quant is not None and (
+            args.quantization is None or args.quantization.startswith(quant.method)
+        ):
+            per = _quant_bytes_per_param(quant.method, quant.weight_bits, quant.group_size)
+        elif method == "fp8":
+            per = 1.0
+        elif method == "bitsandbytes":
+            per = 0.5 + 2 / 64
+        else:
+            per = _quant_bytes_per_param(method, 4, 128)
+        lm_bytes = lm_linear * per
+        vision_quantized = quant is not None and not any(
+            key in m
+            for m in quant.unquantized_modules
+            for key in ("visual", "vision", "vit", "mm_")
+        )
+        vision_bytes = (params.vision + params.audio) * (
+            per if vision_quantized and quant and quant.method != "awq" else wbytes
+        )
+    else:
+        lm_bytes = lm_linear * wbytes
+        vision_bytes = (params.vision + params.audio) * wbytes
+    embed_bytes = params.embedding * wbytes
+    vision_split = 1 if args.mm_encoder_tp_mode == "data" else tp
+    total = (lm_bytes + embed_bytes) / tp + vision_bytes / vision_split
+    return int(total + cal.weights_overhead_gib * GIB)
+
+
+# ----------------------------------------------------------------------------------------------
+# KV cache
+
+
+def kv_bytes_per_token_per_layer(profile: ModelProfile, tp: int, kv_dtype_bytes: float) -> float:
+    text = profile.text
+    if text.kv_lora_rank:
+        return (text.kv_lora_rank + (text.qk_rope_head_dim or 64)) * kv_dtype_bytes
+    heads = max(1, text.num_kv_heads // tp)
+    return 2 * heads * text.head_dim * kv_dtype_bytes
+
+
+def kv_groups(profile: ModelProfile) -> list[KVGroup]:
+    """vLLM's hybrid grouping: same-sized groups, the rarer attention type sets the size."""
+    full = [layer for layer in profile.text.layers if layer.kind == AttentionKind.FULL]
+    sliding = [layer for layer in profile.text.layers if layer.kind == AttentionKind.SLIDING]
+    if not sliding:
+        return [KVGroup(kind="full", layers=len(profile.text.layers))]
+    if not full:
+        window = sliding[0].window_tokens
+        return [KVGroup(kind="sliding", layers=len(sliding), window_tokens=window)]
+    size = min(len(full), len(sliding))
+    groups = [KVGroup(kind="full", layers=size) for _ in range(math.ceil(len(full) / size))]
+    window = sliding[0].window_tokens
+    groups += [
+        KVGroup(kind="sliding", layers=size, window_tokens=window)
+        for _ in range(math.ceil(len(sliding) / size))
+    ]
+    return groups
+
+
+def _blocks_per_request(groups: list[KVGroup], length: int, block: int, mnbt: int) -> int:
+    total = 0
+    for g in groups:
+        if g.kind == "sliding" and g.window_tokens:
+            tokens = min(g.window_tokens - 1 + mnbt, length)
+            total += math.ceil(tokens / block) + 1
+        else:
+            total += math.ceil(length / block)
+    return total
+
+
+# ----------------------------------------------------------------------------------------------
+# Activation
+
+
+def text_activation_bytes(
+    profile: ModelProfile, args: EngineArgs, mnbt: int, mns: int, cal: Calibration
+) -> int:
+    """Transient peak of the LM dummy run plus the sampler dummy run, one GPU."""
+    t = profile.text
+    tp = args.tensor_parallel_size
+    q_width = t.num_attention_heads * t.head_dim // tp
+    kv_width = 2 * max(1, t.num_kv_heads // tp) * t.head_dim
+    if t.moe is not None:
+        moe = t.moe
+        mlp_width = moe.experts_per_token * 3 * moe.expert_intermediate_size // tp
+        mlp_width = max(mlp_width, moe.experts_per_token * t.hidden_size)
+    else:
+        mlp_width = 3 * t.intermediate_size // tp
+    per_token = (mlp_width + q_width + kv_width + 4 * t.hidden_size) * 2 * cal.lm_activation_factor
+    forward = mnbt * per_token
+    rows = min(mns, mnbt)
+    sampler = rows * t.vocab_size * 4 * cal.sampler_logit_copies
+    return int(max(forward, sampler + mnbt * t.hidden_size * 2))
+
+
+@dataclass(frozen=True)
+class MMProfile:
+    modality: str | None
+    items: int
+    tokens_per_item: int
+    encoder_bytes: int
+    output_bytes: int
+    max_tokens: dict[str, int]
+    description: str
+
+
+def _max_item_costs(
+    profile: ModelProfile, args: EngineArgs, max_model_len: int
+) -> dict[str, modalities.ItemCost]:
+    kw = args.mm_processor_kwargs
+    out: dict[str, modalities.ItemCost] = {}
+    for modality in modalities.supported_modalities(profile):
+        limit = args.limit_mm_per_prompt.get(modality)
+        if limit is not None and limit.count == 0:
+            continue
+        if modality == "image":
+            out[modality] = modalities.max_image_cost(profile, kw)
+        elif modality == "video":
+            out[modality] = modalities.max_video_cost(profile, max_model_len, kw)
+        else:
+            out[modality] = modalities.max_audio_cost(profile)
+    return out
+
+
+def _dummy_item_cost(
+    profile: ModelProfile, args: EngineArgs, modality: str, default: modalities.ItemCost
+) -> modalities.ItemCost:
+    """The item vLLM actually encodes: the max-size dummy, or the size given in the limit."""
+    limit = args.limit_mm_per_prompt.get(modality)
+    kw = args.mm_processor_kwargs
+    if limit is None or (limit.width is None and limit.height is None and limit.num_frames is None):
+        return default
+    if modality == "image":
+        w0, h0 = modalities.max_image_size(profile, kw)
+        cost = modalities.image_cost(profile, limit.width or w0, limit.height or h0, kw)
+    elif modality == "video":
+        w0, h0 = modalities.max_image_size(profile, kw)
+        frames = limit.num_frames or 2
+        cost = modalities.video_cost(profile, limit.width or w0, limit.height or h0, frames, kw)
+    else:
+        return default
+    return cost if cost.tokens <= default.tokens else default
+
+
+def mm_profile(
+    profile: ModelProfile,
+    args: EngineArgs,
+    max_model_len: int,
+    mnbt: int,
+    mns: int,
+    cal: Calibration,
+) -> MMProfile:
+    """vLLM's encoder profiling pass: how many items of which modality, and its memory."""
+    costs = _max_item_costs(profile, args, max_model_len)
+    max_tokens = {m: c.tokens for m, c in costs.items()}
+    if not costs or args.skip_mm_profiling:
+        why = "skipped (--skip-mm-profiling)" if args.skip_mm_profiling else "none"
+        return MMProfile(None, 0, 0, 0, 0, max_tokens, why if profile.multimodal else "text model")
+    modality = max(costs, key=lambda m: (costs[m].tokens, m))
+    item = costs[modality]
+    budget = max(mnbt, item.tokens)
+    limit = args.limit_mm_per_prompt.get(modality)
+    per_prompt_limit = limit.count if limit is not None else 999
+    per_prompt = max(1, min(per_prompt_limit, max_model_len // max(item.tokens, 1)))
+    items = max(1, min(budget // max(item.tokens, 1), mns * per_prompt))
+    dummy = _dummy_item_cost(profile, args, modality, item)
+    enc = _encoder_bytes(profile, args, modality, dummy, items, cal)
+    out_width = profile.text.hidden_size
+    if profile.family == "qwen3_vl":
+        out_width *= 1 + len(
+            profile.config.get("vision_config", {}).get("deepstack_visual_indexes") or []
+        )
+    output = items * dummy.tokens * out_width * 2
+    desc = (
+        f"encoder budget {budget} tokens, profiled with {items} {modality} item(s) of "
+        f"{dummy.tokens} tokens"
+    )
+    return MMProfile(modality, items, dummy.tokens, enc, output, max_tokens, desc)
+
+
+def _encoder_bytes(
+    profile: ModelProfile,
+    args: EngineArgs,
+    modality: str,
+    item: modalities.ItemCost,
+    items: int,
+    cal: Calibration,
+) -> int:
+    tp = 1 if args.mm_encoder_tp_mode == "data" else args.tensor_parallel_size
+    if modality == "audio":
+        a = profile.audio
+        assert a is not None
+        positions = item.encoder_sequence * items
+        width = (a.intermediate_size // tp + 4 * a.hidden_size) * 2
+        mel = item.encoder_patches * items * a.num_mel_bins * 4
+        return int(positions * width * cal.encoder_activation_factor + mel)
+    v = profile.vision
+    assert v is not None
+    patches = item.encoder_patches * items
+    if args.mm_encoder_tp_mode == "data":
+        patches = math.ceil(patches / args.tensor_parallel_size)
+    mlp = (3 if v.gated_mlp else 2) * v.intermediate_size // tp
+    width = (mlp + 4 * v.hidden_size) * 2
+    merged = v.hidden_size * v.spatial_merge_size**2
+    merger = patches // max(1, v.spatial_merge_size**2) * merged * 2 * 2
+    return int(patches * width * cal.encoder_activation_factor + merger)
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA graphs
+
+
+def cudagraph_bytes(profile: ModelProfile, args: EngineArgs, cal: Calibration) -> int:
+    if args.enforce_eager:
+        return 0
+    layers = profile.text.num_layers
+    weight = 2.0 if profile.text.moe is not None else 1.0
+    gib = cal.cudagraph_base_gib + cal.cudagraph_per_layer_gib * layers * weight
+    if args.tensor_parallel_size > 1:
+        gib *= 1.25
+    return int(gib * GIB)
+
+
+# ----------------------------------------------------------------------------------------------
+# The estimate
+
+
+def _derived_max_len(profile: ModelProfile) -> int:
+    return profile.text.max_position_embeddings
+
+
+def _gib(n: float) -> float:
+    return round(n / GIB, 4)
+
+
+def _check_flags(profile: ModelProfile, args: EngineArgs) -> None:
+    tp = args.tensor_parallel_size
+    heads = profile.text.num_attention_heads
+    if heads % tp:
+        raise EstimateError(
+            f"Total number of attention heads ({heads}) must be divisible by tensor parallel "
+            f"size ({tp})."
+        )
+    derived = _derived_max_len(profile)
+    if args.max_model_len is not None and args.max_model_len > derived:
+        raise EstimateError(
+            f"User-specified max_model_len ({args.max_model_len}) is greater than the derived "
+            f"max_model_len (max_position_embeddings={derived} in model's config.json)."
+        )
+
+
+def hardware_refusal(profile: ModelProfile, args: EngineArgs, gpu: GpuSpec) -> str | None:
+    """vLLM's refusal when the GPU cannot run the requested dtype or quantization."""
+    if args.dtype == "bfloat16" and not gpu.supports.bf16:
+        return (
+            "Bfloat16 is only supported on GPUs with compute capability of at least 8.0. "
+            f"{gpu.name} has {gpu.compute_capability}; use --dtype half."
+        )
+    method = args.quantization or (profile.quantization.method if profile.quantization else None)
+    needs = {"fp8": 80, "awq": 75, "awq_marlin": 80, "gptq": 60, "gptq_marlin": 80}
+    cap = gpu.compute_major * 10 + gpu.compute_minor
+    if method in needs and cap < needs[method]:
+        return (
+            f"The quantization method {method} is not supported for the current GPU. Minimum "
+            f"capability: {needs[method]}. Current capability: {cap}."
+        )
+    return None
+
+
+def estimate(
+    profile: ModelProfile,
+    gpu: GpuSpec,
+    args: EngineArgs | None = None,
+    cal: Calibration = DEFAULT_CALIBRATION,
+) -> Estimate:
+    """Model vLLM's start-up on one replica of `gpu` × tensor_parallel_size.
+
+    Raises EstimateError for flags vLLM rejects outright; a configuration that loads but leaves
+    no room is an Estimate with fits=False and vLLM's reason.
+    """
+    args = args or EngineArgs()
+    version = parse_version(args.vllm_version)
+    dtype = resolve_dtype(profile, args, gpu)
+    _check_flags(profile, args)
+    tp = args.tensor_parallel_size
+    d_mnbt, d_mns = batch_defaults(gpu)
+    mns = args.max_num_seqs or d_mns
+    max_model_len = args.max_model_len or _derived_max_len(profile)
+    mnbt = args.max_num_batched_tokens or d_mnbt
+    util = args.gpu_memory_utilization or default_utilization(version)
+    block = args.block_size or 16
+    warnings: list[str] = []
+
+    total = gpu.memory_bytes
+    requested = math.ceil(total * util)
+    weights = weights_bytes_per_gpu(profile, args, dtype, cal)
+    non_torch = int((cal.non_torch_gib + (cal.non_torch_tp_gib if tp > 1 else 0.0)) * GIB)
+    text_act = text_activation_bytes(profile, args, mnbt, mns, cal)
+    mm = mm_profile(profile, args, max_model_len, mnbt, mns, cal)
+    activation = max(mm.encoder_bytes + mm.output_bytes, mm.output_bytes + text_act)
+    cudagraph = cudagraph_bytes(profile, args, cal)
+    graphs_first = version >= (0, 21, 0)
+    applied_graphs = cudagraph if graphs_first else 0
+
+    if args.kv_cache_memory_bytes:
+        available = args.kv_cache_memory_bytes
+    else:
+        available = requested - weights - non_torch - activation - applied_graphs
+
+    kv_dtype_bytes = KV_DTYPE_BYTES[args.kv_cache_dtype] or _dtype_bytes(dtype)
+    per_layer = kv_bytes_per_token_per_layer(profile, tp, kv_dtype_bytes)
+    groups = kv_groups(profile)
+    group_size = groups[0].layers
+    page = per_layer * block
+    bytes_per_token_all = int(per_layer * len(profile.text.layers))
+    num_blocks = max(0, int(available // (page * group_size))) if available > 0 else 0
+
+    need = _blocks_per_request(groups, max_model_len, block, mnbt)
+    concurrency = num_blocks / need if need else 0.0
+    if version >= (0, 21, 0):
+        tokens = int(concurrency * max_model_len)
+    else:
+        tokens = num_blocks // len(groups) * block
+
+    lo, hi = 0, _derived_max_len(profile)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _blocks_per_request(groups, mid, block, mnbt) <= num_blocks:
+            lo = mid
+        else:
+            hi = mid - 1
+    max_len_fit = lo
+
+    fits, reason = True, "fits"
+    budget_gib = _gib(requested)
+    refusal = hardware_refusal(profile, args, gpu)
+    if refusal:
+        fits, reason = False, refusal
+    elif weights > requested:
+        fits = False
+        reason = (
+            f"Model weights take {_gib(weights):.2f} GiB per GPU, more than the "
+            f"{budget_gib:.2f} GiB allowed by gpu_memory_utilization={util} of "
+            f"{gpu.memory_gib:.2f} GiB; use more GPUs (tensor parallel), a quantized model, or a "
+            "larger GPU."
+        )
+    elif available <= 0 or num_blocks == 0:
+        fits = False
+        reason = (
+            "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+            f"when initializing the engine (weights {_gib(weights):.2f} GiB + activation "
+            f"{_gib(activation):.2f} GiB + graphs {_gib(applied_graphs):.2f} GiB + non-torch "
+            f"{_gib(non_torch):.2f} GiB exceed {budget_gib:.2f} GiB)."
+        )
+    elif need > num_blocks:
+        fits = False
+        needed = need * page * group_size
+        reason = (
+            f"To serve at least one request with the models's max seq len ({max_model_len}), "
+            f"({_gib(needed):.2f} GiB KV cache is needed, which is larger than the available KV "
+            f"cache memory ({_gib(available):.2f} GiB). Based on the available memory, the "
+            f"estimated maximum model length is {max_len_fit}. Try increasing "
+            "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine."
+        )
+    else:
+        reason = (
+            f"fits: {tokens} KV tokens, {concurrency:.2f}x concurrency at {max_model_len} tokens "
+            "per request"
+        )
+    if not graphs_first and cudagraph and not args.enforce_eager:
+        headroom = total - requested
+        if cudagraph > headroom:
+            warnings.append(
+                f"CUDA graphs (~{_gib(cudagraph):.2f} GiB) may not fit in the "
+                f"{_gib(headroom):.2f} GiB left outside gpu_memory_utilization on vLLM "
+                f"{args.vllm_version}"
+            )
+    for modality, toks in mm.max_tokens.items():
+        if toks > max_model_len:
+            warnings.append(
+                f"one max-size {modality} item is {toks} tokens, more than max_model_len "
+                f"{max_model_len}: such requests are rejected"
+            )
+
+    return Estimate(
+        model=profile.id,
+        gpu=gpu.name,
+        vllm_version=args.vllm_version,
+        tensor_parallel_size=tp,
+        gpu_total_gib=round(gpu.memory_gib, 4),
+        gpu_memory_utilization=util,
+        requested_gib=budget_gib,
+        weights_gib=_gib(weights),
+        non_torch_gib=_gib(non_torch),
+        activation_gib=_gib(activation),
+        activation_text_gib=_gib(text_act),
+        activation_encoder_gib=_gib(mm.encoder_bytes + mm.output_bytes),
+        cudagraph_gib=_gib(cudagraph),
+        cudagraph_subtracted_before_kv=graphs_first,
+        kv_cache_gib=_gib(available),
+        kv_cache_blocks=num_blocks,
+        kv_cache_tokens=max(0, tokens),
+        kv_bytes_per_token=bytes_per_token_all,
+        kv_groups=groups,
+        block_size=block,
+        max_model_len=max_model_len,
+        max_model_len_fit=max_len_fit,
+        max_concurrency=round(concurrency, 2),
+        max_num_seqs=mns,
+        max_num_batched_tokens=mnbt,
+        dtype=dtype,
+        kv_cache_dtype=args.kv_cache_dtype,
+        quantization=args.quantization
+        or (profile.quantization.method if profile.quantization else None),
+        max_tokens_per_image=mm.max_tokens.get("image"),
+        max_tokens_per_video=mm.max_tokens.get("video"),
+        max_tokens_per_audio=mm.max_tokens.get("audio"),
+        mm_profile=mm.description,
+        fits=fits,
+        reason=reason,
+        warnings=warnings,
+    )

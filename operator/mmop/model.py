@@ -1,0 +1,995 @@
+"""Model profiles built from Hugging Face (or Mistral-native) configuration files.
+
+A :class:`ModelProfile` is everything the estimator needs to know about a model: the language
+model's shape (layers, heads, per-layer attention type, MoE), the vision tower and projector, the
+audio encoder, the checkpoint's dtype and quantization, and parameter counts computed from the
+config. Nothing here is typed in per model: each family's config layout is parsed and its
+parameters are counted from the shapes, the way the modules are built.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+CATALOG_MODELS_DIR = Path(__file__).parent / "catalog" / "models"
+
+Json = Mapping[str, Any]
+
+
+class ModelError(ValueError):
+    """A model id that is not in the catalog, or a configuration mmop cannot read."""
+
+
+class AttentionKind(StrEnum):
+    FULL = "full"
+    SLIDING = "sliding"
+    LINEAR = "linear"
+    CROSS = "cross"
+    MLA = "mla"
+
+
+class Layer(BaseModel):
+    """Attention of one language-model layer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: AttentionKind = Field(description="Attention type of the layer")
+    window_tokens: int | None = Field(default=None, description="Sliding window size in tokens")
+
+
+class MoE(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_experts: int = Field(description="Routed experts per MoE layer")
+    experts_per_token: int = Field(description="Experts activated per token")
+    expert_intermediate_size: int = Field(description="Intermediate size of one expert")
+    shared_expert_intermediate_size: int = Field(default=0, description="Shared expert size")
+    moe_layers: int = Field(description="Number of layers whose MLP is an MoE block")
+
+
+class TextModel(BaseModel):
+    """The decoder language model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    max_position_embeddings: int
+    layers: tuple[Layer, ...]
+    moe: MoE | None = None
+    kv_lora_rank: int | None = None
+    qk_rope_head_dim: int | None = None
+
+
+class VisionTower(BaseModel):
+    """The image/video encoder and the projector into the language model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str = Field(description="Encoder family: clip, siglip, qwen2_vl, internvit, pixtral, …")
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    patch_size: int
+    image_size: int | None = Field(default=None, description="Native input side in pixels")
+    spatial_merge_size: int = Field(default=1, description="Patches merged per output token side")
+    temporal_patch_size: int = Field(default=1, description="Frames per temporal patch")
+    gated_mlp: bool = Field(default=False, description="SwiGLU MLP (3 matrices) instead of 2")
+    full_attention_layers: int = Field(description="Layers attending over all patches of an item")
+    params: int = Field(description="Encoder parameters")
+    projector_params: int = Field(description="Projector/merger/resampler parameters")
+
+
+class AudioEncoder(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_mel_bins: int
+    max_source_positions: int
+    tokens_per_second: float = Field(description="LM tokens per second of audio")
+    params: int
+    projector_params: int
+
+
+class Quantization(BaseModel):
+    """The checkpoint's quantization_config, as far as memory is concerned."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: str = Field(description="vLLM quantization method: awq, gptq, fp8, compressed-tensors…")
+    weight_bits: int = Field(description="Bits per quantized weight")
+    group_size: int | None = Field(default=None, description="Weights per scale group")
+    unquantized_modules: tuple[str, ...] = Field(default=(), description="Modules left as is")
+
+
+class ParamCounts(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    embedding: int = Field(description="Input embedding (and untied LM head) parameters")
+    language_model: int = Field(description="Decoder layers and final norm, without embeddings")
+    vision: int = Field(description="Vision encoder and projector")
+    audio: int = Field(description="Audio encoder and projector")
+    other: int = Field(default=0, description="Loaded by transformers but not served by vLLM")
+
+    @property
+    def served(self) -> int:
+        """Parameters vLLM loads to serve the model."""
+        return self.embedding + self.language_model + self.vision + self.audio
+
+    @property
+    def total(self) -> int:
+        return self.served + self.other
+
+
+class ModelProfile(BaseModel):
+    """What the estimator needs to know about one model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    family: str = Field(description="Token-accounting family, e.g. qwen2_vl, llava, gemma3")
+    architecture: str
+    dtype: str = Field(description="Native weight dtype: bfloat16, float16 or float32")
+    text: TextModel
+    vision: VisionTower | None = None
+    audio: AudioEncoder | None = None
+    quantization: Quantization | None = None
+    params: ParamCounts
+    config: dict[str, Any] = Field(default_factory=dict, repr=False, description="Raw config")
+    preprocessor: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @property
+    def multimodal(self) -> bool:
+        return self.vision is not None or self.audio is not None
+
+    @property
+    def max_position_embeddings(self) -> int:
+        return self.text.max_position_embeddings
+
+
+# ----------------------------------------------------------------------------------------------
+# Defaults transformers applies when a config omits a field (only the fields mmop reads).
+
+_TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "llama": {
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+    },
+    "mistral": {
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 4096 * 32,
+        "tie_word_embeddings": False,
+        "sliding_window": 4096,
+    },
+    "qwen2": {
+        "vocab_size": 151936,
+        "hidden_size": 4096,
+        "intermediate_size": 22016,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "max_position_embeddings": 32768,
+        "tie_word_embeddings": False,
+    },
+    "gemma3_text": {
+        "vocab_size": 262208,
+        "hidden_size": 2304,
+        "intermediate_size": 9216,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "max_position_embeddings": 131072,
+        "sliding_window": 4096,
+        "sliding_window_pattern": 6,
+        "tie_word_embeddings": True,
+    },
+}
+
+_VISION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "clip_vision_model": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 224,
+        "patch_size": 32,
+        "num_channels": 3,
+    },
+    "siglip_vision_model": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 224,
+        "patch_size": 16,
+        "num_channels": 3,
+    },
+}
+
+_AUDIO_DEFAULTS: dict[str, Any] = {
+    "d_model": 1280,
+    "encoder_layers": 32,
+    "encoder_attention_heads": 20,
+    "encoder_ffn_dim": 5120,
+    "num_mel_bins": 128,
+    "max_source_positions": 1500,
+}
+
+
+def _with_defaults(cfg: Json | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(defaults)
+    for key, value in (cfg or {}).items():
+        # An explicit null keeps the default, except for a sliding window, where null means none.
+        if value is not None or key not in merged or key == "sliding_window":
+            merged[key] = value
+    return merged
+
+
+def _get(cfg: Json, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if cfg.get(name) is not None:
+            return cfg[name]
+    return default
+
+
+# ----------------------------------------------------------------------------------------------
+# Language model
+
+
+def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, int, int]:
+    """Build the decoder description; returns it with (embedding params, layer params)."""
+    mtype = model_type or cfg.get("model_type") or "llama"
+    base = _TEXT_DEFAULTS.get(mtype, _TEXT_DEFAULTS["qwen2" if "qwen" in mtype else "llama"])
+    c = _with_defaults(cfg, base)
+    hidden = int(c["hidden_size"])
+    layers = int(c["num_hidden_layers"])
+    heads = int(c["num_attention_heads"])
+    kv_heads = int(_get(c, "num_key_value_heads", default=heads))
+    head_dim = int(_get(c, "head_dim", default=hidden // heads))
+    inter = int(c["intermediate_size"])
+    vocab = int(c["vocab_size"])
+    tie = bool(c.get("tie_word_embeddings", False))
+    max_pos = int(_get(c, "max_position_embeddings", default=2048))
+
+    layer_list = _layer_types(c, layers)
+    moe = _moe(c, layers)
+
+    # Attention projections; Qwen2-family attention has q/k/v biases.
+    qkv_bias = mtype in {
+        "qwen2",
+        "qwen2_vl",
+        "qwen2_5_vl",
+        "qwen2_vl_text",
+        "qwen2_5_vl_text",
+    } or bool(c.get("attention_bias", False))
+    attn = hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + heads * head_dim * hidden
+    if qkv_bias:
+        attn += heads * head_dim + 2 * kv_heads * head_dim
+    if mtype.startswith("qwen3") or mtype.startswith("gemma3"):
+        attn += 2 * head_dim  # q_norm / k_norm
+    norms = (4 if mtype.startswith("gemma3") else 2) * hidden
+    dense_mlp = 3 * hidden * inter
+    per_layer_params = 0
+    if moe is None:
+        per_layer_params = layers * (attn + dense_mlp + norms)
+    else:
+        expert = 3 * hidden * moe.expert_intermediate_size
+        moe_mlp = moe.num_experts * expert + hidden * moe.num_experts
+        if moe.shared_expert_intermediate_size:
+            moe_mlp += 3 * hidden * moe.shared_expert_intermediate_size + hidden
+        per_layer_params = layers * (attn + norms) + moe.moe_layers * moe_mlp
+        per_layer_params += (layers - moe.moe_layers) * dense_mlp
+    lm_params = per_layer_params + hidden  # final norm
+    embed = vocab * hidden * (1 if tie else 2)
+
+    text = TextModel(
+        model_type=mtype,
+        num_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=inter,
+        vocab_size=vocab,
+        tie_word_embeddings=tie,
+        max_position_embeddings=max_pos,
+        layers=tuple(layer_list),
+        moe=moe,
+    )
+    return text, embed, lm_params
+
+
+def _layer_types(c: Json, layers: int) -> list[Layer]:
+    window = c.get("sliding_window")
+    types = c.get("layer_types")
+    if isinstance(types, list) and len(types) == layers:
+        out = []
+        for t in types:
+            if t in ("sliding_attention", "sliding", "local"):
+                out.append(Layer(kind=AttentionKind.SLIDING, window_tokens=int(window or 4096)))
+            elif t in ("linear_attention", "mamba"):
+                out.append(Layer(kind=AttentionKind.LINEAR))
+            else:
+                out.append(Layer(kind=AttentionKind.FULL))
+        return out
+    pattern = c.get("sliding_window_pattern") or c.get("_sliding_window_pattern")
+    if pattern and window:
+        # Gemma 3: every `pattern`-th layer is global, the others slide.
+        return [
+            Layer(kind=AttentionKind.FULL)
+            if (i + 1) % int(pattern) == 0
+            else Layer(kind=AttentionKind.SLIDING, window_tokens=int(window))
+            for i in range(layers)
+        ]
+    uses_window = c.get("use_sliding_window")
+    if window and uses_window is not False and c.get("model_type") in {"mistral", "mixtral"}:
+        return [Layer(kind=AttentionKind.SLIDING, window_tokens=int(window))] * layers
+    if window and uses_window:
+        max_window_layers = int(c.get("max_window_layers", layers))
+        return [
+            Layer(kind=AttentionKind.SLIDING, window_tokens=int(window))
+            if i >= max_window_layers
+            else Layer(kind=AttentionKind.FULL)
+            for i in range(layers)
+        ]
+    return [Layer(kind=AttentionKind.FULL)] * layers
+
+
+def _moe(c: Json, layers: int) -> MoE | None:
+    experts = _get(c, "num_experts", "num_local_experts", "n_routed_experts")
+    if not experts:
+        return None
+    sparse_step = int(c.get("decoder_sparse_step", 1) or 1)
+    mlp_only = set(c.get("mlp_only_layers") or [])
+    moe_layers = sum(1 for i in range(layers) if i not in mlp_only and (i + 1) % sparse_step == 0)
+    return MoE(
+        num_experts=int(experts),
+        experts_per_token=int(_get(c, "num_experts_per_tok", "num_experts_per_token", default=1)),
+        expert_intermediate_size=int(_get(c, "moe_intermediate_size", "intermediate_size")),
+        shared_expert_intermediate_size=int(c.get("shared_expert_intermediate_size") or 0),
+        moe_layers=moe_layers,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Vision encoders: parameter counts from shapes
+
+
+def _vit_layer_params(d: int, dff: int, *, gated: bool, bias: bool, norm_bias: bool) -> int:
+    attn = 4 * d * d + (4 * d if bias else 0)
+    mlp = (3 if gated else 2) * d * dff + ((2 * dff + d if gated else dff + d) if bias else 0)
+    norms = 2 * d * (2 if norm_bias else 1)
+    return attn + mlp + norms
+
+
+def _clip_like(vc: Json, kind: str, *, pos_tokens: int | None = None) -> tuple[dict[str, Any], int]:
+    defaults = _VISION_DEFAULTS.get(
+        "siglip_vision_model" if kind == "siglip" else "clip_vision_model"
+    )
+    c = _with_defaults(vc, defaults or {})
+    d, dff = int(c["hidden_size"]), int(c["intermediate_size"])
+    layers, patch = int(c["num_hidden_layers"]), int(c["patch_size"])
+    image = int(c["image_size"])
+    n_pos = pos_tokens if pos_tokens is not None else (image // patch) ** 2
+    params = layers * _vit_layer_params(d, dff, gated=False, bias=True, norm_bias=True)
+    params += 3 * patch * patch * d + (d if kind == "siglip" else 0)  # patch conv (+bias)
+    if kind == "clip":
+        n_pos += 1
+        params += d + 2 * 2 * d  # class embedding, pre and post layernorm
+    else:
+        params += 2 * d  # post layernorm
+    params += n_pos * d
+    return c, params
+
+
+def _vision_tower(
+    kind: str,
+    c: Json,
+    params: int,
+    projector: int,
+    *,
+    layers_key: str = "num_hidden_layers",
+    merge: int = 1,
+    temporal: int = 1,
+    gated: bool = False,
+    full_attention_layers: int | None = None,
+) -> VisionTower:
+    layers = int(c[layers_key])
+    return VisionTower(
+        kind=kind,
+        num_layers=layers,
+        hidden_size=int(c["hidden_size"]),
+        intermediate_size=int(c["intermediate_size"]),
+        num_heads=int(_get(c, "num_attention_heads", "num_heads", default=16)),
+        patch_size=int(c["patch_size"]),
+        image_size=int(c["image_size"]) if c.get("image_size") else None,
+        spatial_merge_size=merge,
+        temporal_patch_size=temporal,
+        gated_mlp=gated,
+        full_attention_layers=layers if full_attention_layers is None else full_attention_layers,
+        params=params,
+        projector_params=projector,
+    )
+
+
+def _qwen_vit(vc: Json, lm_hidden: int, model_type: str) -> VisionTower:
+    """Qwen2-VL, Qwen2.5-VL (and the Omni thinker) and Qwen3-VL vision transformers."""
+    if model_type == "qwen2_vl":
+        d = int(_get(vc, "embed_dim", default=1280))
+        dff = int(d * float(vc.get("mlp_ratio", 4)))
+        gated = False
+    else:
+        d = int(_get(vc, "hidden_size", "embed_dim", default=1280))
+        dff = int(_get(vc, "intermediate_size", default=3420))
+        gated = model_type in ("qwen2_5_vl", "qwen2_5_omni")
+    layers = int(_get(vc, "depth", "num_hidden_layers", default=32))
+    patch = int(vc.get("patch_size", 14))
+    temporal = int(vc.get("temporal_patch_size", 2))
+    merge = int(vc.get("spatial_merge_size", 2))
+    in_ch = int(_get(vc, "in_channels", "in_chans", default=3))
+    out = int(_get(vc, "out_hidden_size", default=lm_hidden))
+    heads = int(_get(vc, "num_heads", default=16))
+    is_qwen3 = model_type.startswith("qwen3")
+    params = layers * _vit_layer_params(d, dff, gated=gated, bias=True, norm_bias=not gated)
+    params += in_ch * temporal * patch * patch * d + (d if is_qwen3 else 0)
+    merged = d * merge * merge
+
+    def merger(norm_width: int) -> int:
+        return norm_width * (1 if gated else 2) + merged * merged + merged + merged * out + out
+
+    projector = merger(d)
+    if is_qwen3:
+        params += int(vc.get("num_position_embeddings", 2304)) * d
+        deepstack = len(vc.get("deepstack_visual_indexes") or [])
+        projector += deepstack * merger(merged)
+    window = vc.get("fullatt_block_indexes")
+    c = {
+        "hidden_size": d,
+        "intermediate_size": dff,
+        "num_hidden_layers": layers,
+        "num_heads": heads,
+        "patch_size": patch,
+    }
+    return _vision_tower(
+        model_type,
+        c,
+        params,
+        projector,
+        merge=merge,
+        temporal=temporal,
+        gated=gated,
+        full_attention_layers=len(window) if window else layers,
+    )
+
+
+def _internvit(vc: Json, lm_hidden: int, downsample: float, image_size: int) -> VisionTower:
+    d, dff = int(vc["hidden_size"]), int(vc["intermediate_size"])
+    layers, patch = int(vc["num_hidden_layers"]), int(vc["patch_size"])
+    rms = vc.get("norm_type", "layer_norm") == "rms_norm"
+    qk_norm = bool(vc.get("qk_normalization", False))
+    qkv_bias = bool(vc.get("qkv_bias", True))
+    per_layer = 3 * d * d + (3 * d if qkv_bias else 0) + d * d + d  # qkv, proj
+    per_layer += 2 * d * dff + dff + d  # fc1, fc2
+    per_layer += 2 * d * (1 if rms else 2) + 2 * d  # norm1, norm2, ls1, ls2
+    if qk_norm:
+        per_layer += 2 * d
+    n_pos = (image_size // patch) ** 2 + 1
+    params = layers * per_layer + d + 3 * patch * patch * d + d + n_pos * d
+    merged = int(d / (downsample * downsample))
+    projector = 2 * merged + merged * lm_hidden + lm_hidden + lm_hidden * lm_hidden + lm_hidden
+    c = {**vc, "image_size": image_size}
+    return _vision_tower("internvit", c, params, projector, merge=round(1 / downsample))
+
+
+# ----------------------------------------------------------------------------------------------
+# Quantization
+
+
+def _quantization(cfg: Json) -> Quantization | None:
+    q = cfg.get("quantization_config") or (cfg.get("text_config") or {}).get("quantization_config")
+    if not q:
+        return None
+    method = str(q.get("quant_method", "")).lower()
+    skip = tuple(
+        q.get("modules_to_not_convert")
+        or q.get("ignored_layers")
+        or q.get("ignore")
+        or q.get("modules_to_not_quantize")
+        or ()
+    )
+    if method == "compressed-tensors":
+        bits = 8
+        group: int | None = None
+        for scheme in (q.get("config_groups") or {}).values():
+            weights = scheme.get("weights") or {}
+            bits = int(weights.get("num_bits", bits))
+            group = weights.get("group_size") or group
+        return Quantization(
+            method=method, weight_bits=bits, group_size=group, unquantized_modules=skip
+        )
+    if method == "fp8":
+        block = q.get("weight_block_size")
+        return Quantization(
+            method="fp8",
+            weight_bits=8,
+            group_size=int(block[0] * block[1]) if block else None,
+            unquantized_modules=skip,
+        )
+    bits = int(_get(q, "bits", "w_bit", default=4))
+    group = _get(q, "group_size", "q_group_size")
+    return Quantization(
+        method=method or "awq",
+        weight_bits=bits,
+        group_size=int(group) if group and int(group) > 0 else None,
+        unquantized_modules=skip,
+    )
+
+
+def _dtype(cfg: Json) -> str:
+    raw = (
+        cfg.get("torch_dtype")
+        or cfg.get("dtype")
+        or (cfg.get("text_config") or {}).get("torch_dtype")
+        or (cfg.get("text_config") or {}).get("dtype")
+        or (cfg.get("llm_config") or {}).get("torch_dtype")
+        or "bfloat16"
+    )
+    raw = str(raw).replace("torch.", "")
+    return {"bf16": "bfloat16", "fp16": "float16", "half": "float16"}.get(raw, raw)
+
+
+# ----------------------------------------------------------------------------------------------
+# Families
+
+
+def _family_of(cfg: Json) -> str:
+    if "vision_encoder" in cfg and "dim" in cfg:
+        return "pixtral"
+    if "dim" in cfg and "n_layers" in cfg:
+        return "mistral_native"
+    mtype = str(cfg.get("model_type", ""))
+    arch = " ".join(cfg.get("architectures") or [])
+    if mtype in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"}:
+        return "qwen3_vl" if mtype.startswith("qwen3") else mtype
+    if mtype == "qwen2_5_omni" or "Omni" in arch:
+        return "qwen2_5_omni"
+    if mtype == "qwen2_audio":
+        return "qwen2_audio"
+    if mtype == "llava":
+        return "llava"
+    if mtype == "llava_next":
+        return "llava_next"
+    if mtype == "internvl_chat" or "InternVL" in arch:
+        return "internvl"
+    if mtype == "gemma3":
+        return "gemma3"
+    if mtype == "mistral3":
+        return "mistral3"
+    if mtype == "phi3_v" or "Phi3V" in arch:
+        return "phi3_v"
+    if mtype == "minicpmv" or "MiniCPMV" in arch:
+        return "minicpmv"
+    if mtype in {"idefics3", "smolvlm"}:
+        return "idefics3"
+    return "text"
+
+
+def build_profile(model_id: str, cfg: Json, preprocessor: Json | None = None) -> ModelProfile:
+    """Build a ModelProfile from a parsed config (and preprocessor config where needed)."""
+    family = _family_of(cfg)
+    builder = _BUILDERS.get(family)
+    if builder is None:
+        raise ModelError(f"{model_id}: unsupported model family {family!r}")
+    try:
+        return builder(model_id, cfg, dict(preprocessor or {}))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{model_id}: cannot read config.json ({err})") from err
+
+
+def _profile(
+    model_id: str,
+    family: str,
+    cfg: Json,
+    pre: Json,
+    text_cfg: Json,
+    *,
+    text_type: str | None = None,
+    vision: VisionTower | None = None,
+    audio: AudioEncoder | None = None,
+    other: int = 0,
+) -> ModelProfile:
+    text, embed, lm = _text_model(text_cfg, text_type)
+    arch = (cfg.get("architectures") or [family])[0]
+    return ModelProfile(
+        id=model_id,
+        family=family,
+        architecture=str(arch),
+        dtype=_dtype(cfg),
+        text=text,
+        vision=vision,
+        audio=audio,
+        quantization=_quantization(cfg),
+        params=ParamCounts(
+            embedding=embed,
+            language_model=lm,
+            vision=(vision.params + vision.projector_params) if vision else 0,
+            audio=(audio.params + audio.projector_params) if audio else 0,
+            other=other,
+        ),
+        config=dict(cfg),
+        preprocessor=dict(pre),
+    )
+
+
+def _text_cfg_of(cfg: Json) -> dict[str, Any]:
+    """Text fields: `text_config` where present, else the top level (older Qwen-VL layout)."""
+    if isinstance(cfg.get("text_config"), dict) and "hidden_size" in cfg["text_config"]:
+        tc = dict(cfg["text_config"])
+        for key in ("tie_word_embeddings",):
+            if key in cfg and key not in tc:
+                tc[key] = cfg[key]
+        return tc
+    return {k: v for k, v in cfg.items() if k not in ("vision_config", "text_config")}
+
+
+def _build_text(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    return _profile(model_id, "text", cfg, pre, cfg)
+
+
+def _build_qwen_vl(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    mtype = str(cfg["model_type"])
+    tc = _text_cfg_of(cfg)
+    hidden = int(tc["hidden_size"])
+    vision = _qwen_vit(cfg["vision_config"], hidden, mtype)
+    family = "qwen3_vl" if mtype.startswith("qwen3") else mtype
+    text_type = (
+        "qwen3_moe" if mtype == "qwen3_vl_moe" else ("qwen3" if family == "qwen3_vl" else "qwen2")
+    )
+    return _profile(model_id, family, cfg, pre, tc, text_type=text_type, vision=vision)
+
+
+def _whisper(ac: Json, out_hidden: int, *, omni: bool) -> AudioEncoder:
+    c = _with_defaults(ac, _AUDIO_DEFAULTS)
+    d, dff = int(c["d_model"]), int(c["encoder_ffn_dim"])
+    layers, mels = int(c["encoder_layers"]), int(c["num_mel_bins"])
+    src = int(c["max_source_positions"])
+    per_layer = 4 * d * d + 3 * d + 2 * d * dff + dff + d + 2 * 2 * d  # k_proj has no bias
+    params = layers * per_layer + mels * d * 3 + d + d * d * 3 + d + 2 * d
+    if omni:
+        params += 0  # sinusoidal positions are not parameters in the Omni encoder
+        out = int(c.get("output_dim", out_hidden))
+        projector = 2 * d + d * out + out  # ln_post + proj
+    else:
+        params += src * d
+        projector = d * out_hidden + out_hidden
+    return AudioEncoder(
+        kind="whisper",
+        num_layers=layers,
+        hidden_size=d,
+        intermediate_size=dff,
+        num_mel_bins=mels,
+        max_source_positions=src,
+        tokens_per_second=25.0,
+        params=params,
+        projector_params=projector,
+    )
+
+
+def _build_qwen2_audio(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    tc = _with_defaults(cfg.get("text_config"), _TEXT_DEFAULTS["qwen2"])
+    audio = _whisper(cfg.get("audio_config") or {}, int(tc["hidden_size"]), omni=False)
+    return _profile(model_id, "qwen2_audio", cfg, pre, tc, text_type="qwen2", audio=audio)
+
+
+def _build_qwen2_5_omni(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    thinker = cfg.get("thinker_config") or cfg
+    tc = dict(thinker["text_config"])
+    hidden = int(tc["hidden_size"])
+    vision = _qwen_vit(thinker["vision_config"], hidden, "qwen2_5_omni")
+    audio = _whisper(thinker["audio_config"], hidden, omni=True)
+    other = 0
+    talker = cfg.get("talker_config")
+    if talker:
+        talker_text, t_embed, t_lm = _text_model(
+            {**talker, "model_type": "qwen2", "tie_word_embeddings": False}, "qwen2"
+        )
+        # The talker also projects thinker states into its width.
+        other = t_embed + t_lm + hidden * talker_text.hidden_size + talker_text.hidden_size
+    merged = {**thinker, "torch_dtype": cfg.get("torch_dtype", thinker.get("torch_dtype"))}
+    prof = _profile(
+        model_id, "qwen2_5_omni", merged, pre, tc, text_type="qwen2", vision=vision, audio=audio
+    )
+    return prof.model_copy(update={"params": prof.params.model_copy(update={"other": other})})
+
+
+def _build_llava(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    tc = dict(cfg.get("text_config") or {})
+    text_type = str(tc.get("model_type", "llama"))
+    vc_raw = cfg.get("vision_config") or {}
+    vc, vparams = _clip_like(vc_raw, "clip")
+    lm_hidden = int(_with_defaults(tc, _TEXT_DEFAULTS.get(text_type, {}))["hidden_size"])
+    d = int(vc["hidden_size"])
+    projector = d * lm_hidden + lm_hidden + lm_hidden * lm_hidden + lm_hidden
+    family = "llava_next" if cfg.get("model_type") == "llava_next" else "llava"
+    if family == "llava_next":
+        projector += lm_hidden  # image_newline
+    vision = _vision_tower("clip", vc, vparams, projector)
+    return _profile(model_id, family, cfg, pre, tc, text_type=text_type, vision=vision)
+
+
+def _build_internvl(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    lc = dict(cfg["llm_config"])
+    arch = " ".join(lc.get("architectures") or [])
+    text_type = "qwen2" if "Qwen2" in arch else ("llama" if "Llama" in arch else "internlm2")
+    if text_type == "internlm2" and "tie_word_embeddings" not in lc:
+        lc["tie_word_embeddings"] = False
+    lm_hidden = int(lc["hidden_size"])
+    image_size = int(cfg.get("force_image_size") or cfg["vision_config"]["image_size"])
+    vision = _internvit(
+        cfg["vision_config"], lm_hidden, float(cfg.get("downsample_ratio", 0.5)), image_size
+    )
+    merged = {**cfg, "torch_dtype": cfg.get("torch_dtype") or lc.get("torch_dtype")}
+    return _profile(model_id, "internvl", merged, pre, lc, text_type=text_type, vision=vision)
+
+
+def _build_gemma3(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    tc = dict(cfg.get("text_config") or {})
+    tc.setdefault("model_type", "gemma3_text")
+    lm_hidden = int(_with_defaults(tc, _TEXT_DEFAULTS["gemma3_text"])["hidden_size"])
+    vc, vparams = _clip_like(cfg.get("vision_config") or {}, "siglip")
+    d = int(vc["hidden_size"])
+    projector = d + d * lm_hidden  # soft-embedding norm + input projection
+    vision = _vision_tower("siglip", vc, vparams, projector)
+    return _profile(model_id, "gemma3", cfg, pre, tc, text_type="gemma3_text", vision=vision)
+
+
+def _pixtral_vit(c: Json, lm_hidden: int, *, adapter: str) -> VisionTower:
+    d, dff = int(c["hidden_size"]), int(c["intermediate_size"])
+    layers, patch = int(c["num_hidden_layers"]), int(c["patch_size"])
+    ch = int(c.get("num_channels", 3))
+    params = layers * _vit_layer_params(d, dff, gated=True, bias=False, norm_bias=False)
+    params += ch * patch * patch * d + d  # patch conv, ln_pre
+    if adapter == "pixtral":
+        projector = d * lm_hidden + lm_hidden + lm_hidden * lm_hidden + lm_hidden
+        merge = 1
+    else:  # mistral3: norm, 2x2 patch merger, two linear layers without bias
+        merge = int(c.get("spatial_merge_size", 2))
+        projector = d + d * merge * merge * d + d * lm_hidden + lm_hidden * lm_hidden
+    cc = {**c, "num_attention_heads": _get(c, "num_attention_heads", default=16)}
+    return _vision_tower("pixtral", cc, params, projector, merge=merge, gated=True)
+
+
+def _build_pixtral(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    """Mistral-native params.json (Pixtral-12B-2409)."""
+    ve = dict(cfg["vision_encoder"])
+    tc = {
+        "model_type": "mistral",
+        "hidden_size": cfg["dim"],
+        "num_hidden_layers": cfg["n_layers"],
+        "num_attention_heads": cfg["n_heads"],
+        "num_key_value_heads": cfg.get("n_kv_heads", cfg["n_heads"]),
+        "head_dim": cfg.get("head_dim"),
+        "intermediate_size": cfg["hidden_dim"],
+        "vocab_size": cfg["vocab_size"],
+        "max_position_embeddings": cfg.get("max_position_embeddings")
+        or cfg.get("max_seq_len")
+        or 131072,
+        "tie_word_embeddings": bool(cfg.get("tied_embeddings", False)),
+        "sliding_window": cfg.get("sliding_window"),
+    }
+    vision = _pixtral_vit(ve, int(cfg["dim"]), adapter="pixtral")
+    native = {
+        **cfg,
+        "architectures": ["PixtralForConditionalGeneration"],
+        "torch_dtype": cfg.get("torch_dtype", "bfloat16"),
+    }
+    return _profile(model_id, "pixtral", native, pre, tc, text_type="mistral", vision=vision)
+
+
+def _build_mistral_native(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    tc = {
+        "model_type": "mistral",
+        "hidden_size": cfg["dim"],
+        "num_hidden_layers": cfg["n_layers"],
+        "num_attention_heads": cfg["n_heads"],
+        "num_key_value_heads": cfg.get("n_kv_heads", cfg["n_heads"]),
+        "head_dim": cfg.get("head_dim"),
+        "intermediate_size": cfg["hidden_dim"],
+        "vocab_size": cfg["vocab_size"],
+        "max_position_embeddings": cfg.get("max_seq_len") or 32768,
+        "sliding_window": cfg.get("sliding_window"),
+    }
+    native = {**cfg, "architectures": ["MistralForCausalLM"]}
+    return _profile(model_id, "text", native, pre, tc, text_type="mistral")
+
+
+def _build_mistral3(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    tc = dict(cfg["text_config"])
+    text_type = str(tc.get("model_type", "mistral"))
+    lm_hidden = int(_with_defaults(tc, _TEXT_DEFAULTS.get(text_type, {}))["hidden_size"])
+    vc = {**cfg["vision_config"], "spatial_merge_size": cfg.get("spatial_merge_size", 2)}
+    vision = _pixtral_vit(vc, lm_hidden, adapter="mistral3")
+    return _profile(model_id, "mistral3", cfg, pre, tc, text_type=text_type, vision=vision)
+
+
+def _build_phi3_v(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    # CLIP ViT-L/14 at 336 px (the checkpoint's img_processor), HD-transform projector.
+    vc, vparams = _clip_like(
+        {
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "image_size": 336,
+            "patch_size": 14,
+        },
+        "clip",
+    )
+    lm_hidden = int(cfg["hidden_size"])
+    dim_out = int((cfg.get("img_processor") or {}).get("image_dim_out", 1024))
+    hd = dim_out * 4
+    projector = hd * lm_hidden + lm_hidden + lm_hidden * lm_hidden + lm_hidden + 2 * hd
+    vision = _vision_tower("clip", vc, vparams, projector)
+    tc = {**cfg, "model_type": "llama"}
+    return _profile(model_id, "phi3_v", cfg, pre, tc, text_type="llama", vision=vision)
+
+
+def _build_minicpmv(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    tc = {k: v for k, v in cfg.items() if k != "vision_config"}
+    vc_raw = dict(cfg["vision_config"])
+    image = int(vc_raw.get("image_size", 980))
+    patch = int(vc_raw.get("patch_size", 14))
+    vc, vparams = _clip_like(vc_raw, "siglip", pos_tokens=(image // patch) ** 2)
+    d = int(vc["hidden_size"])
+    lm = int(cfg["hidden_size"])
+    query = int(cfg.get("query_num", 64))
+    # Resampler: queries, kv projection, multi-head attention, three layernorms, output proj.
+    projector = query * lm + d * lm + (3 * lm * lm + 3 * lm) + (lm * lm + lm) + 3 * 2 * lm
+    projector += lm * lm
+    vision = _vision_tower("siglip", vc, vparams, projector)
+    return _profile(model_id, "minicpmv", cfg, pre, tc, text_type="qwen2", vision=vision)
+
+
+def _build_idefics3(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    tc = dict(cfg["text_config"])
+    text_type = str(tc.get("model_type", "llama"))
+    tc.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", False))
+    vc, vparams = _clip_like(cfg.get("vision_config") or {}, "siglip")
+    scale = int(cfg.get("scale_factor", 2))
+    lm_hidden = int(_with_defaults(tc, _TEXT_DEFAULTS.get(text_type, {}))["hidden_size"])
+    projector = int(vc["hidden_size"]) * scale * scale * lm_hidden
+    vision = _vision_tower("siglip", vc, vparams, projector, merge=scale)
+    return _profile(model_id, "idefics3", cfg, pre, tc, text_type=text_type, vision=vision)
+
+
+_BUILDERS = {
+    "text": _build_text,
+    "qwen2_vl": _build_qwen_vl,
+    "qwen2_5_vl": _build_qwen_vl,
+    "qwen3_vl": _build_qwen_vl,
+    "qwen2_audio": _build_qwen2_audio,
+    "qwen2_5_omni": _build_qwen2_5_omni,
+    "llava": _build_llava,
+    "llava_next": _build_llava,
+    "internvl": _build_internvl,
+    "gemma3": _build_gemma3,
+    "pixtral": _build_pixtral,
+    "mistral_native": _build_mistral_native,
+    "mistral3": _build_mistral3,
+    "phi3_v": _build_phi3_v,
+    "minicpmv": _build_minicpmv,
+    "idefics3": _build_idefics3,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def catalog_ids() -> list[str]:
+    """Model ids shipped in the catalog, sorted."""
+    ids = []
+    for source in sorted(CATALOG_MODELS_DIR.glob("*/*/source.yaml")):
+        ids.append(f"{source.parent.parent.name}/{source.parent.name}")
+    return ids
+
+
+def catalog_source(model_id: str) -> dict[str, Any]:
+    """The catalog's source record for a model (URLs, provenance, published parameter count)."""
+    path = CATALOG_MODELS_DIR / model_id / "source.yaml"
+    if not path.is_file():
+        raise ModelError(f"{model_id!r} is not in the model catalog")
+    data = yaml.safe_load(path.read_text())
+    return dict(data or {})
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from err
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_profile_from_dir(directory: Path, model_id: str | None = None) -> ModelProfile:
+    """Read config.json (or Mistral's params.json) and preprocessor_config.json from a directory."""
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        config_path = directory / "params.json"
+    if not config_path.is_file():
+        raise ModelError(f"{directory}: no config.json or params.json")
+    cfg = _read_json(config_path)
+    pre: dict[str, Any] = {}
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        if (directory / name).is_file():
+            pre.update(_read_json(directory / name))
+    if (directory / "video_preprocessor_config.json").is_file():
+        pre["video"] = _read_json(directory / "video_preprocessor_config.json")
+    return build_profile(model_id or str(directory), cfg, pre)
+
+
+def load_profile(model: str) -> ModelProfile:
+    """Load a catalog model by id (`org/name`), or a local directory holding config.json."""
+    catalog_dir = CATALOG_MODELS_DIR / model
+    if "/" in model and (catalog_dir / "source.yaml").is_file():
+        return load_profile_from_dir(catalog_dir, model)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return load_profile_from_dir(path, model)
+    close = [m for m in catalog_ids() if model.lower().split("/")[-1] in m.lower()]
+    hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+    raise ModelError(
+        f"unknown model {model!r}: not a catalog id and not a directory with config.json{hint}"
+    )
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+__all__ = [
+    "AttentionKind",
+    "AudioEncoder",
+    "Layer",
+    "ModelError",
+    "ModelProfile",
+    "ParamCounts",
+    "Quantization",
+    "TextModel",
+    "VisionTower",
+    "catalog_ids",
+    "catalog_source",
+    "ceil_div",
+    "load_profile",
+]

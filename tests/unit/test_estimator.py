@@ -1,0 +1,221 @@
+"""vLLM start-up accounting: behaviour of each term and of the verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmop.catalog import resolve_gpu
+from mmop.estimator import (
+    EngineArgs,
+    EstimateError,
+    batch_defaults,
+    estimate,
+    kv_groups,
+)
+from mmop.model import load_profile
+
+QWEN25 = load_profile("Qwen/Qwen2.5-VL-7B-Instruct")
+H100 = resolve_gpu("H100")
+L4 = resolve_gpu("L4")
+
+
+def test_budget_is_a_fraction_of_total_memory() -> None:
+    est = estimate(QWEN25, H100, EngineArgs(gpu_memory_utilization=0.5))
+    assert est.requested_gib == pytest.approx(H100.memory_gib * 0.5, abs=1e-3)
+
+
+def test_available_kv_is_budget_minus_every_other_term() -> None:
+    est = estimate(QWEN25, H100, EngineArgs(max_model_len=32768))
+    rest = est.weights_gib + est.non_torch_gib + est.activation_gib + est.cudagraph_gib
+    assert est.kv_cache_gib == pytest.approx(est.requested_gib - rest, abs=1e-3)
+
+
+def test_full_attention_tokens_follow_bytes_per_token() -> None:
+    est = estimate(QWEN25, H100, EngineArgs(max_model_len=32768))
+    assert est.kv_bytes_per_token == 57344
+    expected_blocks = int(est.kv_cache_gib * 1024**3 // (57344 * 16))
+    assert abs(est.kv_cache_blocks - expected_blocks) <= 1
+    assert est.kv_cache_tokens == pytest.approx(est.kv_cache_blocks * 16, rel=1e-3)
+    assert est.max_concurrency == pytest.approx(est.kv_cache_tokens / 32768, abs=0.01)
+
+
+def test_fp8_kv_cache_halves_bytes_and_doubles_tokens() -> None:
+    base = estimate(QWEN25, H100, EngineArgs(max_model_len=32768))
+    fp8 = estimate(QWEN25, H100, EngineArgs(max_model_len=32768, kv_cache_dtype="fp8"))
+    assert fp8.kv_bytes_per_token * 2 == base.kv_bytes_per_token
+    assert fp8.kv_cache_tokens == pytest.approx(2 * base.kv_cache_tokens, rel=0.01)
+
+
+def test_tensor_parallel_splits_weights_and_kv_heads() -> None:
+    one = estimate(QWEN25, H100, EngineArgs(max_model_len=32768))
+    two = estimate(QWEN25, H100, EngineArgs(max_model_len=32768, tensor_parallel_size=2))
+    assert two.weights_gib < 0.55 * one.weights_gib
+    assert two.kv_bytes_per_token * 2 == one.kv_bytes_per_token
+    assert two.non_torch_gib > one.non_torch_gib
+
+
+def test_kv_heads_are_replicated_when_tp_exceeds_them() -> None:
+    profile = load_profile("Qwen/Qwen2-VL-2B-Instruct")  # 12 heads, 2 KV heads
+    four = estimate(profile, H100, EngineArgs(tensor_parallel_size=4))
+    two = estimate(profile, H100, EngineArgs(tensor_parallel_size=2))
+    assert four.kv_bytes_per_token == two.kv_bytes_per_token
+
+
+def test_data_mode_keeps_a_whole_vision_tower_per_gpu() -> None:
+    weights = estimate(QWEN25, H100, EngineArgs(tensor_parallel_size=2))
+    data = estimate(QWEN25, H100, EngineArgs(tensor_parallel_size=2, mm_encoder_tp_mode="data"))
+    assert data.weights_gib > weights.weights_gib
+
+
+def test_tp_must_divide_attention_heads() -> None:
+    with pytest.raises(EstimateError, match=r"attention heads \(28\) must be divisible"):
+        estimate(QWEN25, H100, EngineArgs(tensor_parallel_size=8))
+
+
+def test_enforce_eager_has_no_graph_memory() -> None:
+    eager = estimate(QWEN25, H100, EngineArgs(enforce_eager=True))
+    graphs = estimate(QWEN25, H100, EngineArgs())
+    assert eager.cudagraph_gib == 0
+    assert eager.kv_cache_gib == pytest.approx(graphs.kv_cache_gib + graphs.cudagraph_gib, abs=1e-3)
+
+
+def test_graphs_come_out_of_kv_only_from_vllm_0_21() -> None:
+    new = estimate(QWEN25, H100, EngineArgs(gpu_memory_utilization=0.9, vllm_version="0.21.0"))
+    old = estimate(QWEN25, H100, EngineArgs(gpu_memory_utilization=0.9, vllm_version="0.20.2"))
+    assert new.cudagraph_subtracted_before_kv and not old.cudagraph_subtracted_before_kv
+    assert old.kv_cache_gib == pytest.approx(new.kv_cache_gib + new.cudagraph_gib, abs=1e-3)
+
+
+def test_hardware_dependent_batch_defaults() -> None:
+    assert batch_defaults(resolve_gpu("L4")) == (2048, 256)
+    assert batch_defaults(resolve_gpu("A100-80GB")) == (2048, 256)
+    assert batch_defaults(resolve_gpu("H100")) == (8192, 1024)
+    assert batch_defaults(resolve_gpu("B200")) == (16384, 1024)
+    est = estimate(QWEN25, L4, EngineArgs(max_model_len=4096))
+    assert (est.max_num_batched_tokens, est.max_num_seqs) == (2048, 256)
+
+
+def test_video_off_shrinks_the_encoder_profile() -> None:
+    both = estimate(QWEN25, H100, EngineArgs(max_model_len=128000))
+    image_only = estimate(
+        QWEN25, H100, EngineArgs(max_model_len=128000, limit_mm_per_prompt={"video": 0})
+    )
+    assert "video" in both.mm_profile and "image" in image_only.mm_profile
+    assert image_only.activation_encoder_gib < both.activation_encoder_gib
+    assert image_only.kv_cache_gib > both.kv_cache_gib
+
+
+def test_max_pixels_shrinks_image_tokens_and_profile() -> None:
+    small = EngineArgs(
+        max_model_len=32768,
+        limit_mm_per_prompt={"video": 0},
+        mm_processor_kwargs={"max_pixels": 1280 * 28 * 28},
+    )
+    est = estimate(QWEN25, H100, small)
+    full = estimate(QWEN25, H100, EngineArgs(max_model_len=32768, limit_mm_per_prompt={"video": 0}))
+    assert est.max_tokens_per_image == 1280 and full.max_tokens_per_image == 16384
+    assert est.activation_encoder_gib < full.activation_encoder_gib
+
+
+def test_dummy_size_in_limit_shrinks_the_profile() -> None:
+    sized = EngineArgs(
+        max_model_len=32768,
+        limit_mm_per_prompt={"image": {"count": 2, "width": 512, "height": 512}, "video": 0},
+    )
+    plain = EngineArgs(max_model_len=32768, limit_mm_per_prompt={"image": 2, "video": 0})
+    assert (
+        estimate(QWEN25, H100, sized).activation_encoder_gib
+        < estimate(QWEN25, H100, plain).activation_encoder_gib
+    )
+
+
+def test_text_model_has_no_encoder_term() -> None:
+    est = estimate(load_profile("Qwen/Qwen3-32B"), H100, EngineArgs(max_model_len=16000))
+    assert est.activation_encoder_gib == 0 and est.max_tokens_per_image is None
+
+
+def test_weights_that_exceed_the_budget_do_not_fit() -> None:
+    est = estimate(load_profile("Qwen/Qwen2.5-VL-72B-Instruct"), H100, EngineArgs())
+    assert not est.fits and "Model weights take" in est.reason
+
+
+def test_a_max_length_request_that_does_not_fit_gets_vllms_reason() -> None:
+    est = estimate(load_profile("Qwen/Qwen3-32B"), H100, EngineArgs(max_model_len=40960))
+    assert not est.fits
+    assert "To serve at least one request with the models's max seq len (40960)" in est.reason
+    assert f"estimated maximum model length is {est.max_model_len_fit}" in est.reason
+    assert 0 < est.max_model_len_fit < 40960
+    ok = estimate(
+        load_profile("Qwen/Qwen3-32B"), H100, EngineArgs(max_model_len=est.max_model_len_fit)
+    )
+    assert ok.fits
+
+
+def test_max_model_len_beyond_the_model_is_refused() -> None:
+    with pytest.raises(EstimateError, match="greater than the derived max_model_len"):
+        estimate(load_profile("llava-hf/llava-1.5-7b-hf"), H100, EngineArgs(max_model_len=8192))
+
+
+def test_bf16_on_t4_is_refused_and_auto_falls_back_to_fp16() -> None:
+    t4 = resolve_gpu("T4")
+    profile = load_profile("Qwen/Qwen2.5-0.5B-Instruct")
+    refused = estimate(profile, t4, EngineArgs(dtype="bfloat16"))
+    assert not refused.fits and "Bfloat16" in refused.reason
+    assert estimate(profile, t4, EngineArgs()).dtype == "float16"
+
+
+def test_fp8_quantization_needs_ampere_or_newer() -> None:
+    est = estimate(
+        load_profile("Qwen/Qwen2.5-0.5B-Instruct"),
+        resolve_gpu("T4"),
+        EngineArgs(quantization="fp8"),
+    )
+    assert not est.fits and "fp8 is not supported" in est.reason
+
+
+def test_quantized_weights_are_smaller_and_vision_stays_16_bit() -> None:
+    awq = estimate(
+        load_profile("Qwen/Qwen2.5-VL-7B-Instruct-AWQ"), L4, EngineArgs(max_model_len=8192)
+    )
+    bf16 = estimate(QWEN25, L4, EngineArgs(max_model_len=8192))
+    assert awq.weights_gib < 0.5 * bf16.weights_gib
+    profile = load_profile("Qwen/Qwen2.5-VL-7B-Instruct-AWQ")
+    vision_gib = profile.params.vision * 2 / 1024**3
+    assert awq.weights_gib > vision_gib
+
+
+def test_online_fp8_roughly_halves_language_model_weights() -> None:
+    fp8 = estimate(load_profile("Qwen/Qwen3-32B"), H100, EngineArgs(quantization="fp8"))
+    bf16 = estimate(load_profile("Qwen/Qwen3-32B"), H100, EngineArgs())
+    assert 0.45 < fp8.weights_gib / bf16.weights_gib < 0.6
+
+
+def test_gemma3_hybrid_groups_pad_sliding_layers() -> None:
+    groups = kv_groups(load_profile("google/gemma-3-27b-it"))
+    assert [g.kind for g in groups].count("full") == 1
+    assert [g.kind for g in groups].count("sliding") == 6  # 52 sliding layers in groups of 10
+    assert {g.layers for g in groups} == {10}
+
+
+def test_gemma3_sliding_layers_hold_more_requests_than_all_full_would() -> None:
+    profile = load_profile("google/gemma-3-27b-it")
+    est = estimate(profile, H100, EngineArgs(max_model_len=32768))
+    full_only_tokens = est.kv_cache_gib * 1024**3 / est.kv_bytes_per_token
+    assert est.kv_cache_tokens > 2 * full_only_tokens
+
+
+def test_older_versions_report_blocks_over_groups() -> None:
+    profile = load_profile("google/gemma-3-4b-it")
+    old = estimate(profile, H100, EngineArgs(max_model_len=8192, vllm_version="0.10.0"))
+    assert old.kv_cache_tokens == old.kv_cache_blocks // len(old.kv_groups) * old.block_size
+
+
+def test_kv_cache_memory_flag_overrides_the_budget() -> None:
+    est = estimate(QWEN25, H100, EngineArgs(kv_cache_memory_bytes=4 * 1024**3))
+    assert est.kv_cache_gib == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("bad", [{"image": -1}, {"smell": 1}])
+def test_bad_mm_limits_are_rejected(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        EngineArgs(limit_mm_per_prompt=bad)

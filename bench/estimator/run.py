@@ -176,7 +176,10 @@ def predict_naive(profile: ModelProfile, gpu: GpuSpec, args: EngineArgs) -> Pred
 def predict_llmd(profile: ModelProfile, gpu: GpuSpec, args: EngineArgs) -> Prediction:
     tp = args.tensor_parallel_size
     util = args.gpu_memory_utilization or 0.9
-    nominal = LLMD_GPU_GIB.get(gpu.name, round(gpu.marketing_memory_gb or gpu.memory_gib))
+    if gpu.memory_gib != resolve_gpu(gpu.name).memory_gib:
+        nominal = gpu.memory_gib  # a card outside llm-d's table, sized from the log
+    else:
+        nominal = LLMD_GPU_GIB.get(gpu.name, round(gpu.marketing_memory_gb or gpu.memory_gib))
     arch = profile.architecture
     if arch in LLMD_ACTIVATION_GIB:
         activation = LLMD_ACTIVATION_GIB[arch]

@@ -230,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"mmop: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     return 0  # pragma: no cover - argparse requires a command
 
 

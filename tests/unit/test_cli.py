@@ -149,3 +149,45 @@ def test_console_script_runs_as_a_process() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["fits"] is True
+
+
+def test_plan_prints_json_for_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "plan", "examples/qwen2.5-vl-7b.yaml", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["replicas"] >= 1 and data["args"][0] == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert data["memory"]["fits"] is True
+
+
+def test_plan_table(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", "examples/gemma-3-27b.yaml")
+    assert code == 0 and "vllm serve google/gemma-3-27b-it" in out.replace("\n", " ")
+
+
+def test_invalid_manifest_exits_2(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: mmop.dev/v1alpha1\nkind: MultimodalModel\nmetadata: {name: x}\nspec:\n  model: {id: a/b}\n  workload: {images: {perRequest: 99}}\n"
+    )
+    code, out, err = run(capsys, "plan", str(bad))
+    assert code == 2 and out == ""
+    assert "spec.workload.images.perRequest" in err and len(err.strip().splitlines()) == 1
+
+
+def test_infeasible_manifest_exits_3(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("pools:\n  - {name: l4, gpu: L4, nodes: 1, gpusPerNode: 1}\n")
+    m = tmp_path / "m.yaml"
+    m.write_text(
+        "apiVersion: mmop.dev/v1alpha1\nkind: MultimodalModel\nmetadata: {name: x}\nspec:\n  model: {id: Qwen/Qwen2.5-VL-72B-Instruct}\n  placement: {quantizations: [none]}\n"
+    )
+    code, out, err = run(capsys, "plan", str(m), "--inventory", str(inv))
+    assert code == 3 and out == ""
+    assert "Infeasible" in err and "nearest miss" in err
+
+
+def test_plan_unknown_inventory_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, "plan", "examples/gemma-3-27b.yaml", "--inventory", "/nonexistent.yaml"
+    )
+    assert code == 2 and "--inventory" in err

@@ -1,0 +1,274 @@
+"""The MultimodalModel resource: pydantic models that are the single source of the CRD schema.
+
+Python attributes are snake_case; the wire names (YAML, the CRD) are camelCase aliases. Every
+field has a default, bounds and a one-line description (the description becomes `kubectl
+explain` text); unknown fields are rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from mmop.estimator import PINNED_VLLM_VERSION
+
+API_GROUP = "mmop.dev"
+API_VERSION = "v1alpha1"
+KIND = "MultimodalModel"
+DEFAULT_VLLM_IMAGE = f"vllm/vllm-openai:v{PINNED_VLLM_VERSION}"
+
+# vLLM flags a user may add through spec.engine.extraArgs: ones that do not change what mmop
+# plans. Flags mmop sets itself (parallelism, memory, lengths, multimodal limits) are refused.
+EXTRA_ARGS_ALLOWED = (
+    "--enable-prefix-caching",
+    "--no-enable-prefix-caching",
+    "--enable-chunked-prefill",
+    "--disable-log-requests",
+    "--disable-log-stats",
+    "--enable-log-requests",
+    "--trust-remote-code",
+    "--chat-template",
+    "--chat-template-content-format",
+    "--tool-call-parser",
+    "--enable-auto-tool-choice",
+    "--reasoning-parser",
+    "--generation-config",
+    "--served-model-name",
+    "--seed",
+    "--uvicorn-log-level",
+    "--api-key",
+    "--allowed-local-media-path",
+    "--media-io-kwargs",
+)
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=False,
+    )
+
+
+class Quantization(StrEnum):
+    NONE = "none"
+    FP8 = "fp8"
+    AWQ = "awq"
+    GPTQ = "gptq"
+    COMPRESSED_TENSORS = "compressed-tensors"
+
+
+class KvCacheDtype(StrEnum):
+    AUTO = "auto"
+    FP8 = "fp8"
+
+
+class ScalingMode(StrEnum):
+    AUTO = "Auto"
+    EXTERNAL = "External"
+    OFF = "Off"
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253, description="Secret name")
+    key: str = Field(default="token", min_length=1, max_length=253, description="Key in it")
+
+
+class ModelVariant(ApiModel):
+    id: str = Field(min_length=1, max_length=200, description="Pre-quantized checkpoint id")
+    quantization: Quantization = Field(description="Its weight quantization method")
+
+
+class ModelSource(ApiModel):
+    id: str = Field(
+        min_length=1, max_length=200, description="Model id (Hugging Face org/name or catalog id)"
+    )
+    revision: str | None = Field(default=None, max_length=100, description="Model revision")
+    variants: list[ModelVariant] = Field(
+        default_factory=list, max_length=8, description="Pre-quantized checkpoints to consider"
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret holding a Hugging Face token"
+    )
+
+
+class ImageWorkload(ApiModel):
+    per_request: int = Field(default=0, ge=0, le=64, description="Images per request, at most")
+    max_width: int = Field(default=1024, ge=16, le=16384, description="Largest image width, px")
+    max_height: int = Field(default=1024, ge=16, le=16384, description="Largest image height, px")
+    min_pixels: int | None = Field(
+        default=None, ge=1, description="Quality floor: never downscale images below this"
+    )
+    min_tokens_per_image: int | None = Field(
+        default=None, ge=1, le=65536, description="Quality floor in image tokens"
+    )
+
+
+class VideoWorkload(ApiModel):
+    enabled: bool = Field(default=False, description="Requests carry video")
+    max_frames: int = Field(default=32, ge=1, le=1024, description="Sampled frames per video")
+    max_width: int = Field(default=640, ge=16, le=8192, description="Frame width, px")
+    max_height: int = Field(default=360, ge=16, le=8192, description="Frame height, px")
+
+
+class AudioWorkload(ApiModel):
+    enabled: bool = Field(default=False, description="Requests carry audio")
+    max_seconds: float = Field(default=30, gt=0, le=3600, description="Audio length, seconds")
+
+
+class ContextLength(ApiModel):
+    min: int = Field(default=4096, ge=256, le=1_048_576, description="Context length needed")
+    preferred: int | None = Field(
+        default=None, ge=256, le=1_048_576, description="Longer context to use when it is free"
+    )
+
+
+class Slo(ApiModel):
+    ttft_p95_seconds: float | None = Field(
+        default=None, gt=0, le=600, description="Time-to-first-token p95 target"
+    )
+    tpot_p95_seconds: float | None = Field(
+        default=None, gt=0, le=10, description="Time-per-output-token p95 target"
+    )
+
+
+class Workload(ApiModel):
+    images: ImageWorkload = Field(default_factory=ImageWorkload, description="Images")
+    video: VideoWorkload = Field(default_factory=VideoWorkload, description="Video")
+    audio: AudioWorkload = Field(default_factory=AudioWorkload, description="Audio")
+    context_length: ContextLength = Field(
+        default_factory=ContextLength, description="Context length"
+    )
+    prompt_tokens: int = Field(
+        default=512, ge=1, le=1_048_576, description="Expected text tokens per prompt"
+    )
+    output_tokens: int = Field(
+        default=256, ge=1, le=262_144, description="Expected generated tokens per request"
+    )
+    concurrency: int | None = Field(
+        default=None, ge=1, le=100_000, description="Peak requests in flight"
+    )
+    requests_per_second: float | None = Field(
+        default=None, gt=0, le=100_000, description="Peak request rate"
+    )
+    slo: Slo = Field(default_factory=Slo, description="Latency targets")
+
+    @model_validator(mode="after")
+    def _check(self) -> Workload:
+        if self.context_length.preferred is not None and (
+            self.context_length.preferred < self.context_length.min
+        ):
+            raise ValueError("contextLength.preferred must be >= contextLength.min")
+        if self.prompt_tokens + self.output_tokens > self.context_length.min:
+            raise ValueError(
+                f"contextLength.min ({self.context_length.min}) must hold promptTokens + "
+                f"outputTokens ({self.prompt_tokens + self.output_tokens})"
+            )
+        return self
+
+
+GpuTypeName = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class Placement(ApiModel):
+    gpu_types: list[GpuTypeName] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Allowed GPU types (catalog names or GFD product labels); empty: any",
+    )
+    max_gpus_per_replica: int = Field(default=8, ge=1, le=16, description="Tensor-parallel cap")
+    quantizations: list[Quantization] = Field(
+        default_factory=lambda: [Quantization.NONE, Quantization.FP8, Quantization.AWQ],
+        min_length=1,
+        description="Weight quantizations allowed (none = the checkpoint's own precision)",
+    )
+    kv_cache_dtypes: list[KvCacheDtype] = Field(
+        default_factory=lambda: [KvCacheDtype.AUTO, KvCacheDtype.FP8],
+        min_length=1,
+        description="KV-cache dtypes allowed",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Extra node labels the pods must match"
+    )
+
+
+class ScalingTargets(ApiModel):
+    kv_cache_usage: float = Field(default=0.8, gt=0, le=1, description="Saturated at this KV use")
+    queue_length: int = Field(default=5, ge=1, le=10_000, description="Saturated at this queue")
+
+
+class Scaling(ApiModel):
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest replicas")
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas")
+    mode: ScalingMode = Field(default=ScalingMode.AUTO, description="Who scales: Auto|External|Off")
+    targets: ScalingTargets = Field(
+        default_factory=ScalingTargets, description="Saturation targets"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("scaling.minReplicas must be <= scaling.maxReplicas")
+        return self
+
+
+class EnvVar(ApiModel):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200, description="Name")
+    value: str = Field(default="", max_length=4096, description="Value")
+
+
+class Engine(ApiModel):
+    image: str = Field(default=DEFAULT_VLLM_IMAGE, max_length=300, description="vLLM image")
+    extra_args: list[str] = Field(
+        default_factory=list, max_length=32, description="Extra vLLM flags (allow-listed)"
+    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=32, description="Extra env")
+
+    @model_validator(mode="after")
+    def _check(self) -> Engine:
+        for arg in self.extra_args:
+            if arg.startswith("-"):
+                flag = arg.split("=", 1)[0]
+                if flag not in EXTRA_ARGS_ALLOWED:
+                    raise ValueError(
+                        f"engine.extraArgs: {flag} is not allowed (mmop sets memory, "
+                        f"parallelism and length flags itself); allowed: "
+                        f"{', '.join(EXTRA_ARGS_ALLOWED)}"
+                    )
+        return self
+
+
+class MultimodalModelSpec(ApiModel):
+    model: ModelSource = Field(description="What to serve")
+    workload: Workload = Field(default_factory=Workload, description="What it must serve")
+    placement: Placement = Field(default_factory=Placement, description="Where it may run")
+    scaling: Scaling = Field(default_factory=Scaling, description="How many replicas")
+    engine: Engine = Field(default_factory=Engine, description="The vLLM container")
+
+
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1, max_length=63, pattern=NAME_RE.pattern)
+    namespace: str | None = Field(default=None, max_length=63)
+
+
+class MultimodalModel(BaseModel):
+    """A whole manifest, as users write it for `kubectl apply`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    api_version: Literal["mmop.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["MultimodalModel"]
+    metadata: ObjectMeta
+    spec: MultimodalModelSpec
+    status: dict[str, Any] | None = None

@@ -1,0 +1,778 @@
+"""GPU pools of a cluster, from Node and Pod objects or from an offline inventory file.
+
+Pure: :func:`inventory_from_objects` takes nodes and pods as plain dicts in the shape the
+Kubernetes API returns them (camelCase JSON) and gives an :class:`Inventory`; :func:`load_inventory`
+reads a small YAML file the caller names. No Kubernetes API, no clock.
+
+How a node's GPU is found, in order:
+
+1. the GPU-feature-discovery label ``nvidia.com/gpu.product`` (``NVIDIA-H100-80GB-HBM3``), looked
+   up in the GPU catalog; a MIG single-strategy product (``NVIDIA-A100-SXM4-40GB-MIG-1g.5gb``)
+   resolves to its parent GPU with the slice's memory (``nvidia.com/gpu.memory``, MiB);
+2. ``cloud.google.com/gke-accelerator`` (``nvidia-l4``, ``nvidia-h100-80gb``; with
+   ``cloud.google.com/gke-gpu-partition-size`` for a MIG slice);
+3. ``karpenter.k8s.aws/instance-gpu-name`` or ``eks.amazonaws.com/instance-gpu-name`` (``l4``,
+   ``a10g``, ``h100``; ``a100`` is told apart by ``karpenter.k8s.aws/instance-gpu-memory``).
+
+Nodes with no allocatable ``nvidia.com/gpu`` are left out. Nodes whose GPU the catalog does not
+know are reported in :attr:`Inventory.unknown`, not dropped silently. Cordoned and NotReady nodes
+stay visible with ``schedulable=False`` and add nothing to free capacity.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mmop.catalog import GPUS_FILE, GpuError, GpuSpec, load_gpus, resolve_gpu
+
+DEFAULT_INVENTORY_FILE = GPUS_FILE.parent / "inventory.yaml"
+"""The offline inventory: the same pools as the local sandbox (e2e/sandbox/pools.yaml)."""
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GFD_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GFD_MEMORY_LABEL = "nvidia.com/gpu.memory"
+GFD_FAMILY_LABEL = "nvidia.com/gpu.family"
+GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+GKE_PARTITION_LABEL = "cloud.google.com/gke-gpu-partition-size"
+KARPENTER_GPU_NAME_LABEL = "karpenter.k8s.aws/instance-gpu-name"
+KARPENTER_GPU_MEMORY_LABEL = "karpenter.k8s.aws/instance-gpu-memory"
+EKS_GPU_NAME_LABEL = "eks.amazonaws.com/instance-gpu-name"
+
+GPU_TAINT_KEY = "nvidia.com/gpu"
+"""The taint GPU nodes carry (NoSchedule); file pools get it as the sandbox's nodes do."""
+
+PLACEMENT_LABELS: tuple[str, ...] = (
+    GFD_PRODUCT_LABEL,
+    GFD_FAMILY_LABEL,
+    "nvidia.com/mig.strategy",
+    "nvidia.com/gpu.sharing-strategy",
+    GKE_ACCELERATOR_LABEL,
+    GKE_PARTITION_LABEL,
+    "cloud.google.com/gke-nodepool",
+    "cloud.google.com/gke-spot",
+    KARPENTER_GPU_NAME_LABEL,
+    EKS_GPU_NAME_LABEL,
+    "karpenter.sh/capacity-type",
+    "karpenter.sh/nodepool",
+    "node.kubernetes.io/instance-type",
+    "topology.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+)
+"""Node labels kept on :class:`NodeGpus`: the ones a node selector or affinity may use."""
+
+# GKE accelerator values whose catalog name is not just the value without "nvidia-"/"tesla-".
+_GKE_ACCELERATORS: dict[str, str] = {
+    "nvidia-tesla-a100": "A100-40GB-SXM",  # A2 machines: A100 40GB SXM4
+    "nvidia-a100-80gb": "A100-80GB-SXM",
+    "nvidia-h100-80gb": "H100-80GB-SXM",
+    "nvidia-h100-mega-80gb": "H100-80GB-SXM",
+    "nvidia-h200-141gb": "H200",
+    "nvidia-rtx-pro-6000": "RTX-PRO-6000",
+}
+# Karpenter / EKS instance-gpu-name values (lower case), where the bare value is ambiguous.
+_AWS_GPU_NAMES: dict[str, str] = {
+    "a100": "A100-40GB-SXM",  # p4d; p4de (80 GB) is told apart by the memory label
+    "h100": "H100-80GB-SXM",  # p5
+    "h200": "H200",  # p5e / p5en
+}
+_MIG_SUFFIX = re.compile(r"^(?P<parent>.+?)-MIG-(?P<profile>.+)$", re.IGNORECASE)
+_QUANTITY = re.compile(
+    r"^(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))"
+    r"(?P<suffix>[eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$"
+)
+_SUFFIX_FACTORS: dict[str, Decimal] = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+_TERMINATED_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+# --------------------------------------------------------------------------------------- models
+
+
+class Taint(BaseModel):
+    """One node taint, as in ``spec.taints``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(description="Taint key")
+    value: str = Field(default="", description="Taint value, empty when the taint has none")
+    effect: str = Field(description="NoSchedule, PreferNoSchedule or NoExecute")
+
+
+class NodeGpus(BaseModel):
+    """One GPU node: what it has, what running pods already hold, and whether it takes new pods."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="Node name")
+    gpu: str = Field(description="GPU catalog name (the parent GPU for a MIG slice)")
+    product_label: str = Field(description="Label value the GPU was recognised by")
+    product_label_key: str = Field(description="Label key the product value was read from")
+    mig_profile: str | None = Field(
+        default=None, description="MIG profile (1g.5gb) when each allocatable GPU is a MIG slice"
+    )
+    memory_gib_override: float | None = Field(
+        default=None, gt=0, description="Per-GPU memory when it differs from the catalog, GiB"
+    )
+    gpus_allocatable: int = Field(ge=0, description="Allocatable nvidia.com/gpu")
+    gpus_requested: int = Field(
+        default=0, ge=0, description="nvidia.com/gpu requested by non-terminated pods on the node"
+    )
+    cpu_allocatable_millicores: int = Field(ge=0, description="Allocatable CPU, millicores")
+    memory_allocatable_bytes: int = Field(ge=0, description="Allocatable memory, bytes")
+    taints: tuple[Taint, ...] = Field(default=(), description="Node taints")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="The node's labels that placement may use"
+    )
+    schedulable: bool = Field(default=True, description="Ready and not cordoned")
+    unschedulable_reason: str = Field(
+        default="", description="Why the node takes no new pods (cordoned, NotReady)"
+    )
+
+    @property
+    def gpus_free(self) -> int:
+        """Allocatable minus requested GPUs (never negative), whether or not schedulable."""
+        return max(0, self.gpus_allocatable - self.gpus_requested)
+
+    @property
+    def gpus_available(self) -> int:
+        """GPUs a new pod can get here: free GPUs on a schedulable node, else 0."""
+        return self.gpus_free if self.schedulable else 0
+
+
+class GpuPool(BaseModel):
+    """All nodes of one GPU type (one MIG profile of a type counts as its own type)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gpu: str = Field(description="GPU catalog name (the parent GPU for a MIG slice)")
+    product_label: str = Field(description="Product label value most nodes of the pool carry")
+    mig_profile: str | None = Field(
+        default=None, description="MIG profile when the pool's GPUs are MIG slices"
+    )
+    memory_gib_override: float | None = Field(
+        default=None, gt=0, description="Per-GPU memory when it differs from the catalog, GiB"
+    )
+    price_per_hour_usd: float = Field(
+        ge=0, description="$/GPU-hour: the catalog's (pro rata for a MIG slice) unless overridden"
+    )
+    nodes: tuple[NodeGpus, ...] = Field(min_length=1, description="Nodes of the pool")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _catalog_defaults(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "gpu" in data:
+            data = dict(data)
+            spec = resolve_gpu(str(data["gpu"]))
+            data["gpu"] = spec.name
+            if data.get("price_per_hour_usd") is None:
+                data["price_per_hour_usd"] = _catalog_price(spec, data.get("mig_profile"))
+        return data
+
+    @model_validator(mode="after")
+    def _nodes_match(self) -> Self:
+        for node in self.nodes:
+            if (node.gpu, node.mig_profile) != (self.gpu, self.mig_profile):
+                raise ValueError(
+                    f"node {node.name!r} has {_type_name(node.gpu, node.mig_profile)}, "
+                    f"not the pool's {self.name}"
+                )
+        names = [node.name for node in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool {self.name}: node names must be unique")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The GPU type: the catalog name, with ``-MIG-<profile>`` for a MIG slice."""
+        return _type_name(self.gpu, self.mig_profile)
+
+    def gpu_spec(self) -> GpuSpec:
+        """The catalog entry, with the slice's memory for a MIG pool."""
+        spec = resolve_gpu(self.gpu)
+        if self.memory_gib_override is not None:
+            return spec.with_memory(self.memory_gib_override)
+        return spec
+
+    @property
+    def node_count(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def gpus_per_node(self) -> int:
+        """Allocatable GPUs of the largest node."""
+        return max(node.gpus_allocatable for node in self.nodes)
+
+    @property
+    def free_gpus_per_node(self) -> tuple[int, ...]:
+        """GPUs a new pod can get on each node, in the order of ``nodes`` (0 if unschedulable)."""
+        return tuple(node.gpus_available for node in self.nodes)
+
+    @property
+    def total_gpus(self) -> int:
+        """Allocatable GPUs over all nodes, schedulable or not."""
+        return sum(node.gpus_allocatable for node in self.nodes)
+
+    @property
+    def free_gpus(self) -> int:
+        """GPUs new pods can get, over schedulable nodes."""
+        return sum(self.free_gpus_per_node)
+
+    @property
+    def largest_free_block(self) -> int:
+        """Most GPUs a new pod can get on one node."""
+        return max(self.free_gpus_per_node)
+
+    @property
+    def schedulable_nodes(self) -> int:
+        return sum(1 for node in self.nodes if node.schedulable)
+
+    @property
+    def taints(self) -> tuple[Taint, ...]:
+        """Taints every node of the pool carries (a replica must tolerate these)."""
+        common = set(self.nodes[0].taints)
+        for node in self.nodes[1:]:
+            common &= set(node.taints)
+        return tuple(t for t in self.nodes[0].taints if t in common)
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        """Placement labels every node of the pool carries with the same value."""
+        common = dict(self.nodes[0].labels)
+        for node in self.nodes[1:]:
+            common = {k: v for k, v in common.items() if node.labels.get(k) == v}
+        return common
+
+    def replicas_that_fit(self, gpus_per_replica: int) -> int:
+        """Replicas of ``gpus_per_replica`` GPUs that fit, each on one node."""
+        _check_replica_size(gpus_per_replica)
+        return sum(free // gpus_per_replica for free in self.free_gpus_per_node)
+
+
+class UnknownGpuNodes(BaseModel):
+    """Nodes with allocatable GPUs whose product the catalog does not know."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    product_label: str = Field(description="Product label value; empty when the node carries none")
+    product_label_key: str = Field(description="Label key of the value; empty when none")
+    nodes: tuple[str, ...] = Field(min_length=1, description="Node names, sorted")
+    gpus_allocatable: int = Field(ge=0, description="Allocatable nvidia.com/gpu over these nodes")
+
+
+class Inventory(BaseModel):
+    """The GPU pools a planner can place replicas on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pools: tuple[GpuPool, ...] = Field(default=(), description="One pool per GPU type")
+    unknown: tuple[UnknownGpuNodes, ...] = Field(
+        default=(), description="GPU nodes whose product the catalog does not know"
+    )
+
+    @model_validator(mode="after")
+    def _one_pool_per_type(self) -> Self:
+        names = [pool.name for pool in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"one pool per GPU type; got {', '.join(names)}")
+        return self
+
+    @property
+    def unknown_products(self) -> tuple[str, ...]:
+        """Product label values the catalog does not know ('' for GPU nodes with no label)."""
+        return tuple(sorted({entry.product_label for entry in self.unknown}))
+
+    def gpu_types(self) -> tuple[str, ...]:
+        """Pool names: catalog GPU names, plus ``<gpu>-MIG-<profile>`` for MIG slices."""
+        return tuple(pool.name for pool in self.pools)
+
+    def pool(self, gpu_name: str) -> GpuPool | None:
+        """The pool of a GPU type, or None if the cluster has none.
+
+        ``gpu_name`` is anything the catalog resolves (name, alias, GFD product label), or a pool
+        name / MIG product label with a ``-MIG-<profile>`` suffix. Raises GpuError for a name the
+        catalog does not know.
+        """
+        key = _type_key(gpu_name)
+        for pool in self.pools:
+            if (pool.gpu, (pool.mig_profile or "").lower()) == key:
+                return pool
+        return None
+
+    def price(self, gpu_name: str) -> float:
+        """$/GPU-hour of a GPU type: the pool's, or the catalog's when the cluster has none."""
+        pool = self.pool(gpu_name)
+        if pool is not None:
+            return pool.price_per_hour_usd
+        gpu, profile = _type_key(gpu_name)
+        return _catalog_price(resolve_gpu(gpu), profile)
+
+    def can_place(self, gpu_name: str, gpus_per_replica: int, replicas: int) -> int:
+        """How many of ``replicas`` replicas of ``gpus_per_replica`` GPUs fit (each on one node)."""
+        _check_replica_size(gpus_per_replica)
+        if replicas < 0:
+            raise ValueError(f"replicas must be ≥ 0, got {replicas}")
+        pool = self.pool(gpu_name)
+        if pool is None:
+            return 0
+        return min(replicas, pool.replicas_that_fit(gpus_per_replica))
+
+
+# ------------------------------------------------------------------------- from cluster objects
+
+
+def inventory_from_objects(
+    nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
+) -> Inventory:
+    """Inventory from Node and Pod objects as the Kubernetes API returns them (camelCase dicts)."""
+    requested = _gpus_requested_by_node(pods)
+    known: list[NodeGpus] = []
+    unknown: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for obj in nodes:
+        metadata = _mapping(obj.get("metadata"))
+        name = str(metadata.get("name", ""))
+        status = _mapping(obj.get("status"))
+        allocatable = _mapping(status.get("allocatable"))
+        gpus = _count(allocatable.get(GPU_RESOURCE, 0), f"node {name!r}: {GPU_RESOURCE}")
+        if gpus == 0:
+            continue
+        labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
+        found = _gpu_of(labels)
+        if isinstance(found, _Unrecognised):
+            unknown.setdefault((found.product, found.key), []).append((name, gpus))
+            continue
+        spec = _mapping(obj.get("spec"))
+        schedulable, reason = _schedulability(spec, status)
+        known.append(
+            NodeGpus(
+                name=name,
+                gpu=found.gpu.name,
+                product_label=found.product,
+                product_label_key=found.key,
+                mig_profile=found.mig_profile,
+                memory_gib_override=found.memory_gib,
+                gpus_allocatable=gpus,
+                gpus_requested=requested.get(name, 0),
+                cpu_allocatable_millicores=_millicores(
+                    allocatable.get("cpu", 0), f"node {name!r}: cpu"
+                ),
+                memory_allocatable_bytes=_whole(
+                    allocatable.get("memory", 0), f"node {name!r}: memory"
+                ),
+                taints=tuple(_taint(t) for t in spec.get("taints") or ()),
+                labels={k: labels[k] for k in PLACEMENT_LABELS if k in labels},
+                schedulable=schedulable,
+                unschedulable_reason=reason,
+            )
+        )
+    return Inventory(
+        pools=_pools(known, prices={}),
+        unknown=tuple(
+            UnknownGpuNodes(
+                product_label=product,
+                product_label_key=key,
+                nodes=tuple(sorted(n for n, _ in entries)),
+                gpus_allocatable=sum(g for _, g in entries),
+            )
+            for (product, key), entries in sorted(unknown.items())
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class _Recognised:
+    gpu: GpuSpec
+    product: str
+    key: str
+    mig_profile: str | None = None
+    memory_gib: float | None = None
+
+
+@dataclass(frozen=True)
+class _Unrecognised:
+    product: str
+    key: str
+
+
+def _gpu_of(labels: Mapping[str, str]) -> _Recognised | _Unrecognised:
+    """The node's GPU from its labels: GFD product first, then cloud labels."""
+    product = labels.get(GFD_PRODUCT_LABEL, "").strip()
+    if product:
+        return _from_gfd(product, labels)
+    gke = labels.get(GKE_ACCELERATOR_LABEL, "").strip()
+    if gke:
+        return _from_gke(gke, labels)
+    for key in (KARPENTER_GPU_NAME_LABEL, EKS_GPU_NAME_LABEL):
+        value = labels.get(key, "").strip()
+        if value:
+            return _from_aws(value, key, labels)
+    return _Unrecognised(product="", key="")
+
+
+def _from_gfd(product: str, labels: Mapping[str, str]) -> _Recognised | _Unrecognised:
+    key = GFD_PRODUCT_LABEL
+    mig = _MIG_SUFFIX.match(product)
+    parent, profile = (mig["parent"], mig["profile"]) if mig else (product, None)
+    gpu = _lookup(parent)
+    if gpu is None:
+        return _Unrecognised(product=product, key=key)
+    if profile is None:
+        return _Recognised(gpu=gpu, product=product, key=key)
+    memory_gib = _mib_label_gib(labels.get(GFD_MEMORY_LABEL)) or _profile_memory_gib(profile)
+    return _Recognised(
+        gpu=gpu, product=product, key=key, mig_profile=profile, memory_gib=memory_gib
+    )
+
+
+def _from_gke(value: str, labels: Mapping[str, str]) -> _Recognised | _Unrecognised:
+    key = GKE_ACCELERATOR_LABEL
+    name = _GKE_ACCELERATORS.get(value.lower())
+    gpu = _lookup(name) if name else None
+    if gpu is None:
+        bare = re.sub(r"^(nvidia-)?(tesla-)?", "", value.lower())
+        gpu = _lookup(bare)
+    if gpu is None:
+        return _Unrecognised(product=value, key=key)
+    profile = labels.get(GKE_PARTITION_LABEL, "").strip() or None
+    if profile is None:
+        return _Recognised(gpu=gpu, product=value, key=key)
+    return _Recognised(
+        gpu=gpu,
+        product=value,
+        key=key,
+        mig_profile=profile,
+        memory_gib=_profile_memory_gib(profile),
+    )
+
+
+def _from_aws(value: str, key: str, labels: Mapping[str, str]) -> _Recognised | _Unrecognised:
+    lowered = value.lower()
+    name = _AWS_GPU_NAMES.get(lowered, lowered)
+    memory_gib = _mib_label_gib(labels.get(KARPENTER_GPU_MEMORY_LABEL))
+    if lowered == "a100" and memory_gib is not None and memory_gib > 60:
+        name = "A100-80GB-SXM"  # p4de
+    gpu = _lookup(name)
+    if gpu is None:
+        return _Unrecognised(product=value, key=key)
+    return _Recognised(gpu=gpu, product=value, key=key)
+
+
+def _lookup(name: str) -> GpuSpec | None:
+    try:
+        return resolve_gpu(name)
+    except GpuError:
+        return None
+
+
+def _mib_label_gib(value: str | None) -> float | None:
+    if value is None or not value.strip().isdigit() or int(value) == 0:
+        return None
+    return int(value) / 1024
+
+
+def _profile_memory_gib(profile: str) -> float | None:
+    """A MIG profile's memory from its name (``3g.40gb`` → 40 GB), when no label gives it."""
+    match = re.search(r"(\d+)gb", profile, re.IGNORECASE)
+    return int(match[1]) * 10**9 / 2**30 if match else None
+
+
+def _schedulability(spec: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[bool, str]:
+    """(schedulable, reason). A node with no Ready condition yet counts as ready."""
+    reasons: list[str] = []
+    if spec.get("unschedulable"):
+        reasons.append("cordoned")
+    for condition in status.get("conditions") or ():
+        condition = _mapping(condition)
+        if condition.get("type") == "Ready" and condition.get("status") != "True":
+            reasons.append("NotReady")
+    return (not reasons, ", ".join(reasons))
+
+
+def _taint(obj: Any) -> Taint:
+    taint = _mapping(obj)
+    return Taint(
+        key=str(taint.get("key", "")),
+        value=str(taint.get("value") or ""),
+        effect=str(taint.get("effect", "")),
+    )
+
+
+def _gpus_requested_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    requested: dict[str, int] = {}
+    for pod in pods:
+        spec = _mapping(pod.get("spec"))
+        node = spec.get("nodeName")
+        phase = _mapping(pod.get("status")).get("phase")
+        if not node or phase in _TERMINATED_PHASES:
+            continue
+        gpus = _pod_gpus(spec, _mapping(pod.get("metadata")).get("name", ""))
+        if gpus:
+            requested[str(node)] = requested.get(str(node), 0) + gpus
+    return requested
+
+
+def _pod_gpus(spec: Mapping[str, Any], pod_name: object) -> int:
+    """Effective GPU request, as the scheduler counts it.
+
+    max(app containers + sidecars, each init container + the sidecars started before it);
+    sidecars are init containers with ``restartPolicy: Always``.
+    """
+    where = f"pod {pod_name!r}: {GPU_RESOURCE}"
+    sidecars = 0
+    init_peak = 0
+    for container in spec.get("initContainers") or ():
+        container = _mapping(container)
+        gpus = _container_gpus(container, where)
+        if container.get("restartPolicy") == "Always":
+            sidecars += gpus
+            init_peak = max(init_peak, sidecars)
+        else:
+            init_peak = max(init_peak, sidecars + gpus)
+    app = sum(_container_gpus(_mapping(c), where) for c in spec.get("containers") or ())
+    return max(app + sidecars, init_peak)
+
+
+def _container_gpus(container: Mapping[str, Any], where: str) -> int:
+    resources = _mapping(container.get("resources"))
+    for kind in ("requests", "limits"):  # an extended resource's limit is its request
+        value = _mapping(resources.get(kind)).get(GPU_RESOURCE)
+        if value is not None:
+            return _count(value, where)
+    return 0
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+# --------------------------------------------------------------------------------- quantities
+
+
+def parse_quantity(value: str | int | float) -> Decimal:
+    """A Kubernetes resource quantity (``500m``, ``64Gi``, ``1e9``, ``8``) as a number."""
+    text = str(value).strip()
+    match = _QUANTITY.match(text)
+    if match is None:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    suffix = match["suffix"] or ""
+    try:
+        number = Decimal(match["number"])
+        if suffix[:1] in ("e", "E") and suffix[1:]:
+            return number.scaleb(int(suffix[1:]))
+    except (InvalidOperation, ValueError) as err:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}") from err
+    return number * _SUFFIX_FACTORS[suffix]
+
+
+def _checked(value: Any, where: str) -> Decimal:
+    try:
+        quantity = parse_quantity(value)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    if quantity < 0:
+        raise ValueError(f"{where}: negative quantity {value!r}")
+    return quantity
+
+
+def _count(value: Any, where: str) -> int:
+    quantity = _checked(value, where)
+    if quantity != quantity.to_integral_value():
+        raise ValueError(f"{where}: GPUs come in whole numbers, got {value!r}")
+    return int(quantity)
+
+
+def _millicores(value: Any, where: str) -> int:
+    return math.ceil(_checked(value, where) * 1000)
+
+
+def _whole(value: Any, where: str) -> int:
+    return math.ceil(_checked(value, where))
+
+
+# ------------------------------------------------------------------------------- pools
+
+
+def _check_replica_size(gpus_per_replica: int) -> None:
+    if gpus_per_replica < 1:
+        raise ValueError(f"a replica needs at least 1 GPU, got {gpus_per_replica}")
+
+
+def _type_name(gpu: str, mig_profile: str | None) -> str:
+    return f"{gpu}-MIG-{mig_profile}" if mig_profile else gpu
+
+
+def _type_key(name: str) -> tuple[str, str]:
+    """(catalog name, lower-case MIG profile or '') for a GPU type name."""
+    mig = _MIG_SUFFIX.match(name.strip())
+    if mig:
+        return resolve_gpu(mig["parent"]).name, mig["profile"].lower()
+    return resolve_gpu(name).name, ""
+
+
+def _catalog_price(spec: GpuSpec, mig_profile: object) -> float:
+    """The catalog's $/GPU-hour; a MIG slice pays its share of compute slices (1g of 7g: 1/7)."""
+    if not isinstance(mig_profile, str) or not mig_profile:
+        return spec.price_per_hour_usd
+    slices = _leading_int(mig_profile)
+    full = max((_leading_int(p) for p in spec.mig_profiles), default=7) or 7
+    if not slices:
+        return spec.price_per_hour_usd
+    return spec.price_per_hour_usd * min(slices, full) / full
+
+
+def _leading_int(profile: str) -> int:
+    match = re.match(r"(\d+)g", profile)
+    return int(match[1]) if match else 0
+
+
+def _pools(nodes: Iterable[NodeGpus], prices: Mapping[str, float]) -> tuple[GpuPool, ...]:
+    """Group nodes by GPU type; pools in catalog order, nodes by name."""
+    groups: dict[tuple[str, str], list[NodeGpus]] = {}
+    for node in nodes:
+        groups.setdefault((node.gpu, node.mig_profile or ""), []).append(node)
+    order = {gpu.name: i for i, gpu in enumerate(load_gpus())}
+    pools: list[GpuPool] = []
+    for gpu, profile in sorted(groups, key=lambda k: (order.get(k[0], len(order)), k)):
+        members = sorted(groups[gpu, profile], key=lambda n: n.name)
+        products = Counter(n.product_label for n in members)
+        product = min(products, key=lambda p: (-products[p], p))
+        overrides = [n.memory_gib_override for n in members if n.memory_gib_override]
+        pools.append(
+            GpuPool(
+                gpu=gpu,
+                product_label=product,
+                mig_profile=profile or None,
+                memory_gib_override=min(overrides) if overrides else None,
+                price_per_hour_usd=prices.get(_type_name(gpu, profile or None)),
+                nodes=tuple(members),
+            )
+        )
+    return tuple(pools)
+
+
+# -------------------------------------------------------------------------------- offline file
+
+
+class _FilePool(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40, description="Pool name"
+    )
+    gpu: str = Field(description="GPU catalog name, alias or GFD product label")
+    nodes: int = Field(ge=1, le=10_000, description="Number of nodes")
+    gpus_per_node: int = Field(alias="gpusPerNode", ge=0, le=64, description="GPUs per node")
+    free_gpus_per_node: tuple[int, ...] | None = Field(
+        default=None, alias="freeGpusPerNode", description="Free GPUs on each node; default all"
+    )
+    price_per_hour_usd: float | None = Field(
+        default=None, alias="pricePerHourUsd", ge=0, description="$/GPU-hour; default catalog"
+    )
+    cpu: str | int | float = Field(default="32", description="Allocatable CPU per node")
+    memory: str | int = Field(default="256Gi", description="Allocatable memory per node")
+
+
+class _InventoryFile(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pools: tuple[_FilePool, ...] = Field(min_length=1, description="Node pools")
+
+
+def load_inventory(path: Path | str) -> Inventory:
+    """Read an inventory file: ``pools: [{name, gpu, nodes, gpusPerNode, ...}]``.
+
+    The keys are those of the sandbox's pools.yaml, plus ``freeGpusPerNode`` (one number per node)
+    and ``pricePerHourUsd`` ($/GPU-hour). Nodes are named ``<pool>-<i>`` and carry the
+    ``nvidia.com/gpu`` NoSchedule taint, as the sandbox's nodes do. Raises ValueError naming the
+    file (and the entry) for malformed YAML, unknown keys, unknown GPUs and inconsistent counts.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: malformed YAML: {err}") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: expected a mapping with a 'pools' list")
+    try:
+        parsed = _InventoryFile.model_validate(data)
+    except ValidationError as err:
+        raise ValueError(f"{path}: {err}") from None
+    nodes: list[NodeGpus] = []
+    prices: dict[str, float] = {}
+    names: set[str] = set()
+    for entry in parsed.pools:
+        where = f"{path}: pool {entry.name!r}"
+        if entry.name in names:
+            raise ValueError(f"{where}: pool names must be unique")
+        names.add(entry.name)
+        try:
+            gpu = resolve_gpu(entry.gpu)
+        except GpuError as err:
+            raise ValueError(f"{where}: {err}") from None
+        price = entry.price_per_hour_usd
+        if price is not None and prices.setdefault(gpu.name, price) != price:
+            raise ValueError(f"{where}: another pool of {gpu.name} has a different price")
+        free = entry.free_gpus_per_node
+        if free is None:
+            free = (entry.gpus_per_node,) * entry.nodes
+        if len(free) != entry.nodes or any(not 0 <= f <= entry.gpus_per_node for f in free):
+            raise ValueError(
+                f"{where}: freeGpusPerNode needs {entry.nodes} numbers from 0 to "
+                f"{entry.gpus_per_node}, got {list(free)}"
+            )
+        if entry.gpus_per_node == 0:
+            continue  # a pool without GPUs, as the sandbox allows; not a GPU pool
+        try:
+            cpu = _millicores(entry.cpu, "cpu")
+            memory = _whole(entry.memory, "memory")
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        product = gpu.gfd_products[0] if gpu.gfd_products else gpu.name
+        nodes.extend(
+            NodeGpus(
+                name=f"{entry.name}-{i}",
+                gpu=gpu.name,
+                product_label=product,
+                product_label_key=GFD_PRODUCT_LABEL,
+                gpus_allocatable=entry.gpus_per_node,
+                gpus_requested=entry.gpus_per_node - free[i],
+                cpu_allocatable_millicores=cpu,
+                memory_allocatable_bytes=memory,
+                taints=(Taint(key=GPU_TAINT_KEY, value="present", effect="NoSchedule"),),
+                labels={GFD_PRODUCT_LABEL: product, GFD_FAMILY_LABEL: gpu.architecture},
+            )
+            for i in range(entry.nodes)
+        )
+    return Inventory(pools=_pools(nodes, prices))
+
+
+@cache
+def default_inventory() -> Inventory:
+    """The shipped offline inventory (:data:`DEFAULT_INVENTORY_FILE`)."""
+    return load_inventory(DEFAULT_INVENTORY_FILE)

@@ -1,0 +1,678 @@
+"""The planner: the cheapest deployment that meets a MultimodalModel's workload on the GPUs the
+cluster has, and why.
+
+Search space, per GPU type the inventory offers (and the spec allows): tensor-parallel size
+(1, 2, 4, 8; one node; dividing the attention heads) × weights (the checkpoint's precision; fp8
+where the GPU runs it; the pre-quantized variants the spec lists) × KV-cache dtype × image cap
+(per family: max_pixels, tiles, crops or slices, never below the quality floor) × max_model_len
+(the context the workload needs; the preferred one when it is free). For each candidate the
+estimator decides whether vLLM starts (and with how much KV cache), the performance model how
+many requests a replica sustains within the SLO, and the workload how many replicas are needed.
+Objective: lowest $/hour for all replicas; ties go to fewer GPUs, then more KV headroom, then
+fidelity (bf16 > fp8 > int4, larger image cap).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmop import modalities, perf
+from mmop.api import MultimodalModel, MultimodalModelSpec, Quantization
+from mmop.catalog import GpuSpec, resolve_gpu
+from mmop.estimator import (
+    PINNED_VLLM_VERSION,
+    EngineArgs,
+    Estimate,
+    EstimateError,
+    batch_defaults,
+    estimate,
+)
+from mmop.inventory import Inventory
+from mmop.model import ModelError, ModelProfile, load_profile
+
+PLANNER_UTILIZATION = 0.9  # leaves ~10% for CUDA context, fragmentation and spikes
+TP_SIZES = (1, 2, 4, 8)
+OPENAI_PORT = 8000
+MM_PROCESSOR_CACHE_GB = 4  # vLLM's default host-RAM cache of processed multimodal inputs
+
+# Image caps per family, largest first: (tokens-ish label, mm_processor_kwargs).
+QWEN_CAP_TOKENS = (16384, 8192, 4096, 2048, 1280, 1024, 768, 512, 256)
+INTERNVL_TILES = (12, 6, 4, 2, 1)
+PHI3V_CROPS = (16, 8, 4, 1)
+MINICPMV_SLICES = (9, 4, 2, 1)
+IDEFICS3_EDGES = (1536, 1152, 768, 384)
+
+FIDELITY = {"none": 3, "fp8": 2, "compressed-tensors": 2, "awq": 1, "gptq": 1}
+
+
+class PlanningError(ValueError):
+    """Nothing fits: the message names the nearest miss and what would make it fit."""
+
+    def __init__(self, message: str, reason: str = "Infeasible") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gpus: int = Field(description="nvidia.com/gpu per pod")
+    cpu: str = Field(description="CPU request and limit")
+    memory: str = Field(description="Memory request and limit")
+    shm_size: str = Field(description="Memory-backed /dev/shm size")
+
+
+class Performance(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency_per_replica: int
+    requests_per_second_per_replica: float
+    ttft_p95_seconds: float
+    tpot_p95_seconds: float
+
+
+class Alternative(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gpu: str
+    tensor_parallel_size: int
+    quantization: str
+    kv_cache_dtype: str
+    image_cap: str
+    replicas: int | None
+    cost_per_hour_usd: float | None
+    reason: str = Field(description="Why it was not chosen")
+
+
+class Plan(BaseModel):
+    """The chosen deployment and its reasons."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(description="Checkpoint served (a variant id when quantized ahead)")
+    served_model_name: str
+    gpu: str = Field(description="Catalog GPU name")
+    gpu_product: str = Field(description="nvidia.com/gpu.product the pods select")
+    tensor_parallel_size: int
+    replicas: int
+    quantization: str
+    kv_cache_dtype: str
+    image_cap: str
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    gpu_memory_utilization: float
+    limit_mm_per_prompt: dict[str, Any]
+    mm_processor_kwargs: dict[str, Any]
+    max_tokens_per_image: int | None
+    vllm_version: str
+    args: list[str] = Field(description="vLLM arguments after the executable")
+    resources: Resources
+    memory: Estimate = Field(description="Predicted start-up memory per GPU")
+    performance: Performance
+    cost_per_hour_usd: float
+    alternatives: list[Alternative]
+    explanation: str
+
+
+@dataclass(frozen=True)
+class _Weights:
+    label: str  # none | fp8 | awq | …
+    profile: ModelProfile
+    model_id: str
+    quantization_flag: str | None  # --quantization value, None when the checkpoint says it
+
+
+@dataclass(frozen=True)
+class _Cap:
+    label: str
+    kwargs: dict[str, Any]
+    rank: int  # larger = higher fidelity
+
+
+@dataclass
+class _Candidate:
+    gpu: GpuSpec
+    pool: str  # inventory pool name (a MIG slice has its own)
+    product: str
+    tp: int
+    weights: _Weights
+    kv: str
+    cap: _Cap
+    est: Estimate | None = None
+    replicas: int | None = None
+    cost: float | None = None
+    perf: perf.Performance | None = None
+    max_num_seqs: int = 0
+    reason: str = ""
+    image_tokens: int = 0
+    max_model_len: int = 0
+    tokens_per_request: int = 0
+    planned_load: int = 0  # requests in flight per replica under the stated workload
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * (self.replicas or 0)
+
+    def headroom(self) -> float:
+        """How many times the KV cache covers the requests a replica is planned to hold,
+        in steps of 0.5 and capped at 2 (beyond that, more headroom does not matter)."""
+        assert self.est is not None
+        need = max(1, self.planned_load) * max(1, self.tokens_per_request)
+        ratio = self.est.kv_cache_tokens / need
+        return min(2.0, math.floor(ratio * 2) / 2)
+
+    def sort_key(self) -> tuple[float, int, float, int, int, int]:
+        assert self.cost is not None
+        return (
+            round(self.cost, 6),
+            self.gpus,
+            -self.headroom(),
+            -FIDELITY.get(self.weights.label, 0),
+            -(1 if self.kv == "auto" else 0),
+            -self.cap.rank,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Candidate generation
+
+
+def _weights_options(spec: MultimodalModelSpec, profile: ModelProfile) -> list[_Weights]:
+    allowed = set(spec.placement.quantizations)
+    options: list[_Weights] = []
+    native = profile.quantization.method if profile.quantization else "none"
+    if native == "none" and Quantization.NONE in allowed:
+        options.append(_Weights("none", profile, spec.model.id, None))
+    elif native != "none":
+        options.append(_Weights(native, profile, spec.model.id, None))
+    if native == "none" and Quantization.FP8 in allowed:
+        options.append(_Weights("fp8", profile, spec.model.id, "fp8"))
+    for variant in spec.model.variants:
+        if variant.quantization not in allowed:
+            continue
+        try:
+            vprof = load_profile(variant.id)
+        except ModelError:
+            vprof = profile.model_copy(update={"id": variant.id})
+        flag = None if vprof.quantization else str(variant.quantization.value)
+        options.append(_Weights(str(variant.quantization.value), vprof, variant.id, flag))
+    return options
+
+
+def _caps(profile: ModelProfile, spec: MultimodalModelSpec) -> list[_Cap]:
+    images = spec.workload.images
+    if images.per_request == 0 or profile.vision is None:
+        return [_Cap("none", {}, 0)]
+    fam = profile.family
+    w, h = images.max_width, images.max_height
+    caps: list[_Cap] = []
+    if fam in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni"):
+        patch = profile.vision.patch_size * profile.vision.spatial_merge_size
+        unit = patch * patch
+        native = modalities.image_tokens(profile, w, h)
+        for i, tokens in enumerate(QWEN_CAP_TOKENS):
+            if tokens >= native and caps:
+                continue
+            cap_tokens = min(tokens, native)
+            caps.append(
+                _Cap(f"max_pixels={cap_tokens * unit}", {"max_pixels": cap_tokens * unit}, 100 - i)
+            )
+        caps = list({c.label: c for c in caps}.values())
+    elif fam == "internvl":
+        caps = [
+            _Cap(f"max_dynamic_patch={n}", {"max_dynamic_patch": n}, 100 - i)
+            for i, n in enumerate(INTERNVL_TILES)
+        ]
+    elif fam == "phi3_v":
+        caps = [
+            _Cap(f"num_crops={n}", {"num_crops": n}, 100 - i) for i, n in enumerate(PHI3V_CROPS)
+        ]
+    elif fam == "minicpmv":
+        caps = [
+            _Cap(f"max_slice_nums={n}", {"max_slice_nums": n}, 100 - i)
+            for i, n in enumerate(MINICPMV_SLICES)
+        ]
+    elif fam == "idefics3":
+        caps = [
+            _Cap(f"longest_edge={n}", {"size": {"longest_edge": n}}, 100 - i)
+            for i, n in enumerate(IDEFICS3_EDGES)
+        ]
+    else:
+        caps = [_Cap("native", {}, 100)]
+    floor_tokens = images.min_tokens_per_image or 0
+    kept = []
+    for cap in caps:
+        tokens = modalities.image_tokens(profile, w, h, cap.kwargs)
+        if tokens < floor_tokens:
+            continue
+        if images.min_pixels and cap.kwargs.get("max_pixels", math.inf) < images.min_pixels:
+            continue
+        kept.append(cap)
+    return kept
+
+
+def _limit_mm(spec: MultimodalModelSpec, profile: ModelProfile) -> dict[str, Any]:
+    """--limit-mm-per-prompt: the workload's counts and sizes; unused modalities off."""
+    supported = modalities.supported_modalities(profile)
+    w = spec.workload
+    limits: dict[str, Any] = {}
+    if "image" in supported:
+        if w.images.per_request:
+            limits["image"] = {
+                "count": w.images.per_request,
+                "width": w.images.max_width,
+                "height": w.images.max_height,
+            }
+        else:
+            limits["image"] = 0
+    if "video" in supported:
+        if w.video.enabled:
+            limits["video"] = {
+                "count": 1,
+                "num_frames": w.video.max_frames,
+                "width": w.video.max_width,
+                "height": w.video.max_height,
+            }
+        else:
+            limits["video"] = 0
+    if "audio" in supported:
+        limits["audio"] = 1 if w.audio.enabled else 0
+    return limits
+
+
+def _mm_items(
+    spec: MultimodalModelSpec, profile: ModelProfile, cap: _Cap
+) -> tuple[list[modalities.ItemCost], list[modalities.ItemCost], int]:
+    """(vision items, audio items, their tokens) of one request at an image cap."""
+    w = spec.workload
+    items: list[modalities.ItemCost] = []
+    audio: list[modalities.ItemCost] = []
+    for _ in range(w.images.per_request if profile.vision else 0):
+        items.append(
+            modalities.image_cost(profile, w.images.max_width, w.images.max_height, cap.kwargs)
+        )
+    if w.video.enabled and "video" in modalities.supported_modalities(profile):
+        items.append(
+            modalities.video_cost(
+                profile, w.video.max_width, w.video.max_height, w.video.max_frames, cap.kwargs
+            )
+        )
+    if w.audio.enabled and profile.audio is not None:
+        audio.append(modalities.audio_cost(profile, w.audio.max_seconds))
+    return items, audio, sum(i.tokens for i in (*items, *audio))
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _round_len(tokens: int) -> int:
+    return int(math.ceil(tokens / 1024) * 1024)
+
+
+def _evaluate(
+    cand: _Candidate,
+    spec: MultimodalModelSpec,
+    inventory: Inventory,
+    vllm_version: str,
+) -> None:
+    profile = cand.weights.profile
+    w = spec.workload
+    try:
+        items, audio, mm_tokens = _mm_items(spec, profile, cand.cap)
+    except ValueError as err:
+        cand.reason = str(err)
+        return
+    cand.image_tokens = (
+        modalities.image_tokens(profile, w.images.max_width, w.images.max_height, cand.cap.kwargs)
+        if w.images.per_request and profile.vision is not None
+        else 0
+    )
+    need = w.prompt_tokens + w.output_tokens + mm_tokens
+    model_max = profile.max_position_embeddings
+    if need > model_max:
+        cand.reason = (
+            f"a request needs {need} tokens (prompt, output and media) but the model's context "
+            f"is {model_max}"
+        )
+        return
+    lengths = [min(model_max, max(w.context_length.min, _round_len(need)))]
+    if w.context_length.preferred and w.context_length.preferred > lengths[0]:
+        lengths.insert(0, min(model_max, w.context_length.preferred))
+    mnbt, default_seqs = batch_defaults(cand.gpu)
+    limit = _limit_mm(spec, profile)
+    for length in lengths:
+        args = EngineArgs(
+            tensor_parallel_size=cand.tp,
+            quantization=cand.weights.quantization_flag,
+            kv_cache_dtype=cand.kv,
+            gpu_memory_utilization=PLANNER_UTILIZATION,
+            max_model_len=length,
+            max_num_seqs=default_seqs,
+            max_num_batched_tokens=mnbt,
+            limit_mm_per_prompt=limit,
+            mm_processor_kwargs=cand.cap.kwargs,
+            vllm_version=vllm_version,
+        )
+        try:
+            est = estimate(profile, cand.gpu, args)
+        except EstimateError as err:
+            cand.reason = str(err)
+            return
+        if est.fits:
+            cand.est, cand.max_model_len = est, length
+            break
+        cand.reason = est.reason
+    if cand.est is None:
+        return
+    est = cand.est
+    tokens_per_request = need
+    cand.tokens_per_request = need
+    kv_concurrency = max(0, est.kv_cache_tokens // max(1, tokens_per_request))
+    if kv_concurrency < 1:
+        cand.reason = (
+            f"the KV cache ({est.kv_cache_tokens} tokens) holds no whole request of "
+            f"{tokens_per_request} tokens"
+        )
+        cand.est = None
+        return
+    max_conc = min(default_seqs, kv_concurrency)
+    workload = perf.Workload(
+        prompt_tokens=w.prompt_tokens,
+        output_tokens=w.output_tokens,
+        mm_items=tuple(items),
+        audio_items=tuple(audio),
+    )
+    cap_perf = perf.replica_capacity(
+        profile,
+        cand.gpu,
+        workload,
+        tensor_parallel_size=cand.tp,
+        quantization=cand.weights.quantization_flag
+        or (profile.quantization.method if profile.quantization else None),
+        kv_cache_dtype=cand.kv,
+        max_concurrency=max_conc,
+        ttft_p95_seconds=w.slo.ttft_p95_seconds,
+        tpot_p95_seconds=w.slo.tpot_p95_seconds,
+    )
+    if cap_perf.concurrency < 1 or cap_perf.requests_per_second <= 0:
+        cand.reason = "misses the latency targets even with one request in flight"
+        cand.est = None
+        return
+    cand.perf = cap_perf
+    demand: list[int] = [spec.scaling.min_replicas, 1]
+    if w.concurrency:
+        demand.append(math.ceil(w.concurrency / cap_perf.concurrency))
+    if w.requests_per_second:
+        demand.append(math.ceil(w.requests_per_second / cap_perf.requests_per_second))
+    replicas = max(demand)
+    if replicas > spec.scaling.max_replicas:
+        cand.reason = (
+            f"needs {replicas} replicas for the workload, more than scaling.maxReplicas "
+            f"{spec.scaling.max_replicas}"
+        )
+        cand.est = None
+        return
+    placeable = inventory.can_place(cand.pool, cand.tp, replicas)
+    if placeable < replicas:
+        cand.reason = (
+            f"needs {replicas} replicas × {cand.tp} {cand.gpu.name}; the cluster has room for "
+            f"{placeable}"
+        )
+        cand.est = None
+        cand.replicas = replicas
+        return
+    cand.max_num_seqs = max(1, min(default_seqs, max(cap_perf.concurrency, kv_concurrency)))
+    cand.replicas = replicas
+    load = 1
+    if w.concurrency:
+        load = max(load, math.ceil(w.concurrency / replicas))
+    if w.requests_per_second:
+        share = w.requests_per_second / replicas / cap_perf.requests_per_second
+        load = max(load, math.ceil(cap_perf.concurrency * min(1.0, share)))
+    cand.planned_load = load
+    price = inventory.price(cand.pool)
+    cand.cost = replicas * cand.tp * price
+
+
+def _candidates(
+    spec: MultimodalModelSpec, profile: ModelProfile, inventory: Inventory
+) -> list[_Candidate]:
+    allowed = {resolve_gpu(name).name for name in spec.placement.gpu_types}
+    out: list[_Candidate] = []
+    kv_options = [str(k.value) for k in spec.placement.kv_cache_dtypes]
+    weights = _weights_options(spec, profile)
+    for pool in inventory.pools:
+        gpu = pool.gpu_spec()
+        if allowed and gpu.name not in allowed:
+            continue
+        for tp in TP_SIZES:
+            if tp > spec.placement.max_gpus_per_replica or tp > pool.gpus_per_node:
+                continue
+            if profile.text.num_attention_heads % tp:
+                continue
+            for wopt in weights:
+                if wopt.label == "fp8" and gpu.compute_major * 10 + gpu.compute_minor < 80:
+                    continue
+                for kv in kv_options:
+                    for cap in _caps(wopt.profile, spec):
+                        out.append(
+                            _Candidate(gpu, pool.name, pool.product_label, tp, wopt, kv, cap)
+                        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Plan
+
+
+def _resources(cand: _Candidate) -> Resources:
+    assert cand.est is not None
+    tp = cand.tp
+    multimodal = cand.weights.profile.multimodal
+    weights_gib = cand.est.weights_gib * tp
+    memory_gib = 8 + math.ceil(weights_gib * 0.1) + (2 * MM_PROCESSOR_CACHE_GB if multimodal else 0)
+    shm_gib = 2 if tp == 1 else 2 + 2 * tp
+    return Resources(
+        gpus=tp, cpu=str(4 + 2 * tp), memory=f"{memory_gib}Gi", shm_size=f"{shm_gib}Gi"
+    )
+
+
+def _args(cand: _Candidate, name: str, spec: MultimodalModelSpec) -> list[str]:
+    assert cand.est is not None
+    est = cand.est
+    args = [
+        cand.weights.model_id,
+        f"--served-model-name={name}",
+        f"--port={OPENAI_PORT}",
+        f"--tensor-parallel-size={cand.tp}",
+        f"--max-model-len={cand.max_model_len}",
+        f"--max-num-seqs={cand.max_num_seqs}",
+        f"--max-num-batched-tokens={est.max_num_batched_tokens}",
+        f"--gpu-memory-utilization={PLANNER_UTILIZATION}",
+    ]
+    if cand.weights.quantization_flag:
+        args.append(f"--quantization={cand.weights.quantization_flag}")
+    if cand.kv != "auto":
+        args.append(f"--kv-cache-dtype={cand.kv}")
+    limit = _limit_mm(spec, cand.weights.profile)
+    if limit:
+        args.append("--limit-mm-per-prompt=" + json.dumps(limit, separators=(",", ":")))
+    if cand.cap.kwargs:
+        args.append("--mm-processor-kwargs=" + json.dumps(cand.cap.kwargs, separators=(",", ":")))
+    if spec.model.revision:
+        args.append(f"--revision={spec.model.revision}")
+    args.extend(spec.engine.extra_args)
+    return args
+
+
+def _describe(c: _Candidate) -> str:
+    return f"{c.tp}× {c.gpu.name}, weights {c.weights.label}, KV {c.kv}, image cap {c.cap.label}"
+
+
+def plan(
+    manifest: MultimodalModel | MultimodalModelSpec,
+    inventory: Inventory,
+    *,
+    name: str | None = None,
+    vllm_version: str = PINNED_VLLM_VERSION,
+    alternatives: int = 5,
+) -> Plan:
+    """Plan a MultimodalModel on an inventory; raise PlanningError when nothing fits."""
+    if isinstance(manifest, MultimodalModel):
+        spec, name = manifest.spec, name or manifest.metadata.name
+    else:
+        spec, name = manifest, name or "model"
+    try:
+        profile = load_profile(spec.model.id)
+    except ModelError as err:
+        raise PlanningError(str(err), reason="UnknownModel") from err
+    w = spec.workload
+    if w.video.enabled and "video" not in modalities.supported_modalities(profile):
+        raise PlanningError(f"{profile.id} does not take video", reason="UnsupportedModality")
+    if w.audio.enabled and profile.audio is None:
+        raise PlanningError(f"{profile.id} does not take audio", reason="UnsupportedModality")
+    if w.images.per_request and profile.vision is None:
+        raise PlanningError(f"{profile.id} does not take images", reason="UnsupportedModality")
+    for gpu_name in spec.placement.gpu_types:
+        resolve_gpu(gpu_name)
+    cands = _candidates(spec, profile, inventory)
+    if not cands:
+        raise PlanningError(
+            "no GPU in the cluster matches spec.placement (types "
+            f"{', '.join(spec.placement.gpu_types) or 'any'}, at most "
+            f"{spec.placement.max_gpus_per_replica} per replica)",
+            reason="InsufficientCapacity",
+        )
+    for cand in cands:
+        _evaluate(cand, spec, inventory, vllm_version)
+    feasible = sorted((c for c in cands if c.cost is not None), key=_Candidate.sort_key)
+    if not feasible:
+        raise PlanningError(_nearest_miss(cands), reason=_infeasible_reason(cands))
+    best = feasible[0]
+    assert best.est is not None and best.perf is not None and best.replicas is not None
+    alts = _alternatives(best, feasible, cands, alternatives)
+    product = best.product
+    explanation = (
+        f"{best.replicas} replica(s) of {best.tp}× {best.gpu.name} "
+        f"(${best.cost:.2f}/h): weights {best.weights.label}, KV cache {best.kv}, "
+        f"{best.est.kv_cache_tokens:,} KV tokens per replica, up to "
+        f"{best.perf.concurrency} requests in flight per replica within the SLO; "
+        f"image cap {best.cap.label}"
+        + (f" ({best.image_tokens} tokens per image)" if best.image_tokens else "")
+        + f"; max_model_len {best.max_model_len}."
+    )
+    return Plan(
+        model=best.weights.model_id,
+        served_model_name=name,
+        gpu=best.gpu.name,
+        gpu_product=product,
+        tensor_parallel_size=best.tp,
+        replicas=best.replicas,
+        quantization=best.weights.label,
+        kv_cache_dtype=best.kv,
+        image_cap=best.cap.label,
+        max_model_len=best.max_model_len,
+        max_num_seqs=best.max_num_seqs,
+        max_num_batched_tokens=best.est.max_num_batched_tokens,
+        gpu_memory_utilization=PLANNER_UTILIZATION,
+        limit_mm_per_prompt=_limit_mm(spec, best.weights.profile),
+        mm_processor_kwargs=best.cap.kwargs,
+        max_tokens_per_image=best.image_tokens or None,
+        vllm_version=vllm_version,
+        args=_args(best, name, spec),
+        resources=_resources(best),
+        memory=best.est,
+        performance=Performance(
+            concurrency_per_replica=best.perf.concurrency,
+            requests_per_second_per_replica=round(best.perf.requests_per_second, 3),
+            ttft_p95_seconds=round(best.perf.ttft_p95_seconds, 4),
+            tpot_p95_seconds=round(best.perf.tpot_p95_seconds, 5),
+        ),
+        cost_per_hour_usd=round(best.cost or 0.0, 4),
+        alternatives=alts,
+        explanation=explanation,
+    )
+
+
+def _alternatives(
+    best: _Candidate, feasible: Sequence[_Candidate], cands: Sequence[_Candidate], n: int
+) -> list[Alternative]:
+    out: list[Alternative] = []
+    seen: set[tuple[str, int, str]] = {(best.gpu.name, best.tp, best.weights.label)}
+    for c in feasible[1:]:
+        key = (c.gpu.name, c.tp, c.weights.label)
+        if key in seen:
+            continue
+        seen.add(key)
+        assert c.cost is not None and best.cost is not None
+        if c.cost > best.cost:
+            why = f"costs ${c.cost:.2f}/h, more than ${best.cost:.2f}/h"
+        else:
+            why = "same cost; lost the tie-break (GPUs, KV headroom, fidelity)"
+        out.append(_alt(c, why))
+        if len(out) >= n:
+            return out
+    for c in cands:
+        key = (c.gpu.name, c.tp, c.weights.label)
+        if c.cost is None and key not in seen and c.reason:
+            seen.add(key)
+            out.append(_alt(c, c.reason))
+            if len(out) >= n:
+                break
+    return out
+
+
+def _alt(c: _Candidate, reason: str) -> Alternative:
+    return Alternative(
+        gpu=c.gpu.name,
+        tensor_parallel_size=c.tp,
+        quantization=c.weights.label,
+        kv_cache_dtype=c.kv,
+        image_cap=c.cap.label,
+        replicas=c.replicas,
+        cost_per_hour_usd=None if c.cost is None else round(c.cost, 4),
+        reason=reason,
+    )
+
+
+def _infeasible_reason(cands: Sequence[_Candidate]) -> str:
+    if any(c.est is None and "cluster has room" in c.reason for c in cands):
+        return "InsufficientCapacity"
+    return "Infeasible"
+
+
+def _nearest_miss(cands: Sequence[_Candidate]) -> str:
+    """Describe the candidate that came closest, and what would make something fit."""
+
+    def closeness(c: _Candidate) -> tuple[int, float]:
+        if "cluster has room" in c.reason:
+            return (0, 0.0)
+        if "replicas" in c.reason:
+            return (1, 0.0)
+        if "latency" in c.reason:
+            return (2, 0.0)
+        if "max seq len" in c.reason or "KV cache" in c.reason:
+            return (3, 0.0)
+        return (4, -c.gpu.memory_gib * c.tp)
+
+    nearest = min(cands, key=closeness)
+    hints = []
+    if any("weights take" in c.reason or "No available memory" in c.reason for c in cands):
+        hints.append("a GPU with more memory, more GPUs per replica, or fp8/int4 weights")
+    if any("max seq len" in c.reason for c in cands):
+        hints.append("a shorter contextLength, fewer or smaller images, or an fp8 KV cache")
+    if any("latency" in c.reason for c in cands):
+        hints.append("looser latency targets or a faster GPU")
+    if any("replicas" in c.reason for c in cands):
+        hints.append("a higher scaling.maxReplicas or more GPUs in the cluster")
+    return f"nothing fits; nearest miss: {_describe(nearest)}: {nearest.reason}. " + (
+        "Would fit with: " + "; or ".join(hints) + "." if hints else ""
+    )

@@ -1,0 +1,222 @@
+"""The planner: feasibility edges, tie-breaking, infeasible messages, golden plans for examples/."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mmop.api import MultimodalModel
+from mmop.inventory import Inventory, default_inventory, load_inventory
+from mmop.planner import PlanningError, plan
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def manifest(spec: dict[str, Any], name: str = "m") -> MultimodalModel:
+    return MultimodalModel.model_validate(
+        {
+            "apiVersion": "mmop.dev/v1alpha1",
+            "kind": "MultimodalModel",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def inventory(tmp_path: Path, pools: list[dict[str, Any]]) -> Inventory:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"pools": pools}))
+    return load_inventory(path)
+
+
+QWEN = {"model": {"id": "Qwen/Qwen2.5-VL-7B-Instruct"}}
+
+
+def golden_view(p: Any) -> dict[str, Any]:
+    return {
+        "gpu": p.gpu,
+        "gpu_product": p.gpu_product,
+        "tensor_parallel_size": p.tensor_parallel_size,
+        "replicas": p.replicas,
+        "quantization": p.quantization,
+        "kv_cache_dtype": p.kv_cache_dtype,
+        "image_cap": p.image_cap,
+        "max_model_len": p.max_model_len,
+        "args": p.args,
+        "cost_per_hour_usd": p.cost_per_hour_usd,
+    }
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_plan_to_their_golden_plans(path: Path) -> None:
+    m = MultimodalModel.model_validate(yaml.safe_load(path.read_text()))
+    result = plan(m, default_inventory())
+    view = golden_view(result)
+    golden = GOLDEN / f"{path.stem}.json"
+    if os.environ.get("MMOP_UPDATE_GOLDEN") == "1":
+        golden.write_text(json.dumps(view, indent=2) + "\n")
+    assert golden.is_file(), f"no golden plan for {path.name}; run with MMOP_UPDATE_GOLDEN=1"
+    assert view == json.loads(golden.read_text())
+
+
+def test_examples_cover_six_families() -> None:
+    families = set()
+    from mmop.model import load_profile
+
+    for path in EXAMPLES:
+        m = MultimodalModel.model_validate(yaml.safe_load(path.read_text()))
+        families.add(load_profile(m.spec.model.id).family)
+    assert len(families) >= 6, families
+
+
+def test_plan_fits_what_the_estimator_says_and_args_are_vllm_flags() -> None:
+    m = manifest(
+        {
+            **QWEN,
+            "workload": {
+                "images": {"perRequest": 2, "maxWidth": 1280, "maxHeight": 720},
+                "concurrency": 8,
+            },
+        }
+    )
+    p = plan(m, default_inventory())
+    assert p.memory.fits
+    assert p.args[0] == "Qwen/Qwen2.5-VL-7B-Instruct"
+    flags = {a.split("=", 1)[0] for a in p.args[1:]}
+    assert {
+        "--tensor-parallel-size",
+        "--max-model-len",
+        "--max-num-seqs",
+        "--max-num-batched-tokens",
+        "--gpu-memory-utilization",
+        "--limit-mm-per-prompt",
+    } <= flags
+    limit = json.loads(
+        next(a for a in p.args if a.startswith("--limit-mm-per-prompt=")).split("=", 1)[1]
+    )
+    assert limit["video"] == 0  # not used by the workload: not profiled
+    assert limit["image"]["count"] == 2
+    assert p.max_model_len >= 4096
+
+
+def test_cheapest_feasible_gpu_wins(tmp_path: Path) -> None:
+    inv = inventory(tmp_path, [
+        {"name": "h100", "gpu": "H100-80GB", "nodes": 1, "gpusPerNode": 8},
+        {"name": "l4", "gpu": "L4", "nodes": 4, "gpusPerNode": 1},
+    ])  # fmt: skip
+    small = plan(
+        manifest(
+            {
+                "model": {"id": "Qwen/Qwen2.5-VL-3B-Instruct"},
+                "workload": {"images": {"perRequest": 1}, "concurrency": 2},
+            }
+        ),
+        inv,
+    )
+    assert small.gpu == "L4"
+    assert small.cost_per_hour_usd == pytest.approx(
+        small.replicas * small.tensor_parallel_size * 0.44
+    )
+
+
+def test_a_model_too_big_for_small_gpus_uses_tensor_parallel_or_a_bigger_gpu(
+    tmp_path: Path,
+) -> None:
+    inv = inventory(tmp_path, [{"name": "l40s", "gpu": "L40S", "nodes": 2, "gpusPerNode": 4}])
+    p = plan(manifest({"model": {"id": "Qwen/Qwen2.5-VL-72B-Instruct"}, "workload": {"images": {"perRequest": 1}},
+                       "placement": {"quantizations": ["none"]}}), inv)  # fmt: skip
+    assert p.gpu == "L40S" and p.tensor_parallel_size == 4 and p.quantization == "none"
+
+
+def test_quality_floor_is_never_crossed() -> None:
+    base = {
+        **QWEN,
+        "workload": {
+            "images": {"perRequest": 8, "maxWidth": 3840, "maxHeight": 2160},
+            "concurrency": 16,
+        },
+    }
+    floor = {
+        **QWEN,
+        "workload": {
+            "images": {
+                "perRequest": 8,
+                "maxWidth": 3840,
+                "maxHeight": 2160,
+                "minTokensPerImage": 4000,
+            },
+            "concurrency": 16,
+        },
+    }
+    free = plan(manifest(base), default_inventory())
+    held = plan(manifest(floor), default_inventory())
+    assert held.max_tokens_per_image is not None and held.max_tokens_per_image >= 4000
+    assert free.max_tokens_per_image is not None
+    assert held.cost_per_hour_usd >= free.cost_per_hour_usd
+
+
+def test_ties_prefer_higher_fidelity(tmp_path: Path) -> None:
+    inv = inventory(tmp_path, [{"name": "h100", "gpu": "H100-80GB", "nodes": 1, "gpusPerNode": 8}])
+    p = plan(
+        manifest({"model": {"id": "Qwen/Qwen2.5-7B-Instruct"}, "workload": {"concurrency": 1}}), inv
+    )
+    # One H100 holds bf16 weights with ample KV: fp8 would cost the same, so bf16 wins.
+    assert p.quantization == "none" and p.kv_cache_dtype == "auto"
+
+
+def test_placement_limits_gpu_types() -> None:
+    p = plan(manifest({**QWEN, "placement": {"gpuTypes": ["H100-80GB"]}}), default_inventory())
+    assert p.gpu == "H100-80GB-SXM" and p.gpu_product == "NVIDIA-H100-80GB-HBM3"
+
+
+def test_fp8_is_not_offered_on_gpus_without_it(tmp_path: Path) -> None:
+    inv = inventory(tmp_path, [{"name": "t4", "gpu": "T4", "nodes": 4, "gpusPerNode": 4}])
+    p = plan(manifest({"model": {"id": "Qwen/Qwen2.5-1.5B-Instruct"}}), inv)
+    assert p.quantization != "fp8"
+
+
+def test_infeasible_names_the_nearest_miss_and_the_fix(tmp_path: Path) -> None:
+    inv = inventory(tmp_path, [{"name": "l4", "gpu": "L4", "nodes": 1, "gpusPerNode": 1}])
+    with pytest.raises(PlanningError) as info:
+        plan(
+            manifest(
+                {
+                    "model": {"id": "Qwen/Qwen2.5-VL-72B-Instruct"},
+                    "placement": {"quantizations": ["none"]},
+                }
+            ),
+            inv,
+        )
+    assert info.value.reason == "Infeasible"
+    assert "nearest miss" in str(info.value) and "more memory" in str(info.value)
+
+
+def test_not_enough_gpus_is_insufficient_capacity(tmp_path: Path) -> None:
+    inv = inventory(
+        tmp_path,
+        [{"name": "l4", "gpu": "L4", "nodes": 1, "gpusPerNode": 1, "freeGpusPerNode": [0]}],
+    )
+    with pytest.raises(PlanningError) as info:
+        plan(manifest({"model": {"id": "Qwen/Qwen2.5-0.5B-Instruct"}}), inv)
+    assert info.value.reason == "InsufficientCapacity"
+
+
+def test_modalities_the_model_lacks_are_refused() -> None:
+    with pytest.raises(PlanningError, match="does not take audio"):
+        plan(manifest({**QWEN, "workload": {"audio": {"enabled": True}}}), default_inventory())
+
+
+def test_alternatives_say_why_they_lost() -> None:
+    p = plan(
+        manifest({**QWEN, "workload": {"images": {"perRequest": 1}, "concurrency": 4}}),
+        default_inventory(),
+    )
+    assert p.alternatives
+    assert all(a.reason for a in p.alternatives)

@@ -106,7 +106,10 @@ class ImageWorkload(ApiModel):
         default=None, ge=1, description="Quality floor: never downscale images below this"
     )
     min_tokens_per_image: int | None = Field(
-        default=None, ge=1, le=65536, description="Quality floor in image tokens"
+        default=None,
+        ge=1,
+        le=65536,
+        description="Quality floor in image tokens (default: half of the model's native count)",
     )
 
 
@@ -250,6 +253,79 @@ class MultimodalModelSpec(ApiModel):
     placement: Placement = Field(default_factory=Placement, description="Where it may run")
     scaling: Scaling = Field(default_factory=Scaling, description="How many replicas")
     engine: Engine = Field(default_factory=Engine, description="The vLLM container")
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Desired replicas when scaling.mode is External (the scale subresource)",
+    )
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    type: str = Field(max_length=64, description="Planned, Ready or Degraded")
+    status: ConditionStatus = Field(description="True, False or Unknown")
+    reason: str = Field(max_length=128, description="CamelCase reason")
+    message: str = Field(default="", max_length=4096, description="Human-readable detail")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="Spec generation the condition describes"
+    )
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed (RFC 3339)"
+    )
+
+
+class PlanStatus(ApiModel):
+    """The plan in force, as kubectl shows it."""
+
+    model: str = Field(description="Checkpoint served")
+    gpu: str = Field(description="Catalog GPU name")
+    gpu_product: str = Field(description="nvidia.com/gpu.product of the nodes used")
+    gpus_per_replica: int = Field(ge=0, description="Tensor-parallel size")
+    replicas: int = Field(ge=0, description="Replicas the workload needs")
+    quantization: str = Field(description="Weight quantization")
+    kv_cache_dtype: str = Field(description="KV-cache dtype")
+    max_model_len: int = Field(ge=0, description="--max-model-len")
+    max_image_tokens: int | None = Field(default=None, description="Tokens per image at the cap")
+    image_cap: str = Field(default="", description="Image cap (processor kwargs)")
+    cost_per_hour_usd: float = Field(ge=0, description="All replicas, $/hour")
+    args: list[str] = Field(default_factory=list, description="vLLM arguments")
+    memory: dict[str, Any] = Field(default_factory=dict, description="Predicted memory per GPU")
+    performance: dict[str, Any] = Field(
+        default_factory=dict, description="Predicted per-replica capacity and latency"
+    )
+    alternatives: list[dict[str, Any]] = Field(
+        default_factory=list, description="Rejected options and why"
+    )
+    explanation: str = Field(default="", description="Why this plan")
+    template_hash: str = Field(default="", description="Hash of the rendered pod template")
+
+
+class Decision(ApiModel):
+    time: str = Field(description="When (RFC 3339)")
+    action: str = Field(description="Plan, Replan, ScaleUp, ScaleDown or Hold")
+    replicas: int | None = Field(default=None, description="Replicas after the decision")
+    reason: str = Field(description="CamelCase reason")
+    message: str = Field(default="", description="Detail")
+
+
+class MultimodalModelStatus(ApiModel):
+    observed_generation: int | None = Field(default=None, description="Last generation handled")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Planned, Ready, Degraded"
+    )
+    plan: PlanStatus | None = Field(default=None, description="The plan in force")
+    replicas: int = Field(default=0, ge=0, description="Pods of the current Deployment")
+    ready_replicas: int = Field(default=0, ge=0, description="Ready pods")
+    selector: str = Field(default="", description="Label selector of the pods (scale subresource)")
+    decisions: list[Decision] = Field(
+        default_factory=list, max_length=10, description="Last scaling and planning decisions"
+    )
 
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -271,4 +347,4 @@ class MultimodalModel(BaseModel):
     kind: Literal["MultimodalModel"]
     metadata: ObjectMeta
     spec: MultimodalModelSpec
-    status: dict[str, Any] | None = None
+    status: MultimodalModelStatus | None = None

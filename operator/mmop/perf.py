@@ -169,6 +169,8 @@ class _Engine:
     interconnect_bytes_per_second: float  # one direction
     kv_bytes_per_token_layer: float  # per GPU, one layer
     cal: PerfCalibration
+    # (sliding window or None for full attention, number of such attention layers)
+    windows: tuple[tuple[int | None, int], ...] = ()
 
 
 def _weight_bytes_per_param(profile: ModelProfile, method: str | None) -> float:
@@ -250,7 +252,16 @@ def _engine(
         interconnect_bytes_per_second=link_gbps * 1e9 / 2,
         kv_bytes_per_token_layer=kv_bytes_per_token_per_layer(profile, tp, kv_bytes),
         cal=cal,
+        windows=_window_counts(profile),
     )
+
+
+def _window_counts(profile: ModelProfile) -> tuple[tuple[int | None, int], ...]:
+    counts: dict[int | None, int] = {}
+    for layer in profile.text.layers:
+        if layer.kind != AttentionKind.LINEAR:
+            counts[layer.window_tokens] = counts.get(layer.window_tokens, 0) + 1
+    return tuple(counts.items())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,12 +291,8 @@ def _attended(layer_window: int | None, context: float) -> float:
 
 
 def _kv_read_bytes(e: _Engine, sequences: float, context: float) -> float:
-    total = 0.0
-    for layer in e.profile.text.layers:
-        if layer.kind == AttentionKind.LINEAR:
-            continue
-        total += e.kv_bytes_per_token_layer * _attended(layer.window_tokens, context)
-    return sequences * total
+    total = sum(n * _attended(window, context) for window, n in e.windows)
+    return sequences * e.kv_bytes_per_token_layer * total
 
 
 def _attention_width(e: _Engine) -> float:
@@ -295,11 +302,7 @@ def _attention_width(e: _Engine) -> float:
 
 def _decode_attention_flops(e: _Engine, sequences: float, context: float) -> float:
     width = _attention_width(e)
-    per_seq = sum(
-        4.0 * width * _attended(layer.window_tokens, context)
-        for layer in e.profile.text.layers
-        if layer.kind != AttentionKind.LINEAR
-    )
+    per_seq = sum(4.0 * width * n * _attended(window, context) for window, n in e.windows)
     return sequences * per_seq
 
 
@@ -311,11 +314,7 @@ def _causal_pairs(tokens: float, window: int | None) -> float:
 
 def _prefill_attention_flops(e: _Engine, tokens: float) -> float:
     width = _attention_width(e)
-    return sum(
-        4.0 * width * _causal_pairs(tokens, layer.window_tokens)
-        for layer in e.profile.text.layers
-        if layer.kind != AttentionKind.LINEAR
-    )
+    return sum(4.0 * width * n * _causal_pairs(tokens, window) for window, n in e.windows)
 
 
 def _allreduce_seconds(e: _Engine, tokens: float) -> float:

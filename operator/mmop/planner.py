@@ -246,7 +246,13 @@ def _caps(profile: ModelProfile, spec: MultimodalModelSpec) -> list[_Cap]:
         ]
     else:
         caps = [_Cap("native", {}, 100)]
-    floor_tokens = images.min_tokens_per_image or 0
+    if images.min_tokens_per_image is not None:
+        floor_tokens = images.min_tokens_per_image
+    elif images.min_pixels is not None:
+        floor_tokens = 0
+    else:
+        # No floor stated: keep at least half the tokens the model's own processing gives.
+        floor_tokens = modalities.image_tokens(profile, w, h) // 2
     kept = []
     for cap in caps:
         tokens = modalities.image_tokens(profile, w, h, cap.kwargs)
@@ -287,21 +293,23 @@ def _limit_mm(spec: MultimodalModelSpec, profile: ModelProfile) -> dict[str, Any
     return limits
 
 
-def _mm_items(
-    spec: MultimodalModelSpec, profile: ModelProfile, cap: _Cap
+def request_items(
+    spec: MultimodalModelSpec, profile: ModelProfile, image_kwargs: dict[str, Any] | None = None
 ) -> tuple[list[modalities.ItemCost], list[modalities.ItemCost], int]:
-    """(vision items, audio items, their tokens) of one request at an image cap."""
+    """(vision items, audio items, their tokens) of one request, with the processor kwargs of an
+    image cap (none: the model's own processing)."""
+    kwargs = image_kwargs or {}
     w = spec.workload
     items: list[modalities.ItemCost] = []
     audio: list[modalities.ItemCost] = []
     for _ in range(w.images.per_request if profile.vision else 0):
         items.append(
-            modalities.image_cost(profile, w.images.max_width, w.images.max_height, cap.kwargs)
+            modalities.image_cost(profile, w.images.max_width, w.images.max_height, kwargs)
         )
     if w.video.enabled and "video" in modalities.supported_modalities(profile):
         items.append(
             modalities.video_cost(
-                profile, w.video.max_width, w.video.max_height, w.video.max_frames, cap.kwargs
+                profile, w.video.max_width, w.video.max_height, w.video.max_frames, kwargs
             )
         )
     if w.audio.enabled and profile.audio is not None:
@@ -326,7 +334,7 @@ def _evaluate(
     profile = cand.weights.profile
     w = spec.workload
     try:
-        items, audio, mm_tokens = _mm_items(spec, profile, cand.cap)
+        items, audio, mm_tokens = request_items(spec, profile, cand.cap.kwargs)
     except ValueError as err:
         cand.reason = str(err)
         return
@@ -473,6 +481,34 @@ def _candidates(
 # Plan
 
 
+def _search(
+    cands: Sequence[_Candidate],
+    spec: MultimodalModelSpec,
+    inventory: Inventory,
+    vllm_version: str,
+    exhaustive: bool,
+) -> None:
+    groups: dict[tuple[str, int], list[_Candidate]] = {}
+    for cand in cands:
+        groups.setdefault((cand.pool, cand.tp), []).append(cand)
+    floor_replicas = max(1, spec.scaling.min_replicas)
+
+    def lower_bound(key: tuple[str, int]) -> float:
+        return floor_replicas * key[1] * inventory.price(key[0])
+
+    best: float | None = None
+    for key in sorted(groups, key=lower_bound):
+        bound = lower_bound(key)
+        if not exhaustive and best is not None and bound > best + 1e-9:
+            for cand in groups[key]:
+                cand.reason = f"costs at least ${bound:.2f}/h, more than ${best:.2f}/h"
+            continue
+        for cand in groups[key]:
+            _evaluate(cand, spec, inventory, vllm_version)
+            if cand.cost is not None and (best is None or cand.cost < best):
+                best = cand.cost
+
+
 def _resources(cand: _Candidate) -> Resources:
     assert cand.est is not None
     tp = cand.tp
@@ -524,8 +560,14 @@ def plan(
     name: str | None = None,
     vllm_version: str = PINNED_VLLM_VERSION,
     alternatives: int = 5,
+    exhaustive: bool = False,
 ) -> Plan:
-    """Plan a MultimodalModel on an inventory; raise PlanningError when nothing fits."""
+    """Plan a MultimodalModel on an inventory; raise PlanningError when nothing fits.
+
+    Candidates are evaluated cheapest (GPU type, TP size) first; a group whose lower bound on
+    cost (minReplicas × GPUs × price) exceeds the best plan found is skipped, which never changes
+    the answer. `exhaustive=True` evaluates everything (the benchmark's reference).
+    """
     if isinstance(manifest, MultimodalModel):
         spec, name = manifest.spec, name or manifest.metadata.name
     else:
@@ -551,8 +593,7 @@ def plan(
             f"{spec.placement.max_gpus_per_replica} per replica)",
             reason="InsufficientCapacity",
         )
-    for cand in cands:
-        _evaluate(cand, spec, inventory, vllm_version)
+    _search(cands, spec, inventory, vllm_version, exhaustive)
     feasible = sorted((c for c in cands if c.cost is not None), key=_Candidate.sort_key)
     if not feasible:
         raise PlanningError(_nearest_miss(cands), reason=_infeasible_reason(cands))

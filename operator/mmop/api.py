@@ -328,7 +328,7 @@ class MultimodalModelStatus(ApiModel):
     )
 
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # also a valid Service name
 
 
 class ObjectMeta(BaseModel):

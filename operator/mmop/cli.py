@@ -108,6 +108,38 @@ def _build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--inventory", help="inventory YAML (default: the built-in sample cluster)")
     pl.add_argument("--vllm-version", default=PINNED_VLLM_VERSION)
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    rn = sub.add_parser(
+        "run",
+        help="run the operator (kopf) against the current kubeconfig or in-cluster config",
+        description="Watch MultimodalModels and keep their vLLM Deployments planned and current.",
+    )
+    scope = rn.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", help="watch this namespace")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch all (default)")
+    rn.add_argument(
+        "--pod-label", action="append", default=[], help="extra label for vLLM pods, KEY=VALUE"
+    )
+    rn.add_argument(
+        "--pod-annotation",
+        action="append",
+        default=[],
+        help="extra annotation for vLLM pods, KEY=VALUE",
+    )
+    rn.add_argument(
+        "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
+    )
+    rn.add_argument("--verbose", action="store_true")
+
+    crd = sub.add_parser(
+        "crd",
+        help="the MultimodalModel CustomResourceDefinition, generated from the API models",
+        description=(
+            "Render the MultimodalModel CRD (OpenAPI schema, CEL rules, printer columns) from "
+            "mmop's API models: to stdout, or into DIR/mmop.dev_multimodalmodels.yaml."
+        ),
+    )
+    crd.add_argument("--output-dir", metavar="DIR", help="write the CRD file into DIR")
     return parser
 
 
@@ -246,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if ns.command == "plan":
             return run_plan(ns)
+        if ns.command == "crd":
+            return run_crd(ns)
+        if ns.command == "run":
+            return run_operator(ns)
     except UsageError as err:
         print(f"mmop: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -337,6 +373,53 @@ def run_plan(ns: argparse.Namespace) -> int:
                 f"  {alt.tensor_parallel_size}× {alt.gpu} {alt.quantization}/{alt.kv_cache_dtype}"
                 f"{cost}: {alt.reason}"
             )
+    return 0
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, eq, val = value.partition("=")
+        if not eq or not key:
+            raise UsageError(f"{flag}: expected KEY=VALUE, got {value!r}")
+        out[key] = val
+    return out
+
+
+def run_operator(ns: argparse.Namespace) -> int:
+    import kopf
+
+    from mmop.controller import handlers
+    from mmop.render import RenderOptions
+
+    handlers.STATE.render_options = RenderOptions(
+        extra_pod_labels=_pairs(ns.pod_label, "--pod-label"),
+        extra_pod_annotations=_pairs(ns.pod_annotation, "--pod-annotation"),
+    )
+    kopf.configure(verbose=ns.verbose)
+    kopf.run(
+        clusterwide=not ns.namespace,
+        namespaces=ns.namespace or [],
+        standalone=True,
+        liveness_endpoint=ns.liveness,
+    )
+    return 0
+
+
+def run_crd(ns: argparse.Namespace) -> int:
+    from mmop.crd import CRD_FILENAME, render_crd
+
+    text = render_crd()
+    if ns.output_dir is None:
+        sys.stdout.write(text)
+        return 0
+    target = Path(ns.output_dir) / CRD_FILENAME
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"--output-dir: {err.strerror} ({target})") from err
+    print(target)
     return 0
 
 

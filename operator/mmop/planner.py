@@ -514,8 +514,14 @@ def _resources(cand: _Candidate) -> Resources:
     tp = cand.tp
     multimodal = cand.weights.profile.multimodal
     weights_gib = cand.est.weights_gib * tp
-    memory_gib = 8 + math.ceil(weights_gib * 0.1) + (2 * MM_PROCESSOR_CACHE_GB if multimodal else 0)
     shm_gib = 2 if tp == 1 else 2 + 2 * tp
+    # /dev/shm is a memory-backed emptyDir: it counts against the pod's memory limit.
+    memory_gib = (
+        8
+        + math.ceil(weights_gib * 0.1)
+        + (2 * MM_PROCESSOR_CACHE_GB if multimodal else 0)
+        + shm_gib
+    )
     return Resources(
         gpus=tp, cpu=str(4 + 2 * tp), memory=f"{memory_gib}Gi", shm_size=f"{shm_gib}Gi"
     )

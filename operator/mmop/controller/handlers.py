@@ -1,0 +1,388 @@
+"""kopf handlers: glue between MultimodalModel objects and the pure core.
+
+One reconcile serves create, update and resume: read the inventory, plan, render, server-side
+apply what changed (decided by the rendered pod template's hash), and write status — the plan,
+conditions Planned / Ready / Degraded with observedGeneration, and an event per decision. A model
+that could not be placed is planned again by a timer when the cluster changes. Deployment events
+keep status.replicas / readyReplicas and the Ready condition current.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from mmop.api import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    MultimodalModel,
+    PlanStatus,
+    ScalingMode,
+)
+from mmop.controller.kube import MODEL_LABEL, Kube
+from mmop.planner import Plan, PlanningError, plan
+from mmop.render import TEMPLATE_HASH, RenderOptions, render
+
+PLURAL = "multimodalmodels"
+UNPLACED_REASONS = ("Infeasible", "InsufficientCapacity")
+
+log = logging.getLogger("mmop.controller")
+
+
+@dataclass
+class OperatorState:
+    """Process-wide operator state, set up at start-up."""
+
+    kube: Kube | None = None
+    render_options: RenderOptions = field(default_factory=RenderOptions)
+    replan_interval_seconds: float = 15.0
+    last_ready: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+
+
+STATE = OperatorState()
+
+
+def _kube() -> Kube:
+    if STATE.kube is None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api_client = client.ApiClient()
+        except config.ConfigException:
+            api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG")
+            )
+        STATE.kube = Kube(api_client)
+    return STATE.kube
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(
+    current: Sequence[Mapping[str, Any]],
+    ctype: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+) -> dict[str, Any]:
+    """A condition, keeping lastTransitionTime when the status did not change."""
+    previous = next((c for c in current if c.get("type") == ctype), None)
+    changed = previous is None or previous.get("status") != status
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message[:4000],
+        "observedGeneration": generation,
+        "lastTransitionTime": (
+            _now() if previous is None or changed else previous.get("lastTransitionTime", _now())
+        ),
+    }
+
+
+def _merge_conditions(
+    current: Sequence[Mapping[str, Any]], updates: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    by_type = {c["type"]: dict(c) for c in current if "type" in c}
+    for update in updates:
+        by_type[update["type"]] = update
+    order = ["Planned", "Ready", "Degraded"]
+    return sorted(
+        by_type.values(), key=lambda c: order.index(c["type"]) if c["type"] in order else 9
+    )
+
+
+def _same_conditions(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> bool:
+    def key(cs: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        return sorted(
+            (c.get("type"), c.get("status"), c.get("reason"), c.get("message"),
+             c.get("observedGeneration"))
+            for c in cs
+        )  # fmt: skip
+
+    return key(a) == key(b)
+
+
+def _plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
+    status = PlanStatus(
+        model=p.model,
+        gpu=p.gpu,
+        gpu_product=p.gpu_product,
+        gpus_per_replica=p.tensor_parallel_size,
+        replicas=p.replicas,
+        quantization=p.quantization,
+        kv_cache_dtype=p.kv_cache_dtype,
+        max_model_len=p.max_model_len,
+        max_image_tokens=p.max_tokens_per_image,
+        image_cap=p.image_cap,
+        cost_per_hour_usd=p.cost_per_hour_usd,
+        args=p.args,
+        memory={
+            k: getattr(p.memory, k)
+            for k in (
+                "weights_gib",
+                "non_torch_gib",
+                "activation_gib",
+                "cudagraph_gib",
+                "kv_cache_gib",
+                "kv_cache_tokens",
+                "max_concurrency",
+            )
+        },
+        performance=p.performance.model_dump(by_alias=False),
+        alternatives=[a.model_dump(exclude_none=True) for a in p.alternatives],
+        explanation=p.explanation,
+        template_hash=template_hash,
+    )
+    return status.model_dump(by_alias=True, exclude_none=True)
+
+
+def _template_hash(deployment: Mapping[str, Any] | None) -> str | None:
+    """The hash mmop stamped on a Deployment's pod template (None: not ours, or none)."""
+    if not deployment:
+        return None
+    template = (deployment.get("spec") or {}).get("template") or {}
+    value = ((template.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH)
+    return str(value) if value else None
+
+
+def _desired_replicas(manifest: MultimodalModel, p: Plan, current: int | None) -> int:
+    scaling = manifest.spec.scaling
+    if scaling.mode == ScalingMode.EXTERNAL and manifest.spec.replicas is not None:
+        return manifest.spec.replicas
+    wanted = max(p.replicas, scaling.min_replicas)
+    if scaling.mode == ScalingMode.AUTO and current is not None:
+        # The autoscaler may have moved the count; the plan sets the floor.
+        wanted = max(wanted, min(current, scaling.max_replicas))
+    return min(wanted, scaling.max_replicas)
+
+
+def reconcile_model(
+    body: kopf.Body | Mapping[str, Any],
+    patch: kopf.Patch,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> str:
+    """Plan, render, apply and report for one MultimodalModel; returns what it did."""
+    meta, spec = body["metadata"], body.get("spec") or {}
+    status = body.get("status") or {}
+    name, namespace, uid = meta["name"], meta["namespace"], meta.get("uid")
+    generation = meta.get("generation")
+    conditions: Sequence[Mapping[str, Any]] = list(status.get("conditions") or [])
+    kube = _kube()
+
+    try:
+        manifest = MultimodalModel.model_validate(
+            {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": spec,
+            }
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        new = _merge_conditions(
+            conditions,
+            [_condition(conditions, "Planned", "False", "InvalidSpec", message, generation)],
+        )
+        if not _same_conditions(conditions, new):
+            patch.status["conditions"] = new
+            kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]
+        patch.status["observedGeneration"] = generation
+        raise kopf.PermanentError(f"invalid spec: {message}") from err
+
+    existing = kube.deployment(namespace, name)
+    in_force = (status.get("plan") or {}).get("templateHash")
+    existing_hash = _template_hash(existing)
+    if status.get("observedGeneration") == generation and in_force and existing_hash == in_force:
+        # Already handled and in place: a resume or a repeat does not re-plan a running model
+        # (that would move it whenever the cluster changed); spec edits and the autoscaler do.
+        return "unchanged"
+
+    inventory = kube.inventory(exclude_model=(namespace, name))
+    try:
+        p = plan(manifest, inventory)
+    except PlanningError as err:
+        new = _merge_conditions(
+            conditions,
+            [
+                _condition(conditions, "Planned", "False", err.reason, str(err), generation),
+                _condition(
+                    conditions, "Ready", "False", "NotPlanned", "no plan in force", generation
+                ),
+            ],
+        )
+        if not _same_conditions(conditions, new):
+            patch.status["conditions"] = new
+            kopf.warn(body, reason=err.reason, message=str(err))  # type: ignore[arg-type]
+        if status.get("observedGeneration") != generation:
+            patch.status["observedGeneration"] = generation
+        logger.info(f"not placed: {err.reason}: {err}")
+        return "unplaced"
+
+    current_replicas = (existing or {}).get("spec", {}).get("replicas")
+    replicas = _desired_replicas(manifest, p, current_replicas)
+    rendered = render(
+        name, namespace, uid, manifest.spec, p, STATE.render_options, generation, replicas=replicas
+    )
+    action = "unchanged"
+    if existing is None or existing_hash != rendered.template_hash or current_replicas != replicas:
+        for obj in rendered.objects():
+            kube.apply(obj)
+        action = "created" if existing is None else "updated"
+        kopf.info(
+            body,  # type: ignore[arg-type]
+            reason="Applied" if existing is None else "Replanned",
+            message=f"{p.explanation} Deployment {name}: {replicas} replica(s), template "
+            f"{rendered.template_hash}.",
+        )
+    plan_status = _plan_status(p, rendered.template_hash)
+    if status.get("plan") != plan_status:
+        patch.status["plan"] = plan_status
+    new = _merge_conditions(
+        conditions,
+        [_condition(conditions, "Planned", "True", "PlanFound", p.explanation, generation)],
+    )
+    if not any(c.get("type") == "Ready" for c in new):
+        new = _merge_conditions(
+            new,
+            [_condition(new, "Ready", "False", "ReplicasNotReady", "waiting for pods", generation)],
+        )
+    if not _same_conditions(conditions, new):
+        patch.status["conditions"] = new
+    selector = f"app.kubernetes.io/instance={name},{MODEL_LABEL}={name}"
+    if status.get("selector") != selector:
+        patch.status["selector"] = selector
+    if status.get("observedGeneration") != generation:
+        patch.status["observedGeneration"] = generation
+    return action
+
+
+@kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
+@kopf.on.create(API_GROUP, API_VERSION, PLURAL)
+@kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec")
+def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    action = reconcile_model(body, patch, logger)
+    logger.debug(f"reconcile: {action}")
+
+
+@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=15.0, initial_delay=10.0, idle=5.0)
+def replan_unplaced(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    """Plan again, when the cluster changes, the models that could not be placed."""
+    conditions = (body.get("status") or {}).get("conditions") or []
+    planned = next((c for c in conditions if c.get("type") == "Planned"), None)
+    if planned is None or planned.get("reason") not in UNPLACED_REASONS:
+        return
+    reconcile_model(body, patch, logger)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "mmop"})
+def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, **_: Any) -> None:
+    """Mirror the Deployment's replica counts and readiness into the model's status."""
+    meta = body.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(MODEL_LABEL)
+    namespace = meta.get("namespace")
+    if not name or not namespace or type == "DELETED":
+        return
+    st = body.get("status") or {}
+    desired = int((body.get("spec") or {}).get("replicas") or 0)
+    ready = int(st.get("readyReplicas") or 0)
+    current = int(st.get("replicas") or 0)
+    key = (namespace, name)
+    if STATE.last_ready.get(key) == (current, ready) and type != "ADDED":
+        return
+    kube = _kube()
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        mm = kube.custom.get_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, PLURAL, name
+        )
+    except ApiException as err:
+        if err.status == 404:
+            return
+        raise
+    status = mm.get("status") or {}
+    generation = mm["metadata"].get("generation")
+    conditions = list(status.get("conditions") or [])
+    if desired > 0 and ready >= desired:
+        cond = _condition(
+            conditions, "Ready", "True", "AllReplicasReady", f"{ready}/{desired} ready", generation
+        )
+    else:
+        cond = _condition(
+            conditions,
+            "Ready",
+            "False",
+            "ReplicasNotReady",
+            f"{ready}/{desired} ready",
+            generation,
+        )
+    new = _merge_conditions(conditions, [cond])
+    update: dict[str, Any] = {}
+    if status.get("replicas") != current:
+        update["replicas"] = current
+    if status.get("readyReplicas") != ready:
+        update["readyReplicas"] = ready
+    if not _same_conditions(conditions, new):
+        update["conditions"] = new
+    STATE.last_ready[key] = (current, ready)
+    if update:
+        kube.patch_status(namespace, name, update)
+        if "conditions" in update and cond["status"] == "True":
+            kopf.info(mm, reason="Ready", message=cond["message"])
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Credentials from the in-cluster service account, else from the kubeconfig."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg
+        )
+    token = (cfg.api_key or {}).get("authorization", "").removeprefix("Bearer ") or None
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        token=token,
+    )
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Hardened kopf settings: timeouts, backoff, annotation-only bookkeeping, events."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mmop.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="mmop.dev", key="last-handled-configuration"
+    )
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 30
+    settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 8
+    settings.peering.standalone = True
+    _kube()

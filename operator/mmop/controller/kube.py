@@ -1,0 +1,97 @@
+"""Kubernetes I/O for the operator: reading the inventory, server-side apply, status patches.
+
+Everything that talks to the API server lives here (and in handlers.py); the planner and the
+renderer stay pure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from mmop.inventory import Inventory, inventory_from_objects
+
+FIELD_MANAGER = "mmop"
+MODEL_LABEL = "mmop.dev/model"
+GROUP, VERSION, PLURAL = "mmop.dev", "v1alpha1", "multimodalmodels"
+
+log = logging.getLogger("mmop.controller")
+
+
+class Kube:
+    """A thin wrapper over the kubernetes client with the calls the operator makes."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self.api_client = api_client
+        self.core: Any = client.CoreV1Api(api_client)
+        self.apps: Any = client.AppsV1Api(api_client)
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.writes = 0  # API writes this process made (tests and benchmarks count them)
+        self._dynamic: Any = None
+        self._resources: dict[tuple[str, str], Any] = {}
+
+    # ------------------------------------------------------------------ reads
+    def inventory(self, exclude_model: tuple[str, str] | None = None) -> Inventory:
+        """GPU pools from nodes and pods; the excluded model's own pods do not hold GPUs (they
+        are being re-planned)."""
+        nodes = self.api_client.sanitize_for_serialization(self.core.list_node().items)
+        pods = self.api_client.sanitize_for_serialization(
+            self.core.list_pod_for_all_namespaces(
+                field_selector="status.phase!=Succeeded,status.phase!=Failed"
+            ).items
+        )
+        if exclude_model is not None:
+            ns, name = exclude_model
+            pods = [
+                p
+                for p in pods
+                if not (
+                    p["metadata"].get("namespace") == ns
+                    and (p["metadata"].get("labels") or {}).get(MODEL_LABEL) == name
+                )
+            ]
+        return inventory_from_objects(nodes, pods)
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj = self.apps.read_namespaced_deployment(name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        out: dict[str, Any] = self.api_client.sanitize_for_serialization(obj)
+        return out
+
+    # ------------------------------------------------------------------ writes
+    def apply(self, obj: Mapping[str, Any]) -> None:
+        """Server-side apply with mmop's field manager (force: mmop owns these fields)."""
+        resource = self._resource(obj["apiVersion"], obj["kind"])
+        resource.server_side_apply(
+            body=dict(obj),
+            name=obj["metadata"]["name"],
+            namespace=obj["metadata"]["namespace"],
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+        self.writes += 1
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        key = (api_version, kind)
+        if key not in self._resources:
+            from kubernetes.dynamic import DynamicClient
+
+            if self._dynamic is None:
+                self._dynamic = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
+            self._resources[key] = self._dynamic.resources.get(api_version=api_version, kind=kind)
+        return self._resources[key]
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
+        )
+        self.writes += 1

@@ -1,0 +1,241 @@
+"""The operator against the sandbox, driven with kubectl as a user would."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+from e2e.sandbox import SandboxState
+from e2e.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVE_LABEL = {"sandbox.mmop.dev/serve": "sim"}
+
+
+def kubectl(sandbox: SandboxState, *args: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(
+        [sandbox.bin_dir["kubectl"], f"--kubeconfig={sandbox.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: SandboxState) -> Iterator[Any]:
+    """The operator running in-process (kopf's KopfRunner), with the sandbox's serve label."""
+    from kopf.testing import KopfRunner
+
+    from mmop.controller import handlers
+    from mmop.controller.kube import Kube
+    from mmop.render import RenderOptions
+
+    kubectl(
+        sandbox, "apply", "--server-side", "--field-manager=mmop-tests", "-f", str(ROOT / "crds")
+    )
+    kubectl(
+        sandbox,
+        "wait",
+        "--for=condition=Established",
+        "crd/multimodalmodels.mmop.dev",
+        "--timeout=60s",
+    )
+    old = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = sandbox.kubeconfig
+    from kubernetes import config
+
+    handlers.STATE.kube = Kube(config.new_client_from_config(sandbox.kubeconfig))
+    handlers.STATE.render_options = RenderOptions(extra_pod_labels=SERVE_LABEL)
+    runner = KopfRunner(
+        ["run", "--standalone", "--all-namespaces", "-m", "mmop.controller.handlers"]
+    )
+    runner.__enter__()
+    try:
+        yield handlers.STATE
+    finally:
+        runner.__exit__(None, None, None)
+        if old is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = old
+
+
+def get_mm(sandbox: SandboxState, namespace: str, name: str) -> dict[str, Any]:
+    return json.loads(kubectl(sandbox, "get", "mmm", name, "-n", namespace, "-o", "json"))
+
+
+def condition(mm: dict[str, Any], ctype: str) -> dict[str, Any] | None:
+    for cond in (mm.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == ctype:
+            return dict(cond)
+    return None
+
+
+def deployment(sandbox: SandboxState, namespace: str, name: str) -> dict[str, Any] | None:
+    out = subprocess.run(
+        [sandbox.bin_dir["kubectl"], f"--kubeconfig={sandbox.kubeconfig}", "get", "deployment", name,
+         "-n", namespace, "-o", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def apply_manifest(sandbox: SandboxState, namespace: str, doc: dict[str, Any]) -> None:
+    kubectl(sandbox, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc))
+
+
+def example(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "examples" / name).read_text()))
+
+
+def test_example_becomes_ready_on_the_planned_gpus(
+    sandbox: SandboxState, operator: Any, namespace: str
+) -> None:
+    apply_manifest(sandbox, namespace, example("qwen2.5-vl-7b.yaml"))
+    mm = wait_for(
+        lambda: (m := get_mm(sandbox, namespace, "qwen-vl")) and condition(m, "Planned") and m,
+        "Planned on qwen-vl",
+    )
+    planned = condition(mm, "Planned")
+    assert planned and planned["status"] == "True", planned
+    plan = mm["status"]["plan"]
+    dep = wait_for(lambda: deployment(sandbox, namespace, "qwen-vl"), "the Deployment")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert plan["model"] in container["args"] + container.get("command", [])
+    for arg in plan["args"][1:]:
+        assert arg in container["args"], arg
+    assert container["resources"]["limits"]["nvidia.com/gpu"] in (
+        plan["gpusPerReplica"],
+        str(plan["gpusPerReplica"]),
+    )
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "MultimodalModel"
+
+    mm = wait_for(
+        lambda: (
+            (m := get_mm(sandbox, namespace, "qwen-vl"))
+            and (c := condition(m, "Ready"))
+            and c["status"] == "True"
+            and m
+        ),
+        "Ready=True on qwen-vl",
+        timeout=120,
+    )
+    assert mm["status"]["readyReplicas"] == dep["spec"]["replicas"]
+    pods = json.loads(
+        kubectl(
+            sandbox, "get", "pods", "-n", namespace, "-l", "mmop.dev/model=qwen-vl", "-o", "json"
+        )
+    )["items"]
+    nodes = json.loads(kubectl(sandbox, "get", "nodes", "-o", "json"))["items"]
+    product = {
+        n["metadata"]["name"]: n["metadata"]["labels"]["nvidia.com/gpu.product"] for n in nodes
+    }
+    assert pods and all(product[p["spec"]["nodeName"]] == plan["gpuProduct"] for p in pods)
+    printed = kubectl(sandbox, "get", "mmm", "-n", namespace)
+    assert "qwen-vl" in printed and plan["gpu"] in printed
+
+
+def test_spec_edit_replans_and_rolls(sandbox: SandboxState, operator: Any, namespace: str) -> None:
+    doc = example("gemma-3-27b.yaml")
+    apply_manifest(sandbox, namespace, doc)
+    first = wait_for(
+        lambda: (
+            (m := get_mm(sandbox, namespace, "gemma3"))
+            and (m.get("status") or {}).get("plan")
+            and m
+        ),
+        "a plan for gemma3",
+    )["status"]["plan"]
+    doc["spec"]["workload"]["contextLength"]["min"] = 65536
+    apply_manifest(sandbox, namespace, doc)
+    second = wait_for(
+        lambda: (
+            (p := (get_mm(sandbox, namespace, "gemma3").get("status") or {}).get("plan"))
+            and p["maxModelLen"] >= 65536
+            and p
+        ),
+        "a re-plan with the longer context",
+    )
+    assert second["templateHash"] != first["templateHash"]
+    wait_for(
+        lambda: (
+            (d := deployment(sandbox, namespace, "gemma3"))
+            and "--max-model-len=65536" in d["spec"]["template"]["spec"]["containers"][0]["args"]
+        ),
+        "the Deployment to carry the new --max-model-len",
+    )
+
+
+def test_impossible_spec_is_not_planned_and_creates_nothing(
+    sandbox: SandboxState, operator: Any, namespace: str
+) -> None:
+    doc = example("qwen2.5-vl-7b.yaml")
+    doc["metadata"]["name"] = "too-big"
+    doc["spec"]["model"] = {"id": "Qwen/Qwen2.5-VL-72B-Instruct"}
+    doc["spec"]["placement"] = {
+        "gpuTypes": ["L4"],
+        "maxGpusPerReplica": 1,
+        "quantizations": ["none"],
+    }
+    apply_manifest(sandbox, namespace, doc)
+    mm = wait_for(
+        lambda: (m := get_mm(sandbox, namespace, "too-big")) and condition(m, "Planned") and m,
+        "a Planned condition on too-big",
+    )
+    planned = condition(mm, "Planned")
+    assert planned and planned["status"] == "False" and planned["reason"] == "Infeasible"
+    assert "nearest miss" in planned["message"]
+    assert deployment(sandbox, namespace, "too-big") is None
+    events = kubectl(
+        sandbox, "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=too-big"
+    )
+    assert "Infeasible" in events
+
+
+def test_delete_cascades(sandbox: SandboxState, operator: Any, namespace: str) -> None:
+    doc = example("llava-next-mistral-7b.yaml")
+    apply_manifest(sandbox, namespace, doc)
+    wait_for(lambda: deployment(sandbox, namespace, "llava-next"), "the Deployment")
+    kubectl(sandbox, "delete", "mmm", "llava-next", "-n", namespace, "--wait=true")
+    wait_for(
+        lambda: deployment(sandbox, namespace, "llava-next") is None,
+        "the Deployment to go",
+        timeout=60,
+    )
+
+
+def test_unchanged_models_cause_no_writes_on_resume(
+    sandbox: SandboxState, operator: Any, namespace: str
+) -> None:
+    doc = example("qwen2-audio-7b.yaml")
+    apply_manifest(sandbox, namespace, doc)
+    wait_for(
+        lambda: (
+            (m := get_mm(sandbox, namespace, "qwen-audio"))
+            and (c := condition(m, "Ready"))
+            and c["status"] == "True"
+        ),
+        "Ready=True on qwen-audio",
+        timeout=120,
+    )
+    from mmop.controller import handlers
+
+    before = handlers.STATE.kube.writes if handlers.STATE.kube else 0
+    body = get_mm(sandbox, namespace, "qwen-audio")
+    patch = kopf.Patch()
+    action = handlers.reconcile_model(body, patch, logging.getLogger("test"))
+    assert action == "unchanged"
+    assert not patch, dict(patch)
+    assert (handlers.STATE.kube.writes if handlers.STATE.kube else 0) == before

@@ -454,6 +454,22 @@ class Sandbox:
             lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"),
         )
 
+    def start_component(
+        self,
+        name: str,
+        argv: list[str],
+        health: Callable[[], bool],
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        """Start another process as part of the running sandbox (`down` stops it too)."""
+        state = self.state()
+        if state is None or not self.running():
+            raise SandboxError(f"sandbox {self.name!r} is not running")
+        if name in state.pids and _pid_alive(state.pids[name]):
+            raise SandboxError(f"{name} is already running in sandbox {self.name!r}")
+        self._start(Component(name, argv, health, env or {}), state, time.monotonic() + timeout)
+
     def _start(self, component: Component, state: SandboxState, deadline: float) -> None:
         log_path = self.logs / f"{component.name}.log"
         with log_path.open("ab") as log:

@@ -91,6 +91,8 @@ def simulator_args(pod: dict[str, Any], port: int) -> list[str]:
     for key, flag in mapping.items():
         value = notes.get(ANNOTATION_PREFIX + key)
         if value:
+            if key != "kv-cache-blocks" and value.replace(".", "", 1).isdigit():
+                value = f"{value}ms"  # a bare number is milliseconds; the simulator wants a unit
             out.append(f"{flag}={value}")
     extra = notes.get(ANNOTATION_PREFIX + "sim-args")
     if extra:
@@ -126,6 +128,7 @@ class Served:
     annotations: dict[str, str] = field(default_factory=dict)
     server: asyncio.base_events.Server | None = None
     ready: bool = False
+    failed: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -234,7 +237,15 @@ class PodServer:
             if served.ready:
                 continue
             if served.process.poll() is not None:
-                log.warning("simulator for %s/%s exited", served.namespace, served.name)
+                if not served.failed:
+                    served.failed = True
+                    log.warning(
+                        "simulator for %s/%s exited with code %s; see %s",
+                        served.namespace,
+                        served.name,
+                        served.process.returncode,
+                        self.work_dir,
+                    )
                 continue
             url = f"http://{served.pod_ip}:{served.port}/health"
             try:

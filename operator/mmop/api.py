@@ -227,8 +227,12 @@ class EnvVar(ApiModel):
 
 
 class Engine(ApiModel):
-    image: str = Field(default=DEFAULT_VLLM_IMAGE, max_length=300, description="vLLM image")
-    extra_args: list[str] = Field(
+    image: str = Field(
+        default=DEFAULT_VLLM_IMAGE,
+        max_length=300,
+        description="vLLM image (default: the vLLM release mmop pins and plans for)",
+    )
+    extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=list, max_length=32, description="Extra vLLM flags (allow-listed)"
     )
     env: list[EnvVar] = Field(default_factory=list, max_length=32, description="Extra env")
@@ -248,6 +252,8 @@ class Engine(ApiModel):
 
 
 class MultimodalModelSpec(ApiModel):
+    """What to serve, for which workload, where, and how it scales: mmop plans the rest."""
+
     model: ModelSource = Field(description="What to serve")
     workload: Workload = Field(default_factory=Workload, description="What it must serve")
     placement: Placement = Field(default_factory=Placement, description="Where it may run")
@@ -315,6 +321,8 @@ class Decision(ApiModel):
 
 
 class MultimodalModelStatus(ApiModel):
+    """The plan in force, conditions, replica counts and recent decisions (written by mmop)."""
+
     observed_generation: int | None = Field(default=None, description="Last generation handled")
     conditions: list[Condition] = Field(
         default_factory=list, description="Planned, Ready, Degraded"

@@ -71,7 +71,7 @@ def test_simulator_takes_the_pods_vllm_arguments() -> None:
     ]
     assert "--served-model-name" in args and "qwen-vl" in args
     assert "--max-num-seqs=16" in args and "--max-model-len=8192" in args
-    assert "--time-to-first-token=200" in args and "--kv-cache-size=512" in args
+    assert "--time-to-first-token=200ms" in args and "--kv-cache-size=512" in args
     assert not any("gpu-memory-utilization" in a or "limit-mm" in a for a in args)
 
 

@@ -169,6 +169,37 @@ def _desired_replicas(manifest: MultimodalModel, p: Plan, current: int | None) -
     return min(wanted, scaling.max_replicas)
 
 
+def _write_status(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    fields: Mapping[str, Any],
+    conditions: Sequence[dict[str, Any]],
+) -> bool:
+    """Set status fields and merge conditions against the object's current status, with
+    optimistic concurrency; nothing is written when nothing changes."""
+
+    def changes(obj: Mapping[str, Any]) -> dict[str, Any]:
+        status = obj.get("status") or {}
+        update = {k: v for k, v in fields.items() if status.get(k) != v}
+        current = list(status.get("conditions") or [])
+        generation = (obj.get("metadata") or {}).get("generation")
+        fresh = [
+            _condition(current, c["type"], c["status"], c["reason"], c["message"], generation)
+            for c in conditions
+        ]
+        merged = _merge_conditions(current, fresh)
+        if not _same_conditions(current, merged):
+            update["conditions"] = merged
+        return update
+
+    return kube.update_status(namespace, name, changes)
+
+
+def _cond(ctype: str, status: str, reason: str, message: str) -> dict[str, Any]:
+    return {"type": ctype, "status": status, "reason": reason, "message": message}
+
+
 def reconcile_model(
     body: kopf.Body | Mapping[str, Any],
     patch: kopf.Patch,
@@ -194,14 +225,14 @@ def reconcile_model(
     except ValidationError as err:
         first = err.errors()[0]
         message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-        new = _merge_conditions(
-            conditions,
-            [_condition(conditions, "Planned", "False", "InvalidSpec", message, generation)],
-        )
-        if not _same_conditions(conditions, new):
-            patch.status["conditions"] = new
+        if _write_status(
+            kube,
+            namespace,
+            name,
+            {"observedGeneration": generation},
+            [_cond("Planned", "False", "InvalidSpec", message)],
+        ):
             kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]
-        patch.status["observedGeneration"] = generation
         raise kopf.PermanentError(f"invalid spec: {message}") from err
 
     existing = kube.deployment(namespace, name)
@@ -216,20 +247,19 @@ def reconcile_model(
     try:
         p = plan(manifest, inventory)
     except PlanningError as err:
-        new = _merge_conditions(
-            conditions,
+        was = next((c for c in conditions if c.get("type") == "Planned"), {})
+        _write_status(
+            kube,
+            namespace,
+            name,
+            {"observedGeneration": generation},
             [
-                _condition(conditions, "Planned", "False", err.reason, str(err), generation),
-                _condition(
-                    conditions, "Ready", "False", "NotPlanned", "no plan in force", generation
-                ),
+                _cond("Planned", "False", err.reason, str(err)),
+                _cond("Ready", "False", "NotPlanned", "no plan in force"),
             ],
         )
-        if not _same_conditions(conditions, new):
-            patch.status["conditions"] = new
+        if was.get("reason") != err.reason or was.get("message") != str(err):
             kopf.warn(body, reason=err.reason, message=str(err))  # type: ignore[arg-type]
-        if status.get("observedGeneration") != generation:
-            patch.status["observedGeneration"] = generation
         logger.info(f"not placed: {err.reason}: {err}")
         return "unplaced"
 
@@ -249,25 +279,21 @@ def reconcile_model(
             message=f"{p.explanation} Deployment {name}: {replicas} replica(s), template "
             f"{rendered.template_hash}.",
         )
-    plan_status = _plan_status(p, rendered.template_hash)
-    if status.get("plan") != plan_status:
-        patch.status["plan"] = plan_status
-    new = _merge_conditions(
-        conditions,
-        [_condition(conditions, "Planned", "True", "PlanFound", p.explanation, generation)],
-    )
-    if not any(c.get("type") == "Ready" for c in new):
-        new = _merge_conditions(
-            new,
-            [_condition(new, "Ready", "False", "ReplicasNotReady", "waiting for pods", generation)],
-        )
-    if not _same_conditions(conditions, new):
-        patch.status["conditions"] = new
     selector = f"app.kubernetes.io/instance={name},{MODEL_LABEL}={name}"
-    if status.get("selector") != selector:
-        patch.status["selector"] = selector
-    if status.get("observedGeneration") != generation:
-        patch.status["observedGeneration"] = generation
+    updates = [_cond("Planned", "True", "PlanFound", p.explanation)]
+    if existing is None and not any(c.get("type") == "Ready" for c in conditions):
+        updates.append(_cond("Ready", "False", "ReplicasNotReady", "waiting for pods"))
+    _write_status(
+        kube,
+        namespace,
+        name,
+        {
+            "plan": _plan_status(p, rendered.template_hash),
+            "selector": selector,
+            "observedGeneration": generation,
+        },
+        updates,
+    )
     return action
 
 
@@ -304,46 +330,16 @@ def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, *
     key = (namespace, name)
     if STATE.last_ready.get(key) == (current, ready) and type != "ADDED":
         return
-    kube = _kube()
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        mm = kube.custom.get_namespaced_custom_object(
-            API_GROUP, API_VERSION, namespace, PLURAL, name
-        )
-    except ApiException as err:
-        if err.status == 404:
-            return
-        raise
-    status = mm.get("status") or {}
-    generation = mm["metadata"].get("generation")
-    conditions = list(status.get("conditions") or [])
     if desired > 0 and ready >= desired:
-        cond = _condition(
-            conditions, "Ready", "True", "AllReplicasReady", f"{ready}/{desired} ready", generation
-        )
+        cond = _cond("Ready", "True", "AllReplicasReady", f"{ready}/{desired} ready")
     else:
-        cond = _condition(
-            conditions,
-            "Ready",
-            "False",
-            "ReplicasNotReady",
-            f"{ready}/{desired} ready",
-            generation,
-        )
-    new = _merge_conditions(conditions, [cond])
-    update: dict[str, Any] = {}
-    if status.get("replicas") != current:
-        update["replicas"] = current
-    if status.get("readyReplicas") != ready:
-        update["readyReplicas"] = ready
-    if not _same_conditions(conditions, new):
-        update["conditions"] = new
+        cond = _cond("Ready", "False", "ReplicasNotReady", f"{ready}/{desired} ready")
     STATE.last_ready[key] = (current, ready)
-    if update:
-        kube.patch_status(namespace, name, update)
-        if "conditions" in update and cond["status"] == "True":
-            kopf.info(mm, reason="Ready", message=cond["message"])
+    wrote = _write_status(
+        _kube(), namespace, name, {"replicas": current, "readyReplicas": ready}, [cond]
+    )
+    if wrote and cond["status"] == "True":
+        logger.info(f"{namespace}/{name}: {cond['message']}")
 
 
 @kopf.on.login()

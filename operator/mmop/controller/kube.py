@@ -7,7 +7,7 @@ renderer stay pure.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mmop.inventory import Inventory, inventory_from_objects
@@ -90,8 +90,43 @@ class Kube:
             self._resources[key] = self._dynamic.resources.get(api_version=api_version, kind=kind)
         return self._resources[key]
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
-        )
-        self.writes += 1
+    def update_status(
+        self,
+        namespace: str,
+        name: str,
+        changes: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+        attempts: int = 5,
+    ) -> bool:
+        """Read the MultimodalModel, compute the status fields to change from it, and patch them
+        with its resourceVersion as a precondition, retrying on conflict: writers of different
+        fields (reconcile, Deployment events) never undo each other. No write when nothing
+        changes. Returns whether it wrote."""
+        from kubernetes.client.exceptions import ApiException
+
+        for _ in range(attempts):
+            try:
+                obj = self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name
+                )
+            except ApiException as err:
+                if err.status == 404:
+                    return False
+                raise
+            update = dict(changes(obj))
+            if not update:
+                return False
+            body = {
+                "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                "status": update,
+            }
+            try:
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, PLURAL, name, body
+                )
+            except ApiException as err:
+                if err.status == 409:
+                    continue
+                raise
+            self.writes += 1
+            return True
+        raise RuntimeError(f"status of {namespace}/{name}: conflicts on every attempt")

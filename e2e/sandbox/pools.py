@@ -13,6 +13,7 @@ from mmop.catalog import resolve_gpu
 DEFAULT_POOLS = Path(__file__).parent / "pools.yaml"
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 POOL_LABEL = "sandbox.mmop.dev/pool"
+MAX_NODES = 1000  # the operator scale benchmark (bench/operator) runs 500
 
 
 class Pool(BaseModel):
@@ -39,20 +40,27 @@ def load_pools(path: Path = DEFAULT_POOLS) -> Pools:
     names = [p.name for p in pools.pools]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: pool names must be unique")
-    if sum(p.nodes for p in pools.pools) > 250:
-        raise ValueError(f"{path}: at most 250 nodes in all")
+    if sum(p.nodes for p in pools.pools) > MAX_NODES:
+        raise ValueError(f"{path}: at most {MAX_NODES} nodes in all")
     return pools
 
 
 def node_objects(pools: Pools, pod_cidr_octet: int) -> list[dict[str, Any]]:
-    """Node manifests; node i gets podCIDR 127.<octet>.<i>.0/24 so pod IPs are loopback."""
+    """Node manifests; node i gets podCIDR 127.<octet>.<i>.0/24 so pod IPs are loopback. More
+    than 254 nodes do not fit one /24 each: then node i gets a /26 (62 pod addresses), the
+    (i % 4)-th quarter of 127.<octet>.<i // 4>.0/24."""
     nodes: list[dict[str, Any]] = []
+    small = sum(p.nodes for p in pools.pools) > 254
     index = 0
     for pool in pools.pools:
         gpu = resolve_gpu(pool.gpu)
         major, _, minor = (gpu.compute_capability or "9.4").partition(".")
         for n in range(pool.nodes):
             index += 1
+            if small:
+                cidr = f"127.{pod_cidr_octet}.{index // 4}.{(index % 4) * 64}/26"
+            else:
+                cidr = f"127.{pod_cidr_octet}.{index}.0/24"
             labels = {
                 "kubernetes.io/hostname": f"{pool.name}-{n}",
                 "kubernetes.io/os": "linux",
@@ -86,8 +94,8 @@ def node_objects(pools: Pools, pod_cidr_octet: int) -> list[dict[str, Any]]:
                         },
                     },
                     "spec": {
-                        "podCIDR": f"127.{pod_cidr_octet}.{index}.0/24",
-                        "podCIDRs": [f"127.{pod_cidr_octet}.{index}.0/24"],
+                        "podCIDR": cidr,
+                        "podCIDRs": [cidr],
                         "taints": [
                             {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
                         ]

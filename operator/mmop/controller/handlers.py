@@ -305,13 +305,18 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any)
     logger.debug(f"reconcile: {action}")
 
 
-@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=15.0, initial_delay=10.0, idle=5.0)
-def replan_unplaced(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    """Plan again, when the cluster changes, the models that could not be placed."""
-    conditions = (body.get("status") or {}).get("conditions") or []
+def _unplaced(status: Mapping[str, Any], **_: Any) -> bool:
+    conditions = (status or {}).get("conditions") or []
     planned = next((c for c in conditions if c.get("type") == "Planned"), None)
-    if planned is None or planned.get("reason") not in UNPLACED_REASONS:
-        return
+    return planned is not None and planned.get("reason") in UNPLACED_REASONS
+
+
+@kopf.timer(
+    API_GROUP, API_VERSION, PLURAL, interval=15.0, initial_delay=10.0, idle=5.0, when=_unplaced
+)
+def replan_unplaced(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+    """Plan again, when the cluster changes, the models that could not be placed (only those:
+    the filter keeps placed models free of timers)."""
     reconcile_model(body, patch, logger)
 
 

@@ -6,6 +6,7 @@ renderer stay pure.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -37,11 +38,12 @@ class Kube:
     def inventory(self, exclude_model: tuple[str, str] | None = None) -> Inventory:
         """GPU pools from nodes and pods; the excluded model's own pods do not hold GPUs (they
         are being re-planned)."""
-        nodes = self.api_client.sanitize_for_serialization(self.core.list_node().items)
-        pods = self.api_client.sanitize_for_serialization(
-            self.core.list_pod_for_all_namespaces(
-                field_selector="status.phase!=Succeeded,status.phase!=Failed"
-            ).items
+        # Raw JSON: building the client's typed objects for hundreds of nodes and pods and
+        # converting them back to dicts costs far more CPU than the planning itself.
+        nodes = self._list_json(self.core.list_node)
+        pods = self._list_json(
+            self.core.list_pod_for_all_namespaces,
+            field_selector="status.phase!=Succeeded,status.phase!=Failed",
         )
         if exclude_model is not None:
             ns, name = exclude_model
@@ -55,16 +57,22 @@ class Kube:
             ]
         return inventory_from_objects(nodes, pods)
 
+    @staticmethod
+    def _list_json(call: Callable[..., Any], **kwargs: Any) -> list[dict[str, Any]]:
+        response = call(_preload_content=False, **kwargs)
+        items: list[dict[str, Any]] = json.loads(response.data)["items"]
+        return items
+
     def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            obj = self.apps.read_namespaced_deployment(name, namespace)
+            response = self.apps.read_namespaced_deployment(name, namespace, _preload_content=False)
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
-        out: dict[str, Any] = self.api_client.sanitize_for_serialization(obj)
+        out: dict[str, Any] = json.loads(response.data)
         return out
 
     # ------------------------------------------------------------------ writes

@@ -204,6 +204,8 @@ def reconcile_model(
     body: kopf.Body | Mapping[str, Any],
     patch: kopf.Patch,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    nodes: Any = None,
+    pods: Any = None,
 ) -> str:
     """Plan, render, apply and report for one MultimodalModel; returns what it did."""
     meta, spec = body["metadata"], body.get("spec") or {}
@@ -243,7 +245,10 @@ def reconcile_model(
         # (that would move it whenever the cluster changed); spec edits and the autoscaler do.
         return "unchanged"
 
-    inventory = kube.inventory(exclude_model=(namespace, name))
+    if nodes is not None and pods is not None:
+        inventory = _inventory_from_indexes(nodes, pods, exclude_model=(namespace, name))
+    else:
+        inventory = kube.inventory(exclude_model=(namespace, name))
     try:
         p = plan(manifest, inventory)
     except PlanningError as err:
@@ -300,8 +305,9 @@ def reconcile_model(
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL)
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec")
-def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    action = reconcile_model(body, patch, logger)
+def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
+    # kopf passes the Node and Pod indexes by the indexing functions' names.
+    action = reconcile_model(body, patch, logger, kwargs["gpu_nodes"], kwargs["gpu_pods"])
     logger.debug(f"reconcile: {action}")
 
 
@@ -314,10 +320,94 @@ def _unplaced(status: Mapping[str, Any], **_: Any) -> bool:
 @kopf.timer(
     API_GROUP, API_VERSION, PLURAL, interval=15.0, initial_delay=10.0, idle=5.0, when=_unplaced
 )
-def replan_unplaced(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+def replan_unplaced(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
     """Plan again, when the cluster changes, the models that could not be placed (only those:
     the filter keeps placed models free of timers)."""
-    reconcile_model(body, patch, logger)
+    reconcile_model(body, patch, logger, kwargs["gpu_nodes"], kwargs["gpu_pods"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The inventory, kept current from watches instead of listed on every reconcile
+
+
+def _slim_node(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta, spec, status = (
+        body.get("metadata") or {},
+        body.get("spec") or {},
+        body.get("status") or {},
+    )
+    return {
+        "metadata": {"name": meta.get("name"), "labels": dict(meta.get("labels") or {})},
+        "spec": {k: spec[k] for k in ("taints", "unschedulable") if k in spec},
+        "status": {
+            "allocatable": dict(status.get("allocatable") or {}),
+            "capacity": dict(status.get("capacity") or {}),
+            "conditions": [
+                {"type": c.get("type"), "status": c.get("status")}
+                for c in status.get("conditions") or []
+                if c.get("type") == "Ready"
+            ],
+        },
+    }
+
+
+def _slim_resources(containers: Any) -> list[dict[str, Any]]:
+    out = []
+    for c in containers or []:
+        res = c.get("resources") or {}
+        out.append(
+            {
+                "name": c.get("name"),
+                "restartPolicy": c.get("restartPolicy"),
+                "resources": {k: dict(res.get(k) or {}) for k in ("requests", "limits")},
+            }
+        )
+    return out
+
+
+@kopf.index("", "v1", "nodes")
+def gpu_nodes(body: kopf.Body, name: str, **_: Any) -> Any:
+    return {name: _slim_node(body)}
+
+
+@kopf.index("", "v1", "pods")
+def gpu_pods(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed") or not spec.get("nodeName"):
+        return None
+    meta = body.get("metadata") or {}
+    slim = {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(meta.get("labels") or {}),
+        },
+        "spec": {
+            "nodeName": spec.get("nodeName"),
+            "containers": _slim_resources(spec.get("containers")),
+            "initContainers": _slim_resources(spec.get("initContainers")),
+        },
+        "status": {"phase": status.get("phase")},
+    }
+    return {f"{namespace}/{name}": slim}
+
+
+def _inventory_from_indexes(
+    nodes: Mapping[str, Any], pods: Mapping[str, Any], exclude_model: tuple[str, str]
+) -> Any:
+    from mmop.inventory import inventory_from_objects
+
+    ns, model = exclude_model
+    node_list = [n for store in nodes.values() for n in store]
+    pod_list = [
+        p
+        for store in pods.values()
+        for p in store
+        if not (
+            p["metadata"]["namespace"] == ns and p["metadata"]["labels"].get(MODEL_LABEL) == model
+        )
+    ]
+    return inventory_from_objects(node_list, pod_list)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "mmop"})

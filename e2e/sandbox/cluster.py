@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -102,10 +103,22 @@ def find_binaries(build: bool = True, log: Callable[[str], None] | None = None) 
     return found
 
 
+# Listening ports come from below the kernel's ephemeral range (32768-60999 by default), so an
+# outgoing connection cannot take a port between the moment it is chosen and the moment the
+# component binds it.
+LISTEN_PORTS = range(20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for _ in range(200):
+        port = random.randrange(LISTEN_PORTS.start, LISTEN_PORTS.stop)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SandboxError("no free port on 127.0.0.1 in 20000-31999")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -207,7 +220,22 @@ class Sandbox:
         return out
 
     # ------------------------------------------------------------------ up
-    def up(self, timeout: float = 90.0) -> SandboxState:
+    def up(self, timeout: float = 90.0, attempts: int = 3) -> SandboxState:
+        """Start the sandbox; a start that lost a port race is retried with new ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._up(timeout)
+            except SandboxError as err:
+                log = Path(str(err).rsplit("log: ", 1)[-1])
+                raced = log.is_file() and "address already in use" in log.read_text(
+                    errors="replace"
+                )
+                if not raced or attempt == attempts:
+                    raise
+                self.log(f"a port was taken while starting ({err}); retrying with new ports")
+        raise AssertionError("unreachable")
+
+    def _up(self, timeout: float) -> SandboxState:
         if self.running():
             raise SandboxError(
                 f"sandbox {self.name!r} is already running (kubeconfig "

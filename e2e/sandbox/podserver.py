@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import logging
 import os
+import random
 import re
 import shlex
 import signal
@@ -110,9 +111,17 @@ def container_port(pod: dict[str, Any]) -> int:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the ephemeral range (see cluster.LISTEN_PORTS; simulators use
+    10000-19999), so outgoing connections cannot take it before the simulator binds it."""
+    for _ in range(200):
+        port = random.randrange(10000, 20000)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 10000-19999")
 
 
 @dataclass

@@ -195,7 +195,7 @@ def render(
     """
     selector = {LABEL_INSTANCE: mm_name, LABEL_MODEL: mm_name}
     labels = {**selector, LABEL_NAME: APP_NAME, LABEL_MANAGED_BY: MANAGER}
-    template = _pod_template(mm_name, spec, plan, options, labels)
+    template = _pod_template(spec, plan, options, labels)
     digest = template_hash(template)
     template["metadata"]["annotations"] = _sorted(
         {**template["metadata"].get("annotations", {}), TEMPLATE_HASH: digest}
@@ -273,7 +273,6 @@ def render(
 
 
 def _pod_template(
-    mm_name: str,
     spec: MultimodalModelSpec,
     plan: Plan,
     options: RenderOptions,

@@ -416,7 +416,10 @@ def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, *
     meta = body.get("metadata") or {}
     name = (meta.get("labels") or {}).get(MODEL_LABEL)
     namespace = meta.get("namespace")
-    if not name or not namespace or type == "DELETED":
+    if not name or not namespace:
+        return
+    if type == "DELETED":
+        STATE.last_ready.pop((namespace, name), None)  # keep the cache bounded by live models
         return
     st = body.get("status") or {}
     desired = int((body.get("spec") or {}).get("replicas") or 0)

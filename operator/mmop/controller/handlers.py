@@ -478,5 +478,4 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
     settings.posting.level = logging.INFO
     settings.execution.max_workers = 8
-    settings.peering.standalone = True
     _kube()

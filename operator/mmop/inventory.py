@@ -351,54 +351,90 @@ def inventory_from_objects(
     nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
 ) -> Inventory:
     """Inventory from Node and Pod objects as the Kubernetes API returns them (camelCase dicts)."""
-    requested = _gpus_requested_by_node(pods)
+    records = [r for r in (node_record(obj) for obj in nodes) if r is not None]
+    return inventory_from_records(records, _gpus_requested_by_node(pods))
+
+
+@dataclass(frozen=True)
+class UnrecognisedNode:
+    """A node with allocatable GPUs whose product the catalog does not know."""
+
+    name: str
+    product_label: str
+    product_label_key: str
+    gpus_allocatable: int
+
+
+def node_record(obj: Mapping[str, Any]) -> NodeGpus | UnrecognisedNode | None:
+    """One Node object, parsed: its GPUs (none requested yet), or None without GPUs.
+
+    Raises ValueError on a malformed quantity. A watch can keep these per node and assemble an
+    inventory with ``inventory_from_records`` without parsing the objects again.
+    """
+    metadata = _mapping(obj.get("metadata"))
+    name = str(metadata.get("name", ""))
+    status = _mapping(obj.get("status"))
+    allocatable = _mapping(status.get("allocatable"))
+    gpus = _count(allocatable.get(GPU_RESOURCE, 0), f"node {name!r}: {GPU_RESOURCE}")
+    if gpus == 0:
+        return None
+    labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
+    found = _gpu_of(labels)
+    if isinstance(found, _Unrecognised):
+        return UnrecognisedNode(name, found.product, found.key, gpus)
+    spec = _mapping(obj.get("spec"))
+    schedulable, reason = _schedulability(spec, status)
+    return NodeGpus(
+        name=name,
+        gpu=found.gpu.name,
+        product_label=found.product,
+        product_label_key=found.key,
+        mig_profile=found.mig_profile,
+        memory_gib_override=found.memory_gib,
+        gpus_allocatable=gpus,
+        cpu_allocatable_millicores=_millicores(allocatable.get("cpu", 0), f"node {name!r}: cpu"),
+        memory_allocatable_bytes=_whole(allocatable.get("memory", 0), f"node {name!r}: memory"),
+        taints=tuple(_taint(t) for t in spec.get("taints") or ()),
+        labels={k: labels[k] for k in PLACEMENT_LABELS if k in labels},
+        schedulable=schedulable,
+        unschedulable_reason=reason,
+    )
+
+
+def pod_gpu_request(obj: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(node name, GPUs the scheduler counts) of a scheduled, non-terminated pod that requests
+    GPUs; None otherwise. Raises ValueError on a malformed quantity."""
+    spec = _mapping(obj.get("spec"))
+    node = spec.get("nodeName")
+    phase = _mapping(obj.get("status")).get("phase")
+    if not node or phase in _TERMINATED_PHASES:
+        return None
+    gpus = _pod_gpus(spec, _mapping(obj.get("metadata")).get("name", ""))
+    return (str(node), gpus) if gpus else None
+
+
+def inventory_from_records(
+    nodes: Iterable[NodeGpus | UnrecognisedNode], requested: Mapping[str, int]
+) -> Inventory:
+    """Inventory from parsed nodes and the GPUs requested on each node (by node name)."""
     known: list[NodeGpus] = []
-    unknown: dict[tuple[str, str], list[tuple[str, int]]] = {}
-    for obj in nodes:
-        metadata = _mapping(obj.get("metadata"))
-        name = str(metadata.get("name", ""))
-        status = _mapping(obj.get("status"))
-        allocatable = _mapping(status.get("allocatable"))
-        gpus = _count(allocatable.get(GPU_RESOURCE, 0), f"node {name!r}: {GPU_RESOURCE}")
-        if gpus == 0:
+    unknown: dict[tuple[str, str], list[UnrecognisedNode]] = {}
+    for node in nodes:
+        if isinstance(node, UnrecognisedNode):
+            unknown.setdefault((node.product_label, node.product_label_key), []).append(node)
             continue
-        labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
-        found = _gpu_of(labels)
-        if isinstance(found, _Unrecognised):
-            unknown.setdefault((found.product, found.key), []).append((name, gpus))
-            continue
-        spec = _mapping(obj.get("spec"))
-        schedulable, reason = _schedulability(spec, status)
-        known.append(
-            NodeGpus(
-                name=name,
-                gpu=found.gpu.name,
-                product_label=found.product,
-                product_label_key=found.key,
-                mig_profile=found.mig_profile,
-                memory_gib_override=found.memory_gib,
-                gpus_allocatable=gpus,
-                gpus_requested=requested.get(name, 0),
-                cpu_allocatable_millicores=_millicores(
-                    allocatable.get("cpu", 0), f"node {name!r}: cpu"
-                ),
-                memory_allocatable_bytes=_whole(
-                    allocatable.get("memory", 0), f"node {name!r}: memory"
-                ),
-                taints=tuple(_taint(t) for t in spec.get("taints") or ()),
-                labels={k: labels[k] for k in PLACEMENT_LABELS if k in labels},
-                schedulable=schedulable,
-                unschedulable_reason=reason,
-            )
-        )
+        taken = requested.get(node.name, 0)
+        if taken != node.gpus_requested:
+            node = node.model_copy(update={"gpus_requested": taken})
+        known.append(node)
     return Inventory(
         pools=_pools(known, prices={}),
         unknown=tuple(
             UnknownGpuNodes(
                 product_label=product,
                 product_label_key=key,
-                nodes=tuple(sorted(n for n, _ in entries)),
-                gpus_allocatable=sum(g for _, g in entries),
+                nodes=tuple(sorted(n.name for n in entries)),
+                gpus_allocatable=sum(n.gpus_allocatable for n in entries),
             )
             for (product, key), entries in sorted(unknown.items())
         ),
@@ -526,14 +562,9 @@ def _taint(obj: Any) -> Taint:
 def _gpus_requested_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     requested: dict[str, int] = {}
     for pod in pods:
-        spec = _mapping(pod.get("spec"))
-        node = spec.get("nodeName")
-        phase = _mapping(pod.get("status")).get("phase")
-        if not node or phase in _TERMINATED_PHASES:
-            continue
-        gpus = _pod_gpus(spec, _mapping(pod.get("metadata")).get("name", ""))
-        if gpus:
-            requested[str(node)] = requested.get(str(node), 0) + gpus
+        found = pod_gpu_request(pod)
+        if found is not None:
+            requested[found[0]] = requested.get(found[0], 0) + found[1]
     return requested
 
 

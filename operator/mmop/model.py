@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -959,11 +960,17 @@ def load_profile_from_dir(directory: Path, model_id: str | None = None) -> Model
     return build_profile(model_id or str(directory), cfg, pre)
 
 
+@cache
+def _catalog_profile(model: str) -> ModelProfile:
+    """Catalog files ship with the package and never change while it runs: read each once."""
+    return load_profile_from_dir(CATALOG_MODELS_DIR / model, model)
+
+
 def load_profile(model: str) -> ModelProfile:
     """Load a catalog model by id (`org/name`), or a local directory holding config.json."""
     catalog_dir = CATALOG_MODELS_DIR / model
     if "/" in model and (catalog_dir / "source.yaml").is_file():
-        return load_profile_from_dir(catalog_dir, model)
+        return _catalog_profile(model)
     path = Path(model).expanduser()
     if path.is_dir():
         return load_profile_from_dir(path, model)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -325,20 +326,87 @@ def _round_len(tokens: int) -> int:
     return int(math.ceil(tokens / 1024) * 1024)
 
 
+@dataclass(frozen=True)
+class _Assessment:
+    """What a candidate is worth regardless of the cluster's free capacity: the estimate, the
+    performance and the replicas the workload needs (or why it does not work)."""
+
+    reason: str = ""
+    est: Estimate | None = None
+    max_model_len: int = 0
+    image_tokens: int = 0
+    tokens_per_request: int = 0
+    perf: perf.Performance | None = None
+    replicas: int | None = None
+    max_num_seqs: int = 0
+    planned_load: int = 0
+
+
+# Assessments are pure functions of (spec, candidate, vLLM version); the operator plans the same
+# specs again and again as the cluster changes, so they are kept (least recently used dropped).
+ASSESSMENT_CACHE_SIZE = 4096
+_assessments: OrderedDict[tuple[Any, ...], _Assessment] = OrderedDict()
+
+
+def clear_cache() -> None:
+    """Forget cached assessments (tests; after the catalogs change)."""
+    _assessments.clear()
+
+
 def _evaluate(
     cand: _Candidate,
     spec: MultimodalModelSpec,
     inventory: Inventory,
     vllm_version: str,
+    spec_key: str | None = None,
 ) -> None:
+    key = (
+        spec_key if spec_key is not None else spec.model_dump_json(),
+        vllm_version,
+        cand.gpu.name,
+        cand.gpu.memory_gib,
+        cand.tp,
+        cand.weights.label,
+        cand.weights.model_id,
+        cand.kv,
+        cand.cap.label,
+    )
+    found = _assessments.get(key)
+    if found is None:
+        found = _assess(cand, spec, vllm_version)
+        _assessments[key] = found
+        if len(_assessments) > ASSESSMENT_CACHE_SIZE:
+            _assessments.popitem(last=False)
+    else:
+        _assessments.move_to_end(key)
+    cand.reason = found.reason
+    cand.image_tokens = found.image_tokens
+    cand.tokens_per_request = found.tokens_per_request
+    cand.max_model_len = found.max_model_len
+    cand.replicas = found.replicas
+    if found.est is None or found.perf is None or found.replicas is None or found.reason:
+        return
+    replicas = found.replicas
+    placeable = inventory.can_place(cand.pool, cand.tp, replicas)
+    if placeable < replicas:
+        cand.reason = (
+            f"needs {replicas} replicas × {cand.tp} {cand.gpu.name}; the cluster has room for "
+            f"{placeable}"
+        )
+        return
+    cand.est, cand.perf = found.est, found.perf
+    cand.max_num_seqs, cand.planned_load = found.max_num_seqs, found.planned_load
+    cand.cost = replicas * cand.tp * inventory.price(cand.pool)
+
+
+def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _Assessment:
     profile = cand.weights.profile
     w = spec.workload
     try:
         items, audio, mm_tokens = request_items(spec, profile, cand.cap.kwargs)
     except ValueError as err:
-        cand.reason = str(err)
-        return
-    cand.image_tokens = (
+        return _Assessment(reason=str(err))
+    image_tokens = (
         modalities.image_tokens(profile, w.images.max_width, w.images.max_height, cand.cap.kwargs)
         if w.images.per_request and profile.vision is not None
         else 0
@@ -346,16 +414,19 @@ def _evaluate(
     need = w.prompt_tokens + w.output_tokens + mm_tokens
     model_max = profile.max_position_embeddings
     if need > model_max:
-        cand.reason = (
-            f"a request needs {need} tokens (prompt, output and media) but the model's context "
-            f"is {model_max}"
+        return _Assessment(
+            reason=f"a request needs {need} tokens (prompt, output and media) but the model's "
+            f"context is {model_max}",
+            image_tokens=image_tokens,
         )
-        return
     lengths = [min(model_max, max(w.context_length.min, _round_len(need)))]
     if w.context_length.preferred and w.context_length.preferred > lengths[0]:
         lengths.insert(0, min(model_max, w.context_length.preferred))
     mnbt, default_seqs = batch_defaults(cand.gpu)
     limit = _limit_mm(spec, profile)
+    found: Estimate | None = None
+    max_model_len = 0
+    reason = ""
     for length in lengths:
         args = EngineArgs(
             tensor_parallel_size=cand.tp,
@@ -372,25 +443,23 @@ def _evaluate(
         try:
             est = estimate(profile, cand.gpu, args)
         except EstimateError as err:
-            cand.reason = str(err)
-            return
+            return _Assessment(reason=str(err), image_tokens=image_tokens)
         if est.fits:
-            cand.est, cand.max_model_len = est, length
+            found, max_model_len = est, length
             break
-        cand.reason = est.reason
-    if cand.est is None:
-        return
-    est = cand.est
-    tokens_per_request = need
-    cand.tokens_per_request = need
-    kv_concurrency = max(0, est.kv_cache_tokens // max(1, tokens_per_request))
+        reason = est.reason
+    base = _Assessment(
+        image_tokens=image_tokens, tokens_per_request=need, max_model_len=max_model_len
+    )
+    if found is None:
+        return replace(base, reason=reason)
+    kv_concurrency = max(0, found.kv_cache_tokens // max(1, need))
     if kv_concurrency < 1:
-        cand.reason = (
-            f"the KV cache ({est.kv_cache_tokens} tokens) holds no whole request of "
-            f"{tokens_per_request} tokens"
+        return replace(
+            base,
+            reason=f"the KV cache ({found.kv_cache_tokens} tokens) holds no whole request of "
+            f"{need} tokens",
         )
-        cand.est = None
-        return
     max_conc = min(default_seqs, kv_concurrency)
     workload = perf.Workload(
         prompt_tokens=w.prompt_tokens,
@@ -411,10 +480,7 @@ def _evaluate(
         tpot_p95_seconds=w.slo.tpot_p95_seconds,
     )
     if cap_perf.concurrency < 1 or cap_perf.requests_per_second <= 0:
-        cand.reason = "misses the latency targets even with one request in flight"
-        cand.est = None
-        return
-    cand.perf = cap_perf
+        return replace(base, reason="misses the latency targets even with one request in flight")
     demand: list[int] = [spec.scaling.min_replicas, 1]
     if w.concurrency:
         demand.append(math.ceil(w.concurrency / cap_perf.concurrency))
@@ -422,32 +488,25 @@ def _evaluate(
         demand.append(math.ceil(w.requests_per_second / cap_perf.requests_per_second))
     replicas = max(demand)
     if replicas > spec.scaling.max_replicas:
-        cand.reason = (
-            f"needs {replicas} replicas for the workload, more than scaling.maxReplicas "
-            f"{spec.scaling.max_replicas}"
+        return replace(
+            base,
+            reason=f"needs {replicas} replicas for the workload, more than scaling.maxReplicas "
+            f"{spec.scaling.max_replicas}",
         )
-        cand.est = None
-        return
-    placeable = inventory.can_place(cand.pool, cand.tp, replicas)
-    if placeable < replicas:
-        cand.reason = (
-            f"needs {replicas} replicas × {cand.tp} {cand.gpu.name}; the cluster has room for "
-            f"{placeable}"
-        )
-        cand.est = None
-        cand.replicas = replicas
-        return
-    cand.max_num_seqs = max(1, min(default_seqs, max(cap_perf.concurrency, kv_concurrency)))
-    cand.replicas = replicas
     load = 1
     if w.concurrency:
         load = max(load, math.ceil(w.concurrency / replicas))
     if w.requests_per_second:
         share = w.requests_per_second / replicas / cap_perf.requests_per_second
         load = max(load, math.ceil(cap_perf.concurrency * min(1.0, share)))
-    cand.planned_load = load
-    price = inventory.price(cand.pool)
-    cand.cost = replicas * cand.tp * price
+    return replace(
+        base,
+        est=found,
+        perf=cap_perf,
+        replicas=replicas,
+        max_num_seqs=max(1, min(default_seqs, max(cap_perf.concurrency, kv_concurrency))),
+        planned_load=load,
+    )
 
 
 def _candidates(
@@ -457,6 +516,7 @@ def _candidates(
     out: list[_Candidate] = []
     kv_options = [str(k.value) for k in spec.placement.kv_cache_dtypes]
     weights = _weights_options(spec, profile)
+    caps = {wopt.label: _caps(wopt.profile, spec) for wopt in weights}
     for pool in inventory.pools:
         gpu = pool.gpu_spec()
         if allowed and gpu.name not in allowed:
@@ -470,7 +530,7 @@ def _candidates(
                 if wopt.label == "fp8" and gpu.compute_major * 10 + gpu.compute_minor < 80:
                     continue
                 for kv in kv_options:
-                    for cap in _caps(wopt.profile, spec):
+                    for cap in caps[wopt.label]:
                         out.append(
                             _Candidate(gpu, pool.name, pool.product_label, tp, wopt, kv, cap)
                         )
@@ -497,6 +557,7 @@ def _search(
         return floor_replicas * key[1] * inventory.price(key[0])
 
     best: float | None = None
+    spec_key = spec.model_dump_json()
     for key in sorted(groups, key=lower_bound):
         bound = lower_bound(key)
         if not exhaustive and best is not None and bound > best + 1e-9:
@@ -504,7 +565,7 @@ def _search(
                 cand.reason = f"costs at least ${bound:.2f}/h, more than ${best:.2f}/h"
             continue
         for cand in groups[key]:
-            _evaluate(cand, spec, inventory, vllm_version)
+            _evaluate(cand, spec, inventory, vllm_version, spec_key)
             if cand.cost is not None and (best is None or cand.cost < best):
                 best = cand.cost
 

@@ -12,7 +12,7 @@ import yaml
 
 from mmop.api import MultimodalModel
 from mmop.inventory import Inventory, default_inventory, load_inventory
-from mmop.planner import PlanningError, plan
+from mmop.planner import PlanningError, clear_cache, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -220,3 +220,27 @@ def test_alternatives_say_why_they_lost() -> None:
     )
     assert p.alternatives
     assert all(a.reason for a in p.alternatives)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_cached_assessments_give_the_same_plan_as_a_cold_planner(path: Path) -> None:
+    m = MultimodalModel.model_validate(yaml.safe_load(path.read_text()))
+    clear_cache()
+    cold = plan(m, default_inventory())
+    warm = plan(m, default_inventory())
+    assert warm.model_dump() == cold.model_dump()
+
+
+def test_cached_assessments_still_see_the_cluster_fill_up(tmp_path: Path) -> None:
+    """The cache holds what a candidate is worth, never whether the cluster has room for it."""
+    spec = manifest({"model": {"id": "Qwen/Qwen2.5-0.5B-Instruct"}})
+    free = inventory(tmp_path, [{"name": "l4", "gpu": "L4", "nodes": 1, "gpusPerNode": 1}])
+    full = inventory(
+        tmp_path,
+        [{"name": "l4", "gpu": "L4", "nodes": 1, "gpusPerNode": 1, "freeGpusPerNode": [0]}],
+    )
+    assert plan(spec, free).gpu == "L4"
+    with pytest.raises(PlanningError) as info:
+        plan(spec, full)
+    assert info.value.reason == "InsufficientCapacity"
+    assert plan(spec, free).gpu == "L4"

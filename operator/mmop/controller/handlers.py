@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,15 @@ from mmop.api import (
     ScalingMode,
 )
 from mmop.controller.kube import MODEL_LABEL, Kube
+from mmop.inventory import (
+    GPU_RESOURCE,
+    Inventory,
+    NodeGpus,
+    UnrecognisedNode,
+    inventory_from_records,
+    node_record,
+    pod_gpu_request,
+)
 from mmop.planner import Plan, PlanningError, plan
 from mmop.render import TEMPLATE_HASH, RenderOptions, render
 
@@ -330,84 +340,96 @@ def replan_unplaced(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **k
 # The inventory, kept current from watches instead of listed on every reconcile
 
 
-def _slim_node(body: Mapping[str, Any]) -> dict[str, Any]:
-    meta, spec, status = (
-        body.get("metadata") or {},
-        body.get("spec") or {},
-        body.get("status") or {},
-    )
-    return {
-        "metadata": {"name": meta.get("name"), "labels": dict(meta.get("labels") or {})},
-        "spec": {k: spec[k] for k in ("taints", "unschedulable") if k in spec},
-        "status": {
-            "allocatable": dict(status.get("allocatable") or {}),
-            "capacity": dict(status.get("capacity") or {}),
-            "conditions": [
-                {"type": c.get("type"), "status": c.get("status")}
-                for c in status.get("conditions") or []
-                if c.get("type") == "Ready"
-            ],
-        },
-    }
+@dataclass
+class InventoryCache:
+    """The inventory assembled from the Node and Pod indexes, rebuilt only after they change.
+
+    The index functions keep parsed records (a NodeGpus per GPU node; node, GPUs and model per
+    GPU pod) and bump ``version``; reconciles share one assembled inventory per version and
+    only build a variant for a model whose own pods must be left out (a re-plan may reuse the
+    GPUs the model holds)."""
+
+    version: int = 0
+    built: int = -1
+    base: Inventory | None = None
+    records: list[NodeGpus | UnrecognisedNode] = field(default_factory=list)
+    requested: dict[str, int] = field(default_factory=dict)
+    by_model: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def changed(self) -> None:
+        self.version += 1
+
+    def inventory(
+        self, nodes: Mapping[str, Any], pods: Mapping[str, Any], exclude_model: tuple[str, str]
+    ) -> Inventory:
+        with self.lock:
+            if self.built != self.version or self.base is None:
+                version = self.version
+                self.records = [r for store in list(nodes.values()) for r in list(store)]
+                requested: dict[str, int] = {}
+                by_model: dict[tuple[str, str], dict[str, int]] = {}
+                for store in list(pods.values()):
+                    for node, gpus, model in list(store):
+                        requested[node] = requested.get(node, 0) + gpus
+                        if model is not None:
+                            mine = by_model.setdefault(model, {})
+                            mine[node] = mine.get(node, 0) + gpus
+                self.requested, self.by_model = requested, by_model
+                self.base = inventory_from_records(self.records, requested)
+                self.built = version
+            held = self.by_model.get(exclude_model)
+            if not held:
+                return self.base
+            without = {n: g - held.get(n, 0) for n, g in self.requested.items()}
+            return inventory_from_records(self.records, without)
 
 
-def _slim_resources(containers: Any) -> list[dict[str, Any]]:
-    out = []
-    for c in containers or []:
-        res = c.get("resources") or {}
-        out.append(
-            {
-                "name": c.get("name"),
-                "restartPolicy": c.get("restartPolicy"),
-                "resources": {k: dict(res.get(k) or {}) for k in ("requests", "limits")},
-            }
-        )
-    return out
+INVENTORY = InventoryCache()
 
 
 @kopf.index("", "v1", "nodes")
-def gpu_nodes(body: kopf.Body, name: str, **_: Any) -> Any:
-    return {name: _slim_node(body)}
+def gpu_nodes(body: kopf.Body, name: str, logger: kopf.Logger, **_: Any) -> Any:
+    INVENTORY.changed()
+    try:
+        record = node_record(body)
+    except ValueError as err:
+        logger.warning(f"node {name} left out of the GPU inventory: {err}")
+        return None
+    return None if record is None else {name: record}
 
 
 @kopf.index("", "v1", "pods")
-def gpu_pods(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
-    spec, status = body.get("spec") or {}, body.get("status") or {}
-    if status.get("phase") in ("Succeeded", "Failed") or not spec.get("nodeName"):
+def gpu_pods(
+    body: kopf.Body, namespace: str | None, name: str, logger: kopf.Logger, **_: Any
+) -> Any:
+    if not _asks_for_gpus(body.get("spec") or {}):
+        return None  # never held GPUs (extended resources are fixed at creation): no change
+    INVENTORY.changed()
+    try:
+        found = pod_gpu_request(body)
+    except ValueError as err:
+        logger.warning(f"pod {namespace}/{name} left out of the GPU inventory: {err}")
         return None
-    meta = body.get("metadata") or {}
-    slim = {
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": dict(meta.get("labels") or {}),
-        },
-        "spec": {
-            "nodeName": spec.get("nodeName"),
-            "containers": _slim_resources(spec.get("containers")),
-            "initContainers": _slim_resources(spec.get("initContainers")),
-        },
-        "status": {"phase": status.get("phase")},
-    }
-    return {f"{namespace}/{name}": slim}
+    if found is None:
+        return None
+    model = ((body.get("metadata") or {}).get("labels") or {}).get(MODEL_LABEL)
+    owner = (str(namespace), str(model)) if model else None
+    return {f"{namespace}/{name}": (found[0], found[1], owner)}
+
+
+def _asks_for_gpus(spec: Mapping[str, Any]) -> bool:
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        resources = container.get("resources") or {}
+        if any(GPU_RESOURCE in (resources.get(k) or {}) for k in ("requests", "limits")):
+            return True
+    return False
 
 
 def _inventory_from_indexes(
     nodes: Mapping[str, Any], pods: Mapping[str, Any], exclude_model: tuple[str, str]
-) -> Any:
-    from mmop.inventory import inventory_from_objects
-
-    ns, model = exclude_model
-    node_list = [n for store in nodes.values() for n in store]
-    pod_list = [
-        p
-        for store in pods.values()
-        for p in store
-        if not (
-            p["metadata"]["namespace"] == ns and p["metadata"]["labels"].get(MODEL_LABEL) == model
-        )
-    ]
-    return inventory_from_objects(node_list, pod_list)
+) -> Inventory:
+    return INVENTORY.inventory(nodes, pods, exclude_model)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "mmop"})

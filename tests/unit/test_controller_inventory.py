@@ -1,0 +1,129 @@
+"""The operator's watch-fed GPU inventory: index records, one assembly per change, exclusion."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from mmop.controller import handlers
+from mmop.inventory import inventory_from_objects
+
+Obj = dict[str, Any]
+LOG = logging.getLogger("test")
+
+
+def node(name: str, gpus: int = 8, product: str = "NVIDIA-H100-80GB-HBM3") -> Obj:
+    return {
+        "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": product}},
+        "spec": {},
+        "status": {
+            "allocatable": {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": str(gpus)},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def pod(name: str, node_name: str | None, gpus: int, model: str | None, phase: str = "Running"):
+    labels = {"mmop.dev/model": model} if model else {}
+    resources = {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
+    spec: Obj = {"containers": [{"name": "c", "resources": resources}]}
+    if node_name:
+        spec["nodeName"] = node_name
+    return {
+        "metadata": {"name": name, "namespace": "ns", "labels": labels},
+        "spec": spec,
+        "status": {"phase": phase},
+    }
+
+
+class Indexes:
+    """What kopf keeps for an index: key → store of values, fed by the index function."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, list[Any]] = {}
+        self.pods: dict[str, list[Any]] = {}
+
+    def add_node(self, obj: Obj) -> None:
+        out = handlers.gpu_nodes(body=obj, name=obj["metadata"]["name"], logger=LOG)
+        name = obj["metadata"]["name"]
+        self.nodes.pop(name, None)
+        for key, value in (out or {}).items():
+            self.nodes[key] = [value]
+
+    def add_pod(self, obj: Obj) -> None:
+        meta = obj["metadata"]
+        out = handlers.gpu_pods(body=obj, namespace="ns", name=meta["name"], logger=LOG)
+        self.pods.pop(f"ns/{meta['name']}", None)
+        for key, value in (out or {}).items():
+            self.pods[key] = [value]
+
+    def inventory(self, exclude: tuple[str, str] = ("ns", "none")) -> Any:
+        return handlers._inventory_from_indexes(self.nodes, self.pods, exclude)
+
+
+@pytest.fixture
+def idx(monkeypatch: pytest.MonkeyPatch) -> Indexes:
+    monkeypatch.setattr(handlers, "INVENTORY", handlers.InventoryCache())
+    return Indexes()
+
+
+def free(inv: Any) -> dict[str, int]:
+    return {n.name: n.gpus_free for p in inv.pools for n in p.nodes}
+
+
+def test_indexes_give_the_inventory_the_objects_give(idx: Indexes) -> None:
+    nodes = [node("a"), node("b", 4, "NVIDIA-L40S"), node("cpu-only", 0)]
+    pods = [
+        pod("p1", "a", 2, "m1"),
+        pod("p2", "b", 1, None),
+        pod("p3", "a", 8, "m2", phase="Succeeded"),
+        pod("p4", None, 1, "m3"),
+        pod("p5", "a", 0, None),
+    ]
+    for n in nodes:
+        idx.add_node(n)
+    for p in pods:
+        idx.add_pod(p)
+    assert idx.inventory() == inventory_from_objects(nodes, pods)
+    assert free(idx.inventory()) == {"a": 6, "b": 3}
+
+
+def test_a_model_is_planned_without_the_gpus_it_holds(idx: Indexes) -> None:
+    idx.add_node(node("a"))
+    idx.add_pod(pod("mine", "a", 4, "m1"))
+    idx.add_pod(pod("theirs", "a", 2, "m2"))
+    assert free(idx.inventory(("ns", "m1"))) == {"a": 6}
+    assert free(idx.inventory(("ns", "m2"))) == {"a": 4}
+    assert free(idx.inventory(("other", "m1"))) == {"a": 2}
+
+
+def test_changes_rebuild_and_no_change_reuses(idx: Indexes) -> None:
+    idx.add_node(node("a"))
+    first = idx.inventory()
+    assert idx.inventory() is first  # nothing changed: the same assembled inventory
+    idx.add_pod(pod("p", "a", 3, "m"))
+    assert free(idx.inventory()) == {"a": 5}
+    idx.add_pod(pod("p", "a", 3, "m", phase="Failed"))  # terminated: its GPUs are free again
+    assert free(idx.inventory()) == {"a": 8}
+    idx.add_node(node("a", 0))  # the node lost its GPUs
+    assert idx.inventory().pools == ()
+
+
+def test_pods_without_gpus_do_not_invalidate_the_inventory(idx: Indexes) -> None:
+    idx.add_node(node("a"))
+    first = idx.inventory()
+    idx.add_pod(pod("web", "a", 0, None))
+    assert idx.inventory() is first
+
+
+def test_a_malformed_node_is_left_out_with_a_warning(
+    idx: Indexes, caplog: pytest.LogCaptureFixture
+) -> None:
+    bad = node("bad")
+    bad["status"]["allocatable"]["nvidia.com/gpu"] = "two"
+    idx.add_node(bad)
+    idx.add_node(node("good"))
+    assert free(idx.inventory()) == {"good": 8}
+    assert "node bad left out of the GPU inventory" in caplog.text

@@ -296,19 +296,16 @@ def reconcile_model(
         )
     selector = f"app.kubernetes.io/instance={name},{MODEL_LABEL}={name}"
     updates = [_cond("Planned", "True", "PlanFound", p.explanation)]
+    fields: dict[str, Any] = {
+        "plan": _plan_status(p, rendered.template_hash),
+        "selector": selector,
+        "observedGeneration": generation,
+    }
     if existing is None and not any(c.get("type") == "Ready" for c in conditions):
-        updates.append(_cond("Ready", "False", "ReplicasNotReady", "waiting for pods"))
-    _write_status(
-        kube,
-        namespace,
-        name,
-        {
-            "plan": _plan_status(p, rendered.template_hash),
-            "selector": selector,
-            "observedGeneration": generation,
-        },
-        updates,
-    )
+        # What the new Deployment's first event will report, so that event writes nothing.
+        updates.append(_cond("Ready", "False", "ReplicasNotReady", f"0/{replicas} ready"))
+        fields.update(replicas=0, readyReplicas=0)
+    _write_status(kube, namespace, name, fields, updates)
     return action
 
 

@@ -33,6 +33,13 @@ class Kube:
         self.writes = 0  # API writes this process made (tests and benchmarks count them)
         self._dynamic: Any = None
         self._resources: dict[tuple[str, str], Any] = {}
+        self._typed_patch: dict[tuple[str, str], Callable[..., Any]] = {
+            ("apps/v1", "Deployment"): self.apps.patch_namespaced_deployment,
+            ("v1", "Service"): self.core.patch_namespaced_service,
+            ("policy/v1", "PodDisruptionBudget"): client.PolicyV1Api(
+                api_client
+            ).patch_namespaced_pod_disruption_budget,
+        }
 
     # ------------------------------------------------------------------ reads
     def inventory(self, exclude_model: tuple[str, str] | None = None) -> Inventory:
@@ -78,14 +85,29 @@ class Kube:
     # ------------------------------------------------------------------ writes
     def apply(self, obj: Mapping[str, Any]) -> None:
         """Server-side apply with mmop's field manager (force: mmop owns these fields)."""
-        resource = self._resource(obj["apiVersion"], obj["kind"])
-        resource.server_side_apply(
-            body=dict(obj),
-            name=obj["metadata"]["name"],
-            namespace=obj["metadata"]["namespace"],
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-        )
+        meta = obj["metadata"]
+        typed = self._typed_patch.get((obj["apiVersion"], obj["kind"]))
+        if typed is not None:
+            # The typed call with the response left raw: turning a Deployment back into the
+            # client's objects costs more CPU than rendering it.
+            typed(
+                meta["name"],
+                meta["namespace"],
+                dict(obj),
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+                _preload_content=False,
+            )
+        else:
+            resource = self._resource(obj["apiVersion"], obj["kind"])
+            resource.server_side_apply(
+                body=dict(obj),
+                name=meta["name"],
+                namespace=meta["namespace"],
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
         self.writes += 1
 
     def _resource(self, api_version: str, kind: str) -> Any:
@@ -129,7 +151,7 @@ class Kube:
             }
             try:
                 self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, body
+                    GROUP, VERSION, namespace, PLURAL, name, body, _preload_content=False
                 )
             except ApiException as err:
                 if err.status == 409:

@@ -43,6 +43,8 @@ from mmop.render import TEMPLATE_HASH, RenderOptions, render
 
 PLURAL = "multimodalmodels"
 UNPLACED_REASONS = ("Infeasible", "InsufficientCapacity")
+HANDLER_THREADS = 8  # kopf runs sync handlers in a pool of this many threads
+API_CONNECTIONS = HANDLER_THREADS + 2
 
 log = logging.getLogger("mmop.controller")
 
@@ -64,14 +66,17 @@ def _kube() -> Kube:
     if STATE.kube is None:
         from kubernetes import client, config
 
+        cfg = client.Configuration()
         try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            api_client = client.ApiClient()
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=os.environ.get("KUBECONFIG")
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg
             )
-        STATE.kube = Kube(api_client)
+        # One kept-alive connection per handler thread: with fewer, urllib3 drops the extras
+        # and every request beyond them pays a new TLS handshake (on both ends).
+        cfg.connection_pool_maxsize = API_CONNECTIONS
+        STATE.kube = Kube(client.ApiClient(cfg))
     return STATE.kube
 
 
@@ -185,6 +190,7 @@ def _write_status(
     name: str,
     fields: Mapping[str, Any],
     conditions: Sequence[dict[str, Any]],
+    current: Mapping[str, Any] | None = None,
 ) -> bool:
     """Set status fields and merge conditions against the object's current status, with
     optimistic concurrency; nothing is written when nothing changes."""
@@ -203,7 +209,7 @@ def _write_status(
             update["conditions"] = merged
         return update
 
-    return kube.update_status(namespace, name, changes)
+    return kube.update_status(namespace, name, changes, current=current)
 
 
 def _cond(ctype: str, status: str, reason: str, message: str) -> dict[str, Any]:
@@ -216,6 +222,7 @@ def reconcile_model(
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     nodes: Any = None,
     pods: Any = None,
+    deployments: Any = None,
 ) -> str:
     """Plan, render, apply and report for one MultimodalModel; returns what it did."""
     meta, spec = body["metadata"], body.get("spec") or {}
@@ -247,7 +254,10 @@ def reconcile_model(
             kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]
         raise kopf.PermanentError(f"invalid spec: {message}") from err
 
-    existing = kube.deployment(namespace, name)
+    if deployments is not None:
+        existing = _deployment_from_index(deployments, namespace, name)
+    else:
+        existing = kube.deployment(namespace, name)
     in_force = (status.get("plan") or {}).get("templateHash")
     existing_hash = _template_hash(existing)
     if status.get("observedGeneration") == generation and in_force and existing_hash == in_force:
@@ -305,7 +315,7 @@ def reconcile_model(
         # What the new Deployment's first event will report, so that event writes nothing.
         updates.append(_cond("Ready", "False", "ReplicasNotReady", f"0/{replicas} ready"))
         fields.update(replicas=0, readyReplicas=0)
-    _write_status(kube, namespace, name, fields, updates)
+    _write_status(kube, namespace, name, fields, updates, current=body)
     return action
 
 
@@ -314,7 +324,9 @@ def reconcile_model(
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec")
 def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
     # kopf passes the Node and Pod indexes by the indexing functions' names.
-    action = reconcile_model(body, patch, logger, kwargs["gpu_nodes"], kwargs["gpu_pods"])
+    action = reconcile_model(
+        body, patch, logger, kwargs["gpu_nodes"], kwargs["gpu_pods"], kwargs["mmop_deployments"]
+    )
     logger.debug(f"reconcile: {action}")
 
 
@@ -330,7 +342,9 @@ def _unplaced(status: Mapping[str, Any], **_: Any) -> bool:
 def replan_unplaced(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
     """Plan again, when the cluster changes, the models that could not be placed (only those:
     the filter keeps placed models free of timers)."""
-    reconcile_model(body, patch, logger, kwargs["gpu_nodes"], kwargs["gpu_pods"])
+    reconcile_model(
+        body, patch, logger, kwargs["gpu_nodes"], kwargs["gpu_pods"], kwargs["mmop_deployments"]
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -429,6 +443,29 @@ def _inventory_from_indexes(
     return INVENTORY.inventory(nodes, pods, exclude_model)
 
 
+@kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "mmop"})
+def mmop_deployments(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    """The Deployments mmop manages: what a reconcile compares with (no read per reconcile)."""
+    template = (body.get("spec") or {}).get("template") or {}
+    slim = {
+        "spec": {
+            "replicas": (body.get("spec") or {}).get("replicas"),
+            "template": {"metadata": {"annotations": dict(
+                (template.get("metadata") or {}).get("annotations") or {}
+            )}},
+        }
+    }  # fmt: skip
+    return {(namespace, name): slim}
+
+
+def _deployment_from_index(
+    index: Mapping[Any, Any], namespace: str, name: str
+) -> dict[str, Any] | None:
+    store = index.get((namespace, name))
+    found = list(store) if store is not None else []
+    return dict(found[0]) if found else None
+
+
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "mmop"})
 def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, **_: Any) -> None:
     """Mirror the Deployment's replica counts and readiness into the model's status."""
@@ -496,5 +533,5 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.connect_timeout = 30
     settings.queueing.error_delays = (1, 2, 5, 10, 30, 60)
     settings.posting.level = logging.INFO
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = HANDLER_THREADS
     _kube()

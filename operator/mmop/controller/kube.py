@@ -126,22 +126,27 @@ class Kube:
         name: str,
         changes: Callable[[Mapping[str, Any]], Mapping[str, Any]],
         attempts: int = 5,
+        current: Mapping[str, Any] | None = None,
     ) -> bool:
         """Read the MultimodalModel, compute the status fields to change from it, and patch them
         with its resourceVersion as a precondition, retrying on conflict: writers of different
         fields (reconcile, Deployment events) never undo each other. No write when nothing
-        changes. Returns whether it wrote."""
+        changes. `current`, the object as the caller last saw it, saves the first read.
+        Returns whether it wrote."""
         from kubernetes.client.exceptions import ApiException
 
-        for _ in range(attempts):
-            try:
-                obj = self.custom.get_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name
-                )
-            except ApiException as err:
-                if err.status == 404:
-                    return False
-                raise
+        for attempt in range(attempts):
+            if attempt == 0 and current is not None:
+                obj = current  # the caller's copy; a conflict sends us to the server's
+            else:
+                try:
+                    obj = self.custom.get_namespaced_custom_object(
+                        GROUP, VERSION, namespace, PLURAL, name
+                    )
+                except ApiException as err:
+                    if err.status == 404:
+                        return False
+                    raise
             update = dict(changes(obj))
             if not update:
                 return False

@@ -1,0 +1,376 @@
+"""The autoscaler's policy: replicas (and re-plan requests) from what the engines report. Pure.
+
+Horizontal scaling is saturation-based, after llm-d's workload-variant autoscaler: a replica is
+saturated when its KV cache is at least ``kvCacheUsage`` full (0.80) or at least
+``queueLength`` requests (5) wait on it; mmop scales up when the replicas that are not saturated
+have, on average, less than ``kvSpare`` (0.10) KV or ``queueSpare`` (3) queue slots to spare, or
+none is left, or the TTFT p95 is above the SLO. It scales down one replica at a time, and only
+when the load of all replicas spread over one fewer would still leave that spare room (and the
+TTFT p95 well inside the SLO). Replicas that are not Ready are not capacity: while any is
+pending, nothing scales up again. Recommendations are stabilised (scale-up on the lowest
+recommendation over its window, scale-down on the highest over a longer one, as the HPA does),
+limited in step and spaced by cooldowns.
+
+Re-planning: pods killed for memory (OOMKilled, or a CUDA out-of-memory termination message)
+ask for a plan with more memory headroom; sustained preemptions, or a saturated KV cache at low
+concurrency, ask for more KV headroom. Re-plans are spaced and bounded in number; past the
+bound the model is Degraded instead, so a wrong plan never loops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmop.api import Scaling, ScalingMode, Slo
+
+
+class Action(StrEnum):
+    SCALE_UP = "ScaleUp"
+    SCALE_DOWN = "ScaleDown"
+    HOLD = "Hold"
+    REPLAN = "Replan"
+
+
+class ReplicaLoad(BaseModel):
+    """One Ready replica's load at the end of the window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pod: str = Field(description="Pod name")
+    kv_cache_usage: float = Field(ge=0, le=1, description="vllm:kv_cache_usage_perc, 0–1")
+    requests_waiting: float = Field(ge=0, description="vllm:num_requests_waiting")
+    requests_running: float = Field(default=0, ge=0, description="vllm:num_requests_running")
+
+
+class Observation(BaseModel):
+    """What the operator saw for one model at one tick."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    now_seconds: float = Field(description="Monotonic-enough wall time of the tick, seconds")
+    desired_replicas: int = Field(ge=0, description="The Deployment's spec.replicas")
+    ready_replicas: int = Field(ge=0, description="Ready pods")
+    loads: tuple[ReplicaLoad, ...] = Field(default=(), description="Ready pods that reported")
+    ttft_p95_seconds: float | None = Field(default=None, ge=0, description="Over the window")
+    preemptions_per_second: float | None = Field(default=None, ge=0, description="All pods")
+    oom_killed: tuple[str, ...] = Field(
+        default=(), description="Pods whose engine was killed for memory since the last tick"
+    )
+    planned_concurrency: int | None = Field(
+        default=None, ge=1, description="Requests in flight per replica the plan was sized for"
+    )
+
+
+class State(BaseModel):
+    """What the policy remembers between ticks; persisted in status.autoscaler."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    recommendations: tuple[tuple[float, int], ...] = Field(
+        default=(), description="(time, replicas) recommended within the longest window"
+    )
+    last_change_seconds: float | None = Field(default=None, description="Last replica change")
+    last_direction: int = Field(default=0, ge=-1, le=1, description="+1 up, -1 down, 0 none")
+    reversals: tuple[float, ...] = Field(default=(), description="Times of direction reversals")
+    pressure_since_seconds: float | None = Field(
+        default=None, description="Since when KV pressure (preemptions/saturation) has lasted"
+    )
+    replans: tuple[float, ...] = Field(default=(), description="Times of re-plans requested")
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Action
+    replicas: int = Field(ge=0, description="Replicas after the decision")
+    reason: str = Field(description="CamelCase reason")
+    message: str = Field(default="")
+    headroom: str | None = Field(
+        default=None,
+        description="For a re-plan: 'memory' or 'kv' — what the new plan needs more of",
+    )
+
+
+class Tuning(BaseModel):
+    """Policy constants that are not (yet) part of the CRD."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kv_spare: float = Field(default=0.10, description="Scale up below this average spare KV")
+    queue_spare: float = Field(default=3, description="Scale up below this average spare queue")
+    scale_up_window_seconds: float = Field(default=0, ge=0)
+    scale_down_window_seconds: float = Field(default=120, ge=0)
+    scale_up_cooldown_seconds: float = Field(default=15, ge=0)
+    scale_down_cooldown_seconds: float = Field(default=60, ge=0)
+    max_scale_up_step: int = Field(default=2, ge=1)
+    max_scale_down_step: int = Field(default=1, ge=1)
+    slo_down_margin: float = Field(default=0.8, gt=0, le=1, description="Scale down only below")
+    pressure_seconds: float = Field(default=60, ge=0, description="KV pressure before re-plan")
+    replan_spacing_seconds: float = Field(default=300, ge=0)
+    max_replans: int = Field(default=3, ge=0, description="Re-plans per replan_window_seconds")
+    replan_window_seconds: float = Field(default=3600, gt=0)
+    reversal_window_seconds: float = Field(default=3600, gt=0)
+
+
+DEFAULT_TUNING = Tuning()
+
+
+def decide(
+    scaling: Scaling,
+    slo: Slo,
+    obs: Observation,
+    state: State,
+    tuning: Tuning = DEFAULT_TUNING,
+) -> tuple[Decision, State]:
+    """One tick of the policy: the decision and the state to remember."""
+    now = obs.now_seconds
+    replans = tuple(t for t in state.replans if now - t < tuning.replan_window_seconds)
+    state = state.model_copy(update={"replans": replans})
+
+    replan = _replan(obs, state, tuning)
+    if replan is not None:
+        decision, state = replan
+        if decision is not None:
+            return decision, state
+
+    if scaling.mode == ScalingMode.OFF:
+        return _hold(obs, "ScalingOff", "spec.scaling.mode is Off"), state
+    recommended, reason, message = _recommend(scaling, slo, obs, tuning)
+    window = max(tuning.scale_up_window_seconds, tuning.scale_down_window_seconds)
+    # The recommendations within the longest window, and the last one before it (it was still
+    # in force when the window opened).
+    older = [(t, r) for t, r in state.recommendations if now - t > window]
+    kept = [(t, r) for t, r in state.recommendations if now - t <= window]
+    history = (*older[-1:], *kept, (now, recommended))
+    state = state.model_copy(update={"recommendations": history})
+    current = obs.desired_replicas
+    target = current
+    if recommended > current:
+        target = min(
+            max(_over(history, now, tuning.scale_up_window_seconds, current, pick=min), current),
+            current + tuning.max_scale_up_step,
+            scaling.max_replicas,
+        )
+    elif recommended < current:
+        target = max(
+            _over(history, now, tuning.scale_down_window_seconds, current, pick=max),
+            current - tuning.max_scale_down_step,
+            scaling.min_replicas,
+        )
+        target = min(target, current)
+        if target == current:
+            reason, message = (
+                "ScaleDownStabilizing",
+                (
+                    f"{message}; waiting for the recommendation to hold for "
+                    f"{tuning.scale_down_window_seconds:.0f} s"
+                ),
+            )
+    # Bounds always win, whatever the signals.
+    bounded = min(max(target, scaling.min_replicas), scaling.max_replicas)
+    if bounded != target:
+        target, reason = bounded, "OutsideBounds"
+        message = f"replicas kept within [{scaling.min_replicas}, {scaling.max_replicas}]"
+    if target == current:
+        return _hold(obs, reason, message), state
+
+    direction = 1 if target > current else -1
+    since = None if state.last_change_seconds is None else now - state.last_change_seconds
+    cooldown = (
+        tuning.scale_up_cooldown_seconds if direction > 0 else tuning.scale_down_cooldown_seconds
+    )
+    if since is not None and since < cooldown and reason != "OutsideBounds":
+        return _hold(
+            obs, "CoolingDown", f"{message}; last change {since:.0f} s ago (< {cooldown:.0f} s)"
+        ), state
+    if scaling.mode == ScalingMode.EXTERNAL:
+        return _hold(obs, "ExternalScaling", f"would set {target} replicas: {message}"), state
+    reversals = tuple(t for t in state.reversals if now - t < tuning.reversal_window_seconds)
+    if state.last_direction and direction != state.last_direction:
+        reversals += (now,)
+    state = state.model_copy(
+        update={
+            "last_change_seconds": now,
+            "last_direction": direction,
+            "reversals": reversals,
+            # A change starts a new stabilisation history: old recommendations were for a
+            # different fleet.
+            "recommendations": ((now, target),),
+        }
+    )
+    action = Action.SCALE_UP if direction > 0 else Action.SCALE_DOWN
+    return Decision(action=action, replicas=target, reason=reason, message=message), state
+
+
+def _over(
+    history: Sequence[tuple[float, int]],
+    now: float,
+    window: float,
+    current: int,
+    pick: Callable[[Sequence[int]], int],
+) -> int:
+    """The stabilised recommendation: min (scale-up) or max (scale-down) of those made over the
+    window, counting the one in force when it opened; while the history does not reach back
+    that far, the current count counts too (a new operator does not scale down at once)."""
+    if window <= 0:
+        return history[-1][1]
+    start = now - window
+    inside = [r for t, r in history if t >= start]
+    before = [r for t, r in history if t < start]
+    if before:
+        return pick([before[-1], *inside])
+    if history[0][0] <= start:
+        return pick(inside)
+    return pick([current, *inside])
+
+
+def _hold(obs: Observation, reason: str, message: str) -> Decision:
+    return Decision(
+        action=Action.HOLD, replicas=obs.desired_replicas, reason=reason, message=message
+    )
+
+
+def _recommend(
+    scaling: Scaling, slo: Slo, obs: Observation, tuning: Tuning
+) -> tuple[int, str, str]:
+    """(replicas, reason, message) from this tick's signals alone."""
+    current = obs.desired_replicas
+    if current < scaling.min_replicas:
+        return scaling.min_replicas, "BelowMinimum", "fewer replicas than scaling.minReplicas"
+    if obs.ready_replicas < current:
+        return (
+            current,
+            "ReplicasPending",
+            f"{obs.ready_replicas}/{current} Ready: new replicas are not capacity yet",
+        )
+    loads = obs.loads
+    if not loads:
+        return current, "NoSignals", "no Ready replica reported metrics"
+    kv_limit = scaling.targets.kv_cache_usage
+    queue_limit = scaling.targets.queue_length
+    free = [r for r in loads if r.kv_cache_usage < kv_limit and r.requests_waiting < queue_limit]
+    total_kv = sum(r.kv_cache_usage for r in loads)
+    total_queue = sum(r.requests_waiting for r in loads)
+    slo_target = slo.ttft_p95_seconds
+    ttft = obs.ttft_p95_seconds
+    summary = (
+        f"KV {total_kv / len(loads):.2f} mean, {total_queue:.0f} waiting over "
+        f"{len(loads)} replica(s)" + (f", TTFT p95 {ttft:.2f} s" if ttft is not None else "")
+    )
+    # Enough replicas that the load, spread evenly, leaves the spare room on each.
+    need = max(
+        math.ceil(total_kv / max(1e-9, kv_limit - tuning.kv_spare)),
+        math.ceil(total_queue / max(1e-9, queue_limit - tuning.queue_spare)),
+        1,
+    )
+    if not free:
+        return max(current + 1, need), "Saturated", f"every replica is saturated: {summary}"
+    spare_kv = sum(kv_limit - r.kv_cache_usage for r in free) / len(free)
+    spare_queue = sum(queue_limit - r.requests_waiting for r in free) / len(free)
+    if spare_kv < tuning.kv_spare or spare_queue < tuning.queue_spare:
+        return (
+            max(current + 1, need),
+            "LowSpareCapacity",
+            f"spare KV {spare_kv:.2f} (trigger {tuning.kv_spare}), spare queue "
+            f"{spare_queue:.1f} (trigger {tuning.queue_spare:g}): {summary}",
+        )
+    if slo_target is not None and ttft is not None and ttft > slo_target:
+        return current + 1, "SloMissed", f"TTFT p95 above the {slo_target:g} s target: {summary}"
+    if current > 1 and current > scaling.min_replicas:
+        fewer = current - 1
+        kv_each, queue_each = total_kv / fewer, total_queue / fewer
+        slo_ok = slo_target is None or ttft is None or ttft <= tuning.slo_down_margin * slo_target
+        if (
+            kv_each < kv_limit - tuning.kv_spare
+            and queue_each < queue_limit - tuning.queue_spare
+            and slo_ok
+        ):
+            return fewer, "SpareCapacity", f"{fewer} replica(s) would carry it: {summary}"
+    return current, "WithinTargets", summary
+
+
+def _replan(obs: Observation, state: State, tuning: Tuning) -> tuple[Decision | None, State] | None:
+    """A re-plan decision when the engines show the plan was wrong; None when they do not."""
+    now = obs.now_seconds
+    headroom: str | None = None
+    reason = message = ""
+    if obs.oom_killed:
+        headroom, reason = "memory", "OOMKilled"
+        message = f"engine killed for memory in {', '.join(sorted(obs.oom_killed))}"
+        state = state.model_copy(update={"pressure_since_seconds": None})
+    else:
+        pressure = _kv_pressure(obs)
+        if pressure is None:
+            return None, state.model_copy(update={"pressure_since_seconds": None})
+        since = state.pressure_since_seconds
+        if since is None:
+            return None, state.model_copy(update={"pressure_since_seconds": now})
+        if now - since < tuning.pressure_seconds:
+            return None, state
+        headroom, reason, message = "kv", "KVCachePressure", pressure
+    if len(state.replans) >= tuning.max_replans:
+        return (
+            Decision(
+                action=Action.HOLD,
+                replicas=obs.desired_replicas,
+                reason="ReplanLimitReached",
+                message=f"{message}; {len(state.replans)} re-plans in the last "
+                f"{tuning.replan_window_seconds:.0f} s already",
+            ),
+            state,
+        )
+    if state.replans and now - state.replans[-1] < tuning.replan_spacing_seconds:
+        return None, state
+    state = state.model_copy(
+        update={"replans": (*state.replans, now), "pressure_since_seconds": None}
+    )
+    return (
+        Decision(
+            action=Action.REPLAN,
+            replicas=obs.desired_replicas,
+            reason=reason,
+            message=message,
+            headroom=headroom,
+        ),
+        state,
+    )
+
+
+def _kv_pressure(obs: Observation) -> str | None:
+    """Why the KV cache is too small for the traffic, or None."""
+    if obs.preemptions_per_second and obs.preemptions_per_second > 0:
+        return f"{obs.preemptions_per_second:.2f} preemptions/s"
+    if obs.planned_concurrency and obs.loads:
+        for r in obs.loads:
+            low = r.requests_running < obs.planned_concurrency / 2
+            if r.kv_cache_usage >= 0.95 and low:
+                return (
+                    f"{r.pod}: KV cache {r.kv_cache_usage:.2f} full with only "
+                    f"{r.requests_running:.0f} requests running (planned for "
+                    f"{obs.planned_concurrency})"
+                )
+    return None
+
+
+def reversals_in(state: State, now: float, window_seconds: float) -> int:
+    return sum(1 for t in state.reversals if now - t < window_seconds)
+
+
+def loads_from(
+    pods: Sequence[tuple[str, float | None, float | None, float | None]],
+) -> tuple[ReplicaLoad, ...]:
+    """ReplicaLoads from (pod, kv usage, waiting, running); pods missing a gauge are left out."""
+    return tuple(
+        ReplicaLoad(
+            pod=pod,
+            kv_cache_usage=min(1.0, max(0.0, kv)),
+            requests_waiting=waiting,
+            requests_running=running or 0.0,
+        )
+        for pod, kv, waiting, running in pods
+        if kv is not None and waiting is not None
+    )

@@ -204,6 +204,37 @@ class Placement(ApiModel):
 class ScalingTargets(ApiModel):
     kv_cache_usage: float = Field(default=0.8, gt=0, le=1, description="Saturated at this KV use")
     queue_length: int = Field(default=5, ge=1, le=10_000, description="Saturated at this queue")
+    kv_spare: float = Field(
+        default=0.1, ge=0, lt=1, description="Scale up below this average spare KV fraction"
+    )
+    queue_spare: float = Field(
+        default=3, ge=0, le=10_000, description="Scale up below this average spare queue"
+    )
+
+
+class ScalingBehavior(ApiModel):
+    scale_up_stabilization_seconds: int = Field(
+        default=0, ge=0, le=3600, description="Scale up on the lowest recommendation this long"
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=120, ge=0, le=3600, description="Scale down on the highest recommendation this long"
+    )
+    scale_up_cooldown_seconds: int = Field(
+        default=15, ge=0, le=3600, description="At least this long after a change before scaling up"
+    )
+    scale_down_cooldown_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="At least this long after a change before scaling down",
+    )
+    max_scale_up_step: int = Field(default=2, ge=1, le=100, description="Replicas added at most")
+    max_scale_down_step: int = Field(
+        default=1, ge=1, le=100, description="Replicas removed at most per decision"
+    )
+    window_seconds: int = Field(
+        default=30, ge=5, le=600, description="Window for rates and latency quantiles"
+    )
 
 
 class Scaling(ApiModel):
@@ -212,6 +243,9 @@ class Scaling(ApiModel):
     mode: ScalingMode = Field(default=ScalingMode.AUTO, description="Who scales: Auto|External|Off")
     targets: ScalingTargets = Field(
         default_factory=ScalingTargets, description="Saturation targets"
+    )
+    behavior: ScalingBehavior = Field(
+        default_factory=ScalingBehavior, description="Stabilisation, cooldowns and step limits"
     )
 
     @model_validator(mode="after")
@@ -320,6 +354,28 @@ class Decision(ApiModel):
     message: str = Field(default="", description="Detail")
 
 
+class AutoscalerStatus(ApiModel):
+    """What the autoscaler remembers across operator restarts."""
+
+    last_change_time: str | None = Field(default=None, description="Last replica change")
+    last_direction: int = Field(default=0, ge=-1, le=1, description="+1 up, -1 down")
+    reversals: list[str] = Field(
+        default_factory=list, max_length=100, description="Direction reversals, last hour"
+    )
+    replans: list[str] = Field(
+        default_factory=list, max_length=100, description="Re-plans requested, last hour"
+    )
+    avoid: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Configurations the engines proved wrong; the planner skips them",
+    )
+    min_kv_cache_tokens: int | None = Field(
+        default=None, ge=0, description="KV tokens per replica the next plan must exceed"
+    )
+    last_oom_time: str | None = Field(default=None, description="Newest OOM kill handled")
+
+
 class MultimodalModelStatus(ApiModel):
     """The plan in force, conditions, replica counts and recent decisions (written by mmop)."""
 
@@ -333,6 +389,9 @@ class MultimodalModelStatus(ApiModel):
     selector: str = Field(default="", description="Label selector of the pods (scale subresource)")
     decisions: list[Decision] = Field(
         default_factory=list, max_length=10, description="Last scaling and planning decisions"
+    )
+    autoscaler: AutoscalerStatus | None = Field(
+        default=None, description="Autoscaler memory (cooldowns, re-plans, avoided plans)"
     )
 
 

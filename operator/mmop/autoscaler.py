@@ -116,7 +116,19 @@ class Tuning(BaseModel):
     reversal_window_seconds: float = Field(default=3600, gt=0)
 
 
-DEFAULT_TUNING = Tuning()
+def tuning_for(scaling: Scaling) -> Tuning:
+    """The policy constants a MultimodalModel's spec.scaling sets."""
+    b, t = scaling.behavior, scaling.targets
+    return Tuning(
+        kv_spare=t.kv_spare,
+        queue_spare=t.queue_spare,
+        scale_up_window_seconds=b.scale_up_stabilization_seconds,
+        scale_down_window_seconds=b.scale_down_stabilization_seconds,
+        scale_up_cooldown_seconds=b.scale_up_cooldown_seconds,
+        scale_down_cooldown_seconds=b.scale_down_cooldown_seconds,
+        max_scale_up_step=b.max_scale_up_step,
+        max_scale_down_step=b.max_scale_down_step,
+    )
 
 
 def decide(
@@ -124,9 +136,11 @@ def decide(
     slo: Slo,
     obs: Observation,
     state: State,
-    tuning: Tuning = DEFAULT_TUNING,
+    tuning: Tuning | None = None,
 ) -> tuple[Decision, State]:
     """One tick of the policy: the decision and the state to remember."""
+    if tuning is None:
+        tuning = tuning_for(scaling)
     now = obs.now_seconds
     replans = tuple(t for t in state.replans if now - t < tuning.replan_window_seconds)
     state = state.model_copy(update={"replans": replans})

@@ -235,3 +235,17 @@ def test_decisions_stay_within_bounds(
     if d.action in (Action.SCALE_UP, Action.SCALE_DOWN):
         assert scaling.min_replicas <= d.replicas <= scaling.max_replicas
         assert abs(d.replicas - desired) <= max(2, abs(desired - scaling.max_replicas))
+
+
+def test_spec_behavior_sets_the_policy() -> None:
+    scaling = Scaling.model_validate(
+        {
+            "maxReplicas": 10,
+            "behavior": {"maxScaleUpStep": 5, "scaleDownStabilizationSeconds": 0},
+            "targets": {"kvCacheUsage": 0.9, "queueLength": 10},
+        }
+    )
+    d, _ = decide(scaling, NO_SLO, obs(0, [(0.99, 40)]), State())
+    assert d.action == Action.SCALE_UP and d.replicas == 6
+    d, _ = decide(scaling, NO_SLO, obs(0, [(0.1, 0)] * 3), State())
+    assert d.action == Action.SCALE_DOWN

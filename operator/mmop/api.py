@@ -344,6 +344,7 @@ class PlanStatus(ApiModel):
     )
     explanation: str = Field(default="", description="Why this plan")
     template_hash: str = Field(default="", description="Hash of the rendered pod template")
+    config: str = Field(default="", description="GPU/TP/weights/KV/image-cap key of the plan")
 
 
 class Decision(ApiModel):

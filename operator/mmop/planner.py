@@ -118,6 +118,7 @@ class Plan(BaseModel):
     memory: Estimate = Field(description="Predicted start-up memory per GPU")
     performance: Performance
     cost_per_hour_usd: float
+    config: str = ""  # the configuration's key (what status.autoscaler.avoid lists)
     alternatives: list[Alternative]
     explanation: str
 
@@ -160,6 +161,11 @@ class _Candidate:
     @property
     def gpus(self) -> int:
         return self.tp * (self.replicas or 0)
+
+    @property
+    def key(self) -> str:
+        """The configuration, as status.autoscaler.avoid names it."""
+        return f"{self.pool}/tp{self.tp}/{self.weights.label}/kv-{self.kv}/{self.cap.label}"
 
     def headroom(self) -> float:
         """How many times the KV cache covers the requests a replica is planned to hold,
@@ -327,6 +333,15 @@ def _round_len(tokens: int) -> int:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What observed serving taught about this model: configurations that failed, and the KV
+    cache a replica must beat (both from status.autoscaler)."""
+
+    avoid: frozenset[str] = frozenset()
+    min_kv_cache_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class _Assessment:
     """What a candidate is worth regardless of the cluster's free capacity: the estimate, the
     performance and the replicas the workload needs (or why it does not work)."""
@@ -359,7 +374,9 @@ def _evaluate(
     inventory: Inventory,
     vllm_version: str,
     spec_key: str | None = None,
+    limits: Limits | None = None,
 ) -> None:
+    limits = limits or Limits()
     key = (
         spec_key if spec_key is not None else spec.model_dump_json(),
         vllm_version,
@@ -387,6 +404,17 @@ def _evaluate(
     if found.est is None or found.perf is None or found.replicas is None or found.reason:
         return
     replicas = found.replicas
+    if cand.key in limits.avoid:
+        cand.reason = "the engines showed this configuration fails (status.autoscaler.avoid)"
+        return
+    if limits.min_kv_cache_tokens is not None and (
+        found.est.kv_cache_tokens <= limits.min_kv_cache_tokens
+    ):
+        cand.reason = (
+            f"{found.est.kv_cache_tokens} KV tokens per replica, not more than the "
+            f"{limits.min_kv_cache_tokens} that proved too few"
+        )
+        return
     placeable = inventory.can_place(cand.pool, cand.tp, replicas)
     if placeable < replicas:
         cand.reason = (
@@ -547,6 +575,7 @@ def _search(
     inventory: Inventory,
     vllm_version: str,
     exhaustive: bool,
+    limits: Limits,
 ) -> None:
     groups: dict[tuple[str, int], list[_Candidate]] = {}
     for cand in cands:
@@ -565,7 +594,7 @@ def _search(
                 cand.reason = f"costs at least ${bound:.2f}/h, more than ${best:.2f}/h"
             continue
         for cand in groups[key]:
-            _evaluate(cand, spec, inventory, vllm_version, spec_key)
+            _evaluate(cand, spec, inventory, vllm_version, spec_key, limits)
             if cand.cost is not None and (best is None or cand.cost < best):
                 best = cand.cost
 
@@ -628,6 +657,7 @@ def plan(
     vllm_version: str = PINNED_VLLM_VERSION,
     alternatives: int = 5,
     exhaustive: bool = False,
+    limits: Limits | None = None,
 ) -> Plan:
     """Plan a MultimodalModel on an inventory; raise PlanningError when nothing fits.
 
@@ -660,7 +690,7 @@ def plan(
             f"{spec.placement.max_gpus_per_replica} per replica)",
             reason="InsufficientCapacity",
         )
-    _search(cands, spec, inventory, vllm_version, exhaustive)
+    _search(cands, spec, inventory, vllm_version, exhaustive, limits or Limits())
     feasible = sorted((c for c in cands if c.cost is not None), key=_Candidate.sort_key)
     if not feasible:
         raise PlanningError(_nearest_miss(cands), reason=_infeasible_reason(cands))
@@ -705,6 +735,7 @@ def plan(
             tpot_p95_seconds=round(best.perf.tpot_p95_seconds, 5),
         ),
         cost_per_hour_usd=round(best.cost or 0.0, 4),
+        config=best.key,
         alternatives=alts,
         explanation=explanation,
     )

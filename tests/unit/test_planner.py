@@ -12,7 +12,7 @@ import yaml
 
 from mmop.api import MultimodalModel
 from mmop.inventory import Inventory, default_inventory, load_inventory
-from mmop.planner import PlanningError, clear_cache, plan
+from mmop.planner import Limits, PlanningError, clear_cache, plan
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -244,3 +244,23 @@ def test_cached_assessments_still_see_the_cluster_fill_up(tmp_path: Path) -> Non
         plan(spec, full)
     assert info.value.reason == "InsufficientCapacity"
     assert plan(spec, free).gpu == "L4"
+
+
+def test_avoided_configurations_and_a_kv_floor_move_the_plan() -> None:
+    m = manifest({**QWEN, "workload": {"images": {"perRequest": 1}, "concurrency": 4}})
+    first = plan(m, default_inventory())
+    assert first.config and first.config.startswith(first.gpu)
+    second = plan(m, default_inventory(), limits=Limits(avoid=frozenset({first.config})))
+    assert second.config != first.config
+    assert second.cost_per_hour_usd >= first.cost_per_hour_usd
+    roomier = plan(
+        m, default_inventory(), limits=Limits(min_kv_cache_tokens=first.memory.kv_cache_tokens)
+    )
+    assert roomier.memory.kv_cache_tokens > first.memory.kv_cache_tokens
+
+
+def test_avoiding_everything_is_infeasible_with_the_reason() -> None:
+    m = manifest({"model": {"id": "Qwen/Qwen2.5-0.5B-Instruct"}})
+    with pytest.raises(PlanningError) as info:
+        plan(m, default_inventory(), limits=Limits(min_kv_cache_tokens=10**9))
+    assert "proved too few" in str(info.value)

@@ -160,6 +160,7 @@ def _plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
         alternatives=[a.model_dump(exclude_none=True) for a in p.alternatives],
         explanation=p.explanation,
         template_hash=template_hash,
+        config=p.config,
     )
     return status.model_dump(by_alias=True, exclude_none=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,9 +151,7 @@ def test_oom_asks_for_a_plan_with_more_memory_and_is_bounded() -> None:
 def test_sustained_preemptions_ask_for_kv_headroom() -> None:
     state = State()
     for t in (0, 30):
-        d, state = decide(
-            SCALING, NO_SLO, obs(t, [(0.5, 0)], preemptions_per_second=0.4), state
-        )
+        d, state = decide(SCALING, NO_SLO, obs(t, [(0.5, 0)], preemptions_per_second=0.4), state)
         assert d.action != Action.REPLAN
     d, state = decide(SCALING, NO_SLO, obs(60, [(0.5, 0)], preemptions_per_second=0.4), state)
     assert d.action == Action.REPLAN and d.headroom == "kv" and d.reason == "KVCachePressure"
@@ -209,18 +209,16 @@ def test_a_step_of_load_scales_up_within_one_window_then_down_without_flapping()
     assert peak >= 5  # 40 in flight need 40 / (0.7 × 10) → 6 replicas at most
     assert history[-1][1] == 1
     directions = []
-    for (_, a), (_, b) in zip(history, history[1:], strict=False):
+    for (_, a), (_, b) in pairwise(history):
         if b != a:
             directions.append(1 if b > a else -1)
-    reversals = sum(1 for x, y in zip(directions, directions[1:], strict=False) if x != y)
+    reversals = sum(1 for x, y in pairwise(directions) if x != y)
     assert reversals <= 2
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    loads=st.lists(
-        st.tuples(st.floats(0, 1), st.floats(0, 100)), min_size=0, max_size=10
-    ),
+    loads=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 100)), min_size=0, max_size=10),
     desired=st.integers(0, 12),
     lo=st.integers(0, 4),
     span=st.integers(0, 6),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -129,7 +129,56 @@ def _build_parser() -> argparse.ArgumentParser:
     rn.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
-    rn.add_argument("--verbose", action="store_true")
+    rn.add_argument(
+        "--peering",
+        metavar="NAME",
+        default=None,
+        help="kopf peering object NAME (ClusterKopfPeering; KopfPeering with -n): of the "
+        "processes sharing it only one reconciles (default: standalone, no peering)",
+    )
+    rn.add_argument(
+        "--peering-priority",
+        type=int,
+        default=None,
+        help="peering priority; the highest live one reconciles (default: from the start time, "
+        "so the longest-running process keeps the lead)",
+    )
+    rn.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info", help="operator log level (default info)"
+    )
+    rn.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="full", help="log lines: plain, full or json"
+    )
+    rn.add_argument("--verbose", action="store_true", help="same as --log-level debug")
+    rn.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve mmop's Prometheus metrics on this port at /metrics (default: off)",
+    )
+    rn.add_argument(
+        "--metrics-address", default="0.0.0.0", help="address for --metrics-port (default all)"
+    )
+    rn.add_argument(
+        "--vllm-image",
+        metavar="IMAGE",
+        default=None,
+        help="vLLM image for models whose spec names none (default: the pinned vLLM release); "
+        "use a mirror of the same release",
+    )
+    rn.add_argument(
+        "--gpu-catalog",
+        metavar="FILE",
+        default=None,
+        help="YAML `gpus:` list merged over the built-in GPU catalog (by name, alias or GFD "
+        "product; unknown names add a GPU)",
+    )
+    rn.add_argument(
+        "--prices",
+        metavar="FILE",
+        default=None,
+        help="YAML mapping of GPU name to $/GPU-hour, overriding the catalog's list prices",
+    )
 
     crd = sub.add_parser(
         "crd",
@@ -386,7 +435,136 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("plain", "full", "json")
+
+
+def load_catalog_overrides(
+    gpus_file: str | None, prices_file: str | None, base: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The built-in GPU catalog document (``base``, as gpus.yaml holds it) with the operator's
+    overrides: entries of ``gpus_file`` merged field by field into the catalog GPU their name
+    resolves to (a new GPU when it resolves to none: then the entry must be complete), and the
+    $/GPU-hour of ``prices_file`` (``{GPU name: price}``). Every entry is validated."""
+    import yaml
+
+    from mmop.catalog import GpuSpec
+
+    entries = [dict(e) for e in base["gpus"]]
+
+    def find(name: str) -> dict[str, Any] | None:
+        key = name.strip().lower()
+        for entry in entries:
+            names = [entry["name"], *entry.get("aliases", ()), *entry.get("gfd_products", ())]
+            if key in (str(n).lower() for n in names):
+                return entry
+        return None
+
+    def read(path: str, flag: str) -> Any:
+        try:
+            return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise UsageError(f"{flag}: {path}: {err.strerror}") from err
+        except yaml.YAMLError as err:
+            raise UsageError(f"{flag}: {path}: invalid YAML ({str(err).splitlines()[0]})") from err
+
+    if gpus_file is not None:
+        data = read(gpus_file, "--gpu-catalog")
+        gpus = data.get("gpus") if isinstance(data, dict) else None
+        if not isinstance(gpus, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("name"), str) for g in gpus
+        ):
+            raise UsageError("--gpu-catalog: expected `gpus:` with a list of entries with a name")
+        for override in gpus:
+            target = find(override["name"])
+            if target is None:
+                entries.append(dict(override))
+            else:
+                target.update({k: v for k, v in override.items() if k != "name"})
+    if prices_file is not None:
+        prices = read(prices_file, "--prices")
+        if not isinstance(prices, dict):
+            raise UsageError("--prices: expected a mapping of GPU name to $/GPU-hour")
+        for name, price in prices.items():
+            target = find(str(name))
+            if target is None:
+                raise UsageError(f"--prices: unknown GPU {name!r}")
+            if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
+                raise UsageError(f"--prices: {name}: expected a number >= 0, got {price!r}")
+            target["price_per_hour_usd"] = float(price)
+            target["price_source"] = f"operator price table ({prices_file})"
+    for entry in entries:
+        try:
+            GpuSpec.model_validate(entry)
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise UsageError(f"GPU {entry.get('name')!r}: {loc}: {first['msg']}") from err
+    return {**base, "gpus": entries}
+
+
+def use_catalog_overrides(gpus_file: str | None, prices_file: str | None) -> Path | None:
+    """Make the whole process plan with the overridden catalog: the merged document is written
+    to a private file that the catalog loader reads from then on."""
+    if gpus_file is None and prices_file is None:
+        return None
+    import tempfile
+
+    import yaml
+
+    from mmop import catalog
+
+    merged = load_catalog_overrides(
+        gpus_file, prices_file, yaml.safe_load(catalog.GPUS_FILE.read_text(encoding="utf-8"))
+    )
+    fd, name = tempfile.mkstemp(prefix="mmop-gpus-", suffix=".yaml")
+    with open(fd, "w", encoding="utf-8") as out:
+        yaml.safe_dump(merged, out, sort_keys=False)
+    catalog.GPUS_FILE = Path(name)
+    catalog.load_gpus.cache_clear()
+    catalog._index.cache_clear()
+    return Path(name)
+
+
+def use_default_vllm_image(image: str | None) -> None:
+    """Make ``image`` the default of ``spec.engine.image`` for this process (models that name
+    an image keep theirs). The CRD leaves the field without a default, so the operator's models
+    decide it at reconcile time."""
+    if image is None:
+        return
+    if not image.strip() or len(image) > 300 or any(c.isspace() for c in image):
+        raise UsageError(f"--vllm-image: not an image reference: {image!r}")
+    from mmop import api
+
+    api.Engine.model_fields["image"].default = image
+    for model in (api.Engine, api.MultimodalModelSpec, api.MultimodalModel):
+        model.model_rebuild(force=True)
+
+
+def _start_priority() -> int:
+    """Peering priority from the start time: earlier starts rank higher, so a restarted or newly
+    scheduled replica waits as standby instead of taking the lead from a running one."""
+    import time
+
+    return -int(time.time() * 1000)
+
+
+def _register_token_login(kopf: Any) -> None:
+    """Credentials that include bearer tokens (the in-cluster ServiceAccount token, a kubeconfig
+    `token`), ranked above the start-up login handler's: kubernetes-client >= 36 keeps the token
+    under api_key["BearerToken"], which that handler does not read, so on its own it would
+    connect anonymously wherever there is no client certificate."""
+    import dataclasses
+
+    @kopf.on.login(id="bearer-token-login")  # type: ignore[untyped-decorator]
+    def _login(**kwargs: Any) -> Any:
+        info = kopf.login_via_client(**kwargs)
+        return None if info is None else dataclasses.replace(info, priority=1)
+
+
 def run_operator(ns: argparse.Namespace) -> int:
+    import logging
+
     import kopf
 
     from mmop.controller import handlers
@@ -396,12 +574,43 @@ def run_operator(ns: argparse.Namespace) -> int:
         extra_pod_labels=_pairs(ns.pod_label, "--pod-label"),
         extra_pod_annotations=_pairs(ns.pod_annotation, "--pod-annotation"),
     )
-    kopf.configure(verbose=ns.verbose)
+    if ns.metrics_port is not None and not 0 < ns.metrics_port < 65536:
+        raise UsageError("--metrics-port: must be 1-65535")
+    use_catalog_overrides(ns.gpu_catalog, ns.prices)
+    use_default_vllm_image(ns.vllm_image)
+    level = "debug" if ns.verbose else ns.log_level
+    kopf.configure(
+        debug=level == "debug",
+        log_format={
+            "plain": kopf.LogFormat.PLAIN,
+            "full": kopf.LogFormat.FULL,
+            "json": kopf.LogFormat.JSON,
+        }[ns.log_format],
+        # "[namespace/name]" before messages about an object (JSON lines carry it as a field).
+        log_prefix=ns.log_format != "json",
+    )
+    logging.getLogger().setLevel(level.upper())
+    if ns.metrics_port is not None:
+        from mmop.controller import telemetry
+
+        telemetry.start(ns.metrics_port, ns.metrics_address)
+    _register_token_login(kopf)
+    settings = kopf.OperatorSettings()
+    if ns.namespace:
+        # Namespaced: no cluster-wide listing of Namespaces or CRDs (the Role does not grant
+        # it); the resources are found once, by API discovery, at start-up.
+        settings.scanning.disabled = True
+    priority = None
+    if ns.peering is not None:
+        priority = ns.peering_priority if ns.peering_priority is not None else _start_priority()
     kopf.run(
         clusterwide=not ns.namespace,
         namespaces=ns.namespace or [],
-        standalone=True,
+        standalone=ns.peering is None,
+        peering_name=ns.peering,
+        priority=priority,
         liveness_endpoint=ns.liveness,
+        settings=settings,
     )
     return 0
 

@@ -1,0 +1,35 @@
+"""vLLM metrics: parse ``/metrics`` text and start-up logs of the pinned vLLM into plain data.
+
+Pure (no I/O): scraping and PromQL live in the callers. ``parse_exposition`` turns one pod's
+exposition into a ``Scrape``; ``signals`` turns two scrapes of one or more pods into ``Signals``;
+``parse_startup_log`` reads the KV-cache size and maximum concurrency vLLM logs when it starts.
+"""
+
+from mmop.metrics.exposition import (
+    Histogram,
+    MetricsParseError,
+    Scrape,
+    family_names,
+    histogram_quantile,
+    merge_histograms,
+    parse_exposition,
+)
+from mmop.metrics.names import METRICS, MetricName
+from mmop.metrics.signals import Signals, signals
+from mmop.metrics.startup import StartupReport, parse_startup_log
+
+__all__ = [
+    "METRICS",
+    "Histogram",
+    "MetricName",
+    "MetricsParseError",
+    "Scrape",
+    "Signals",
+    "StartupReport",
+    "family_names",
+    "histogram_quantile",
+    "merge_histograms",
+    "parse_exposition",
+    "parse_startup_log",
+    "signals",
+]

@@ -1,0 +1,71 @@
+"""Scraping the engines: GET /metrics from each Ready pod, concurrently, with a deadline.
+
+A pod that does not answer in time, answers with an error status, or answers something that is
+not an exposition is reported in ``ScrapeResult.failures`` (pod → why) and left out of the
+scrapes; it never fails the others. The only I/O in the metrics package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from mmop.metrics.exposition import MetricsParseError, Scrape, parse_exposition
+
+MAX_BODY_BYTES = 4 * 1024 * 1024  # vLLM's exposition is tens of KiB; refuse anything absurd
+
+
+@dataclass(frozen=True)
+class Target:
+    pod: str
+    url: str
+
+
+@dataclass
+class ScrapeResult:
+    scrapes: list[Scrape] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+async def _one(
+    session: aiohttp.ClientSession, target: Target, gate: asyncio.Semaphore
+) -> Scrape | str:
+    async with gate:
+        try:
+            async with session.get(target.url) as response:
+                if response.status != 200:
+                    return f"HTTP {response.status}"
+                body = await response.content.read(MAX_BODY_BYTES + 1)
+        except TimeoutError:
+            return "timed out"
+        except aiohttp.ClientError as err:
+            return f"{type(err).__name__}: {err}"
+    if len(body) > MAX_BODY_BYTES:
+        return f"more than {MAX_BODY_BYTES} bytes"
+    try:
+        return parse_exposition(body.decode("utf-8", "replace"), target.pod, time.time())
+    except MetricsParseError as err:
+        return f"not a metrics exposition: {err}"
+
+
+async def scrape(
+    targets: Sequence[Target], timeout_seconds: float = 2.0, concurrency: int = 32
+) -> ScrapeResult:
+    """Scrape every target at most ``concurrency`` at a time, each within ``timeout_seconds``."""
+    result = ScrapeResult()
+    if not targets:
+        return result
+    gate = asyncio.Semaphore(concurrency)
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        outcomes = await asyncio.gather(*(_one(session, t, gate) for t in targets))
+    for target, outcome in zip(targets, outcomes, strict=True):
+        if isinstance(outcome, Scrape):
+            result.scrapes.append(outcome)
+        else:
+            result.failures[target.pod] = outcome
+    return result

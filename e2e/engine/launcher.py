@@ -194,6 +194,9 @@ class EngineServer:
     def command(self) -> list[str]:
         return [str(self.venv.python), "-m", SERVER_MODULE, *self.argv]
 
+    def environment(self) -> dict[str, str]:
+        return engine_env(self.run_dir, self.kv_cache_gib)
+
     def launch(self) -> None:
         """Start the process without waiting (see ``wait_healthy``)."""
         if not self.venv.installed():
@@ -209,7 +212,7 @@ class EngineServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.run_dir,
-                env=engine_env(self.run_dir, self.kv_cache_gib),
+                env=self.environment(),
                 start_new_session=True,
             )
         self._launched_at = time.monotonic()

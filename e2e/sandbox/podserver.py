@@ -15,6 +15,14 @@ loopback address from its node's podCIDR), the pod server
 Annotations (all optional): ``sandbox.mmop.dev/kv-cache-blocks`` (simulated KV blocks),
 ``sandbox.mmop.dev/time-to-first-token`` and ``sandbox.mmop.dev/inter-token-latency``
 (milliseconds), ``sandbox.mmop.dev/sim-args`` (extra simulator flags, space separated).
+
+With the label value ``vllm`` the pod gets the real engine instead: vLLM's CPU build from the
+engine venv (``python -m e2e.engine install``; see docs/engine.md), serving a tiny generated model
+with the pod's own argv, unchanged except for the flags a CPU cannot take (the list and reasons
+are in e2e/engine/launcher.py). Its annotations: ``sandbox.mmop.dev/engine-model`` (a tiny
+model family, ``qwen2-vl`` or ``llava``, or a model directory; default: ``llava`` when the pod's
+model id names LLaVA, else ``qwen2-vl``) and ``sandbox.mmop.dev/engine-args`` (vLLM flags
+appended to the argv, space separated; a later flag wins). It starts in 40-80 s on two cores.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 SERVE_LABEL = "sandbox.mmop.dev/serve"
+REAL_ENGINE = "vllm"  # the SERVE_LABEL value that asks for the real engine
 ANNOTATION_PREFIX = "sandbox.mmop.dev/"
 FORWARDED_FLAGS = ("--served-model-name", "--model", "--max-num-seqs", "--max-model-len")
 DEFAULT_MODEL = "mmop/sandbox-model"
@@ -110,6 +119,42 @@ def container_port(pod: dict[str, Any]) -> int:
     return int(ports[0]["containerPort"]) if ports else 8000
 
 
+def engine_command(
+    pod: dict[str, Any], port: int, run_dir: Path
+) -> tuple[list[str], dict[str, str], list[tuple[str, str]]]:
+    """(command, environment, dropped arguments with reasons) of the real engine for a pod."""
+    from e2e.engine.launcher import EngineServer, engine_argv
+    from e2e.engine.models import tiny_model
+
+    container = pod["spec"]["containers"][0]
+    argv = [*(container.get("command") or []), *(container.get("args") or [])]
+    notes = (pod.get("metadata") or {}).get("annotations") or {}
+    model = notes.get(ANNOTATION_PREFIX + "engine-model") or (
+        "llava" if "llava" in " ".join(argv).lower() else "qwen2-vl"
+    )
+    model_dir = Path(model) if "/" in model else tiny_model(model)
+    extra = shlex.split(notes.get(ANNOTATION_PREFIX + "engine-args") or "")
+    built = engine_argv([*argv, *extra], model_dir, port)
+    server = EngineServer(built.argv, run_dir, port)
+    return server.command(), server.environment(), built.dropped
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children first found, grandchildren after), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        for child in parents.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
 def free_port() -> int:
     """A free port below the ephemeral range (see cluster.LISTEN_PORTS; simulators use
     10000-19999), so outgoing connections cannot take it before the simulator binds it."""
@@ -133,6 +178,7 @@ class Served:
     port: int
     backend_port: int
     process: subprocess.Popen[bytes]
+    engine: str = "sim"
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     server: asyncio.base_events.Server | None = None
@@ -177,15 +223,30 @@ class PodServer:
         meta, status = pod["metadata"], pod["status"]
         port = container_port(pod)
         backend = free_port()
-        args = simulator_args(pod, backend)
+        engine = (meta.get("labels") or {}).get(SERVE_LABEL) or "sim"
         log_path = self.work_dir / f"{meta['namespace']}_{meta['name']}.log"
+        env: dict[str, str] | None = None
+        if engine == REAL_ENGINE:
+            run_dir = self.work_dir / f"{meta['namespace']}_{meta['name']}.vllm"
+            try:
+                command, env, dropped = engine_command(pod, backend, run_dir)
+            except RuntimeError as err:  # engine venv missing, tiny model failed
+                log.error("cannot serve %s/%s with vLLM: %s", meta["namespace"], meta["name"], err)
+                return
+            for arg, reason in dropped:
+                log.info("%s/%s: dropped %s (%s)", meta["namespace"], meta["name"], arg, reason)
+            args = command[1:]
+        else:
+            command = [self.simulator, *simulator_args(pod, backend)]
+            args = command[1:]
         with log_path.open("ab") as out:
             proc = subprocess.Popen(
-                [self.simulator, *args],
+                command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-            )  # same process group: stopping the pod server's group stops every simulator
+                env=env,
+            )  # same process group: stopping the pod server's group stops every server
         served = Served(
             uid=meta["uid"],
             namespace=meta["namespace"],
@@ -194,16 +255,18 @@ class PodServer:
             port=port,
             backend_port=backend,
             process=proc,
+            engine=engine,
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
         )
         self.served[served.uid] = served
         log.info(
-            "serving %s/%s at %s:%d (simulator on 127.0.0.1:%d, pid %d): %s",
+            "serving %s/%s at %s:%d (%s on 127.0.0.1:%d, pid %d): %s",
             served.namespace,
             served.name,
             served.pod_ip,
             port,
+            engine,
             backend,
             proc.pid,
             " ".join(args),
@@ -217,12 +280,16 @@ class PodServer:
         log.info("stopping %s/%s", served.namespace, served.name)
         if served.server is not None:
             asyncio.run_coroutine_threadsafe(_close(served.server), self.loop).result(timeout=10)
+        children = descendants(served.process.pid) if served.engine == REAL_ENGINE else []
         served.process.terminate()
         try:
-            served.process.wait(timeout=10)
+            served.process.wait(timeout=30 if children else 10)
         except subprocess.TimeoutExpired:
             served.process.kill()
             served.process.wait()
+        for pid in children:  # vLLM's engine core and workers, should any outlive the server
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     # -------------------------------------------------------------- forwarding
     async def _listen(self, served: Served) -> None:
@@ -249,7 +316,8 @@ class PodServer:
                 if not served.failed:
                     served.failed = True
                     log.warning(
-                        "simulator for %s/%s exited with code %s; see %s",
+                        "%s for %s/%s exited with code %s; see %s",
+                        served.engine,
                         served.namespace,
                         served.name,
                         served.process.returncode,

@@ -175,13 +175,16 @@ def qwen2_vl(out: Path, seed: int) -> None:
         chat_template=QWEN_CHAT_TEMPLATE,
     )
     size = {"shortest_edge": QWEN_MIN_PIXELS, "longest_edge": QWEN_MAX_PIXELS}
+    image_processor = Qwen2VLImageProcessor(size=size)
     processor = Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=size),
+        image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(size=size),
         chat_template=QWEN_CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
+    # Published checkpoints also carry preprocessor_config.json; mmop's catalog reads it.
+    image_processor.save_pretrained(out)
 
 
 def llava(out: Path, seed: int) -> None:
@@ -257,6 +260,7 @@ def llava(out: Path, seed: int) -> None:
         chat_template=LLAVA_CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
+    image_processor.save_pretrained(out)
 
 
 FAMILIES = {"qwen2-vl": qwen2_vl, "llava": llava}

@@ -1,0 +1,93 @@
+"""Every argv mmop renders for the examples is accepted by the pinned vLLM's own serve parser
+and pre-load checks; a renamed or dropped flag fails here first."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.engine.launcher import ADDED_FLAGS, CPU_INCOMPATIBLE_FLAGS, engine_argv
+from e2e.engine.scenario import PRESSURE_FLAGS, example_argv, example_files
+from e2e.engine.venv import EngineVenv
+
+CHECK = Path(__file__).resolve().parents[2] / "e2e" / "engine" / "scripts" / "check_args.py"
+# A value mmop could render for each flag the launcher drops on a CPU.
+DROPPED_SAMPLES = {
+    "--quantization": "fp8",
+    "--kv-cache-dtype": "fp8",
+    "--gpu-memory-utilization": "0.9",
+    "--tensor-parallel-size": "1",
+}
+
+
+def check(engine: EngineVenv, argvs: dict[str, list[str]]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [str(engine.python), str(CHECK)],
+        input=json.dumps(argvs),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+@pytest.fixture(scope="module")
+def verdicts(engine: EngineVenv) -> dict[str, Any]:
+    argvs = {name: example_argv(name) for name in example_files()}
+    # controls: the check must reject what vLLM does not know
+    argvs["control:unknown-flag"] = ["org/model", "--max-model-len=4096", "--no-such-flag=1"]
+    argvs["control:bad-json"] = ["org/model", '--limit-mm-per-prompt={"image":']
+    # the launcher's own flags: what it adds and what the pressure scenario appends
+    argvs["launcher"] = engine_argv(["org/model", *PRESSURE_FLAGS], "/models/x", 8000).argv
+    # the flags it drops must still be vLLM flags (else the list is stale)
+    argvs["dropped"] = ["org/model", *(f"{f}={v}" for f, v in DROPPED_SAMPLES.items())]
+    return check(engine, argvs)
+
+
+@pytest.mark.parametrize("example", example_files())
+def test_rendered_argv_is_accepted_by_vllm(verdicts: dict[str, Any], example: str) -> None:
+    verdict = verdicts[example]
+    assert verdict["ok"], f"vLLM rejects mmop's argv for {example}: {verdict['error']}"
+    assert verdict["model"] == example_argv(example)[0]  # the positional model is the model
+
+
+def test_the_check_rejects_unknown_flags_and_bad_values(verdicts: dict[str, Any]) -> None:
+    assert not verdicts["control:unknown-flag"]["ok"]
+    assert "--no-such-flag" in verdicts["control:unknown-flag"]["error"]
+    assert not verdicts["control:bad-json"]["ok"]
+    assert "--limit-mm-per-prompt" in verdicts["control:bad-json"]["error"]
+
+
+def test_the_launchers_flag_lists_are_vllm_flags(verdicts: dict[str, Any]) -> None:
+    assert set(DROPPED_SAMPLES) == set(CPU_INCOMPATIBLE_FLAGS)
+    assert verdicts["dropped"]["ok"], verdicts["dropped"]["error"]
+    assert verdicts["launcher"]["ok"], verdicts["launcher"]["error"]
+
+
+def test_the_launcher_keeps_mmops_argv_but_for_cpu_flags() -> None:
+    rendered = example_argv("qwen2.5-vl-7b.yaml")
+    built = engine_argv(["vllm", "serve", *rendered], "/models/tiny", 9000)
+    kept = [a for a in rendered[1:] if a.split("=")[0] not in CPU_INCOMPATIBLE_FLAGS]
+    kept = [a for a in kept if not a.startswith("--port")]
+    assert built.argv == [
+        "--model",
+        "/models/tiny",
+        *kept,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9000",
+        *ADDED_FLAGS,
+    ]
+    reasons = dict(built.dropped)
+    assert reasons[rendered[0]] == "the local tiny model's directory"
+    for arg in rendered:
+        flag = arg.split("=")[0]
+        if flag in CPU_INCOMPATIBLE_FLAGS:
+            assert reasons[arg] == CPU_INCOMPATIBLE_FLAGS[flag]

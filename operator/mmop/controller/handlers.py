@@ -38,7 +38,7 @@ from mmop.inventory import (
     node_record,
     pod_gpu_request,
 )
-from mmop.planner import Plan, PlanningError, plan
+from mmop.planner import Limits, Plan, PlanningError, plan
 from mmop.render import TEMPLATE_HASH, RenderOptions, render
 
 PLURAL = "multimodalmodels"
@@ -165,6 +165,16 @@ def _plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True)
 
 
+def limits_from_status(status: Mapping[str, Any]) -> Limits:
+    """What the autoscaler learnt (status.autoscaler) as planner limits."""
+    memory = status.get("autoscaler") or {}
+    floor = memory.get("minKvCacheTokens")
+    return Limits(
+        avoid=frozenset(str(a) for a in memory.get("avoid") or ()),
+        min_kv_cache_tokens=int(floor) if floor is not None else None,
+    )
+
+
 def _template_hash(deployment: Mapping[str, Any] | None) -> str | None:
     """The hash mmop stamped on a Deployment's pod template (None: not ours, or none)."""
     if not deployment:
@@ -224,6 +234,9 @@ def reconcile_model(
     nodes: Any = None,
     pods: Any = None,
     deployments: Any = None,
+    *,
+    limits: Limits | None = None,
+    force: bool = False,
 ) -> str:
     """Plan, render, apply and report for one MultimodalModel; returns what it did."""
     meta, spec = body["metadata"], body.get("spec") or {}
@@ -261,7 +274,12 @@ def reconcile_model(
         existing = kube.deployment(namespace, name)
     in_force = (status.get("plan") or {}).get("templateHash")
     existing_hash = _template_hash(existing)
-    if status.get("observedGeneration") == generation and in_force and existing_hash == in_force:
+    if (
+        not force
+        and status.get("observedGeneration") == generation
+        and in_force
+        and existing_hash == in_force
+    ):
         # Already handled and in place: a resume or a repeat does not re-plan a running model
         # (that would move it whenever the cluster changed); spec edits and the autoscaler do.
         return "unchanged"
@@ -271,7 +289,7 @@ def reconcile_model(
     else:
         inventory = kube.inventory(exclude_model=(namespace, name))
     try:
-        p = plan(manifest, inventory)
+        p = plan(manifest, inventory, limits=limits or limits_from_status(status))
     except PlanningError as err:
         was = next((c for c in conditions if c.get("type") == "Planned"), {})
         _write_status(
@@ -449,6 +467,7 @@ def mmop_deployments(body: kopf.Body, namespace: str | None, name: str, **_: Any
     """The Deployments mmop manages: what a reconcile compares with (no read per reconcile)."""
     template = (body.get("spec") or {}).get("template") or {}
     slim = {
+        "status": {"readyReplicas": (body.get("status") or {}).get("readyReplicas") or 0},
         "spec": {
             "replicas": (body.get("spec") or {}).get("replicas"),
             "template": {"metadata": {"annotations": dict(
@@ -477,6 +496,7 @@ def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, *
         return
     if type == "DELETED":
         STATE.last_ready.pop((namespace, name), None)  # keep the cache bounded by live models
+        mmop.controller.autoscaling.forget(namespace, name)
         return
     st = body.get("status") or {}
     desired = int((body.get("spec") or {}).get("replicas") or 0)
@@ -536,3 +556,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.execution.max_workers = HANDLER_THREADS
     _kube()
+
+
+# The autoscaler's handlers register when this module is imported (it needs the names above).
+import mmop.controller.autoscaling  # noqa: E402

@@ -110,6 +110,17 @@ class Kube:
             )
         self.writes += 1
 
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        """Set a Deployment's replicas through its scale subresource (the autoscaler's write)."""
+        self.apps.patch_namespaced_deployment_scale(
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+            field_manager=f"{FIELD_MANAGER}-autoscaler",
+            _preload_content=False,
+        )
+        self.writes += 1
+
     def _resource(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
         if key not in self._resources:

@@ -1,0 +1,377 @@
+"""kopf glue for the autoscaler: scrape the engines, ask the pure policy, act, and record.
+
+Every ``MMOP_AUTOSCALE_INTERVAL_SECONDS`` (default 10; 0 turns the autoscaler off) each placed
+MultimodalModel gets a tick: its Ready pods' ``/metrics`` are scraped concurrently (podIP and the
+``http`` container port), turned into per-replica loads and window signals
+(``spec.scaling.behavior.windowSeconds``), OOM kills are read from the pods' container states,
+and ``mmop.autoscaler.decide`` returns a decision. mmop then sets the Deployment's replicas (mode
+Auto), re-plans with what the engines proved (status.autoscaler.avoid / minKvCacheTokens), or
+holds. Non-hold decisions become Events and entries of status.decisions (the last 10); of the
+holds, only a reached re-plan limit and the recommendation in External mode are recorded, once.
+status.autoscaler keeps what a restart must not forget (last change, reversals, re-plans,
+avoided configurations, the newest OOM handled); the short stabilisation history lives in
+memory and starts again after a restart, which only delays a scale-down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import logging
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from mmop import autoscaler
+from mmop.api import API_GROUP, API_VERSION, Decision, Scaling, Slo
+from mmop.controller import handlers
+from mmop.controller.kube import MODEL_LABEL
+from mmop.metrics import Scrape, Signals, signals
+from mmop.metrics.scrape import Target, scrape
+from mmop.planner import OPENAI_PORT, Limits
+from mmop.render import CONTAINER_NAME, PORT_NAME
+
+INTERVAL_SECONDS = float(os.environ.get("MMOP_AUTOSCALE_INTERVAL_SECONDS", "10"))
+SCRAPE_TIMEOUT_SECONDS = 2.0
+DECISIONS_KEPT = 10
+NOTABLE_HOLDS = ("ReplanLimitReached", "ExternalScaling")
+# How a CUDA OOM reads in a termination message (vLLM's own, torch's, the CUDA runtime's).
+OOM_MESSAGE = re.compile(r"CUDA out of memory|OutOfMemoryError|out of memory", re.IGNORECASE)
+
+log = logging.getLogger("mmop.autoscaler")
+
+
+@dataclass
+class ModelMemory:
+    """What the autoscaler keeps in memory per model between ticks."""
+
+    state: autoscaler.State
+    scrapes: deque[tuple[float, list[Scrape]]] = field(default_factory=lambda: deque(maxlen=64))
+    last_oom: str = ""
+    signals: Signals | None = None
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+MEMORY: dict[tuple[str, str], ModelMemory] = {}
+
+
+# ----------------------------------------------------------------------------- time
+
+
+def _rfc3339(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------------------- pods
+
+
+@kopf.index("", "v1", "pods", labels={"app.kubernetes.io/managed-by": "mmop"})
+def model_pods(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    """Pods of each model: address, readiness and the newest OOM kill of its engine."""
+    meta = body.get("metadata") or {}
+    model = (meta.get("labels") or {}).get(MODEL_LABEL)
+    if not model:
+        return None
+    status = body.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    port = OPENAI_PORT
+    for container in (body.get("spec") or {}).get("containers") or []:
+        if container.get("name") == CONTAINER_NAME:
+            for p in container.get("ports") or []:
+                if p.get("name") == PORT_NAME:
+                    port = int(p.get("containerPort") or OPENAI_PORT)
+    return {
+        (namespace, model): {
+            "name": name,
+            "ip": status.get("podIP"),
+            "port": port,
+            "ready": ready,
+            "deleting": bool(meta.get("deletionTimestamp")),
+            "oom": _newest_oom(status),
+        }
+    }
+
+
+def _newest_oom(status: Mapping[str, Any]) -> str | None:
+    """finishedAt of the newest termination for memory of any container (None: none)."""
+    found: list[str] = []
+    for cs in status.get("containerStatuses") or []:
+        for state in (cs.get("lastState") or {}, cs.get("state") or {}):
+            term = state.get("terminated") or {}
+            if not term:
+                continue
+            if term.get("reason") == "OOMKilled" or OOM_MESSAGE.search(term.get("message") or ""):
+                found.append(str(term.get("finishedAt") or term.get("startedAt") or "unknown"))
+    return max(found) if found else None
+
+
+# ----------------------------------------------------------------------------- the tick
+
+
+def _placed(status: Mapping[str, Any], **_: Any) -> bool:
+    if INTERVAL_SECONDS <= 0:
+        return False
+    conditions = (status or {}).get("conditions") or []
+    planned = next((c for c in conditions if c.get("type") == "Planned"), None)
+    return planned is not None and planned.get("status") == "True"
+
+
+@kopf.timer(
+    API_GROUP,
+    API_VERSION,
+    handlers.PLURAL,
+    interval=max(1.0, INTERVAL_SECONDS),
+    initial_delay=max(1.0, INTERVAL_SECONDS),
+    when=_placed,
+)
+async def autoscale(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
+    await tick(
+        body,
+        logger,
+        deployments=kwargs["mmop_deployments"],
+        pods=kwargs["model_pods"],
+        nodes_index=kwargs["gpu_nodes"],
+        pods_index=kwargs["gpu_pods"],
+    )
+
+
+def _restore(status: Mapping[str, Any]) -> ModelMemory:
+    saved = status.get("autoscaler") or {}
+
+    def times(key: str) -> tuple[float, ...]:
+        out = [_seconds(t) for t in saved.get(key) or ()]
+        return tuple(t for t in out if t is not None)
+
+    state = autoscaler.State(
+        last_change_seconds=_seconds(saved.get("lastChangeTime")),
+        last_direction=int(saved.get("lastDirection") or 0),
+        reversals=times("reversals"),
+        replans=times("replans"),
+    )
+    return ModelMemory(state=state, last_oom=str(saved.get("lastOomTime") or ""))
+
+
+def _window_start(memory: ModelMemory, now: float, window: float) -> list[Scrape]:
+    """The scrapes that open the window: the newest at least ``window`` old, else the oldest."""
+    chosen: list[Scrape] = []
+    for t, scrapes in memory.scrapes:
+        if now - t >= window or not chosen:
+            chosen = scrapes
+    return chosen
+
+
+async def tick(
+    body: Mapping[str, Any],
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    *,
+    deployments: Mapping[Any, Any],
+    pods: Mapping[Any, Any],
+    nodes_index: Any = None,
+    pods_index: Any = None,
+    now: float | None = None,
+) -> autoscaler.Decision | None:
+    """One autoscaler tick for one model; returns the decision (None: nothing to decide on)."""
+    # kopf's body is live (later events update it): work from a copy of this moment's.
+    meta, spec = copy.deepcopy(dict(body["metadata"])), copy.deepcopy(dict(body.get("spec") or {}))
+    status = copy.deepcopy(dict(body.get("status") or {}))
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    key = (namespace, name)
+    deployment = handlers._deployment_from_index(deployments, namespace, name)
+    if deployment is None:
+        return None
+    scaling = Scaling.model_validate(spec.get("scaling") or {})
+    slo = Slo.model_validate(((spec.get("workload") or {}).get("slo")) or {})
+    memory = MEMORY.get(key)
+    if memory is None:
+        memory = MEMORY[key] = _restore(status)
+
+    store = pods.get(key)
+    members = [dict(p) for p in (list(store) if store is not None else [])]
+    targets = [
+        Target(p["name"], f"http://{p['ip']}:{p['port']}/metrics")
+        for p in members
+        if p.get("ready") and p.get("ip") and not p.get("deleting")
+    ]
+    result = await scrape(targets, timeout_seconds=SCRAPE_TIMEOUT_SECONDS)
+    now = time.time() if now is None else now
+    window = float(scaling.behavior.window_seconds)
+    before = _window_start(memory, now, window)
+    memory.scrapes.append((now, result.scrapes))
+    try:
+        sig = signals(before, result.scrapes)
+    except ValueError:
+        sig = signals([], result.scrapes)
+    memory.signals, memory.failures = sig, dict(result.failures)
+    if result.failures:
+        logger.debug(f"scrapes failed: {result.failures}")
+
+    ooms = sorted(p["name"] for p in members if p.get("oom") and str(p["oom"]) > memory.last_oom)
+    newest_oom = max([memory.last_oom, *(str(p["oom"]) for p in members if p.get("oom"))])
+    loads = autoscaler.loads_from(
+        [
+            (
+                s.pod,
+                s.gauges.get("kv_cache_usage"),
+                s.gauges.get("requests_waiting"),
+                s.gauges.get("requests_running"),
+            )
+            for s in result.scrapes
+        ]
+    )
+    plan_status = status.get("plan") or {}
+    planned = (plan_status.get("performance") or {}).get("concurrency_per_replica")
+    obs = autoscaler.Observation(
+        now_seconds=now,
+        desired_replicas=int((deployment.get("spec") or {}).get("replicas") or 0),
+        ready_replicas=int((deployment.get("status") or {}).get("readyReplicas") or 0),
+        loads=loads,
+        ttft_p95_seconds=sig.ttft_p95_seconds,
+        preemptions_per_second=sig.preemptions_per_second,
+        oom_killed=tuple(ooms),
+        planned_concurrency=int(planned) if planned else None,
+    )
+    decision, memory.state = autoscaler.decide(scaling, slo, obs, memory.state)
+    memory.last_oom = newest_oom
+    learned = _learned(status, decision) if decision.action == autoscaler.Action.REPLAN else None
+    snapshot = {"metadata": meta, "spec": spec, "status": status}
+    await _act(snapshot, logger, decision, learned, nodes_index, pods_index, deployments)
+    await asyncio.to_thread(_record, body, status, decision, learned, memory, now)
+    return decision
+
+
+async def _act(
+    body: Mapping[str, Any],
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    decision: autoscaler.Decision,
+    learned: Limits | None,
+    nodes_index: Any,
+    pods_index: Any,
+    deployments: Any,
+) -> None:
+    meta = body["metadata"]
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    kube = handlers._kube()
+    if decision.action in (autoscaler.Action.SCALE_UP, autoscaler.Action.SCALE_DOWN):
+        await asyncio.to_thread(kube.scale_deployment, namespace, name, decision.replicas)
+        logger.info(f"{decision.action} to {decision.replicas}: {decision.message}")
+    elif decision.action == autoscaler.Action.REPLAN:
+        limits = learned
+        logger.info(f"re-planning ({decision.reason}): {decision.message}")
+        await asyncio.to_thread(
+            handlers.reconcile_model,
+            body,
+            None,  # type: ignore[arg-type]
+            logger,
+            nodes_index,
+            pods_index,
+            deployments,
+            limits=limits,
+            force=True,
+        )
+
+
+def _learned(status: Mapping[str, Any], decision: autoscaler.Decision) -> Limits:
+    """Planner limits after a re-plan decision: the current configuration is avoided when it
+    ran out of memory; the KV cache must grow when it was too small."""
+    limits = handlers.limits_from_status(status)
+    plan = status.get("plan") or {}
+    config = str(plan.get("config") or "")
+    if decision.headroom == "memory" and config:
+        return Limits(avoid=limits.avoid | {config}, min_kv_cache_tokens=limits.min_kv_cache_tokens)
+    if decision.headroom == "kv":
+        tokens = (plan.get("memory") or {}).get("kv_cache_tokens")
+        if tokens is not None:
+            floor = max(int(tokens), limits.min_kv_cache_tokens or 0)
+            return Limits(avoid=limits.avoid, min_kv_cache_tokens=floor)
+    return limits
+
+
+def _record(
+    body: Mapping[str, Any],
+    status: Mapping[str, Any],
+    decision: autoscaler.Decision,
+    learned: Limits | None,
+    memory: ModelMemory,
+    now: float,
+) -> None:
+    """status.decisions, status.autoscaler, an Event and conditions, only when they change.
+    ``status`` is the status the tick decided on; ``body`` only addresses the Event."""
+    meta = body["metadata"]
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    decisions = list(status.get("decisions") or [])
+    last = decisions[-1] if decisions else {}
+    hold = decision.action == autoscaler.Action.HOLD
+    fields: dict[str, Any] = {}
+    conditions: list[dict[str, Any]] = []
+    # Holds are the steady state: only the ones a user must see are recorded, once each.
+    notable = decision.reason in NOTABLE_HOLDS and (
+        last.get("reason") != decision.reason or last.get("message") != decision.message[:1000]
+    )
+    if not hold or notable:
+        entry = Decision(
+            time=_rfc3339(now),
+            action=str(decision.action),
+            replicas=decision.replicas,
+            reason=decision.reason,
+            message=decision.message[:1000],
+        ).model_dump(by_alias=True, exclude_none=True)
+        fields["decisions"] = [*decisions, entry][-DECISIONS_KEPT:]
+    saved = dict(status.get("autoscaler") or {})
+    state = memory.state
+    update: dict[str, Any] = {
+        "lastChangeTime": (
+            _rfc3339(state.last_change_seconds) if state.last_change_seconds else None
+        ),
+        "lastDirection": state.last_direction,
+        "reversals": [_rfc3339(t) for t in state.reversals],
+        "replans": [_rfc3339(t) for t in state.replans],
+        "lastOomTime": memory.last_oom or None,
+    }
+    if learned is not None:
+        update["avoid"] = sorted(learned.avoid)
+        update["minKvCacheTokens"] = learned.min_kv_cache_tokens
+
+    def meaningful(fields: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in fields.items() if v not in (None, [], "", 0)}
+
+    merged = meaningful({**saved, **update})
+    if merged != meaningful(saved):
+        fields["autoscaler"] = merged
+    if decision.reason == "ReplanLimitReached":
+        conditions.append(handlers._cond("Degraded", "True", decision.reason, decision.message))
+    elif decision.action == autoscaler.Action.REPLAN:
+        conditions.append(handlers._cond("Degraded", "False", "Replanned", decision.message))
+    if not fields and not conditions:
+        return
+    wrote = handlers._write_status(handlers._kube(), namespace, name, fields, conditions)
+    if wrote and not hold:
+        kopf.info(body, reason=decision.reason, message=f"{decision.action}: {decision.message}")  # type: ignore[arg-type]
+    elif wrote and decision.reason == "ReplanLimitReached":
+        kopf.warn(body, reason=decision.reason, message=decision.message)  # type: ignore[arg-type]
+
+
+def forget(namespace: str, name: str) -> None:
+    MEMORY.pop((namespace, name), None)
+
+
+def recent_signals() -> Sequence[tuple[tuple[str, str], Signals | None]]:
+    return [(k, m.signals) for k, m in MEMORY.items()]

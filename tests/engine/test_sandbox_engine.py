@@ -1,0 +1,136 @@
+"""The sandbox serves chosen pods with the real engine: mmop plans and renders an example, the
+Deployment's pod (labelled sandbox.mmop.dev/serve=vllm) runs vLLM's CPU build with the rendered
+argv on a tiny model of the same family, turns Ready, and answers image chats and /metrics at
+its pod address. One engine at a time: Qwen2-VL first, then LLaVA."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e.engine.images import png_data_url
+from e2e.engine.load import chat
+from e2e.engine.scenario import EXAMPLES
+from e2e.sandbox import Sandbox, SandboxState
+from e2e.sandbox.podserver import REAL_ENGINE, SERVE_LABEL
+from e2e.waiting import wait_for
+
+from mmop.api import MultimodalModel
+from mmop.inventory import default_inventory
+from mmop.metrics import parse_exposition, parse_startup_log
+from mmop.planner import OPENAI_PORT, plan
+from mmop.render import RenderOptions, render
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[SandboxState]:
+    box = Sandbox(f"engine-{os.getpid()}", prometheus=False)
+    state = box.up(timeout=180)
+    try:
+        yield state
+    finally:
+        box.down(quiet=True)
+
+
+@pytest.fixture(scope="module")
+def api(sandbox: SandboxState) -> Any:
+    from kubernetes import config
+
+    return config.new_client_from_config(sandbox.kubeconfig)
+
+
+@pytest.fixture
+def namespace(api: Any) -> Iterator[str]:
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    name = f"e-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_for(
+        lambda: any(
+            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
+        ),
+        f"the default ServiceAccount in {name}",
+    )
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+def served_example(example: str, namespace: str) -> tuple[MultimodalModel, dict[str, Any]]:
+    manifest = MultimodalModel.model_validate(yaml.safe_load((EXAMPLES / example).read_text()))
+    planned = plan(manifest, default_inventory())
+    options = RenderOptions(extra_pod_labels={SERVE_LABEL: REAL_ENGINE})
+    rendered = render(
+        manifest.metadata.name, namespace, None, manifest.spec, planned, options, replicas=1
+    )
+    return manifest, rendered.deployment
+
+
+def planned_max_model_len(deployment: dict[str, Any]) -> int:
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return int(next(a for a in args if a.startswith("--max-model-len=")).split("=")[1])
+
+
+def health(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.mark.parametrize(
+    ("example", "image"),
+    [("qwen2.5-vl-7b.yaml", (640, 480)), ("llava-next-mistral-7b.yaml", (800, 600))],
+)
+def test_rendered_pod_is_served_by_vllm(
+    api: Any, namespace: str, sandbox: SandboxState, example: str, image: tuple[int, int]
+) -> None:
+    from kubernetes import client
+
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    manifest, deployment = served_example(example, namespace)
+    name = deployment["metadata"]["name"]
+    from kubernetes.dynamic import DynamicClient
+
+    deployments = DynamicClient(api).resources.get(api_version="apps/v1", kind="Deployment")
+    deployments.create(body=deployment, namespace=namespace)  # as rendered: plain dicts
+    wait_for(
+        lambda: apps.read_namespaced_deployment(name, namespace).status.ready_replicas == 1,
+        f"{example}: the real engine to make its pod Ready",
+        timeout=300,
+        interval=1.0,
+    )
+    pod = core.list_namespaced_pod(namespace).items[0]
+    url = f"http://{pod.status.pod_ip}:{OPENAI_PORT}"
+    served_name = manifest.metadata.name
+    width, height = image
+    answer = chat(url, served_name, [png_data_url(width, height, seed=1)], max_tokens=8)
+    assert answer.status == 200, answer.error
+    assert answer.completion_tokens == 8 and answer.prompt_tokens > 50
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        scrape = parse_exposition(resp.read().decode(), pod.metadata.name, 0.0)
+    assert scrape.counters["request_success"] == 1
+    assert scrape.counters["mm_cache_queries"] == 1
+    assert scrape.gauges["kv_cache_usage"] == 0.0
+
+    # the pod server keeps the engine's log per pod: mmop reads the start-up report from it
+    log = Path(sandbox.root) / "pods" / f"{namespace}_{pod.metadata.name}.log"
+    report = parse_startup_log(log.read_text(errors="replace"))
+    assert report.kv_cache_device == "CPU"
+    assert report.kv_cache_tokens is not None and report.kv_cache_tokens > 0
+    assert report.max_model_len_tokens == planned_max_model_len(deployment)
+
+    apps.delete_namespaced_deployment(name, namespace)
+    wait_for(lambda: not core.list_namespaced_pod(namespace).items, "the pod to be deleted", 60)
+    wait_for(lambda: not health(url), "the engine to stop with its pod", timeout=60)

@@ -225,6 +225,7 @@ def llava(out: Path, seed: int) -> None:
             "projection_dim": 32,
         },
         image_token_id=special["<image>"],
+        image_seq_length=(image_size // patch_size) ** 2,
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
         tie_word_embeddings=False,

@@ -214,6 +214,19 @@ def test_saturation_scales_up_new_replicas_take_traffic_then_scale_down(
         )  # fmt: skip
         # The new replicas take traffic.
         wait_for(lambda: len(load.by_pod) >= 2, "answers from more than one replica", 60)
+        # mmop's own metrics: what the plan predicted against what the engines hold (the
+        # stand-in reports 1024 blocks of 16 tokens), and the decision counted.
+        from mmop.controller import telemetry
+
+        labels = {"namespace": namespace, "model": name}
+        sample = telemetry.REGISTRY.get_sample_value
+        assert sample("mmop_model_kv_cache_tokens", {**labels, "source": "observed"}) == 16384
+        assert sample("mmop_model_kv_cache_tokens", {**labels, "source": "predicted"})
+        ups_counted = sum(
+            sample("mmop_decisions_total", {**labels, "decision": "ScaleUp", "reason": r}) or 0
+            for r in ("Saturated", "LowSpareCapacity")
+        )
+        assert ups_counted >= 1
     assert load.ok > 0
     in_flight_failures = list(load.failed)
     # After the load: back to minReplicas, one step at a time, without flapping.

@@ -70,3 +70,13 @@ def test_good_engines_are_parsed_and_bad_ones_reported(engine: str) -> None:
 def test_nothing_to_scrape() -> None:
     result = asyncio.run(scrape([]))
     assert result.scrapes == [] and result.failures == {}
+
+
+def test_kv_cache_tokens_from_cache_config_info() -> None:
+    from mmop.metrics.scrape import kv_cache_tokens
+
+    sim = GOLDEN.read_text()
+    assert kv_cache_tokens(sim) == 1024 * 16
+    real = (Path(__file__).parent / "golden" / "vllm-0.32.0" / "metrics-idle.txt").read_text()
+    assert kv_cache_tokens(real) == 4096
+    assert kv_cache_tokens("# nothing here\n") is None

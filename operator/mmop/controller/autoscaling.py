@@ -31,7 +31,7 @@ import kopf
 
 from mmop import autoscaler
 from mmop.api import API_GROUP, API_VERSION, Decision, Scaling, Slo
-from mmop.controller import handlers
+from mmop.controller import handlers, telemetry
 from mmop.controller.kube import MODEL_LABEL
 from mmop.metrics import Scrape, Signals, signals
 from mmop.metrics.scrape import Target, scrape
@@ -251,6 +251,18 @@ async def tick(
     )
     decision, memory.state = autoscaler.decide(scaling, slo, obs, memory.state)
     memory.last_oom = newest_oom
+    observed = [
+        s.gauges["kv_cache_tokens"] for s in result.scrapes if "kv_cache_tokens" in s.gauges
+    ]
+    predicted = (plan_status.get("memory") or {}).get("kv_cache_tokens")
+    telemetry.set_kv_tokens(
+        namespace,
+        name,
+        int(predicted) if predicted is not None else None,
+        sum(observed) / len(observed) if observed else None,
+    )
+    if decision.action != autoscaler.Action.HOLD or decision.reason in NOTABLE_HOLDS:
+        telemetry.record_decision(namespace, name, str(decision.action), decision.reason)
     learned = _learned(status, decision) if decision.action == autoscaler.Action.REPLAN else None
     snapshot = {"metadata": meta, "spec": spec, "status": status}
     await _act(snapshot, logger, decision, learned, nodes_index, pods_index, deployments)

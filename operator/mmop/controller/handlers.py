@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from mmop.api import (
     PlanStatus,
     ScalingMode,
 )
+from mmop.controller import telemetry
 from mmop.controller.kube import MODEL_LABEL, Kube
 from mmop.inventory import (
     GPU_RESOURCE,
@@ -304,6 +306,7 @@ def reconcile_model(
         )
         if was.get("reason") != err.reason or was.get("message") != str(err):
             kopf.warn(body, reason=err.reason, message=str(err))  # type: ignore[arg-type]
+            telemetry.record_decision(namespace, name, "NotPlaced", err.reason)
         logger.info(f"not placed: {err.reason}: {err}")
         return "unplaced"
 
@@ -317,9 +320,11 @@ def reconcile_model(
         for obj in rendered.objects():
             kube.apply(obj)
         action = "created" if existing is None else "updated"
+        decision = "Applied" if existing is None else "Replanned"
+        telemetry.record_decision(namespace, name, decision, "PlanFound")
         kopf.info(
             body,  # type: ignore[arg-type]
-            reason="Applied" if existing is None else "Replanned",
+            reason=decision,
             message=f"{p.explanation} Deployment {name}: {replicas} replica(s), template "
             f"{rendered.template_hash}.",
         )
@@ -335,6 +340,11 @@ def reconcile_model(
         updates.append(_cond("Ready", "False", "ReplicasNotReady", f"0/{replicas} ready"))
         fields.update(replicas=0, readyReplicas=0)
     _write_status(kube, namespace, name, fields, updates, current=body)
+    telemetry.set_plan(
+        namespace, name, p.gpu, p.tensor_parallel_size, p.quantization, p.kv_cache_dtype,
+        p.cost_per_hour_usd,
+    )  # fmt: skip
+    telemetry.set_replicas(namespace, name, replicas)
     return action
 
 
@@ -343,9 +353,15 @@ def reconcile_model(
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL, field="spec")
 def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
     # kopf passes the Node and Pod indexes by the indexing functions' names.
-    action = reconcile_model(
-        body, patch, logger, kwargs["gpu_nodes"], kwargs["gpu_pods"], kwargs["mmop_deployments"]
-    )
+    started = time.monotonic()
+    try:
+        action = reconcile_model(
+            body, patch, logger, kwargs["gpu_nodes"], kwargs["gpu_pods"], kwargs["mmop_deployments"]
+        )
+    except Exception as err:
+        telemetry.record_error(err)
+        raise
+    telemetry.record_reconcile(action, time.monotonic() - started)
     logger.debug(f"reconcile: {action}")
 
 
@@ -497,6 +513,7 @@ def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, *
     if type == "DELETED":
         STATE.last_ready.pop((namespace, name), None)  # keep the cache bounded by live models
         mmop.controller.autoscaling.forget(namespace, name)
+        telemetry.forget_model(namespace, name)
         return
     st = body.get("status") or {}
     desired = int((body.get("spec") or {}).get("replicas") or 0)
@@ -510,6 +527,7 @@ def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, *
     else:
         cond = _cond("Ready", "False", "ReplicasNotReady", f"{ready}/{desired} ready")
     STATE.last_ready[key] = (current, ready)
+    telemetry.set_replicas(namespace, name, desired, current, ready)
     wrote = _write_status(
         _kube(), namespace, name, {"replicas": current, "readyReplicas": ready}, [cond]
     )

@@ -80,6 +80,14 @@ COST = Gauge(
     registry=REGISTRY,
 )
 
+KV_TOKENS = Gauge(
+    "mmop_model_kv_cache_tokens",
+    "KV-cache tokens per replica: predicted by the plan, observed from the engines (mean over "
+    "Ready pods, from vllm:cache_config_info)",
+    ["namespace", "model", "source"],
+    registry=REGISTRY,
+)
+
 REPLICA_STATES = ("desired", "current", "ready")
 
 _plans: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -149,12 +157,24 @@ def set_plan(
     COST.labels(namespace, model).set(cost_per_hour_usd)
 
 
+def set_kv_tokens(
+    namespace: str, model: str, predicted: int | None, observed: float | None
+) -> None:
+    """KV-cache tokens per replica the plan predicted and the engines report."""
+    for source, value in (("predicted", predicted), ("observed", observed)):
+        if value is not None:
+            KV_TOKENS.labels(namespace, model, source).set(value)
+
+
 def forget_model(namespace: str, model: str) -> None:
     """Drop every series of a deleted model."""
     key = (namespace, model)
     for state in REPLICA_STATES:
         with contextlib.suppress(KeyError):
             REPLICAS.remove(namespace, model, state)
+    for source in ("predicted", "observed"):
+        with contextlib.suppress(KeyError):
+            KV_TOKENS.remove(namespace, model, source)
     previous = _plans.pop(key, None)
     if previous is not None:
         PLAN_INFO.remove(*previous)

@@ -8,6 +8,7 @@ scrapes; it never fails the others. The only I/O in the metrics package.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,10 +47,38 @@ async def _one(
             return f"{type(err).__name__}: {err}"
     if len(body) > MAX_BODY_BYTES:
         return f"more than {MAX_BODY_BYTES} bytes"
+    text = body.decode("utf-8", "replace")
     try:
-        return parse_exposition(body.decode("utf-8", "replace"), target.pod, time.time())
+        scraped = parse_exposition(text, target.pod, time.time())
     except MetricsParseError as err:
         return f"not a metrics exposition: {err}"
+    tokens = kv_cache_tokens(text)
+    if tokens is not None:
+        scraped.gauges["kv_cache_tokens"] = tokens
+    return scraped
+
+
+_CACHE_INFO = re.compile(r"^vllm:cache_config_info\{(?P<labels>.*)\}\s", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def kv_cache_tokens(text: str) -> float | None:
+    """The KV cache a pod's engines hold, in tokens, from ``vllm:cache_config_info``: its
+    ``kv_cache_size_tokens`` label (recent vLLM), else ``num_gpu_blocks`` × ``block_size``;
+    summed over engines (data parallel). None when the pod does not say. (A line scan, not a
+    second parse of the whole exposition.)"""
+    total, found = 0.0, False
+    for match in _CACHE_INFO.finditer(text):
+        labels = dict(_LABEL.findall(match["labels"]))
+        try:
+            if labels.get("kv_cache_size_tokens", "None") != "None":
+                total += float(labels["kv_cache_size_tokens"])
+            else:
+                total += float(labels["num_gpu_blocks"]) * float(labels["block_size"])
+        except (KeyError, ValueError):
+            continue
+        found = True
+    return total if found else None
 
 
 async def scrape(

@@ -441,6 +441,38 @@ def inventory_from_records(
     )
 
 
+def place_pending(
+    nodes: Iterable[NodeGpus | UnrecognisedNode],
+    requested: Mapping[str, int],
+    pending: Iterable[tuple[str, int]],
+) -> dict[str, int]:
+    """GPUs requested per node once pods that exist but are not bound yet are placed.
+
+    ``pending`` holds (GPU product label, GPUs per pod), one entry per pod a Deployment wants
+    and the scheduler has not placed yet. Each goes where the scheduler's default scoring
+    (least allocated) would put it: the schedulable node of that product with the most free
+    GPUs that fit it; a pod that fits nowhere takes nothing. Without this, models planned in
+    quick succession would all count the same free GPUs.
+    """
+    out = dict(requested)
+    by_product: dict[str, list[NodeGpus]] = {}
+    for node in nodes:
+        if isinstance(node, NodeGpus) and node.schedulable:
+            by_product.setdefault(node.product_label, []).append(node)
+    for product, gpus in pending:
+        if gpus <= 0:
+            continue
+        best: NodeGpus | None = None
+        best_free = -1
+        for node in by_product.get(product, ()):
+            free = node.gpus_allocatable - out.get(node.name, 0)
+            if free >= gpus and free > best_free:
+                best, best_free = node, free
+        if best is not None:
+            out[best.name] = out.get(best.name, 0) + gpus
+    return out
+
+
 @dataclass(frozen=True)
 class _Recognised:
     gpu: GpuSpec

@@ -127,3 +127,43 @@ def test_a_malformed_node_is_left_out_with_a_warning(
     idx.add_node(node("good"))
     assert free(idx.inventory()) == {"good": 8}
     assert "node bad left out of the GPU inventory" in caplog.text
+
+
+def deployment_entry(replicas: int, gpus: int, product: str) -> dict[str, Any]:
+    """What the Deployment index keeps for an mmop Deployment (see handlers.mmop_deployments)."""
+    return {
+        "replicas": replicas,
+        "gpus": gpus,
+        "product": product,
+        "spec": {"replicas": replicas},
+    }
+
+
+def test_pods_not_bound_yet_hold_their_gpus(idx: Indexes) -> None:
+    idx.add_node(node("a"))
+    idx.add_node(node("b"))
+    deployments = {("ns", "m1"): [deployment_entry(3, 4, "NVIDIA-H100-80GB-HBM3")]}
+    idx.add_pod(pod("m1-0", "a", 4, "m1"))  # one of three bound
+    handlers.INVENTORY.changed()
+    inv = handlers._inventory_from_indexes(idx.nodes, idx.pods, ("ns", "other"), deployments)
+    # 12 GPUs claimed on 16: the two pending pods go where the scheduler would put them.
+    assert sum(free(inv).values()) == 4
+    # The model itself is planned without its own claims, bound or pending.
+    mine = handlers._inventory_from_indexes(idx.nodes, idx.pods, ("ns", "m1"), deployments)
+    assert sum(free(mine).values()) == 16
+
+
+def test_rendered_deployment_is_indexed_with_its_gpus_and_product() -> None:
+    from tests.unit.test_planner import QWEN, manifest
+
+    from mmop.inventory import default_inventory
+    from mmop.planner import plan
+    from mmop.render import RenderOptions, render
+
+    m = manifest({**QWEN})
+    p = plan(m, default_inventory())
+    objs = render("m", "ns", "uid", m.spec, p, RenderOptions(), 1, replicas=2).objects()
+    dep = next(o for o in objs if o["kind"] == "Deployment")
+    entry = handlers.mmop_deployments(body=dep, namespace="ns", name="m")[("ns", "m")]
+    assert entry["gpus"] == p.tensor_parallel_size and entry["replicas"] == 2
+    assert entry["product"] == p.gpu_product

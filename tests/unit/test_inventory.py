@@ -464,3 +464,24 @@ def test_quantities(text: str | int, value: Decimal) -> None:
 def test_bad_quantities(text: str) -> None:
     with pytest.raises(ValueError, match="quantity"):
         parse_quantity(text)
+
+
+def test_pending_pods_are_placed_least_allocated_first() -> None:
+    from mmop.inventory import NodeGpus, place_pending
+
+    def n(name: str, gpus: int, product: str = "P", schedulable: bool = True) -> NodeGpus:
+        return NodeGpus(
+            name=name,
+            gpu="H100-80GB-SXM",
+            product_label=product,
+            product_label_key="nvidia.com/gpu.product",
+            gpus_allocatable=gpus,
+            cpu_allocatable_millicores=1000,
+            memory_allocatable_bytes=1,
+            schedulable=schedulable,
+        )
+
+    nodes = [n("a", 8), n("b", 8), n("c", 8, schedulable=False), n("d", 8, product="Q")]
+    placed = place_pending(nodes, {"a": 2}, [("P", 4), ("P", 4), ("P", 8), ("P", 8), ("X", 1)])
+    # b (8 free) takes the first 4, a (6 free) the next, then no node has 8 free: not placed.
+    assert placed == {"a": 6, "b": 4}

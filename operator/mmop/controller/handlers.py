@@ -9,6 +9,7 @@ keep status.replicas / readyReplicas and the Ready condition current.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -38,10 +39,11 @@ from mmop.inventory import (
     UnrecognisedNode,
     inventory_from_records,
     node_record,
+    place_pending,
     pod_gpu_request,
 )
 from mmop.planner import Limits, Plan, PlanningError, plan
-from mmop.render import TEMPLATE_HASH, RenderOptions, render
+from mmop.render import GPU_PRODUCT_LABEL, TEMPLATE_HASH, RenderOptions, render
 
 PLURAL = "multimodalmodels"
 UNPLACED_REASONS = ("Infeasible", "InsufficientCapacity")
@@ -287,7 +289,9 @@ def reconcile_model(
         return "unchanged"
 
     if nodes is not None and pods is not None:
-        inventory = _inventory_from_indexes(nodes, pods, exclude_model=(namespace, name))
+        inventory = _inventory_from_indexes(
+            nodes, pods, exclude_model=(namespace, name), deployments=deployments
+        )
     else:
         inventory = kube.inventory(exclude_model=(namespace, name))
     try:
@@ -391,9 +395,11 @@ class InventoryCache:
     """The inventory assembled from the Node and Pod indexes, rebuilt only after they change.
 
     The index functions keep parsed records (a NodeGpus per GPU node; node, GPUs and model per
-    GPU pod) and bump ``version``; reconciles share one assembled inventory per version and
-    only build a variant for a model whose own pods must be left out (a re-plan may reuse the
-    GPUs the model holds)."""
+    GPU pod; replicas, GPUs and product per mmop Deployment) and bump ``version``; reconciles
+    share one assembled inventory per version and only build a variant for a model whose own
+    pods must be left out (a re-plan may reuse the GPUs the model holds). Pods a Deployment
+    wants but the scheduler has not bound yet are placed as it would place them, so models
+    planned in quick succession do not count the same free GPUs."""
 
     version: int = 0
     built: int = -1
@@ -401,13 +407,18 @@ class InventoryCache:
     records: list[NodeGpus | UnrecognisedNode] = field(default_factory=list)
     requested: dict[str, int] = field(default_factory=dict)
     by_model: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    pending: dict[tuple[str, str], list[tuple[str, int]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def changed(self) -> None:
         self.version += 1
 
     def inventory(
-        self, nodes: Mapping[str, Any], pods: Mapping[str, Any], exclude_model: tuple[str, str]
+        self,
+        nodes: Mapping[str, Any],
+        pods: Mapping[str, Any],
+        exclude_model: tuple[str, str],
+        deployments: Mapping[Any, Any] | None = None,
     ) -> Inventory:
         with self.lock:
             if self.built != self.version or self.base is None:
@@ -415,20 +426,35 @@ class InventoryCache:
                 self.records = [r for store in list(nodes.values()) for r in list(store)]
                 requested: dict[str, int] = {}
                 by_model: dict[tuple[str, str], dict[str, int]] = {}
+                bound: dict[tuple[str, str], int] = {}
                 for store in list(pods.values()):
                     for node, gpus, model in list(store):
                         requested[node] = requested.get(node, 0) + gpus
                         if model is not None:
                             mine = by_model.setdefault(model, {})
                             mine[node] = mine.get(node, 0) + gpus
-                self.requested, self.by_model = requested, by_model
-                self.base = inventory_from_records(self.records, requested)
+                            bound[model] = bound.get(model, 0) + 1
+                pending: dict[tuple[str, str], list[tuple[str, int]]] = {}
+                for key, store in list((deployments or {}).items()):
+                    for dep in list(store):
+                        want = int(dep.get("replicas") or 0) - bound.get(key, 0)
+                        if want > 0 and dep.get("product") and dep.get("gpus"):
+                            pending[key] = [(str(dep["product"]), int(dep["gpus"]))] * want
+                self.requested, self.by_model, self.pending = requested, by_model, pending
+                every = [p for claims in pending.values() for p in claims]
+                self.base = inventory_from_records(
+                    self.records, place_pending(self.records, requested, every)
+                )
                 self.built = version
             held = self.by_model.get(exclude_model)
-            if not held:
+            if not held and exclude_model not in self.pending:
                 return self.base
+            held = held or {}
             without = {n: g - held.get(n, 0) for n, g in self.requested.items()}
-            return inventory_from_records(self.records, without)
+            others = [p for k, claims in self.pending.items() if k != exclude_model for p in claims]
+            return inventory_from_records(
+                self.records, place_pending(self.records, without, others)
+            )
 
 
 INVENTORY = InventoryCache()
@@ -473,16 +499,29 @@ def _asks_for_gpus(spec: Mapping[str, Any]) -> bool:
 
 
 def _inventory_from_indexes(
-    nodes: Mapping[str, Any], pods: Mapping[str, Any], exclude_model: tuple[str, str]
+    nodes: Mapping[str, Any],
+    pods: Mapping[str, Any],
+    exclude_model: tuple[str, str],
+    deployments: Mapping[Any, Any] | None = None,
 ) -> Inventory:
-    return INVENTORY.inventory(nodes, pods, exclude_model)
+    return INVENTORY.inventory(nodes, pods, exclude_model, deployments)
 
 
 @kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "mmop"})
 def mmop_deployments(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     """The Deployments mmop manages: what a reconcile compares with (no read per reconcile)."""
     template = (body.get("spec") or {}).get("template") or {}
+    INVENTORY.changed()
+    pod_spec = template.get("spec") or {}
+    gpus = 0
+    for container in pod_spec.get("containers") or []:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        with contextlib.suppress(ValueError):
+            gpus += int(str(limits.get(GPU_RESOURCE, 0)))
     slim = {
+        "replicas": (body.get("spec") or {}).get("replicas"),
+        "gpus": gpus,
+        "product": _affinity_product(pod_spec),
         "status": {"readyReplicas": (body.get("status") or {}).get("readyReplicas") or 0},
         "spec": {
             "replicas": (body.get("spec") or {}).get("replicas"),
@@ -492,6 +531,18 @@ def mmop_deployments(body: kopf.Body, namespace: str | None, name: str, **_: Any
         }
     }  # fmt: skip
     return {(namespace, name): slim}
+
+
+def _affinity_product(pod_spec: Mapping[str, Any]) -> str | None:
+    """The GPU product a rendered pod is pinned to (its required node affinity)."""
+    required = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    for term in required.get("nodeSelectorTerms") or []:
+        for expr in term.get("matchExpressions") or []:
+            if expr.get("key") == GPU_PRODUCT_LABEL and expr.get("values"):
+                return str(expr["values"][0])
+    return None
 
 
 def _deployment_from_index(

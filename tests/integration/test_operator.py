@@ -324,3 +324,86 @@ def test_operator_restart_converges_without_duplicate_writes(
             assert versions() == before
             time.sleep(0.5)
     assert versions() == before
+
+
+def test_refused_writes_are_retried_with_backoff_and_converge_without_duplicates(
+    sandbox: SandboxState, operator: Any, namespace: str
+) -> None:
+    """Fault injection: an admission policy refuses mmop's Deployments for a while."""
+    from mmop.controller import telemetry
+
+    policy = f"deny-deployments-{namespace}"
+    docs = [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["apps"],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": ["deployments"],
+                        }
+                    ]
+                },
+                "validations": [{"expression": "false", "message": "injected fault"}],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                },
+            },
+        },
+    ]
+    kubectl(sandbox, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+
+    def refused() -> bool:
+        probe = subprocess.run(
+            [sandbox.bin_dir["kubectl"], f"--kubeconfig={sandbox.kubeconfig}", "create",
+             "deployment", "probe", "--image=x", "--dry-run=server", "-n", namespace],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return probe.returncode != 0 and "injected fault" in probe.stderr
+
+    wait_for(refused, "the admission policy in force")
+
+    def errors() -> float:
+        return sum(
+            m.value
+            for family in telemetry.REGISTRY.collect()
+            if family.name == "mmop_reconcile_errors"
+            for m in family.samples
+            if m.name.endswith("_total")
+        )
+
+    errors_before = errors()
+    apply_manifest(sandbox, namespace, example("qwen2.5-vl-7b.yaml"))
+    wait_for(lambda: errors() >= errors_before + 2, "two refused reconciles (a retry)", 30)
+    assert deployment(sandbox, namespace, "qwen-vl") is None
+    kubectl(sandbox, "delete", "validatingadmissionpolicybinding", policy)
+    kubectl(sandbox, "delete", "validatingadmissionpolicy", policy)
+    wait_for(
+        lambda: (
+            (c := condition(get_mm(sandbox, namespace, "qwen-vl"), "Ready"))
+            and c["status"] == "True"
+        ),
+        "Ready=True once writes are accepted again",
+        timeout=120,
+    )
+    for kind in ("deployments", "replicasets", "services", "poddisruptionbudgets"):
+        items = json.loads(
+            kubectl(sandbox, "get", kind, "-n", namespace, "-l", "mmop.dev/model=qwen-vl",
+                    "-o", "json")
+        )["items"]  # fmt: skip
+        assert len(items) == 1, (kind, [i["metadata"]["name"] for i in items])

@@ -47,6 +47,7 @@ from mmop.render import GPU_PRODUCT_LABEL, TEMPLATE_HASH, RenderOptions, render
 
 PLURAL = "multimodalmodels"
 UNPLACED_REASONS = ("Infeasible", "InsufficientCapacity")
+RETRY_DELAYS = (1, 2, 5, 10, 30, 60)  # seconds before the n-th retry of a failed reconcile
 HANDLER_THREADS = 8  # kopf runs sync handlers in a pool of this many threads
 API_CONNECTIONS = HANDLER_THREADS + 2
 
@@ -362,9 +363,15 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs:
         action = reconcile_model(
             body, patch, logger, kwargs["gpu_nodes"], kwargs["gpu_pods"], kwargs["mmop_deployments"]
         )
-    except Exception as err:
+    except kopf.PermanentError as err:
         telemetry.record_error(err)
         raise
+    except Exception as err:
+        # Transient API trouble (conflicts, timeouts, an admission webhook saying no for now):
+        # try again soon, backing off, instead of kopf's fixed minute.
+        telemetry.record_error(err)
+        delay = RETRY_DELAYS[min(int(kwargs.get("retry") or 0), len(RETRY_DELAYS) - 1)]
+        raise kopf.TemporaryError(f"{type(err).__name__}: {err}", delay=delay) from err
     telemetry.record_reconcile(action, time.monotonic() - started)
     logger.debug(f"reconcile: {action}")
 

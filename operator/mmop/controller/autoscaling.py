@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import kopf
 
 from mmop import autoscaler
@@ -154,6 +155,28 @@ async def autoscale(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None
     )
 
 
+_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+
+
+async def _session() -> aiohttp.ClientSession:
+    """One HTTP client session per event loop, for every scrape (kept-alive connections)."""
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        for other in [lp for lp in _sessions if lp.is_closed()]:
+            _sessions.pop(other, None)
+        session = _sessions[loop] = aiohttp.ClientSession()
+    return session
+
+
+@kopf.on.cleanup()
+async def close_sessions(**_: Any) -> None:
+    loop = asyncio.get_running_loop()
+    session = _sessions.pop(loop, None)
+    if session is not None:
+        await session.close()
+
+
 def _restore(status: Mapping[str, Any]) -> ModelMemory:
     saved = status.get("autoscaler") or {}
 
@@ -219,7 +242,7 @@ async def tick(
         for p in members
         if p.get("ready") and p.get("ip") and not p.get("deleting")
     ]
-    result = await scrape(targets, timeout_seconds=SCRAPE_TIMEOUT_SECONDS)
+    result = await scrape(targets, timeout_seconds=SCRAPE_TIMEOUT_SECONDS, session=await _session())
     now = time.time() if now is None else now
     window = float(scaling.behavior.window_seconds)
     before = _window_start(memory, now, window)

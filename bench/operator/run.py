@@ -223,6 +223,50 @@ class ProcSampler:
         return got[2] if got else float("nan")
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its waited-for children, seconds (nan when gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    ticks = sum(int(x) for x in stat[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (every process on the machine)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [int(x) for x in fields]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuLedger:
+    """CPU seconds per sandbox component, this script and the rest of the machine, between
+    two marks: where the 2 cores went during a phase."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = dict(pids)
+        self.start: dict[str, float] = {}
+
+    def read(self) -> dict[str, float]:
+        out = {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+        out["this script"] = sum(os.times()[:4])
+        out["machine"] = machine_busy_seconds()
+        out["wall"] = time.monotonic()
+        return out
+
+    def mark(self) -> None:
+        self.start = self.read()
+
+    def since(self) -> dict[str, float]:
+        now = self.read()
+        delta = {k: round(now[k] - self.start[k], 1) for k in now}
+        known = sum(v for k, v in delta.items() if k not in ("machine", "wall"))
+        delta["other processes"] = round(delta["machine"] - known, 1)
+        return delta
+
+
 # ---------------------------------------------------------------------------- API counting
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION", "UPDATE", "CREATE"}
 METRIC = re.compile(r"^apiserver_request_total\{(.*)\}\s+([0-9.e+]+)$")
@@ -435,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
 
         before = counter.snapshot()
         cpu0 = sampler.cpu()
+        ledger = CpuLedger(box.state().pids)  # type: ignore[union-attr]
+        ledger.mark()
         log(f"creating {ns.models} models at {ns.rate}/s")
         took = paced(ns.models, ns.rate, create)
         results["create_s"] = round(took, 1)
@@ -449,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         w = Counter.operator_writes(before, after)
         results["create_writes"] = w
         results["create_cpu_s"] = round(sampler.cpu() - cpu0, 1)
+        results["create_cpu_ledger"] = ledger.since()
         lat = [dwatch.added[k] - created_at[k] for k in keys if k in dwatch.added]
         results["create_lat"] = lat
         results["create_missing"] = ns.models - len(lat)
@@ -653,6 +700,11 @@ def figures(r: dict[str, Any]) -> str:
             (f"{r['create_cpu_s']:.0f} s / {r['edit_cpu_s']:.0f} s"),
             "",
         ),
+        (
+            "CPU seconds from the first create until all settled, by process",
+            _ledger(r.get("create_cpu_ledger") or {}),
+            "",
+        ),
         ("restart: healthy", f"{r['restart_healthy_s']:.1f} s", ""),
         (
             f"restart: all {n} models resumed",
@@ -669,6 +721,21 @@ def figures(r: dict[str, Any]) -> str:
     lines = ["| figure | value | target |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines) + "\n"
+
+
+def _ledger(d: dict[str, float]) -> str:
+    if not d:
+        return "not measured"
+    wall = d.get("wall", float("nan"))
+    parts = [
+        f"{k} {v:.0f}"
+        for k, v in sorted(d.items(), key=lambda kv: -kv[1])
+        if k not in ("machine", "wall")
+    ]
+    return (
+        f"{', '.join(parts)}; all processes {d.get('machine', float('nan')):.0f} of "
+        f"{2 * wall:.0f} core-seconds in {wall:.0f} s"
+    )
 
 
 def sizes(r: dict[str, Any]) -> str:

@@ -207,12 +207,16 @@ def _write_status(
     fields: Mapping[str, Any],
     conditions: Sequence[dict[str, Any]],
     current: Mapping[str, Any] | None = None,
+    planned_only: bool = False,
 ) -> bool:
     """Set status fields and merge conditions against the object's current status, with
-    optimistic concurrency; nothing is written when nothing changes."""
+    optimistic concurrency; nothing is written when nothing changes (nor, with
+    ``planned_only``, before the reconcile has written a plan: it writes these fields too)."""
 
     def changes(obj: Mapping[str, Any]) -> dict[str, Any]:
         status = obj.get("status") or {}
+        if planned_only and not status.get("plan"):
+            return {}
         update = {k: v for k, v in fields.items() if status.get(k) != v}
         current = list(status.get("conditions") or [])
         generation = (obj.get("metadata") or {}).get("generation")
@@ -587,7 +591,12 @@ def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, *
     STATE.last_ready[key] = (current, ready)
     telemetry.set_replicas(namespace, name, desired, current, ready)
     wrote = _write_status(
-        _kube(), namespace, name, {"replicas": current, "readyReplicas": ready}, [cond]
+        _kube(),
+        namespace,
+        name,
+        {"replicas": current, "readyReplicas": ready},
+        [cond],
+        planned_only=True,
     )
     if wrote and cond["status"] == "True":
         logger.info(f"{namespace}/{name}: {cond['message']}")

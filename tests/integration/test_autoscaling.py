@@ -197,9 +197,21 @@ def replicas(sandbox: SandboxState, namespace: str, name: str) -> int:
     return int(dep["spec"]["replicas"]) if dep else 0
 
 
+@pytest.mark.parametrize("source", ["scrape", "prometheus"])
 def test_saturation_scales_up_new_replicas_take_traffic_then_scale_down(
-    sandbox: SandboxState, scaler: Any, namespace: str
+    sandbox: SandboxState,
+    scaler: Any,
+    namespace: str,
+    source: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    if source == "prometheus":
+        # The sandbox's Prometheus scrapes every served pod (file_sd, labels namespace and pod).
+        assert sandbox.prometheus_url, "the sandbox runs Prometheus (Debian's package)"
+        monkeypatch.setenv("MMOP_PROMETHEUS_URL", sandbox.prometheus_url)
+    else:
+        monkeypatch.delenv("MMOP_PROMETHEUS_URL", raising=False)
     name = "busy"
     apply_manifest(sandbox, namespace, model(name))
     wait_for(lambda: len(ready_pod_urls(sandbox, namespace, name)) == 1, "one Ready replica", 120)
@@ -220,7 +232,9 @@ def test_saturation_scales_up_new_replicas_take_traffic_then_scale_down(
 
         labels = {"namespace": namespace, "model": name}
         sample = telemetry.REGISTRY.get_sample_value
-        assert sample("mmop_model_kv_cache_tokens", {**labels, "source": "observed"}) == 16384
+        if source == "scrape":
+            observed = {**labels, "source": "observed"}
+            assert sample("mmop_model_kv_cache_tokens", observed) == 16384
         assert sample("mmop_model_kv_cache_tokens", {**labels, "source": "predicted"})
         ups_counted = sum(
             sample("mmop_decisions_total", {**labels, "decision": "ScaleUp", "reason": r}) or 0
@@ -236,6 +250,8 @@ def test_saturation_scales_up_new_replicas_take_traffic_then_scale_down(
     assert downs and all(d["reason"] == "SpareCapacity" for d in downs), decisions(mm)
     assert len((mm["status"].get("autoscaler") or {}).get("reversals") or []) <= 2
     assert not in_flight_failures, in_flight_failures[:5]
+    # The signals came from the source under test (no fallback from Prometheus to scraping).
+    assert "scraping the pods instead" not in caplog.text
     events = kubectl(sandbox, "get", "events", "-n", namespace, "-o", "json")
     reasons = {e["reason"] for e in json.loads(events)["items"]}
     assert {"Saturated", "SpareCapacity"} & reasons or "LowSpareCapacity" in reasons

@@ -2,7 +2,9 @@
 
 Every ``MMOP_AUTOSCALE_INTERVAL_SECONDS`` (default 10; 0 turns the autoscaler off) each placed
 MultimodalModel gets a tick: its Ready pods' ``/metrics`` are scraped concurrently (podIP and the
-``http`` container port), turned into per-replica loads and window signals
+``http`` container port) — or, with ``MMOP_PROMETHEUS_URL`` set, the same signals are queried
+from Prometheus (falling back to scraping when it fails) — turned into per-replica loads and
+window signals
 (``spec.scaling.behavior.windowSeconds``), OOM kills are read from the pods' container states,
 and ``mmop.autoscaler.decide`` returns a decision. mmop then sets the Deployment's replicas (mode
 Auto), re-plans with what the engines proved (status.autoscaler.avoid / minKvCacheTokens), or
@@ -35,12 +37,14 @@ from mmop.api import API_GROUP, API_VERSION, Decision, Scaling, Slo
 from mmop.controller import handlers, telemetry
 from mmop.controller.kube import MODEL_LABEL
 from mmop.metrics import Scrape, Signals, signals
-from mmop.metrics.scrape import Target, scrape
+from mmop.metrics.promql import PromQLError, query_model
+from mmop.metrics.scrape import ScrapeResult, Target, scrape
 from mmop.planner import OPENAI_PORT, Limits
 from mmop.render import CONTAINER_NAME, PORT_NAME
 
 INTERVAL_SECONDS = float(os.environ.get("MMOP_AUTOSCALE_INTERVAL_SECONDS", "10"))
 SCRAPE_TIMEOUT_SECONDS = 2.0
+PROMETHEUS_ENV = "MMOP_PROMETHEUS_URL"  # set: signals come from PromQL instead of scraping
 DECISIONS_KEPT = 10
 NOTABLE_HOLDS = ("ReplanLimitReached", "ExternalScaling")
 # How a CUDA OOM reads in a termination message (vLLM's own, torch's, the CUDA runtime's).
@@ -242,23 +246,42 @@ async def tick(
         for p in members
         if p.get("ready") and p.get("ip") and not p.get("deleting")
     ]
-    result = await scrape(targets, timeout_seconds=SCRAPE_TIMEOUT_SECONDS, session=await _session())
     now = time.time() if now is None else now
     window = float(scaling.behavior.window_seconds)
-    before = _window_start(memory, now, window)
-    _remember(memory, now, window, result.scrapes)
-    try:
-        sig = signals(before, result.scrapes)
-    except ValueError:
-        sig = signals([], result.scrapes)
-    memory.signals, memory.failures = sig, dict(result.failures)
-    if result.failures:
-        logger.debug(f"scrapes failed: {result.failures}")
-
-    ooms = sorted(p["name"] for p in members if p.get("oom") and str(p["oom"]) > memory.last_oom)
-    newest_oom = max([memory.last_oom, *(str(p["oom"]) for p in members if p.get("oom"))])
-    loads = autoscaler.loads_from(
-        [
+    prom_url = os.environ.get(PROMETHEUS_ENV)
+    from_prometheus = None
+    if prom_url and targets:
+        try:
+            from_prometheus = await query_model(
+                prom_url, namespace, name, int(window), SCRAPE_TIMEOUT_SECONDS, await _session()
+            )
+        except (PromQLError, ValueError, TimeoutError) as err:
+            logger.warning(f"Prometheus at {prom_url} failed ({err}); scraping the pods instead")
+    if from_prometheus is not None:
+        ready = {t.pod for t in targets}
+        loaded = [
+            (pod, load.kv_cache_usage, load.requests_waiting, load.requests_running)
+            for pod, load in sorted(from_prometheus.pods.items())
+            if pod in ready
+        ]
+        sig = Signals(
+            pods=len(loaded),
+            window_seconds=window,
+            ttft_p95_seconds=from_prometheus.ttft_p95_seconds,
+            preemptions_per_second=from_prometheus.preemptions_per_second,
+        )
+        result = ScrapeResult()
+    else:
+        result = await scrape(
+            targets, timeout_seconds=SCRAPE_TIMEOUT_SECONDS, session=await _session()
+        )
+        before = _window_start(memory, now, window)
+        _remember(memory, now, window, result.scrapes)
+        try:
+            sig = signals(before, result.scrapes)
+        except ValueError:
+            sig = signals([], result.scrapes)
+        loaded = [
             (
                 s.pod,
                 s.gauges.get("kv_cache_usage"),
@@ -267,7 +290,13 @@ async def tick(
             )
             for s in result.scrapes
         ]
-    )
+    memory.signals, memory.failures = sig, dict(result.failures)
+    if result.failures:
+        logger.debug(f"scrapes failed: {result.failures}")
+
+    ooms = sorted(p["name"] for p in members if p.get("oom") and str(p["oom"]) > memory.last_oom)
+    newest_oom = max([memory.last_oom, *(str(p["oom"]) for p in members if p.get("oom"))])
+    loads = autoscaler.loads_from(loaded)
     plan_status = status.get("plan") or {}
     planned = (plan_status.get("performance") or {}).get("concurrency_per_replica")
     obs = autoscaler.Observation(

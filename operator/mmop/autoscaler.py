@@ -202,7 +202,8 @@ def decide(
             obs, "CoolingDown", f"{message}; last change {since:.0f} s ago (< {cooldown:.0f} s)"
         ), state
     if scaling.mode == ScalingMode.EXTERNAL:
-        return _hold(obs, "ExternalScaling", f"would set {target} replicas: {message}"), state
+        # Stable wording (no live figures), so the status records it once per recommendation.
+        return _hold(obs, "ExternalScaling", f"would set {target} replicas ({reason})"), state
     reversals = tuple(t for t in state.reversals if now - t < tuning.reversal_window_seconds)
     if state.last_direction and direction != state.last_direction:
         reversals += (now,)

@@ -181,11 +181,18 @@ class EngineServer:
 
     @classmethod
     def for_pod_argv(
-        cls, pod_argv: Sequence[str], model: Path, run_dir: Path, **kwargs: object
+        cls,
+        pod_argv: Sequence[str],
+        model: Path,
+        run_dir: Path,
+        kv_cache_gib: int = DEFAULT_KV_CACHE_GIB,
+        venv: EngineVenv | None = None,
     ) -> tuple[EngineServer, EngineArgv]:
+        """A server for the argv mmop rendered (see ``engine_argv``) on a free port."""
         port = free_port()
         built = engine_argv(pod_argv, model, port)
-        return cls(built.argv, run_dir, port, **kwargs), built  # type: ignore[arg-type]
+        server = cls(built.argv, run_dir, port, kv_cache_gib=kv_cache_gib, venv=venv)
+        return server, built
 
     @property
     def url(self) -> str:

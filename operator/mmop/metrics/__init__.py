@@ -1,8 +1,10 @@
 """vLLM metrics: parse ``/metrics`` text and start-up logs of the pinned vLLM into plain data.
 
-Pure (no I/O): scraping and PromQL live in the callers. ``parse_exposition`` turns one pod's
-exposition into a ``Scrape``; ``signals`` turns two scrapes of one or more pods into ``Signals``;
-``parse_startup_log`` reads the KV-cache size and maximum concurrency vLLM logs when it starts.
+The parsers are pure: ``parse_exposition`` turns one pod's exposition into a ``Scrape``;
+``signals`` turns two scrapes of one or more pods into ``Signals``; ``parse_startup_log`` reads
+the KV-cache size and maximum concurrency vLLM logs when it starts. The I/O around them lives in
+their own modules, imported by name: ``scrape`` (GET /metrics from the pods) and ``promql`` (the
+same signals from Prometheus). Every metric name comes from the one table in ``names``.
 """
 
 from mmop.metrics.exposition import (

@@ -65,10 +65,18 @@ CREATED_NAMESPACES: list[str] = []
 
 @pytest.fixture(autouse=True)
 def delete_namespaces(sandbox: SandboxState) -> Iterator[None]:
-    """Namespaces a test created go with it (their models would keep later operators busy)."""
+    """Namespaces a test created go with it, fully: their models and GPU-holding pods would
+    otherwise still be in the inventory of later tests' operators."""
     yield
-    while CREATED_NAMESPACES:
-        kubectl(sandbox, "delete", "namespace", CREATED_NAMESPACES.pop(), "--wait=false")
+    names = list(CREATED_NAMESPACES)
+    CREATED_NAMESPACES.clear()
+    for ns in names:
+        # The operators are stopped by now: nothing would remove kopf's finalizers.
+        for obj in kubectl(sandbox, "get", "mmm", "-n", ns, "-o", "name").split():
+            kubectl(sandbox, "patch", obj, "-n", ns, "--type=merge",
+                    "-p", '{"metadata":{"finalizers":null}}')  # fmt: skip
+    if names:
+        kubectl(sandbox, "delete", "namespace", *names, "--wait=true", "--timeout=180s")
 
 
 def create_namespace(sandbox: SandboxState, name: str) -> None:
@@ -94,7 +102,15 @@ def chart_crds(sandbox: SandboxState) -> None:
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     ):
-        kubectl(sandbox, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        wait_for(lambda crd=crd: established(sandbox, crd), f"{crd} Established")
+
+
+def established(sandbox: SandboxState, crd: str) -> bool:
+    obj = json.loads(kubectl(sandbox, "get", "crd", crd, "-o", "json"))
+    return any(
+        c["type"] == "Established" and c["status"] == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
 
 
 def test_helm_lint_passes_for_every_values_file(sandbox: SandboxState) -> None:

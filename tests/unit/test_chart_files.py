@@ -224,11 +224,10 @@ def test_telemetry_records_and_forgets_a_model() -> None:
     assert s[("mmop_reconcile_errors_total", (("error", "RuntimeError"),))] >= 1
     key = (("decision", "Applied"), ("model", "m1"), ("namespace", "ns1"), ("reason", "PlanFound"))
     assert s[("mmop_decisions_total", key)] == 1
-    replicas = {
-        dict(labels)["state"]: v for (n, labels), v in s.items() if n == "mmop_model_replicas"
-    }
+    ours = {(n, labels): v for (n, labels), v in s.items() if ("model", "m1") in labels}
+    replicas = {dict(k[1])["state"]: v for k, v in ours.items() if k[0] == "mmop_model_replicas"}
     assert replicas == {"desired": 3, "current": 2, "ready": 1}
-    plans = [dict(labels)["gpu"] for (n, labels), _ in s.items() if n == "mmop_model_plan_info"]
+    plans = [dict(k[1])["gpu"] for k in ours if k[0] == "mmop_model_plan_info"]
     assert plans == ["L40S"]
     telemetry.forget_model("ns1", "m1")
     left = [k for k in _samples() if ("model", "m1") in k[1]]

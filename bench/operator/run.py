@@ -305,7 +305,7 @@ def kopf_events(api_client: Any) -> int:
     core: Any = client.CoreV1Api(api_client)
     resp = core.list_event_for_all_namespaces(_preload_content=False)
     items = json.loads(resp.data)["items"]
-    return sum(1 for e in items if (e.get("source") or {}).get("component") == "kopf")
+    return sum(1 for e in items if (e.get("source") or {}).get("component") in ("kopf", "mmop"))
 
 
 @dataclass

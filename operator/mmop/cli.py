@@ -549,19 +549,6 @@ def _start_priority() -> int:
     return -int(time.time() * 1000)
 
 
-def _register_token_login(kopf: Any) -> None:
-    """Credentials that include bearer tokens (the in-cluster ServiceAccount token, a kubeconfig
-    `token`), ranked above the start-up login handler's: kubernetes-client >= 36 keeps the token
-    under api_key["BearerToken"], which that handler does not read, so on its own it would
-    connect anonymously wherever there is no client certificate."""
-    import dataclasses
-
-    @kopf.on.login(id="bearer-token-login")  # type: ignore[untyped-decorator]
-    def _login(**kwargs: Any) -> Any:
-        info = kopf.login_via_client(**kwargs)
-        return None if info is None else dataclasses.replace(info, priority=1)
-
-
 def run_operator(ns: argparse.Namespace) -> int:
     import logging
 
@@ -594,7 +581,6 @@ def run_operator(ns: argparse.Namespace) -> int:
         from mmop.controller import telemetry
 
         telemetry.start(ns.metrics_port, ns.metrics_address)
-    _register_token_login(kopf)
     settings = kopf.OperatorSettings()
     if ns.namespace:
         # Namespaced: no cluster-wide listing of Namespaces or CRDs (the Role does not grant

@@ -133,6 +133,8 @@ def test_example_becomes_ready_on_the_planned_gpus(
         timeout=120,
     )
     assert mm["status"]["readyReplicas"] == dep["spec"]["replicas"]
+    # Nothing holds the model back from deletion when the operator is gone.
+    assert not mm["metadata"].get("finalizers")
     pods = json.loads(
         kubectl(
             sandbox, "get", "pods", "-n", namespace, "-l", "mmop.dev/model=qwen-vl", "-o", "json"

@@ -167,3 +167,10 @@ def test_rendered_deployment_is_indexed_with_its_gpus_and_product() -> None:
     entry = handlers.mmop_deployments(body=dep, namespace="ns", name="m")[("ns", "m")]
     assert entry["gpus"] == p.tensor_parallel_size and entry["replicas"] == 2
     assert entry["product"] == p.gpu_product
+
+
+def test_bearer_tokens_are_found_under_either_client_key() -> None:
+    assert handlers.bearer_token({"BearerToken": "Bearer abc"}) == "abc"
+    assert handlers.bearer_token({"authorization": "bearer xyz"}) == "xyz"
+    assert handlers.bearer_token({"BearerToken": "plain"}) == "plain"
+    assert handlers.bearer_token({}) is None

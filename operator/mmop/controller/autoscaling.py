@@ -1,23 +1,28 @@
 """kopf glue for the autoscaler: scrape the engines, ask the pure policy, act, and record.
 
-Every ``MMOP_AUTOSCALE_INTERVAL_SECONDS`` (default 10; 0 turns the autoscaler off) each placed
-MultimodalModel gets a tick: its Ready pods' ``/metrics`` are scraped concurrently (podIP and the
-``http`` container port) — or, with ``MMOP_PROMETHEUS_URL`` set, the same signals are queried
-from Prometheus (falling back to scraping when it fails) — turned into per-replica loads and
-window signals
-(``spec.scaling.behavior.windowSeconds``), OOM kills are read from the pods' container states,
-and ``mmop.autoscaler.decide`` returns a decision. mmop then sets the Deployment's replicas (mode
-Auto), re-plans with what the engines proved (status.autoscaler.avoid / minKvCacheTokens), or
-holds. Non-hold decisions become Events and entries of status.decisions (the last 10); of the
-holds, only a reached re-plan limit and the recommendation in External mode are recorded, once.
+One loop per operator (started with it, not a per-object kopf timer, so models carry no
+finalizer and no timer bookkeeping): every ``MMOP_AUTOSCALE_INTERVAL_SECONDS`` (default 10; 0
+turns the autoscaler off) each placed MultimodalModel gets a tick, and every 15 s each model
+that could not be placed is planned again (it is placed once capacity appears). A tick scrapes
+the model's Ready pods' ``/metrics`` concurrently (podIP and the ``http`` container port) — or,
+with ``MMOP_PROMETHEUS_URL`` set, queries the same signals from Prometheus (falling back to
+scraping when it fails) — turns them into per-replica loads and window signals
+(``spec.scaling.behavior.windowSeconds``), reads OOM kills from the pods' container states, and
+asks ``mmop.autoscaler.decide``. mmop then sets the Deployment's replicas (mode Auto), re-plans
+with what the engines proved (status.autoscaler.avoid / minKvCacheTokens), or holds. Non-hold
+decisions become Events and entries of status.decisions (the last 10); of the holds, only a
+reached re-plan limit and the recommendation in External mode are recorded, once.
 status.autoscaler keeps what a restart must not forget (last change, reversals, re-plans,
 avoided configurations, the newest OOM handled); the short stabilisation history lives in
-memory and starts again after a restart, which only delays a scale-down.
+memory and starts again after a restart, which only delays a scale-down. The loop sees models
+through a watch-event handler, so a standby (kopf peering) that receives no events ticks
+nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime as dt
 import logging
@@ -132,31 +137,120 @@ def _newest_oom(status: Mapping[str, Any]) -> str | None:
 # ----------------------------------------------------------------------------- the tick
 
 
-def _placed(status: Mapping[str, Any], **_: Any) -> bool:
-    if INTERVAL_SECONDS <= 0:
-        return False
+def _planned(status: Mapping[str, Any]) -> dict[str, Any] | None:
     conditions = (status or {}).get("conditions") or []
-    planned = next((c for c in conditions if c.get("type") == "Planned"), None)
-    return planned is not None and planned.get("status") == "True"
+    return next((c for c in conditions if c.get("type") == "Planned"), None)
 
 
-@kopf.timer(
-    API_GROUP,
-    API_VERSION,
-    handlers.PLURAL,
-    interval=max(1.0, INTERVAL_SECONDS),
-    initial_delay=max(1.0, INTERVAL_SECONDS),
-    when=_placed,
-)
-async def autoscale(body: kopf.Body, logger: kopf.Logger, **kwargs: Any) -> None:
-    await tick(
-        body,
-        logger,
-        deployments=kwargs["mmop_deployments"],
-        pods=kwargs["model_pods"],
-        nodes_index=kwargs["gpu_nodes"],
-        pods_index=kwargs["gpu_pods"],
-    )
+# The models this operator handles, as their last watch event showed them, and the indexes
+# the loop reads (kopf hands them to every handler; the loop is not a handler).
+MODELS: dict[tuple[str, str], dict[str, Any]] = {}
+INDEXES: dict[str, Any] = {}
+INDEX_NAMES = ("mmop_deployments", "model_pods", "gpu_nodes", "gpu_pods")
+UNPLACED_RETRY_SECONDS = 15.0
+CONCURRENT_TICKS = 32
+
+
+@kopf.on.event(API_GROUP, API_VERSION, handlers.PLURAL)
+def track_model(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+    """Keep the loop's view of each model current (an event handler: no finalizer, no
+    bookkeeping written to the object — a per-object kopf timer would add both)."""
+    for index in INDEX_NAMES:
+        INDEXES[index] = kwargs[index]
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace")), str(meta.get("name")))
+    if type == "DELETED" or meta.get("deletionTimestamp"):
+        MODELS.pop(key, None)
+        forget(*key)
+        return
+    MODELS[key] = copy.deepcopy(dict(body))
+
+
+@dataclass
+class _Due:
+    """When each model is next due for an autoscaler tick or a placement retry."""
+
+    tick: dict[tuple[str, str], float] = field(default_factory=dict)
+    place: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+async def run_loop(interval: float = INTERVAL_SECONDS) -> None:
+    """The autoscaler and placement-retry loop: once a second, tick the placed models that are
+    due (every ``interval`` seconds each) and plan again the unplaced ones (every 15 s)."""
+    due = _Due()
+    gate = asyncio.Semaphore(CONCURRENT_TICKS)
+
+    async def one(key: tuple[str, str], body: dict[str, Any], unplaced: bool) -> None:
+        async with gate:
+            try:
+                if unplaced:
+                    await asyncio.to_thread(
+                        handlers.reconcile_model,
+                        body,
+                        None,  # type: ignore[arg-type]
+                        log,
+                        INDEXES["gpu_nodes"],
+                        INDEXES["gpu_pods"],
+                        INDEXES["mmop_deployments"],
+                    )
+                else:
+                    await tick(
+                        body,
+                        log,
+                        deployments=INDEXES["mmop_deployments"],
+                        pods=INDEXES["model_pods"],
+                        nodes_index=INDEXES["gpu_nodes"],
+                        pods_index=INDEXES["gpu_pods"],
+                    )
+            except Exception:  # one model's trouble never stops the loop
+                log.exception(f"{key[0]}/{key[1]}: {'placement' if unplaced else 'tick'} failed")
+
+    while True:
+        await asyncio.sleep(1.0)
+        if not all(name in INDEXES for name in INDEX_NAMES):
+            continue
+        now = time.monotonic()
+        work = []
+        for key, body in list(MODELS.items()):
+            planned = _planned(body.get("status") or {})
+            if planned is None:
+                continue
+            if planned.get("status") == "True":
+                due.place.pop(key, None)
+                if interval <= 0:
+                    continue
+                if now >= due.tick.setdefault(key, now + interval):
+                    due.tick[key] = now + interval
+                    work.append(one(key, body, unplaced=False))
+            elif planned.get("reason") in handlers.UNPLACED_REASONS:
+                due.tick.pop(key, None)
+                if now >= due.place.setdefault(key, now + UNPLACED_RETRY_SECONDS):
+                    due.place[key] = now + UNPLACED_RETRY_SECONDS
+                    work.append(one(key, body, unplaced=True))
+        for gone in set(due.tick) - set(MODELS):
+            due.tick.pop(gone, None)
+        for gone in set(due.place) - set(MODELS):
+            due.place.pop(gone, None)
+        if work:
+            await asyncio.gather(*work)
+
+
+_loops: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+
+
+@kopf.on.startup()
+async def start_loop(**_: Any) -> None:
+    loop = asyncio.get_running_loop()
+    _loops[loop] = loop.create_task(run_loop())
+
+
+@kopf.on.cleanup()
+async def stop_loop(**_: Any) -> None:
+    task = _loops.pop(asyncio.get_running_loop(), None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 _sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
@@ -436,9 +530,11 @@ def _record(
         return
     wrote = handlers._write_status(handlers._kube(), namespace, name, fields, conditions)
     if wrote and not hold:
-        kopf.info(body, reason=decision.reason, message=f"{decision.action}: {decision.message}")  # type: ignore[arg-type]
+        handlers.post_event(
+            body, "Normal", decision.reason, f"{decision.action}: {decision.message}"
+        )
     elif wrote and decision.reason == "ReplanLimitReached":
-        kopf.warn(body, reason=decision.reason, message=decision.message)  # type: ignore[arg-type]
+        handlers.post_event(body, "Warning", decision.reason, decision.message)
 
 
 def forget(namespace: str, name: str) -> None:

@@ -232,6 +232,15 @@ def _write_status(
     return kube.update_status(namespace, name, changes, current=current)
 
 
+def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+    """An Event on the model for a decision. Posting one never fails a reconcile: a refused
+    Event is logged and the work goes on."""
+    try:
+        _kube().event(body, kind, reason, message)
+    except Exception as err:  # the decision stands; only its Event is lost
+        log.warning(f"event {reason} not posted: {type(err).__name__}: {err}")
+
+
 def _cond(ctype: str, status: str, reason: str, message: str) -> dict[str, Any]:
     return {"type": ctype, "status": status, "reason": reason, "message": message}
 
@@ -274,7 +283,7 @@ def reconcile_model(
             {"observedGeneration": generation},
             [_cond("Planned", "False", "InvalidSpec", message)],
         ):
-            kopf.warn(body, reason="InvalidSpec", message=message)  # type: ignore[arg-type]
+            post_event(body, "Warning", "InvalidSpec", message)
         raise kopf.PermanentError(f"invalid spec: {message}") from err
 
     if deployments is not None:
@@ -314,7 +323,7 @@ def reconcile_model(
             ],
         )
         if was.get("reason") != err.reason or was.get("message") != str(err):
-            kopf.warn(body, reason=err.reason, message=str(err))  # type: ignore[arg-type]
+            post_event(body, "Warning", err.reason, str(err))
             telemetry.record_decision(namespace, name, "NotPlaced", err.reason)
         logger.info(f"not placed: {err.reason}: {err}")
         return "unplaced"
@@ -331,10 +340,11 @@ def reconcile_model(
         action = "created" if existing is None else "updated"
         decision = "Applied" if existing is None else "Replanned"
         telemetry.record_decision(namespace, name, decision, "PlanFound")
-        kopf.info(
-            body,  # type: ignore[arg-type]
-            reason=decision,
-            message=f"{p.explanation} Deployment {name}: {replicas} replica(s), template "
+        post_event(
+            body,
+            "Normal",
+            decision,
+            f"{p.explanation} Deployment {name}: {replicas} replica(s), template "
             f"{rendered.template_hash}.",
         )
     selector = f"app.kubernetes.io/instance={name},{MODEL_LABEL}={name}"
@@ -378,23 +388,6 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs:
         raise kopf.TemporaryError(f"{type(err).__name__}: {err}", delay=delay) from err
     telemetry.record_reconcile(action, time.monotonic() - started)
     logger.debug(f"reconcile: {action}")
-
-
-def _unplaced(status: Mapping[str, Any], **_: Any) -> bool:
-    conditions = (status or {}).get("conditions") or []
-    planned = next((c for c in conditions if c.get("type") == "Planned"), None)
-    return planned is not None and planned.get("reason") in UNPLACED_REASONS
-
-
-@kopf.timer(
-    API_GROUP, API_VERSION, PLURAL, interval=15.0, initial_delay=10.0, idle=5.0, when=_unplaced
-)
-def replan_unplaced(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs: Any) -> None:
-    """Plan again, when the cluster changes, the models that could not be placed (only those:
-    the filter keeps placed models free of timers)."""
-    reconcile_model(
-        body, patch, logger, kwargs["gpu_nodes"], kwargs["gpu_pods"], kwargs["mmop_deployments"]
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -604,7 +597,9 @@ def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, *
 
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
-    """Credentials from the in-cluster service account, else from the kubeconfig."""
+    """Credentials from the in-cluster service account, else from the kubeconfig ($KUBECONFIG
+    as it is now, not as it was when the client library was imported): client certificates and
+    bearer tokens alike."""
     from kubernetes import client, config
 
     cfg = client.Configuration()
@@ -614,15 +609,26 @@ def login(**_: Any) -> kopf.ConnectionInfo:
         config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=os.environ.get("KUBECONFIG"), client_configuration=cfg
         )
-    token = (cfg.api_key or {}).get("authorization", "").removeprefix("Bearer ") or None
     return kopf.ConnectionInfo(
         server=cfg.host,
         ca_path=cfg.ssl_ca_cert,
         insecure=not cfg.verify_ssl,
         certificate_path=cfg.cert_file,
         private_key_path=cfg.key_file,
-        token=token,
+        token=bearer_token(cfg.api_key or {}),
     )
+
+
+def bearer_token(api_key: Mapping[str, str]) -> str | None:
+    """The token a kubernetes client Configuration holds: kubernetes-client ≥ 36 keeps it under
+    ``BearerToken``, older releases under ``authorization`` (either with a ``Bearer`` prefix)."""
+    for key in ("BearerToken", "authorization"):
+        value = (api_key.get(key) or "").strip()
+        if value:
+            for prefix in ("Bearer ", "bearer "):
+                value = value.removeprefix(prefix)
+            return value.strip() or None
+    return None
 
 
 @kopf.on.startup()

@@ -110,6 +110,35 @@ class Kube:
             )
         self.writes += 1
 
+    def event(self, obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        """Post a core/v1 Event about ``obj`` (kind: Normal or Warning) from component mmop."""
+        import datetime as dt
+        import socket
+
+        meta = obj.get("metadata") or {}
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion") or f"{GROUP}/{VERSION}",
+                "kind": obj.get("kind") or "MultimodalModel",
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": socket.gethostname()[:128],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+        self.writes += 1
+
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         """Set a Deployment's replicas through its scale subresource (the autoscaler's write)."""
         self.apps.patch_namespaced_deployment_scale(

@@ -9,7 +9,7 @@ Usage (from the repository root, after `pip install -e '.[dev]'` and `python -m 
 On a sandbox of its own (`--name`, default `asbench`; torn down at the end), with the operator as a
 sandbox component (`mmop run`, autoscaler tick MMOP_AUTOSCALE_INTERVAL_SECONDS=5) and every pod of
 the model served by an llm-d-inference-sim stand-in at its pod address (2 requests at once, 200 ms
-to the first token, 40 ms a token, a 36-block KV cache that two running requests fill to ~0.86):
+to the first token, 40 ms a token, a 10-block KV cache that two running requests fill to 0.8):
 
 * patterns (e2e/load/patterns.py; the same seeded arrivals for every policy): step, burst,
   sinusoid 5→20 req/s with a 150 s period, and a generated trace (no public trace ships inside a
@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,7 +75,7 @@ TICK_SECONDS = 5
 SIM_ANNOTATIONS = {
     "sandbox.mmop.dev/time-to-first-token": "200",
     "sandbox.mmop.dev/inter-token-latency": "40",
-    "sandbox.mmop.dev/kv-cache-blocks": "36",
+    "sandbox.mmop.dev/kv-cache-blocks": "10",
     "sandbox.mmop.dev/sim-args": "--max-num-seqs=2 --enable-kvcache",
 }
 POOLS = {
@@ -276,7 +277,10 @@ def run_one(
                 output_tokens=OUTPUT_TOKENS,
                 venv=venv,
             ).start()
-            result = run.wait(timeout=pattern.duration_seconds + 300)
+            try:
+                result = run.wait(timeout=pattern.duration_seconds + 300)
+            finally:
+                run.stop()
         finally:
             if hpa is not None:
                 hpa.stop()
@@ -354,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
         argv if argv is not None else sys.argv[1:]
     )
     require()  # fail early without the load venv
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt  # so that the sandbox and the generator are torn down
+
+    signal.signal(signal.SIGTERM, interrupted)
     from kubernetes import config
 
     # The stand-in keeps KV-cache accounting only with POD_IP in its environment (inherited
@@ -458,7 +467,8 @@ def setup(ns: argparse.Namespace, wall: float) -> str:
         "output tokens, through the round-robin gateway (e2e/load/gateway.py)\n"
         f"- patterns:\n{pats}\n"
         "- engines: llm-d-inference-sim stand-ins at pod addresses, 2 requests at once, 200 ms "
-        "to the first token, 40 ms per token (≈3.3 req/s per replica), 36 KV blocks\n"
+        "to the first token, 40 ms per token (≈3.3 req/s per replica), 10 KV blocks (two "
+        "running requests: 0.8)\n"
         f"- policies: static = mode Off, {ns.peak} replicas; hpa = mode External driven by the "
         f"bench's HPA (vllm:num_requests_waiting, target {ns.hpa_target:g} per pod, 15 s period, "
         f"300 s scale-down stabilisation), 1–{ns.max} replicas; mmop = mode Auto, 1–{ns.max} "

@@ -31,13 +31,12 @@ from tests.integration.test_operator import (
 
 # Each stand-in runs 2 requests at once: 200 ms to the first token, then 40 ms per token; with
 # 10 output tokens a replica serves about 3 requests a second before requests queue. Its KV cache
-# holds 36 blocks of 16 tokens; a request here takes about 16 (the stand-in counts the image's
-# base64 text as ~230 prompt tokens), so two running requests fill it to ~0.86 (saturated) and
-# KV usage tracks the load, as it does in vLLM.
+# holds 10 blocks of 16 tokens; a request here takes 4 (about 50 prompt and 10 output tokens), so
+# two running requests fill it to 0.8 (saturated) and KV usage tracks the load, as in vLLM.
 SIM_ANNOTATIONS = {
     "sandbox.mmop.dev/time-to-first-token": "200",
     "sandbox.mmop.dev/inter-token-latency": "40",
-    "sandbox.mmop.dev/kv-cache-blocks": "36",
+    "sandbox.mmop.dev/kv-cache-blocks": "10",
     "sandbox.mmop.dev/sim-args": "--max-num-seqs=2 --enable-kvcache",
 }
 # The stand-in keeps KV-cache accounting only with --enable-kvcache, which refuses to start

@@ -163,7 +163,34 @@ def track_model(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
         MODELS.pop(key, None)
         forget(*key)
         return
-    MODELS[key] = copy.deepcopy(dict(body))
+    MODELS[key] = _slim(body)
+
+
+# What the loop (a tick, or a placement retry through the reconcile) reads of a model: not
+# managedFields, kopf's annotations, nor the plan's arguments, alternatives and explanation.
+_PLAN_KEPT = ("config", "memory", "performance", "templateHash", "replicas", "gpu")
+
+
+def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    plan = status.get("plan") or {}
+    slim_status = {
+        k: copy.deepcopy(v)
+        for k, v in status.items()
+        if k in ("conditions", "observedGeneration", "decisions", "autoscaler", "replicas")
+    }
+    if plan:
+        slim_status["plan"] = {k: copy.deepcopy(plan[k]) for k in _PLAN_KEPT if k in plan}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {
+            k: meta.get(k) for k in ("name", "namespace", "uid", "generation", "resourceVersion")
+        },
+        "spec": copy.deepcopy(dict(body.get("spec") or {})),
+        "status": slim_status,
+    }
 
 
 @dataclass

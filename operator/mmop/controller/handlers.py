@@ -200,6 +200,10 @@ def _desired_replicas(manifest: MultimodalModel, p: Plan, current: int | None) -
     return min(wanted, scaling.max_replicas)
 
 
+class NotPlannedYet(Exception):
+    """The model has no plan in its status yet (the reconcile that writes one is under way)."""
+
+
 def _write_status(
     kube: Kube,
     namespace: str,
@@ -208,6 +212,7 @@ def _write_status(
     conditions: Sequence[dict[str, Any]],
     current: Mapping[str, Any] | None = None,
     planned_only: bool = False,
+    raise_unplanned: bool = False,
 ) -> bool:
     """Set status fields and merge conditions against the object's current status, with
     optimistic concurrency; nothing is written when nothing changes (nor, with
@@ -216,7 +221,8 @@ def _write_status(
     def changes(obj: Mapping[str, Any]) -> dict[str, Any]:
         status = obj.get("status") or {}
         if planned_only and not status.get("plan"):
-            return {}
+            raise NotPlannedYet
+
         update = {k: v for k, v in fields.items() if status.get(k) != v}
         current = list(status.get("conditions") or [])
         generation = (obj.get("metadata") or {}).get("generation")
@@ -229,7 +235,12 @@ def _write_status(
             update["conditions"] = merged
         return update
 
-    return kube.update_status(namespace, name, changes, current=current)
+    try:
+        return kube.update_status(namespace, name, changes, current=current)
+    except NotPlannedYet:
+        if raise_unplanned:
+            raise
+        return False
 
 
 def post_event(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
@@ -581,16 +592,23 @@ def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, *
         cond = _cond("Ready", "True", "AllReplicasReady", f"{ready}/{desired} ready")
     else:
         cond = _cond("Ready", "False", "ReplicasNotReady", f"{ready}/{desired} ready")
-    STATE.last_ready[key] = (current, ready)
+
     telemetry.set_replicas(namespace, name, desired, current, ready)
-    wrote = _write_status(
-        _kube(),
-        namespace,
-        name,
-        {"replicas": current, "readyReplicas": ready},
-        [cond],
-        planned_only=True,
-    )
+    try:
+        wrote = _write_status(
+            _kube(),
+            namespace,
+            name,
+            {"replicas": current, "readyReplicas": ready},
+            [cond],
+            planned_only=True,
+            raise_unplanned=True,
+        )
+    except NotPlannedYet:
+        # The reconcile writes these counts with the plan; later Deployment events (its
+        # ReplicaSet, its pods) carry the news on. Not remembered: the next event writes.
+        return
+    STATE.last_ready[key] = (current, ready)
     if wrote and cond["status"] == "True":
         logger.info(f"{namespace}/{name}: {cond['message']}")
 

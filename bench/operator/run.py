@@ -449,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             "--liveness",
             f"http://127.0.0.1:{port}/healthz",
         ]
-        env = {"KUBECONFIG": state.kubeconfig}
+        # As the operator image sets it (images/operator/Dockerfile).
+        env = {"KUBECONFIG": state.kubeconfig, "MALLOC_ARENA_MAX": "2"}
         box.start_component(
             "operator", operator_argv, lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), env
         )

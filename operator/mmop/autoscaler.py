@@ -1,15 +1,16 @@
 """The autoscaler's policy: replicas (and re-plan requests) from what the engines report. Pure.
 
 Horizontal scaling is saturation-based, after llm-d's workload-variant autoscaler: a replica is
-saturated when its KV cache is at least ``kvCacheUsage`` full (0.80) or at least
-``queueLength`` requests (5) wait on it; mmop scales up when the replicas that are not saturated
-have, on average, less than ``kvSpare`` (0.10) KV or ``queueSpare`` (3) queue slots to spare, or
-none is left, or the TTFT p95 is above the SLO. It scales down one replica at a time, and only
-when the load of all replicas spread over one fewer would still leave that spare room (and the
-TTFT p95 well inside the SLO). Replicas that are not Ready are not capacity: while any is
-pending, nothing scales up again. Recommendations are stabilised (scale-up on the lowest
-recommendation over its window, scale-down on the highest over a longer one, as the HPA does),
-limited in step and spaced by cooldowns.
+saturated when its KV cache is at least ``kvCacheUsage`` full (0.80) or at least ``queueLength``
+requests (5) wait on it; mmop scales up when the replicas have, on average, less than
+``kvSpare`` (0.10) KV or ``queueSpare`` (3) queue slots to spare (a saturated replica has none;
+llm-d averages over the unsaturated ones only, which lets a fleet whose replicas take turns
+saturating run at the edge), or none is unsaturated, or the TTFT p95 is above the SLO. It scales
+down one replica at a time, and only when the load of all replicas spread over one fewer would
+still leave that spare room (and the TTFT p95 well inside the SLO). Replicas that are not Ready
+are not capacity: while any is pending, nothing scales up again. Recommendations are stabilised
+(scale-up on the lowest recommendation over its window, scale-down on the highest over a longer
+one, as the HPA does), limited in step and spaced by cooldowns.
 
 Re-planning: pods killed for memory (OOMKilled, or a CUDA out-of-memory termination message)
 ask for a plan with more memory headroom; sustained preemptions, or a saturated KV cache at low
@@ -284,8 +285,10 @@ def _recommend(
     )
     if not free:
         return max(current + 1, need), "Saturated", f"every replica is saturated: {summary}"
-    spare_kv = sum(kv_limit - r.kv_cache_usage for r in free) / len(free)
-    spare_queue = sum(queue_limit - r.requests_waiting for r in free) / len(free)
+    # Spare room averaged over every replica, a saturated one counting as none: averaging over
+    # the free ones alone lets a fleet whose replicas take turns saturating sit at the edge.
+    spare_kv = sum(max(0.0, kv_limit - r.kv_cache_usage) for r in loads) / len(loads)
+    spare_queue = sum(max(0.0, queue_limit - r.requests_waiting) for r in loads) / len(loads)
     if spare_kv < tuning.kv_spare or spare_queue < tuning.queue_spare:
         return (
             max(current + 1, need),

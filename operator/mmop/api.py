@@ -237,6 +237,26 @@ class ScalingBehavior(ApiModel):
     )
 
 
+class Consolidation(ApiModel):
+    """Moving an idle fleet onto a cheaper plan (mode Auto only)."""
+
+    enabled: bool = Field(
+        default=True, description="Re-plan an idle fleet onto a cheaper plan that still meets it"
+    )
+    idle_seconds: int = Field(
+        default=600,
+        ge=10,
+        le=86_400,
+        description="How long the replicas must stay below half their planned load first",
+    )
+    min_savings: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="Fraction of the fleet's cost per hour a new plan must save to be taken",
+    )
+
+
 class Scaling(ApiModel):
     min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest replicas")
     max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas")
@@ -246,6 +266,9 @@ class Scaling(ApiModel):
     )
     behavior: ScalingBehavior = Field(
         default_factory=ScalingBehavior, description="Stabilisation, cooldowns and step limits"
+    )
+    consolidation: Consolidation = Field(
+        default_factory=Consolidation, description="Re-planning an idle fleet to cost less"
     )
 
     @model_validator(mode="after")
@@ -375,6 +398,20 @@ class AutoscalerStatus(ApiModel):
         default=None, ge=0, description="KV tokens per replica the next plan must exceed"
     )
     last_oom_time: str | None = Field(default=None, description="Newest OOM kill handled")
+    demand: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests in flight the consolidated plan is sized for (unset: the plan is "
+        "sized for spec.workload)",
+    )
+    demand_generation: int | None = Field(
+        default=None, description="The generation the consolidated plan was made for"
+    )
+    peak_cost_per_hour_usd: float | None = Field(
+        default=None,
+        ge=0,
+        description="$/h of the plan for spec.workload's peak when the fleet was consolidated",
+    )
 
 
 class MultimodalModelStatus(ApiModel):

@@ -16,6 +16,15 @@ Re-planning: pods killed for memory (OOMKilled, or a CUDA out-of-memory terminat
 ask for a plan with more memory headroom; sustained preemptions, or a saturated KV cache at low
 concurrency, ask for more KV headroom. Re-plans are spaced and bounded in number; past the
 bound the model is Degraded instead, so a wrong plan never loops.
+
+Consolidation (mode Auto): when every replica has stayed below half its planned load — requests
+in flight against the plan's concurrency per replica, and KV use against the saturation target —
+for ``spec.scaling.consolidation.idleSeconds``, the policy asks for a plan sized for what the
+fleet carried (twice the peak in flight seen over that time). The operator takes it only if it
+is another configuration that still serves spec.workload's peak and costs at least
+``minSavings`` less than the fleet does now. A consolidated fleet that later grows until it
+costs more than the plan for the peak would is re-planned back to that plan (DemandReturned).
+Both count against the same re-plan budget as the others.
 """
 
 from __future__ import annotations
@@ -64,6 +73,15 @@ class Observation(BaseModel):
     planned_concurrency: int | None = Field(
         default=None, ge=1, description="Requests in flight per replica the plan was sized for"
     )
+    replica_cost_per_hour: float | None = Field(
+        default=None, ge=0, description="$/h of one replica of the plan in force"
+    )
+    consolidated: bool = Field(
+        default=False, description="The plan in force is sized for observed demand"
+    )
+    peak_cost_per_hour: float | None = Field(
+        default=None, ge=0, description="$/h of the plan for spec.workload's peak"
+    )
 
 
 class State(BaseModel):
@@ -81,6 +99,10 @@ class State(BaseModel):
         default=None, description="Since when KV pressure (preemptions/saturation) has lasted"
     )
     replans: tuple[float, ...] = Field(default=(), description="Times of re-plans requested")
+    idle_since_seconds: float | None = Field(
+        default=None, description="Since when every replica has stayed below half its load"
+    )
+    idle_peak: float = Field(default=0, ge=0, description="Most requests in flight while idle")
 
 
 class Decision(BaseModel):
@@ -92,7 +114,11 @@ class Decision(BaseModel):
     message: str = Field(default="")
     headroom: str | None = Field(
         default=None,
-        description="For a re-plan: 'memory' or 'kv' — what the new plan needs more of",
+        description="For a re-plan: 'memory' or 'kv' — what the new plan needs more of; "
+        "'cost' — a cheaper plan sized for ``demand``; 'peak' — back to the plan for the peak",
+    )
+    demand: int | None = Field(
+        default=None, ge=1, description="For a 'cost' re-plan: requests in flight to size for"
     )
 
 
@@ -115,6 +141,11 @@ class Tuning(BaseModel):
     max_replans: int = Field(default=3, ge=0, description="Re-plans per replan_window_seconds")
     replan_window_seconds: float = Field(default=3600, gt=0)
     reversal_window_seconds: float = Field(default=3600, gt=0)
+    consolidate: bool = Field(default=True, description="Consolidate an idle fleet (mode Auto)")
+    idle_seconds: float = Field(default=600, ge=0, description="Idle this long to consolidate")
+    idle_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="Idle: below this fraction of the planned load"
+    )
 
 
 def tuning_for(scaling: Scaling) -> Tuning:
@@ -129,6 +160,8 @@ def tuning_for(scaling: Scaling) -> Tuning:
         scale_down_cooldown_seconds=b.scale_down_cooldown_seconds,
         max_scale_up_step=b.max_scale_up_step,
         max_scale_down_step=b.max_scale_down_step,
+        consolidate=scaling.consolidation.enabled,
+        idle_seconds=scaling.consolidation.idle_seconds,
     )
 
 
@@ -154,6 +187,9 @@ def decide(
 
     if scaling.mode == ScalingMode.OFF:
         return _hold(obs, "ScalingOff", "spec.scaling.mode is Off"), state
+    consolidation, state = _consolidate(scaling, obs, state, tuning)
+    if consolidation is not None:
+        return consolidation, state
     recommended, reason, message = _recommend(scaling, slo, obs, tuning)
     window = max(tuning.scale_up_window_seconds, tuning.scale_down_window_seconds)
     # The recommendations within the longest window, and the last one before it (it was still
@@ -356,6 +392,87 @@ def _replan(obs: Observation, state: State, tuning: Tuning) -> tuple[Decision | 
         ),
         state,
     )
+
+
+def _consolidate(
+    scaling: Scaling, obs: Observation, state: State, tuning: Tuning
+) -> tuple[Decision | None, State]:
+    """A 'cost' or 'peak' re-plan when the fleet's size and its plan have drifted apart.
+
+    Unlike the other re-plans this one is only a request: the operator takes it when a plan
+    saves enough (then it calls ``replanned``), so the budget is not spent here."""
+    if scaling.mode != ScalingMode.AUTO or not tuning.consolidate:
+        return None, _not_idle(state)
+    now = obs.now_seconds
+    budget_left = len(state.replans) < tuning.max_replans and (
+        not state.replans or now - state.replans[-1] >= tuning.replan_spacing_seconds
+    )
+    if (
+        obs.consolidated
+        and obs.replica_cost_per_hour is not None
+        and obs.peak_cost_per_hour is not None
+        and obs.desired_replicas * obs.replica_cost_per_hour > obs.peak_cost_per_hour + 1e-9
+    ):
+        if not budget_left:
+            return None, _not_idle(state)
+        fleet = obs.desired_replicas * obs.replica_cost_per_hour
+        return (
+            Decision(
+                action=Action.REPLAN,
+                replicas=obs.desired_replicas,
+                reason="DemandReturned",
+                message=f"{obs.desired_replicas} replicas of the consolidated plan cost "
+                f"${fleet:.2f}/h, more than the ${obs.peak_cost_per_hour:.2f}/h of the plan for "
+                "spec.workload's peak",
+                headroom="peak",
+            ),
+            _not_idle(state),
+        )
+    in_flight = sum(r.requests_running + r.requests_waiting for r in obs.loads)
+    planned = obs.planned_concurrency
+    kv_limit = scaling.targets.kv_cache_usage
+    idle = (
+        planned is not None
+        and obs.desired_replicas > 0
+        and obs.ready_replicas >= obs.desired_replicas
+        and len(obs.loads) >= obs.desired_replicas
+        and in_flight <= tuning.idle_fraction * planned * obs.desired_replicas
+        and all(r.kv_cache_usage < tuning.idle_fraction * kv_limit for r in obs.loads)
+    )
+    if not idle:
+        return None, _not_idle(state)
+    since = state.idle_since_seconds
+    if since is None:
+        return None, state.model_copy(update={"idle_since_seconds": now, "idle_peak": in_flight})
+    peak = max(state.idle_peak, in_flight)
+    state = state.model_copy(update={"idle_peak": peak})
+    if now - since < tuning.idle_seconds or not budget_left:
+        return None, state
+    demand = max(1, math.ceil(peak / tuning.idle_fraction))
+    return (
+        Decision(
+            action=Action.REPLAN,
+            replicas=obs.desired_replicas,
+            reason="LowUtilization",
+            message=f"at most {peak:.0f} requests in flight over "
+            f"{now - since:.0f} s on {obs.desired_replicas} replica(s) "
+            f"planned for {planned} each",
+            headroom="cost",
+            demand=demand,
+        ),
+        _not_idle(state),
+    )
+
+
+def _not_idle(state: State) -> State:
+    if state.idle_since_seconds is None and not state.idle_peak:
+        return state
+    return state.model_copy(update={"idle_since_seconds": None, "idle_peak": 0})
+
+
+def replanned(state: State, now: float) -> State:
+    """The state after the operator took a consolidation re-plan (it counts in the budget)."""
+    return state.model_copy(update={"replans": (*state.replans, now)})
 
 
 def _kv_pressure(obs: Observation) -> str | None:

@@ -157,6 +157,7 @@ class _Candidate:
     max_model_len: int = 0
     tokens_per_request: int = 0
     planned_load: int = 0  # requests in flight per replica under the stated workload
+    peak_replicas: int | None = None  # replicas for spec.workload's peak (sized for demand)
 
     @property
     def gpus(self) -> int:
@@ -334,11 +335,18 @@ def _round_len(tokens: int) -> int:
 
 @dataclass(frozen=True)
 class Limits:
-    """What observed serving taught about this model: configurations that failed, and the KV
-    cache a replica must beat (both from status.autoscaler)."""
+    """What observed serving taught about this model: configurations that failed, the KV
+    cache a replica must beat, and the requests in flight the fleet actually carries (all from
+    status.autoscaler).
+
+    With ``demand`` set, a candidate must still serve spec.workload's peak (its replicas for the
+    peak within scaling.maxReplicas and placeable now), but is sized — and priced — for the
+    demand: the cheapest plan for the traffic the engines see that can still scale to the peak.
+    """
 
     avoid: frozenset[str] = frozenset()
     min_kv_cache_tokens: int | None = None
+    demand: int | None = None
 
 
 @dataclass(frozen=True)
@@ -422,6 +430,13 @@ def _evaluate(
             f"{placeable}"
         )
         return
+    if limits.demand is not None:
+        # Room for the peak was checked above; the fleet is sized for what it carries.
+        cand.peak_replicas = replicas
+        replicas = max(
+            1, spec.scaling.min_replicas, math.ceil(limits.demand / found.perf.concurrency)
+        )
+        cand.replicas = replicas
     cand.est, cand.perf = found.est, found.perf
     cand.max_num_seqs, cand.planned_load = found.max_num_seqs, found.planned_load
     cand.cost = replicas * cand.tp * inventory.price(cand.pool)
@@ -707,6 +722,11 @@ def plan(
         + (f" ({best.image_tokens} tokens per image)" if best.image_tokens else "")
         + f"; max_model_len {best.max_model_len}."
     )
+    if limits is not None and limits.demand is not None:
+        explanation += (
+            f" Sized for the {limits.demand} requests in flight the engines showed; "
+            f"{best.peak_replicas} replica(s) carry spec.workload's peak."
+        )
     return Plan(
         model=best.weights.model_id,
         served_model_name=name,

@@ -320,3 +320,69 @@ def test_an_oom_killed_engine_leads_to_a_replan_recorded_in_status(
     memory = get_mm(sandbox, namespace, name)["status"]["autoscaler"]
     assert memory["lastOomTime"] == "2026-01-01T00:01:00Z"
     assert len(memory["replans"]) == 1
+
+
+def test_an_idle_fleet_is_consolidated_onto_a_cheaper_plan_until_the_spec_changes(
+    sandbox: SandboxState, scaler: Any, namespace: str
+) -> None:
+    """Planned for 400 requests in flight (2 × 2 L40S), the engines carry none: after the idle
+    period mmop moves the model onto the cheapest plan that still scales to the peak, rolls the
+    Deployment, and records why; a spec edit plans for spec.workload again."""
+    name = "idle"
+    manifest = model(name)
+    manifest["spec"]["model"] = {"id": "llava-hf/llava-1.5-7b-hf"}
+    manifest["spec"]["workload"]["concurrency"] = 400
+    manifest["spec"]["scaling"]["maxReplicas"] = 8
+    manifest["spec"]["scaling"]["consolidation"] = {"idleSeconds": 10}
+    apply_manifest(sandbox, namespace, manifest)
+    first = wait_for(
+        lambda: (p := (get_mm(sandbox, namespace, name).get("status") or {}).get("plan")) and p,
+        "a plan",
+        60,
+    )
+    assert first["gpusPerReplica"] == 2 and first["replicas"] == 2, first["config"]
+    consolidated = wait_for(
+        lambda: (
+            (m := get_mm(sandbox, namespace, name))
+            and any(d["reason"] == "LowUtilization" for d in decisions(m))
+            and m["status"]["plan"]["config"] != first["config"]
+            and m
+        ),
+        "a consolidation re-plan",
+        120,
+    )
+    status = consolidated["status"]
+    plan = status["plan"]
+    assert plan["gpusPerReplica"] == 1 and plan["replicas"] == 1
+    assert plan["costPerHourUsd"] < first["costPerHourUsd"] / 2
+    assert "carry spec.workload's peak" in plan["explanation"]
+    memory = status["autoscaler"]
+    assert memory["demand"] == 1  # nothing in flight: one request's worth
+    assert memory["demandGeneration"] == consolidated["metadata"]["generation"]
+    assert memory["peakCostPerHourUsd"] == first["costPerHourUsd"]
+    assert len(memory["replans"]) == 1
+    entry = next(d for d in decisions(consolidated) if d["reason"] == "LowUtilization")
+    assert entry["action"] == "Replan" and plan["config"] in entry["message"]
+    dep = wait_for(
+        lambda: (
+            (d := deployment(sandbox, namespace, name))
+            and d["spec"]["template"]["metadata"]["annotations"]["mmop.dev/template-hash"]
+            == plan["templateHash"]
+            and d
+        ),
+        "the Deployment rolled to the consolidated plan",
+        60,
+    )
+    assert dep["spec"]["replicas"] == 1
+    limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert str(limits["nvidia.com/gpu"]) == "1"
+    # A spec edit is a new statement of the workload: the plan is for its peak again.
+    kubectl(
+        sandbox, "patch", "mmm", name, "-n", namespace, "--type=merge", "-p",
+        json.dumps({"spec": {"workload": {"concurrency": 401}}}),
+    )  # fmt: skip
+    wait_for(
+        lambda: get_mm(sandbox, namespace, name)["status"]["plan"]["gpusPerReplica"] == 2,
+        "the plan for the peak after the edit",
+        60,
+    )

@@ -16,6 +16,7 @@ from mmop.autoscaler import (
     Tuning,
     decide,
     loads_from,
+    replanned,
 )
 
 SCALING = Scaling(min_replicas=1, max_replicas=8)
@@ -247,3 +248,88 @@ def test_spec_behavior_sets_the_policy() -> None:
     assert d.action == Action.SCALE_UP and d.replicas == 6
     d, _ = decide(scaling, NO_SLO, obs(0, [(0.1, 0)] * 3), State())
     assert d.action == Action.SCALE_DOWN
+
+
+# ----------------------------------------------------------------------------- consolidation
+
+CONSOLIDATING = Scaling.model_validate(
+    {"minReplicas": 1, "maxReplicas": 8, "consolidation": {"idleSeconds": 60}}
+)
+
+
+def quiet(t: float, running: list[float], **kw: object) -> Observation:
+    """Replicas planned for 64 requests each, running a few."""
+    return Observation(
+        now_seconds=t,
+        desired_replicas=len(running),
+        ready_replicas=len(running),
+        loads=tuple(
+            ReplicaLoad(pod=f"p{i}", kv_cache_usage=0.05, requests_waiting=0, requests_running=r)
+            for i, r in enumerate(running)
+        ),
+        planned_concurrency=64,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_an_idle_fleet_asks_for_a_plan_sized_for_twice_its_peak_after_idle_seconds() -> None:
+    state = State()
+    seen = []
+    for t, running in ((0, [3, 2]), (30, [6, 4]), (59, [1, 1]), (61, [2, 2])):
+        d, state = decide(CONSOLIDATING, NO_SLO, quiet(t, running), state)
+        seen.append(d)
+    assert all(d.action != Action.REPLAN for d in seen[:3])
+    last = seen[-1]
+    assert last.action == Action.REPLAN and last.reason == "LowUtilization"
+    assert last.headroom == "cost" and last.demand == 20  # 2 × the 10 in flight at t=30
+    # Asking spends no re-plan budget (the operator spends it when it takes a plan), and the
+    # idle period starts again.
+    assert state.replans == () and state.idle_since_seconds is None
+
+
+def test_a_busy_tick_restarts_the_idle_period() -> None:
+    state = State()
+    _, state = decide(CONSOLIDATING, NO_SLO, quiet(0, [2, 2]), state)
+    _, state = decide(CONSOLIDATING, NO_SLO, quiet(40, [40, 40]), state)  # above half of 64
+    assert state.idle_since_seconds is None
+    d, state = decide(CONSOLIDATING, NO_SLO, quiet(70, [2, 2]), state)
+    assert d.action != Action.REPLAN and state.idle_since_seconds == 70
+
+
+def test_consolidation_needs_mode_auto_and_can_be_turned_off() -> None:
+    for scaling in (
+        CONSOLIDATING.model_copy(update={"mode": ScalingMode.EXTERNAL}),
+        Scaling.model_validate({"consolidation": {"enabled": False, "idleSeconds": 60}}),
+    ):
+        state = State()
+        for t in (0, 100, 200):
+            d, state = decide(scaling, NO_SLO, quiet(t, [1]), state)
+            assert d.action != Action.REPLAN
+
+
+def test_consolidation_waits_for_the_replan_budget_and_never_degrades() -> None:
+    used = State(replans=(0.0, 10.0, 20.0))  # 3 re-plans within the hour: the bound
+    d = None
+    state = used
+    for t in (100, 200, 400):
+        d, state = decide(CONSOLIDATING, NO_SLO, quiet(t, [1]), state)
+        assert d.action != Action.REPLAN and d.reason != "ReplanLimitReached"
+    recent = State(replans=(350.0,))  # spaced less than 5 minutes ago
+    d, _ = decide(CONSOLIDATING, NO_SLO, quiet(400, [1]), recent.model_copy(
+        update={"idle_since_seconds": 0.0}
+    ))  # fmt: skip
+    assert d.action != Action.REPLAN
+    assert replanned(State(), 5.0).replans == (5.0,)
+
+
+def test_a_consolidated_fleet_that_costs_more_than_the_peak_plan_goes_back_to_it() -> None:
+    cheap = {"consolidated": True, "replica_cost_per_hour": 0.79, "peak_cost_per_hour": 3.16}
+    d, _ = decide(CONSOLIDATING, NO_SLO, quiet(0, [60, 60, 60, 60], **cheap), State())
+    assert d.action != Action.REPLAN  # 4 × 0.79 = 3.16: not more than the peak plan
+    d, _ = decide(CONSOLIDATING, NO_SLO, quiet(0, [60] * 5, **cheap), State())
+    assert d.action == Action.REPLAN and d.reason == "DemandReturned" and d.headroom == "peak"
+    assert "$3.95/h" in d.message and "$3.16/h" in d.message
+    # Not consolidated: the fleet's size alone never re-plans.
+    plain = {**cheap, "consolidated": False}
+    d, _ = decide(CONSOLIDATING, NO_SLO, quiet(0, [60] * 5, **plain), State())
+    assert d.action != Action.REPLAN

@@ -174,3 +174,20 @@ def test_bearer_tokens_are_found_under_either_client_key() -> None:
     assert handlers.bearer_token({"authorization": "bearer xyz"}) == "xyz"
     assert handlers.bearer_token({"BearerToken": "plain"}) == "plain"
     assert handlers.bearer_token({}) is None
+
+
+def test_a_consolidated_demand_holds_only_for_its_generation() -> None:
+    status = {
+        "autoscaler": {
+            "avoid": ["a"],
+            "minKvCacheTokens": 10,
+            "demand": 4,
+            "demandGeneration": 3,
+        }
+    }
+    same = handlers.limits_from_status(status, 3)
+    assert same.demand == 4 and same.avoid == frozenset({"a"}) and same.min_kv_cache_tokens == 10
+    # A spec edit (new generation) plans for spec.workload again; what failed stays avoided.
+    edited = handlers.limits_from_status(status, 4)
+    assert edited.demand is None and edited.avoid == frozenset({"a"})
+    assert handlers.limits_from_status(status).demand is None

@@ -264,3 +264,40 @@ def test_avoiding_everything_is_infeasible_with_the_reason() -> None:
     with pytest.raises(PlanningError) as info:
         plan(m, default_inventory(), limits=Limits(min_kv_cache_tokens=10**9))
     assert "proved too few" in str(info.value)
+
+
+LLAVA_PEAK = {
+    "model": {"id": "llava-hf/llava-1.5-7b-hf"},
+    "workload": {
+        "images": {"perRequest": 1, "maxWidth": 640, "maxHeight": 480},
+        "concurrency": 400,
+    },
+    "scaling": {"minReplicas": 1, "maxReplicas": 8},
+}
+
+
+def test_a_plan_for_observed_demand_is_cheaper_and_still_scales_to_the_peak() -> None:
+    m = manifest(LLAVA_PEAK)
+    peak = plan(m, default_inventory())
+    idle = plan(m, default_inventory(), limits=Limits(demand=2))
+    assert idle.config != peak.config
+    assert idle.replicas == 1 and idle.cost_per_hour_usd < peak.cost_per_hour_usd
+    # The demand plan's configuration carries the peak within maxReplicas.
+    per_replica = idle.performance.concurrency_per_replica
+    peak_replicas = -(-400 // per_replica)
+    assert peak_replicas <= 8
+    assert f"{peak_replicas} replica(s) carry spec.workload's peak" in idle.explanation
+    # More demand, more replicas of the same kind; never fewer than minReplicas.
+    busier = plan(m, default_inventory(), limits=Limits(demand=3 * per_replica))
+    assert busier.replicas == 3
+
+
+def test_a_demand_plan_must_still_carry_the_peak_within_max_replicas() -> None:
+    spec = {**LLAVA_PEAK, "scaling": {"minReplicas": 1, "maxReplicas": 2}}
+    m = manifest(spec)
+    peak = plan(m, default_inventory())
+    idle = plan(m, default_inventory(), limits=Limits(demand=2))
+    # The small configuration needs more than 2 replicas for the peak: only the peak's own
+    # kind (or one as large) remains, sized down to one replica.
+    assert idle.tensor_parallel_size == peak.tensor_parallel_size
+    assert idle.replicas == 1

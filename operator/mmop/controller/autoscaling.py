@@ -31,11 +31,12 @@ import re
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
 import kopf
+from pydantic import ValidationError
 
 from mmop import autoscaler
 from mmop.api import API_GROUP, API_VERSION, Decision, Scaling, Slo
@@ -44,14 +45,14 @@ from mmop.controller.kube import MODEL_LABEL
 from mmop.metrics import Scrape, Signals, signals
 from mmop.metrics.promql import PromQLError, query_model
 from mmop.metrics.scrape import ScrapeResult, Target, scrape
-from mmop.planner import OPENAI_PORT, Limits
+from mmop.planner import OPENAI_PORT, Limits, PlanningError
 from mmop.render import CONTAINER_NAME, PORT_NAME
 
 INTERVAL_SECONDS = float(os.environ.get("MMOP_AUTOSCALE_INTERVAL_SECONDS", "10"))
 SCRAPE_TIMEOUT_SECONDS = 2.0
 PROMETHEUS_ENV = "MMOP_PROMETHEUS_URL"  # set: signals come from PromQL instead of scraping
 DECISIONS_KEPT = 10
-NOTABLE_HOLDS = ("ReplanLimitReached", "ExternalScaling")
+NOTABLE_HOLDS = ("ReplanLimitReached", "ExternalScaling", "NoCheaperPlan")
 # How a CUDA OOM reads in a termination message (vLLM's own, torch's, the CUDA runtime's).
 OOM_MESSAGE = re.compile(r"CUDA out of memory|OutOfMemoryError|out of memory", re.IGNORECASE)
 
@@ -168,7 +169,9 @@ def track_model(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
 
 # What the loop (a tick, or a placement retry through the reconcile) reads of a model: not
 # managedFields, kopf's annotations, nor the plan's arguments, alternatives and explanation.
-_PLAN_KEPT = ("config", "memory", "performance", "templateHash", "replicas", "gpu")
+_PLAN_KEPT = (
+    "config", "memory", "performance", "templateHash", "replicas", "gpu", "costPerHourUsd",
+)  # fmt: skip
 
 
 def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -420,6 +423,11 @@ async def tick(
     loads = autoscaler.loads_from(loaded)
     plan_status = status.get("plan") or {}
     planned = (plan_status.get("performance") or {}).get("concurrency_per_replica")
+    plan_replicas = int(plan_status.get("replicas") or 0)
+    plan_cost = plan_status.get("costPerHourUsd")
+    saved = status.get("autoscaler") or {}
+    consolidated = handlers.limits_from_status(status, meta.get("generation")).demand is not None
+    peak_cost = saved.get("peakCostPerHourUsd") if consolidated else None
     obs = autoscaler.Observation(
         now_seconds=now,
         desired_replicas=int((deployment.get("spec") or {}).get("replicas") or 0),
@@ -429,6 +437,11 @@ async def tick(
         preemptions_per_second=sig.preemptions_per_second,
         oom_killed=tuple(ooms),
         planned_concurrency=int(planned) if planned else None,
+        replica_cost_per_hour=(
+            float(plan_cost) / plan_replicas if plan_cost is not None and plan_replicas else None
+        ),
+        consolidated=consolidated,
+        peak_cost_per_hour=float(peak_cost) if peak_cost is not None else None,
     )
     decision, memory.state = autoscaler.decide(scaling, slo, obs, memory.state)
     memory.last_oom = newest_oom
@@ -442,12 +455,24 @@ async def tick(
         int(predicted) if predicted is not None else None,
         sum(observed) / len(observed) if observed else None,
     )
+    snapshot = {"metadata": meta, "spec": spec, "status": status}
+    peak_plan_cost: float | None = None
+    if decision.action == autoscaler.Action.REPLAN and decision.headroom in ("cost", "peak"):
+        decision, learned, peak_plan_cost = await asyncio.to_thread(
+            _rightsize, snapshot, logger, decision, obs, scaling, nodes_index, pods_index,
+            deployments,
+        )  # fmt: skip
+        if decision.action == autoscaler.Action.REPLAN:
+            memory.state = autoscaler.replanned(memory.state, now)
+    else:
+        replan = decision.action == autoscaler.Action.REPLAN
+        learned = _learned(status, meta.get("generation"), decision) if replan else None
+        await _act(snapshot, logger, decision, learned, nodes_index, pods_index, deployments)
     if decision.action != autoscaler.Action.HOLD or decision.reason in NOTABLE_HOLDS:
         telemetry.record_decision(namespace, name, str(decision.action), decision.reason)
-    learned = _learned(status, decision) if decision.action == autoscaler.Action.REPLAN else None
-    snapshot = {"metadata": meta, "spec": spec, "status": status}
-    await _act(snapshot, logger, decision, learned, nodes_index, pods_index, deployments)
-    await asyncio.to_thread(_record, body, status, decision, learned, memory, now)
+    await asyncio.to_thread(
+        _record, snapshot, status, decision, learned, memory, now, peak_plan_cost
+    )
     return decision
 
 
@@ -482,20 +507,91 @@ async def _act(
         )
 
 
-def _learned(status: Mapping[str, Any], decision: autoscaler.Decision) -> Limits:
+def _learned(
+    status: Mapping[str, Any], generation: int | None, decision: autoscaler.Decision
+) -> Limits:
     """Planner limits after a re-plan decision: the current configuration is avoided when it
-    ran out of memory; the KV cache must grow when it was too small."""
-    limits = handlers.limits_from_status(status)
+    ran out of memory; the KV cache must grow when it was too small (a consolidated fleet
+    stays sized for its demand)."""
+    limits = handlers.limits_from_status(status, generation)
     plan = status.get("plan") or {}
     config = str(plan.get("config") or "")
     if decision.headroom == "memory" and config:
-        return Limits(avoid=limits.avoid | {config}, min_kv_cache_tokens=limits.min_kv_cache_tokens)
+        return replace(limits, avoid=limits.avoid | {config})
     if decision.headroom == "kv":
         tokens = (plan.get("memory") or {}).get("kv_cache_tokens")
         if tokens is not None:
             floor = max(int(tokens), limits.min_kv_cache_tokens or 0)
-            return Limits(avoid=limits.avoid, min_kv_cache_tokens=floor)
+            return replace(limits, min_kv_cache_tokens=floor)
     return limits
+
+
+def _rightsize(
+    body: Mapping[str, Any],
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    decision: autoscaler.Decision,
+    obs: autoscaler.Observation,
+    scaling: Scaling,
+    nodes_index: Any,
+    pods_index: Any,
+    deployments: Any,
+) -> tuple[autoscaler.Decision, Limits | None, float | None]:
+    """Carry out a 'cost' re-plan (consolidation) or a 'peak' one (back to the plan for
+    spec.workload's peak): (the decision as taken — a NoCheaperPlan hold when no plan saves
+    enough —, the limits now in force, the peak plan's $/h)."""
+    status = body.get("status") or {}
+    current = handlers.limits_from_status(status, body["metadata"].get("generation"))
+    peak_limits = replace(current, demand=None)
+    config = str((status.get("plan") or {}).get("config") or "")
+    try:
+        peak = handlers.plan_model(body, nodes_index, pods_index, deployments, peak_limits)
+        chosen, limits = peak, peak_limits
+        if decision.headroom == "cost":
+            limits = replace(peak_limits, demand=decision.demand)
+            chosen = handlers.plan_model(body, nodes_index, pods_index, deployments, limits)
+    except (PlanningError, ValidationError) as err:
+        return _no_cheaper(obs, f"no plan for spec.workload's peak fits now: {err}"), None, None
+    if decision.headroom == "cost":
+        fleet = obs.desired_replicas * (obs.replica_cost_per_hour or 0.0)
+        savings = scaling.consolidation.min_savings
+        if chosen.config == config or chosen.cost_per_hour_usd > (1 - savings) * fleet + 1e-9:
+            return (
+                _no_cheaper(
+                    obs,
+                    f"the cheapest plan for {decision.demand} requests in flight, "
+                    f"{chosen.replicas} × {chosen.config} at ${chosen.cost_per_hour_usd:.2f}/h, "
+                    f"does not save {savings:.0%} of the fleet's ${fleet:.2f}/h",
+                ),
+                None,
+                None,
+            )
+    logger.info(f"re-planning ({decision.reason}): {decision.message}")
+    handlers.reconcile_model(
+        body,
+        None,  # type: ignore[arg-type]
+        logger,
+        nodes_index,
+        pods_index,
+        deployments,
+        limits=limits,
+        force=True,
+        replicas_from_plan=True,
+    )
+    message = (
+        f"{decision.message}; now {chosen.replicas} × {chosen.config} at "
+        f"${chosen.cost_per_hour_usd:.2f}/h"
+    )
+    taken = decision.model_copy(update={"message": message, "replicas": chosen.replicas})
+    return taken, limits, peak.cost_per_hour_usd
+
+
+def _no_cheaper(obs: autoscaler.Observation, message: str) -> autoscaler.Decision:
+    return autoscaler.Decision(
+        action=autoscaler.Action.HOLD,
+        replicas=obs.desired_replicas,
+        reason="NoCheaperPlan",
+        message=message,
+    )
 
 
 def _record(
@@ -505,9 +601,11 @@ def _record(
     learned: Limits | None,
     memory: ModelMemory,
     now: float,
+    peak_cost: float | None = None,
 ) -> None:
     """status.decisions, status.autoscaler, an Event and conditions, only when they change.
-    ``status`` is the status the tick decided on; ``body`` only addresses the Event."""
+    ``status`` is the status the tick decided on; ``body`` only addresses the Event (and
+    gives the generation a consolidated plan was made for)."""
     meta = body["metadata"]
     namespace, name = str(meta["namespace"]), str(meta["name"])
     decisions = list(status.get("decisions") or [])
@@ -542,6 +640,10 @@ def _record(
     if learned is not None:
         update["avoid"] = sorted(learned.avoid)
         update["minKvCacheTokens"] = learned.min_kv_cache_tokens
+        update["demand"] = learned.demand
+        update["demandGeneration"] = meta.get("generation") if learned.demand else None
+        if peak_cost is not None or learned.demand is None:
+            update["peakCostPerHourUsd"] = peak_cost if learned.demand else None
 
     def meaningful(fields: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in fields.items() if v not in (None, [], "", 0)}

@@ -170,13 +170,19 @@ def _plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
     return status.model_dump(by_alias=True, exclude_none=True)
 
 
-def limits_from_status(status: Mapping[str, Any]) -> Limits:
-    """What the autoscaler learnt (status.autoscaler) as planner limits."""
+def limits_from_status(status: Mapping[str, Any], generation: int | None = None) -> Limits:
+    """What the autoscaler learnt (status.autoscaler) as planner limits. The demand a fleet was
+    consolidated for holds only for the generation it was seen under: a spec edit plans for
+    the new spec.workload."""
     memory = status.get("autoscaler") or {}
     floor = memory.get("minKvCacheTokens")
+    demand = memory.get("demand")
+    if generation is None or memory.get("demandGeneration") != generation:
+        demand = None
     return Limits(
         avoid=frozenset(str(a) for a in memory.get("avoid") or ()),
         min_kv_cache_tokens=int(floor) if floor is not None else None,
+        demand=int(demand) if demand is not None else None,
     )
 
 
@@ -189,12 +195,17 @@ def _template_hash(deployment: Mapping[str, Any] | None) -> str | None:
     return str(value) if value else None
 
 
-def _desired_replicas(manifest: MultimodalModel, p: Plan, current: int | None) -> int:
+def _desired_replicas(
+    manifest: MultimodalModel, p: Plan, current: int | None, from_plan: bool = False
+) -> int:
+    """Replicas for the Deployment. ``from_plan``: the plan was sized for the traffic seen
+    (consolidation, or back to the peak plan), so the count of the old configuration — whose
+    replicas each carried a different load — does not carry over."""
     scaling = manifest.spec.scaling
     if scaling.mode == ScalingMode.EXTERNAL and manifest.spec.replicas is not None:
         return manifest.spec.replicas
     wanted = max(p.replicas, scaling.min_replicas)
-    if scaling.mode == ScalingMode.AUTO and current is not None:
+    if scaling.mode == ScalingMode.AUTO and current is not None and not from_plan:
         # The autoscaler may have moved the count; the plan sets the floor.
         wanted = max(wanted, min(current, scaling.max_replicas))
     return min(wanted, scaling.max_replicas)
@@ -266,6 +277,7 @@ def reconcile_model(
     *,
     limits: Limits | None = None,
     force: bool = False,
+    replicas_from_plan: bool = False,
 ) -> str:
     """Plan, render, apply and report for one MultimodalModel; returns what it did."""
     meta, spec = body["metadata"], body.get("spec") or {}
@@ -276,14 +288,7 @@ def reconcile_model(
     kube = _kube()
 
     try:
-        manifest = MultimodalModel.model_validate(
-            {
-                "apiVersion": f"{API_GROUP}/{API_VERSION}",
-                "kind": KIND,
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": spec,
-            }
-        )
+        manifest = _manifest(name, namespace, spec)
     except ValidationError as err:
         first = err.errors()[0]
         message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
@@ -313,14 +318,9 @@ def reconcile_model(
         # (that would move it whenever the cluster changed); spec edits and the autoscaler do.
         return "unchanged"
 
-    if nodes is not None and pods is not None:
-        inventory = _inventory_from_indexes(
-            nodes, pods, exclude_model=(namespace, name), deployments=deployments
-        )
-    else:
-        inventory = kube.inventory(exclude_model=(namespace, name))
+    inventory = _inventory_for(namespace, name, nodes, pods, deployments)
     try:
-        p = plan(manifest, inventory, limits=limits or limits_from_status(status))
+        p = plan(manifest, inventory, limits=limits or limits_from_status(status, generation))
     except PlanningError as err:
         was = next((c for c in conditions if c.get("type") == "Planned"), {})
         _write_status(
@@ -340,7 +340,7 @@ def reconcile_model(
         return "unplaced"
 
     current_replicas = (existing or {}).get("spec", {}).get("replicas")
-    replicas = _desired_replicas(manifest, p, current_replicas)
+    replicas = _desired_replicas(manifest, p, current_replicas, replicas_from_plan)
     rendered = render(
         name, namespace, uid, manifest.spec, p, STATE.render_options, generation, replicas=replicas
     )
@@ -376,6 +376,37 @@ def reconcile_model(
     )  # fmt: skip
     telemetry.set_replicas(namespace, name, replicas)
     return action
+
+
+def _manifest(name: str, namespace: str, spec: Mapping[str, Any]) -> MultimodalModel:
+    return MultimodalModel.model_validate(
+        {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
+
+
+def _inventory_for(namespace: str, name: str, nodes: Any, pods: Any, deployments: Any) -> Inventory:
+    """The cluster as one model's plan sees it: its own GPUs count as free."""
+    if nodes is not None and pods is not None:
+        return _inventory_from_indexes(
+            nodes, pods, exclude_model=(namespace, name), deployments=deployments
+        )
+    return _kube().inventory(exclude_model=(namespace, name))
+
+
+def plan_model(
+    body: Mapping[str, Any], nodes: Any, pods: Any, deployments: Any, limits: Limits
+) -> Plan:
+    """The plan reconcile_model would make now under ``limits``, without acting on it.
+    Raises PlanningError (nothing fits) or ValidationError (invalid spec)."""
+    meta = body["metadata"]
+    name, namespace = str(meta["name"]), str(meta["namespace"])
+    manifest = _manifest(name, namespace, body.get("spec") or {})
+    return plan(manifest, _inventory_for(namespace, name, nodes, pods, deployments), limits=limits)
 
 
 @kopf.on.resume(API_GROUP, API_VERSION, PLURAL)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -76,7 +75,7 @@ SIM_ANNOTATIONS = {
     "sandbox.mmop.dev/time-to-first-token": "200",
     "sandbox.mmop.dev/inter-token-latency": "40",
     "sandbox.mmop.dev/kv-cache-blocks": "10",
-    "sandbox.mmop.dev/sim-args": "--max-num-seqs=2 --enable-kvcache",
+    "sandbox.mmop.dev/sim-args": "--max-num-seqs=2",
 }
 POOLS = {
     "pools": [
@@ -365,9 +364,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     from kubernetes import config
 
-    # The stand-in keeps KV-cache accounting only with POD_IP in its environment (inherited
-    # from the sandbox's pod server, which inherits ours).
-    os.environ.setdefault("POD_IP", "127.0.0.1")
     tmp = Path(tempfile.mkdtemp(prefix="mmop-asbench-"))
     pools_file = tmp / "pools.yaml"
     pools_file.write_text(yaml.safe_dump(POOLS, sort_keys=False))

@@ -104,10 +104,17 @@ def simulator_args(pod: dict[str, Any], port: int) -> list[str]:
             if key != "kv-cache-blocks" and value.replace(".", "", 1).isdigit():
                 value = f"{value}ms"  # a bare number is milliseconds; the simulator wants a unit
             out.append(f"{flag}={value}")
-    extra = notes.get(ANNOTATION_PREFIX + "sim-args")
-    if extra:
-        out += shlex.split(extra)
-    return out
+    extra = shlex.split(notes.get(ANNOTATION_PREFIX + "sim-args") or "")
+    if notes.get(ANNOTATION_PREFIX + "kv-cache-blocks") and "--enable-kvcache" not in extra:
+        out.append("--enable-kvcache")  # without it the simulator keeps no KV accounting
+    return out + extra
+
+
+def simulator_environment() -> dict[str, str]:
+    """The simulator's environment. Its KV-cache accounting refuses to start without POD_IP
+    (it names the pod in KV events); the loopback address keeps anything it might send on this
+    machine."""
+    return {**os.environ, "POD_IP": "127.0.0.1"}
 
 
 def container_port(pod: dict[str, Any]) -> int:
@@ -238,6 +245,7 @@ class PodServer:
             args = command[1:]
         else:
             command = [self.simulator, *simulator_args(pod, backend)]
+            env = simulator_environment()
             args = command[1:]
         with log_path.open("ab") as out:
             proc = subprocess.Popen(

@@ -37,12 +37,8 @@ SIM_ANNOTATIONS = {
     "sandbox.mmop.dev/time-to-first-token": "200",
     "sandbox.mmop.dev/inter-token-latency": "40",
     "sandbox.mmop.dev/kv-cache-blocks": "10",
-    "sandbox.mmop.dev/sim-args": "--max-num-seqs=2 --enable-kvcache",
+    "sandbox.mmop.dev/sim-args": "--max-num-seqs=2",
 }
-# The stand-in keeps KV-cache accounting only with --enable-kvcache, which refuses to start
-# without POD_IP in its environment; the sandbox's pod server passes its own environment on, and
-# the session sandbox starts after this module is imported.
-os.environ.setdefault("POD_IP", "127.0.0.1")
 OUTPUT_TOKENS = 10
 SLO_TTFT_SECONDS = 1.0
 WINDOW_SECONDS = 6

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e.sandbox.podserver import container_port, simulator_args
+from e2e.sandbox.podserver import container_port, simulator_args, simulator_environment
 from e2e.sandbox.pools import DEFAULT_POOLS, load_pools, node_objects
 from pydantic import ValidationError
 
@@ -72,7 +72,10 @@ def test_simulator_takes_the_pods_vllm_arguments() -> None:
     assert "--served-model-name" in args and "qwen-vl" in args
     assert "--max-num-seqs=16" in args and "--max-model-len=8192" in args
     assert "--time-to-first-token=200ms" in args and "--kv-cache-size=512" in args
+    # A KV size turns the simulator's KV accounting on (once, even when sim-args asks too).
+    assert args.count("--enable-kvcache") == 1
     assert not any("gpu-memory-utilization" in a or "limit-mm" in a for a in args)
+    assert simulator_environment()["POD_IP"] == "127.0.0.1"
 
 
 def test_simulator_accepts_vllm_serve_form() -> None:

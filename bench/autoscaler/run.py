@@ -64,6 +64,7 @@ from e2e.load.patterns import (  # noqa: E402
 )
 from e2e.load.runner import LoadResult, LoadRun, quantile  # noqa: E402
 from e2e.load.venv import AIPERF_VERSION, require  # noqa: E402
+from e2e.markdown import replace_section  # noqa: E402
 from e2e.sandbox import Sandbox  # noqa: E402
 from e2e.sandbox.cluster import free_port  # noqa: E402
 
@@ -493,14 +494,13 @@ def render(rows: list[dict[str, Any]], ns: argparse.Namespace, command: str, wal
 def append_docs(
     path: Path, rows: list[dict[str, Any]], ns: argparse.Namespace, command: str, wall: float
 ) -> None:
-    text = path.read_text()
     section = (
-        "\n## Autoscaler\n\n"
+        "## Autoscaler\n\n"
         f"Command: `{command}` (details and reading: bench/autoscaler/results.md, "
         "docs/autoscaling.md)\n\n"
         f"{setup(ns, wall)}\n{table(rows)}"
     )
-    path.write_text(text.rstrip("\n") + "\n" + section)
+    path.write_text(replace_section(path.read_text(), "Autoscaler", section))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from e2e.markdown import replace_section  # noqa: E402
 from e2e.sandbox import Sandbox  # noqa: E402
 from e2e.sandbox.cluster import free_port  # noqa: E402
 
@@ -765,12 +766,8 @@ def render(r: dict[str, Any]) -> str:
 
 
 def append_docs(path: Path, r: dict[str, Any]) -> None:
-    text = path.read_text()
-    marker = "\n## Operator\n"
-    if marker in text:
-        text = text[: text.index(marker)].rstrip("\n") + "\n"
-    text += (
-        "\n## Operator\n\n"
+    section = (
+        "## Operator\n\n"
         "Command (from the repository root, after `pip install -e '.[dev]'`; sandbox binaries "
         "built):\n\n"
         f"```bash\n{r['command']}\n```\n\n"
@@ -779,7 +776,7 @@ def append_docs(path: Path, r: dict[str, Any]) -> None:
         "control plane, kwok, the operator and the benchmark.\n\n"
         f"{sizes(r)}\n{figures(r)}"
     )
-    path.write_text(text)
+    path.write_text(replace_section(path.read_text(), "Operator", section))
 
 
 if __name__ == "__main__":

@@ -388,7 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", type=float, default=20, help="seconds without writes = settled")
     ap.add_argument("--idle", type=float, default=60, help="seconds of idle write counting")
     ap.add_argument("--markdown", help="write the results here")
-    ap.add_argument("--docs", help="append the '## Operator' section to this file")
+    ap.add_argument("--docs", help="replace the '## Operator' section of this file")
+    ap.add_argument(
+        "--memory-report",
+        help="trace the operator's allocations (slower) and write, at steady state, where its "
+        "memory goes to this file (mmop/controller/memory_report.py); not for the figures",
+    )
     ns = ap.parse_args(argv)
     command = "python bench/operator/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -452,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         ]
         # As the operator image sets it (images/operator/Dockerfile).
         env = {"KUBECONFIG": state.kubeconfig, "MALLOC_ARENA_MAX": "2"}
+        report = Path(ns.memory_report).resolve() if ns.memory_report else None
+        if report is not None:
+            env["MMOP_MEMORY_REPORT"] = str(report)
         box.start_component(
             "operator", operator_argv, lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), env
         )
@@ -540,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         idle = Counter.operator_writes(snap_a, snap_b)
         results["idle_writes_per_min"] = {k: v * 60 / ns.idle for k, v in idle.items()}
         results["rss_steady_mib"] = round(sampler.samples[-1][1], 1)
+        if report is not None:
+            os.kill(pid, signal.SIGUSR2)
+            wait_until("the memory report", report.exists, 30)
 
         # ------------------------------------------------------------ edit
         edit_keys = keys[:: max(1, ns.models // max(1, ns.edits))][: ns.edits]

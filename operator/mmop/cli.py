@@ -581,6 +581,9 @@ def run_operator(ns: argparse.Namespace) -> int:
         from mmop.controller import telemetry
 
         telemetry.start(ns.metrics_port, ns.metrics_address)
+    from mmop.controller import memory_report
+
+    memory_report.install()
     settings = kopf.OperatorSettings()
     if ns.namespace:
         # Namespaced: no cluster-wide listing of Namespaces or CRDs (the Role does not grant

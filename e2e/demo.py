@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 
 from e2e.sandbox import Sandbox, SandboxError
-from e2e.sandbox.cluster import free_port
 from e2e.waiting import WaitTimeout, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,25 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             "the MultimodalModel API",
         )
         if "operator" not in state.pids or not box.status()["components"].get("operator"):
-            port = free_port()
-            box.start_component(
-                "operator",
-                [
-                    sys.executable,
-                    "-m",
-                    "mmop.cli",
-                    "run",
-                    "--all-namespaces",
-                    "--pod-label",
-                    "sandbox.mmop.dev/serve=sim",
-                    "--pod-annotation",
-                    "sandbox.mmop.dev/time-to-first-token=100",
-                    "--liveness",
-                    f"http://127.0.0.1:{port}/healthz",
-                ],
-                lambda: _ok(f"http://127.0.0.1:{port}/healthz"),
-                env={"KUBECONFIG": state.kubeconfig},
-            )
+            box.start_operator(pod_annotations={"sandbox.mmop.dev/time-to-first-token": "100"})
             print(f"operator started (logs: {box.logs / 'operator.log'})", flush=True)
         kubectl("create", "namespace", NAMESPACE, check=False)
         examples = sorted((ROOT / "examples").glob("*.yaml"))

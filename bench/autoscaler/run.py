@@ -66,7 +66,6 @@ from e2e.load.runner import LoadResult, LoadRun, quantile  # noqa: E402
 from e2e.load.venv import AIPERF_VERSION, require  # noqa: E402
 from e2e.markdown import replace_section  # noqa: E402
 from e2e.sandbox import Sandbox  # noqa: E402
-from e2e.sandbox.cluster import free_port  # noqa: E402
 
 GROUP, VERSION, PLURAL = "mmop.dev", "v1alpha1", "multimodalmodels"
 SLO_TTFT_SECONDS = 1.0
@@ -386,22 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         kc("apply", "--server-side", "--field-manager=mmop", "-f", str(ROOT / "crds"))
         kc("wait", "--for=condition=Established", "crd/multimodalmodels.mmop.dev")
         api_client = config.new_client_from_config(config_file=state.kubeconfig)
-        port = free_port()
-        operator_argv = [
-            sys.executable,
-            "-m",
-            "mmop.cli",
-            "run",
-            "--all-namespaces",
-            "--liveness",
-            f"http://127.0.0.1:{port}/healthz",
-            "--pod-label",
-            "sandbox.mmop.dev/serve=sim",
-        ]
-        for key, value in SIM_ANNOTATIONS.items():
-            operator_argv += ["--pod-annotation", f"{key}={value}"]
-        env = {"KUBECONFIG": state.kubeconfig, "MMOP_AUTOSCALE_INTERVAL_SECONDS": str(TICK_SECONDS)}
-        box.start_component("operator", operator_argv, lambda: http_ok(port), env)
+        box.start_operator(
+            pod_annotations=SIM_ANNOTATIONS,
+            env={"MMOP_AUTOSCALE_INTERVAL_SECONDS": str(TICK_SECONDS)},
+        )
         for pname in ns.patterns.split(","):
             pattern = PATTERNS[pname]()
             for policy in ns.policies.split(","):
@@ -419,17 +406,6 @@ def main(argv: list[str] | None = None) -> int:
         append_docs(Path(ns.docs), rows, ns, command, wall)
     log(f"raw results: {tmp / 'rows.json'}")
     return 0
-
-
-def http_ok(port: int) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def fmt(value: Any, spec: str) -> str:

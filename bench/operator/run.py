@@ -42,8 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +54,6 @@ sys.path.insert(0, str(ROOT))
 
 from e2e.markdown import replace_section  # noqa: E402
 from e2e.sandbox import Sandbox  # noqa: E402
-from e2e.sandbox.cluster import free_port  # noqa: E402
 
 GROUP, VERSION, PLURAL = "mmop.dev", "v1alpha1", "multimodalmodels"
 TEMPLATE_HASH = "mmop.dev/template-hash"
@@ -329,6 +326,34 @@ class Counter:
 
 
 # ---------------------------------------------------------------------------- helpers
+def list_models(api_client: Any) -> dict[str, dict[str, Any]]:
+    from kubernetes import client
+
+    api: Any = client.CustomObjectsApi(api_client)
+    items = api.list_cluster_custom_object("mmop.dev", "v1alpha1", "multimodalmodels")["items"]
+    return {f"{i['metadata']['namespace']}/{i['metadata']['name']}": i for i in items}
+
+
+def changed_models(
+    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], shown: int = 5
+) -> list[str]:
+    """What changed in models whose resourceVersion moved: '<ns/name>: <paths>' (a few)."""
+    out = []
+    for key, old in sorted(before.items()):
+        new = after.get(key)
+        if new is None or new["metadata"]["resourceVersion"] == old["metadata"]["resourceVersion"]:
+            continue
+        paths = [
+            f"{part}.{k}"
+            for part in ("metadata", "status")
+            for k in sorted(set(old.get(part) or {}) | set(new.get(part) or {}))
+            if k not in ("resourceVersion", "managedFields")
+            and (old.get(part) or {}).get(k) != (new.get(part) or {}).get(k)
+        ]
+        out.append(f"{key}: {', '.join(paths) or 'no field changed'}")
+    return out[:shown] + ([f"… {len(out) - shown} more"] if len(out) > shown else [])
+
+
 def paced(n: int, rate: float, call: Callable[[int], None]) -> float:
     """Call call(i) for i < n at `rate` per second (open loop); returns the seconds taken."""
     start = time.monotonic()
@@ -367,14 +392,6 @@ def settle(counter: Counter, quiet: float, timeout: float) -> dict[str, float]:
     return last
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -389,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle", type=float, default=60, help="seconds of idle write counting")
     ap.add_argument("--markdown", help="write the results here")
     ap.add_argument("--docs", help="replace the '## Operator' section of this file")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the sandbox's logs/")
     ap.add_argument(
         "--memory-report",
         help="trace the operator's allocations (slower) and write, at steady state, where its "
@@ -445,24 +463,13 @@ def main(argv: list[str] | None = None) -> int:
             60,
         )
 
-        port = free_port()
-        operator_argv = [
-            sys.executable,
-            "-m",
-            "mmop.cli",
-            "run",
-            "--all-namespaces",
-            "--liveness",
-            f"http://127.0.0.1:{port}/healthz",
-        ]
-        # As the operator image sets it (images/operator/Dockerfile).
-        env = {"KUBECONFIG": state.kubeconfig, "MALLOC_ARENA_MAX": "2"}
+        # MALLOC_ARENA_MAX as the operator image sets it (images/operator/Dockerfile); no
+        # serve label: kwok alone runs the pods.
+        env = {"MALLOC_ARENA_MAX": "2"}
         report = Path(ns.memory_report).resolve() if ns.memory_report else None
         if report is not None:
             env["MMOP_MEMORY_REPORT"] = str(report)
-        box.start_component(
-            "operator", operator_argv, lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), env
-        )
+        box.start_operator(serve=None, env=env)
         pid = box.state().pids["operator"]  # type: ignore[union-attr]
         sampler = ProcSampler(pid)
         threading.Thread(target=sampler.run, daemon=True).start()
@@ -615,18 +622,11 @@ def main(argv: list[str] | None = None) -> int:
 
         wait_until("the operator to stop", stopped, 60, 0.1)
         results["stop_s"] = round(time.monotonic() - t_stop, 1)
+        models_before = list_models(api_client)
         offset = oplog.stat().st_size
         before = counter.snapshot()
-        port = free_port()
-        operator_argv[-1] = f"http://127.0.0.1:{port}/healthz"
         t_start = time.monotonic()
-        box.start_component(
-            "operator",
-            operator_argv,
-            lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
-            env,
-            timeout=120,
-        )
+        box.start_operator(serve=None, env=env, timeout=120)
         results["restart_healthy_s"] = round(time.monotonic() - t_start, 1)
         pid = box.state().pids["operator"]  # type: ignore[union-attr]
         sampler = ProcSampler(pid)
@@ -645,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         results["restart_complete"] = ok
         after = settle(counter, ns.quiet, ns.timeout)
         results["restart_writes"] = Counter.operator_writes(before, after)
+        results["restart_changed"] = changed_models(models_before, list_models(api_client))
         results["rss_after_restart_mib"] = round(sampler.samples[-1][1], 1)
         results["restart_cpu_s"] = round(sampler.cpu(), 1)
         sampler.stop.set()
@@ -653,8 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         dwatch.stop.set()
         if sampler is not None:
             sampler.stop.set()
-        box.down(quiet=True)
-        log("sandbox down")
+        box.down(quiet=True, keep_logs=ns.keep_logs)
+        log("sandbox down" + (f" (logs kept in {box.logs})" if ns.keep_logs else ""))
 
     table = render(results)
     print(table)
@@ -729,6 +730,11 @@ def figures(r: dict[str, Any]) -> str:
             f"{rw['total']:.0f} ({rw['mmm']:.0f} model patches, {rw['apply']:.0f} applies, "
             f"{rw['events']:.0f} events)",
             f"0 for unchanged models: {'met' if rw['total'] == 0 else 'NOT met'}",
+        ),
+        (
+            "restart: models whose resourceVersion moved (fields changed)",
+            "; ".join(r.get("restart_changed") or []) or "none",
+            "",
         ),
     ]
     lines = ["| figure | value | target |", "|---|---|---|"]

@@ -498,6 +498,37 @@ class Sandbox:
             raise SandboxError(f"{name} is already running in sandbox {self.name!r}")
         self._start(Component(name, argv, health, env or {}), state, time.monotonic() + timeout)
 
+    def start_operator(
+        self,
+        serve: str | None = "sim",
+        pod_annotations: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+    ) -> int:
+        """Start ``mmop run --all-namespaces`` against the sandbox as its ``operator`` component,
+        its pods labelled for the pod server (``serve``: sim, vllm, or None for kwok alone) and
+        annotated; returns the port of its health endpoint."""
+        state = self.state()
+        if state is None:
+            raise SandboxError(f"sandbox {self.name!r} is not running")
+        port = free_port()
+        argv = [
+            sys.executable, "-m", "mmop.cli", "run", "--all-namespaces",
+            "--liveness", f"http://127.0.0.1:{port}/healthz",
+        ]  # fmt: skip
+        if serve is not None:
+            argv += ["--pod-label", f"sandbox.mmop.dev/serve={serve}"]
+        for key, value in (pod_annotations or {}).items():
+            argv += ["--pod-annotation", f"{key}={value}"]
+        self.start_component(
+            "operator",
+            argv,
+            lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"),
+            {"KUBECONFIG": state.kubeconfig, **(env or {})},
+            timeout=timeout,
+        )
+        return port
+
     def _start(self, component: Component, state: SandboxState, deadline: float) -> None:
         log_path = self.logs / f"{component.name}.log"
         with log_path.open("ab") as log:

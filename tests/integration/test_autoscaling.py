@@ -14,11 +14,10 @@ import pytest
 from e2e.sandbox import SandboxState
 from e2e.waiting import wait_for
 from tests.integration.test_operator import (
-    ROOT,
-    SERVE_LABEL,
     apply_manifest,
     deployment,
     get_mm,
+    in_process_operator,
     kubectl,
 )
 
@@ -36,41 +35,9 @@ def scaler(sandbox: SandboxState) -> Iterator[Any]:
     """The operator in-process, its autoscaler ticking every 2 s, engines that saturate."""
     import os
 
-    from kopf.testing import KopfRunner
-
-    from mmop.controller import handlers
-    from mmop.controller.kube import Kube
-    from mmop.render import RenderOptions
-
     assert os.environ["MMOP_AUTOSCALE_INTERVAL_SECONDS"] == "2"
-    kubectl(
-        sandbox, "apply", "--server-side", "--field-manager=mmop-tests", "-f", str(ROOT / "crds")
-    )
-    kubectl(
-        sandbox, "wait", "--for=condition=Established", "crd/multimodalmodels.mmop.dev",
-        "--timeout=60s",
-    )  # fmt: skip
-    old = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = sandbox.kubeconfig
-    from kubernetes import config
-
-    handlers.STATE.kube = Kube(config.new_client_from_config(sandbox.kubeconfig))
-    handlers.STATE.render_options = RenderOptions(
-        extra_pod_labels=SERVE_LABEL, extra_pod_annotations=SIM_ANNOTATIONS
-    )
-    runner = KopfRunner(
-        ["run", "--standalone", "--all-namespaces", "-m", "mmop.controller.handlers"]
-    )
-    runner.__enter__()
-    try:
-        yield handlers.STATE
-    finally:
-        runner.__exit__(None, None, None)
-        handlers.STATE.render_options = RenderOptions()
-        if old is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = old
+    with in_process_operator(sandbox, SIM_ANNOTATIONS) as state:
+        yield state
 
 
 def model(name: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,9 +34,12 @@ def kubectl(sandbox: SandboxState, *args: str, stdin: str | None = None) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def operator(sandbox: SandboxState) -> Iterator[Any]:
-    """The operator running in-process (kopf's KopfRunner), with the sandbox's serve label."""
+@contextlib.contextmanager
+def in_process_operator(
+    sandbox: SandboxState, pod_annotations: dict[str, str] | None = None
+) -> Iterator[Any]:
+    """The operator running in-process (kopf's KopfRunner) against the sandbox, its pods
+    labelled for the sandbox's stand-ins (and annotated to shape them); yields its state."""
     from kopf.testing import KopfRunner
 
     from mmop.controller import handlers
@@ -46,18 +50,17 @@ def operator(sandbox: SandboxState) -> Iterator[Any]:
         sandbox, "apply", "--server-side", "--field-manager=mmop-tests", "-f", str(ROOT / "crds")
     )
     kubectl(
-        sandbox,
-        "wait",
-        "--for=condition=Established",
-        "crd/multimodalmodels.mmop.dev",
+        sandbox, "wait", "--for=condition=Established", "crd/multimodalmodels.mmop.dev",
         "--timeout=60s",
-    )
+    )  # fmt: skip
     old = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = sandbox.kubeconfig
     from kubernetes import config
 
     handlers.STATE.kube = Kube(config.new_client_from_config(sandbox.kubeconfig))
-    handlers.STATE.render_options = RenderOptions(extra_pod_labels=SERVE_LABEL)
+    handlers.STATE.render_options = RenderOptions(
+        extra_pod_labels=SERVE_LABEL, extra_pod_annotations=dict(pod_annotations or {})
+    )
     runner = KopfRunner(
         ["run", "--standalone", "--all-namespaces", "-m", "mmop.controller.handlers"]
     )
@@ -66,10 +69,17 @@ def operator(sandbox: SandboxState) -> Iterator[Any]:
         yield handlers.STATE
     finally:
         runner.__exit__(None, None, None)
+        handlers.STATE.render_options = RenderOptions()
         if old is None:
             os.environ.pop("KUBECONFIG", None)
         else:
             os.environ["KUBECONFIG"] = old
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: SandboxState) -> Iterator[Any]:
+    with in_process_operator(sandbox) as state:
+        yield state
 
 
 def get_mm(sandbox: SandboxState, namespace: str, name: str) -> dict[str, Any]:

@@ -22,10 +22,9 @@ from e2e.load.venv import png, require
 from e2e.sandbox import SandboxState
 from e2e.waiting import wait_for
 from tests.integration.test_operator import (
-    ROOT,
-    SERVE_LABEL,
     apply_manifest,
     get_mm,
+    in_process_operator,
     kubectl,
 )
 
@@ -52,41 +51,9 @@ PATTERN = step(1.0, 12.0, at=STEP_AT, hold=STEP_HOLD, after=45, end_rate=1.5)
 @pytest.fixture(scope="module")
 def operator(sandbox: SandboxState) -> Iterator[Any]:
     """The operator in-process (autoscaler tick 2 s, tests/conftest.py), engines that queue."""
-    from kopf.testing import KopfRunner
-
-    from mmop.controller import handlers
-    from mmop.controller.kube import Kube
-    from mmop.render import RenderOptions
-
     assert os.environ["MMOP_AUTOSCALE_INTERVAL_SECONDS"] == "2"
-    kubectl(
-        sandbox, "apply", "--server-side", "--field-manager=mmop-tests", "-f", str(ROOT / "crds")
-    )
-    kubectl(
-        sandbox, "wait", "--for=condition=Established", "crd/multimodalmodels.mmop.dev",
-        "--timeout=60s",
-    )  # fmt: skip
-    from kubernetes import config
-
-    handlers.STATE.kube = Kube(config.new_client_from_config(sandbox.kubeconfig))
-    handlers.STATE.render_options = RenderOptions(
-        extra_pod_labels=SERVE_LABEL, extra_pod_annotations=SIM_ANNOTATIONS
-    )
-    old = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = sandbox.kubeconfig
-    runner = KopfRunner(
-        ["run", "--standalone", "--all-namespaces", "-m", "mmop.controller.handlers"]
-    )
-    runner.__enter__()
-    try:
-        yield handlers.STATE
-    finally:
-        runner.__exit__(None, None, None)
-        handlers.STATE.render_options = RenderOptions()
-        if old is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = old
+    with in_process_operator(sandbox, SIM_ANNOTATIONS) as state:
+        yield state
 
 
 def model(name: str) -> dict[str, Any]:

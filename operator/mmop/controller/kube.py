@@ -90,14 +90,16 @@ class Kube:
         if typed is not None:
             # The typed call with the response left raw: turning a Deployment back into the
             # client's objects costs more CPU than rendering it.
-            typed(
-                meta["name"],
-                meta["namespace"],
-                dict(obj),
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type="application/apply-patch+yaml",
-                _preload_content=False,
+            _release(
+                typed(
+                    meta["name"],
+                    meta["namespace"],
+                    dict(obj),
+                    field_manager=FIELD_MANAGER,
+                    force=True,
+                    _content_type="application/apply-patch+yaml",
+                    _preload_content=False,
+                )
             )
         else:
             resource = self._resource(obj["apiVersion"], obj["kind"])
@@ -136,17 +138,19 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+        _release(self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False))
         self.writes += 1
 
     def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
         """Set a Deployment's replicas through its scale subresource (the autoscaler's write)."""
-        self.apps.patch_namespaced_deployment_scale(
-            name,
-            namespace,
-            {"spec": {"replicas": replicas}},
-            field_manager=f"{FIELD_MANAGER}-autoscaler",
-            _preload_content=False,
+        _release(
+            self.apps.patch_namespaced_deployment_scale(
+                name,
+                namespace,
+                {"spec": {"replicas": replicas}},
+                field_manager=f"{FIELD_MANAGER}-autoscaler",
+                _preload_content=False,
+            )
         )
         self.writes += 1
 
@@ -195,8 +199,10 @@ class Kube:
                 "status": update,
             }
             try:
-                self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, body, _preload_content=False
+                _release(
+                    self.custom.patch_namespaced_custom_object_status(
+                        GROUP, VERSION, namespace, PLURAL, name, body, _preload_content=False
+                    )
                 )
             except ApiException as err:
                 if err.status == 409:
@@ -205,3 +211,11 @@ class Kube:
             self.writes += 1
             return True
         raise RuntimeError(f"status of {namespace}/{name}: conflicts on every attempt")
+
+
+def _release(response: Any) -> None:
+    """Hand a raw (``_preload_content=False``) response's connection back to the pool: urllib3
+    reuses a connection only once its response has been read to the end, so an unread one is
+    closed and the next request pays a new TCP connection and TLS handshake."""
+    response.drain_conn()
+    response.release_conn()

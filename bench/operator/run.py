@@ -347,9 +347,19 @@ def changed_models(
             f"{part}.{k}"
             for part in ("metadata", "status")
             for k in sorted(set(old.get(part) or {}) | set(new.get(part) or {}))
-            if k not in ("resourceVersion", "managedFields")
+            if k not in ("resourceVersion", "managedFields", "conditions")
             and (old.get(part) or {}).get(k) != (new.get(part) or {}).get(k)
         ]
+        was = {c["type"]: c for c in (old.get("status") or {}).get("conditions") or []}
+        for c in (new.get("status") or {}).get("conditions") or []:
+            before = was.get(c["type"]) or {}
+            if (before.get("status"), before.get("reason")) != (c["status"], c["reason"]):
+                paths.append(
+                    f"{c['type']} {before.get('status')}/{before.get('reason')} → "
+                    f"{c['status']}/{c['reason']} ({c.get('message', '')})"
+                )
+            elif before != c:
+                paths.append(f"{c['type']}: {', '.join(k for k in c if before.get(k) != c[k])}")
         out.append(f"{key}: {', '.join(paths) or 'no field changed'}")
     return out[:shown] + ([f"… {len(out) - shown} more"] if len(out) > shown else [])
 

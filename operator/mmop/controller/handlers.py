@@ -698,5 +698,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _kube()
 
 
-# The autoscaler's handlers register when this module is imported (it needs the names above).
+# The autoscaler's handlers register when this module is imported (it needs the names above),
+# as does the heap trimming.
 import mmop.controller.autoscaling  # noqa: E402
+import mmop.controller.heap  # noqa: E402

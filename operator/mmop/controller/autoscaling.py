@@ -349,9 +349,10 @@ async def tick(
     now: float | None = None,
 ) -> autoscaler.Decision | None:
     """One autoscaler tick for one model; returns the decision (None: nothing to decide on)."""
-    # kopf's body is live (later events update it): work from a copy of this moment's.
-    meta, spec = copy.deepcopy(dict(body["metadata"])), copy.deepcopy(dict(body.get("spec") or {}))
-    status = copy.deepcopy(dict(body.get("status") or {}))
+    # The loop's bodies (MODELS) are never changed in place — each watch event replaces the
+    # model's entry with a fresh copy — so this moment's view needs no copy of its own.
+    meta, spec = dict(body["metadata"]), dict(body.get("spec") or {})
+    status = dict(body.get("status") or {})
     namespace, name = str(meta["namespace"]), str(meta["name"])
     key = (namespace, name)
     deployment = handlers._deployment_from_index(deployments, namespace, name)

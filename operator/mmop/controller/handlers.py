@@ -31,6 +31,7 @@ from mmop.api import (
     ScalingMode,
 )
 from mmop.controller import telemetry
+from mmop.controller.diffbase import LightDiffBaseStorage
 from mmop.controller.kube import MODEL_LABEL, Kube
 from mmop.inventory import (
     GPU_RESOURCE,
@@ -360,6 +361,19 @@ def reconcile_model(
         )
     selector = f"app.kubernetes.io/instance={name},{MODEL_LABEL}={name}"
     updates = [_cond("Planned", "True", "PlanFound", p.explanation)]
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    if ready is not None and ready.get("observedGeneration") != generation:
+        # The replicas' readiness holds for this generation too until the Deployment says
+        # otherwise (its events re-assess it); re-stamped here, in the same write, rather than
+        # by the first Deployment event after an operator restart.
+        updates.append(
+            _cond(
+                "Ready",
+                str(ready.get("status")),
+                str(ready.get("reason")),
+                str(ready.get("message") or ""),
+            )
+        )
     fields: dict[str, Any] = {
         "plan": _plan_status(p, rendered.template_hash),
         "selector": selector,
@@ -684,7 +698,8 @@ def bearer_token(api_key: Mapping[str, str]) -> str | None:
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Hardened kopf settings: timeouts, backoff, annotation-only bookkeeping, events."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mmop.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    # kopf's annotation diff-base, built without deep-copying the status (diffbase.py).
+    settings.persistence.diffbase_storage = LightDiffBaseStorage(
         prefix="mmop.dev", key="last-handled-configuration"
     )
     settings.watching.server_timeout = 300

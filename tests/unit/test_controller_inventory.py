@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -46,7 +47,7 @@ class Indexes:
         self.pods: dict[str, list[Any]] = {}
 
     def add_node(self, obj: Obj) -> None:
-        out = handlers.gpu_nodes(body=obj, name=obj["metadata"]["name"], logger=LOG)
+        out = asyncio.run(handlers.gpu_nodes(body=obj, name=obj["metadata"]["name"], logger=LOG))
         name = obj["metadata"]["name"]
         self.nodes.pop(name, None)
         for key, value in (out or {}).items():
@@ -54,7 +55,9 @@ class Indexes:
 
     def add_pod(self, obj: Obj) -> None:
         meta = obj["metadata"]
-        out = handlers.gpu_pods(body=obj, namespace="ns", name=meta["name"], logger=LOG)
+        out = asyncio.run(
+            handlers.gpu_pods(body=obj, namespace="ns", name=meta["name"], logger=LOG)
+        )
         self.pods.pop(f"ns/{meta['name']}", None)
         for key, value in (out or {}).items():
             self.pods[key] = [value]
@@ -164,7 +167,7 @@ def test_rendered_deployment_is_indexed_with_its_gpus_and_product() -> None:
     p = plan(m, default_inventory())
     objs = render("m", "ns", "uid", m.spec, p, RenderOptions(), 1, replicas=2).objects()
     dep = next(o for o in objs if o["kind"] == "Deployment")
-    entry = handlers.mmop_deployments(body=dep, namespace="ns", name="m")[("ns", "m")]
+    entry = asyncio.run(handlers.mmop_deployments(body=dep, namespace="ns", name="m"))[("ns", "m")]
     assert entry["gpus"] == p.tensor_parallel_size and entry["replicas"] == 2
     assert entry["product"] == p.gpu_product
 

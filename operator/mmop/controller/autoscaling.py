@@ -93,7 +93,7 @@ def _seconds(text: str | None) -> float | None:
 
 
 @kopf.index("", "v1", "pods", labels={"app.kubernetes.io/managed-by": "mmop"})
-def model_pods(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+async def model_pods(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     """Pods of each model: address, readiness and the newest OOM kill of its engine."""
     meta = body.get("metadata") or {}
     model = (meta.get("labels") or {}).get(MODEL_LABEL)
@@ -153,7 +153,7 @@ CONCURRENT_TICKS = 32
 
 
 @kopf.on.event(API_GROUP, API_VERSION, handlers.PLURAL)
-def track_model(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
+async def track_model(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
     """Keep the loop's view of each model current (an event handler: no finalizer, no
     bookkeeping written to the object — a per-object kopf timer would add both)."""
     for index in INDEX_NAMES:

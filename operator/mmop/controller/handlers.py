@@ -9,6 +9,7 @@ keep status.replicas / readyReplicas and the Ready condition current.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -520,8 +521,11 @@ class InventoryCache:
 INVENTORY = InventoryCache()
 
 
+# The indexes and the event handlers that only read are coroutines: kopf runs sync handlers in
+# its thread pool, where every watch event (each pod's, node's and Deployment's) would wait for a
+# thread behind the reconciles blocked on API calls.
 @kopf.index("", "v1", "nodes")
-def gpu_nodes(body: kopf.Body, name: str, logger: kopf.Logger, **_: Any) -> Any:
+async def gpu_nodes(body: kopf.Body, name: str, logger: kopf.Logger, **_: Any) -> Any:
     INVENTORY.changed()
     try:
         record = node_record(body)
@@ -532,7 +536,7 @@ def gpu_nodes(body: kopf.Body, name: str, logger: kopf.Logger, **_: Any) -> Any:
 
 
 @kopf.index("", "v1", "pods")
-def gpu_pods(
+async def gpu_pods(
     body: kopf.Body, namespace: str | None, name: str, logger: kopf.Logger, **_: Any
 ) -> Any:
     if not _asks_for_gpus(body.get("spec") or {}):
@@ -568,7 +572,7 @@ def _inventory_from_indexes(
 
 
 @kopf.index("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "mmop"})
-def mmop_deployments(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+async def mmop_deployments(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     """The Deployments mmop manages: what a reconcile compares with (no read per reconcile)."""
     template = (body.get("spec") or {}).get("template") or {}
     INVENTORY.changed()
@@ -614,7 +618,9 @@ def _deployment_from_index(
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "mmop"})
-def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, **_: Any) -> None:
+async def deployment_changed(
+    body: kopf.Body, type: str | None, logger: kopf.Logger, **_: Any
+) -> None:
     """Mirror the Deployment's replica counts and readiness into the model's status."""
     meta = body.get("metadata") or {}
     name = (meta.get("labels") or {}).get(MODEL_LABEL)
@@ -640,7 +646,8 @@ def deployment_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, *
 
     telemetry.set_replicas(namespace, name, desired, current, ready)
     try:
-        wrote = _write_status(
+        wrote = await asyncio.to_thread(
+            _write_status,
             _kube(),
             namespace,
             name,

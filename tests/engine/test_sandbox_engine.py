@@ -17,7 +17,14 @@ import pytest
 import yaml
 from e2e.engine.images import png_data_url
 from e2e.engine.load import chat
-from e2e.engine.scenario import EXAMPLES
+from e2e.engine.scenario import (
+    EXAMPLES,
+    PRESSURE_FLAGS,
+    PRESSURE_IMAGE_SIZE,
+    PRESSURE_KV_TOKENS,
+    PRESSURE_MAX_TOKENS,
+    PRESSURE_REQUESTS,
+)
 from e2e.sandbox import Sandbox, SandboxState
 from e2e.sandbox.podserver import REAL_ENGINE, SERVE_LABEL
 from e2e.waiting import wait_for
@@ -27,6 +34,8 @@ from mmop.inventory import default_inventory
 from mmop.metrics import parse_exposition, parse_startup_log
 from mmop.planner import OPENAI_PORT, plan
 from mmop.render import RenderOptions, render
+
+EXAMPLE_QWEN = "qwen2.5-vl-7b.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +143,79 @@ def test_rendered_pod_is_served_by_vllm(
     apps.delete_namespaced_deployment(name, namespace)
     wait_for(lambda: not core.list_namespaced_pod(namespace).items, "the pod to be deleted", 60)
     wait_for(lambda: not health(url), "the engine to stop with its pod", timeout=60)
+
+
+def test_the_autoscaler_reads_the_real_engine_under_traffic(
+    sandbox: SandboxState, namespace: str
+) -> None:
+    """The operator in-process, the Qwen2.5-VL example served by the real engine with a KV cache
+    shrunk to 4,096 tokens (PRESSURE_FLAGS), mode External (one engine fits this machine, so the
+    autoscaler recommends rather than starts a second): four image chats at once fill the KV
+    cache and queue; mmop scrapes the engine's own /metrics, records the scale-up it would make,
+    and reports the KV cache the engine really has next to the one it planned."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.integration.test_operator import (
+        apply_manifest,
+        example,
+        get_mm,
+        in_process_operator,
+    )
+
+    from mmop.controller import telemetry
+
+    annotations = {"sandbox.mmop.dev/engine-args": " ".join(PRESSURE_FLAGS)}
+    doc = example(EXAMPLE_QWEN)
+    name = doc["metadata"]["name"]
+    doc["spec"]["replicas"] = 1
+    doc["spec"]["scaling"] = {
+        "mode": "External",
+        "minReplicas": 1,
+        "maxReplicas": 2,
+        "behavior": {"windowSeconds": 5, "scaleUpCooldownSeconds": 0},
+    }
+    with in_process_operator(sandbox, annotations, serve=REAL_ENGINE):
+        apply_manifest(sandbox, namespace, doc)
+        wait_for(
+            lambda: (
+                ((get_mm(sandbox, namespace, name).get("status") or {}).get("readyReplicas")) == 1
+            ),
+            "the real engine's pod Ready",
+            timeout=300,
+            interval=1.0,
+        )
+        from kubernetes import client, config
+
+        core = client.CoreV1Api(config.new_client_from_config(sandbox.kubeconfig))
+        pod = core.list_namespaced_pod(namespace).items[0]
+        url = f"http://{pod.status.pod_ip}:{OPENAI_PORT}"
+        images = [
+            [png_data_url(*PRESSURE_IMAGE_SIZE, seed=20_000 + 10 * r + k) for k in range(4)]
+            for r in range(PRESSURE_REQUESTS)
+        ]
+        with ThreadPoolExecutor(PRESSURE_REQUESTS) as pool:
+            answers = list(
+                pool.map(lambda imgs: chat(url, name, imgs, max_tokens=PRESSURE_MAX_TOKENS), images)
+            )
+        assert [a.status for a in answers] == [200] * PRESSURE_REQUESTS, answers
+
+        def recommended() -> dict[str, Any] | None:
+            for d in (get_mm(sandbox, namespace, name).get("status") or {}).get("decisions") or []:
+                if d["reason"] == "ExternalScaling" and "would set 2 replicas" in d["message"]:
+                    return dict(d)
+            return None
+
+        decision = wait_for(recommended, "the autoscaler's recommendation", timeout=30)
+        assert decision is not None and decision["action"] == "Hold"
+        assert "Saturated" in decision["message"] or "LowSpareCapacity" in decision["message"]
+        labels = {"namespace": namespace, "model": name}
+        observed = telemetry.REGISTRY.get_sample_value(
+            "mmop_model_kv_cache_tokens", {**labels, "source": "observed"}
+        )
+        assert observed == PRESSURE_KV_TOKENS  # the engine's own cache_config_info
+        predicted = telemetry.REGISTRY.get_sample_value(
+            "mmop_model_kv_cache_tokens", {**labels, "source": "predicted"}
+        )
+        assert predicted is not None and predicted > PRESSURE_KV_TOKENS  # planned for a GPU
+        # Only a recommendation: the Deployment keeps the one replica spec.replicas asks for.
+        assert get_mm(sandbox, namespace, name)["status"]["replicas"] == 1

@@ -36,10 +36,11 @@ def kubectl(sandbox: SandboxState, *args: str, stdin: str | None = None) -> str:
 
 @contextlib.contextmanager
 def in_process_operator(
-    sandbox: SandboxState, pod_annotations: dict[str, str] | None = None
+    sandbox: SandboxState, pod_annotations: dict[str, str] | None = None, serve: str = "sim"
 ) -> Iterator[Any]:
     """The operator running in-process (kopf's KopfRunner) against the sandbox, its pods
-    labelled for the sandbox's stand-ins (and annotated to shape them); yields its state."""
+    labelled for the sandbox's pod server (``serve``: the stand-in ``sim`` or the real engine
+    ``vllm``) and annotated to shape them; yields its state."""
     from kopf.testing import KopfRunner
 
     from mmop.controller import handlers
@@ -59,7 +60,8 @@ def in_process_operator(
 
     handlers.STATE.kube = Kube(config.new_client_from_config(sandbox.kubeconfig))
     handlers.STATE.render_options = RenderOptions(
-        extra_pod_labels=SERVE_LABEL, extra_pod_annotations=dict(pod_annotations or {})
+        extra_pod_labels={"sandbox.mmop.dev/serve": serve},
+        extra_pod_annotations=dict(pod_annotations or {}),
     )
     runner = KopfRunner(
         ["run", "--standalone", "--all-namespaces", "-m", "mmop.controller.handlers"]

@@ -493,19 +493,34 @@ async def _act(
         await asyncio.to_thread(kube.scale_deployment, namespace, name, decision.replicas)
         logger.info(f"{decision.action} to {decision.replicas}: {decision.message}")
     elif decision.action == autoscaler.Action.REPLAN:
-        limits = learned
-        logger.info(f"re-planning ({decision.reason}): {decision.message}")
         await asyncio.to_thread(
-            handlers.reconcile_model,
-            body,
-            None,  # type: ignore[arg-type]
-            logger,
-            nodes_index,
-            pods_index,
-            deployments,
-            limits=limits,
-            force=True,
+            _replan, body, logger, decision, learned, nodes_index, pods_index, deployments
         )
+
+
+def _replan(
+    body: Mapping[str, Any],
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    decision: autoscaler.Decision,
+    limits: Limits | None,
+    nodes_index: Any,
+    pods_index: Any,
+    deployments: Any,
+    replicas_from_plan: bool = False,
+) -> None:
+    """Re-plan and roll the model now, under what the engines taught (``limits``)."""
+    logger.info(f"re-planning ({decision.reason}): {decision.message}")
+    handlers.reconcile_model(
+        body,
+        None,  # type: ignore[arg-type]
+        logger,
+        nodes_index,
+        pods_index,
+        deployments,
+        limits=limits,
+        force=True,
+        replicas_from_plan=replicas_from_plan,
+    )
 
 
 def _learned(
@@ -566,18 +581,7 @@ def _rightsize(
                 None,
                 None,
             )
-    logger.info(f"re-planning ({decision.reason}): {decision.message}")
-    handlers.reconcile_model(
-        body,
-        None,  # type: ignore[arg-type]
-        logger,
-        nodes_index,
-        pods_index,
-        deployments,
-        limits=limits,
-        force=True,
-        replicas_from_plan=True,
-    )
+    _replan(body, logger, decision, limits, nodes_index, pods_index, deployments, True)
     message = (
         f"{decision.message}; now {chosen.replicas} × {chosen.config} at "
         f"${chosen.cost_per_hour_usd:.2f}/h"

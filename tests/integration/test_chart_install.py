@@ -504,5 +504,11 @@ def test_peering_one_reconciles_and_the_other_takes_over(
     )
     kubectl(sandbox, "apply", "-n", work, "-f", "-", stdin=model("after"))
     wait_for(lambda: planned(sandbox, work, "after"), "after planned by the new leader", timeout=90)
-    assert f"[{work}/after] Handler 'reconcile' succeeded" in second.log()
+    # kopf logs the handler's success after its status write (and its own annotation patch) and
+    # the Deployment's first events may be logged before it: wait for the line, do not race it.
+    wait_for(
+        lambda: f"[{work}/after] Handler 'reconcile' succeeded" in second.log(),
+        "the new leader's log of the reconcile",
+        timeout=30,
+    )
     helm(sandbox, "uninstall", release, "-n", ns, "--wait")

@@ -21,6 +21,7 @@ stay visible with ``schedulable=False`` and add nothing to free capacity.
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import Counter
@@ -414,9 +415,14 @@ def pod_gpu_request(obj: Mapping[str, Any]) -> tuple[str, int] | None:
 
 
 def inventory_from_records(
-    nodes: Iterable[NodeGpus | UnrecognisedNode], requested: Mapping[str, int]
+    nodes: Iterable[NodeGpus | UnrecognisedNode],
+    requested: Mapping[str, int],
+    copies: dict[tuple[str, int], tuple[NodeGpus, NodeGpus]] | None = None,
 ) -> Inventory:
-    """Inventory from parsed nodes and the GPUs requested on each node (by node name)."""
+    """Inventory from parsed nodes and the GPUs requested on each node (by node name).
+
+    ``copies``, kept by a caller that builds inventories again and again from the same records,
+    remembers each node's copy with a given GPU count so that it is made once."""
     known: list[NodeGpus] = []
     unknown: dict[tuple[str, str], list[UnrecognisedNode]] = {}
     for node in nodes:
@@ -425,7 +431,15 @@ def inventory_from_records(
             continue
         taken = requested.get(node.name, 0)
         if taken != node.gpus_requested:
-            node = node.model_copy(update={"gpus_requested": taken})
+            key = (node.name, taken)
+            memo = copies.get(key) if copies is not None else None
+            if memo is not None and memo[0] is node:
+                node = memo[1]
+            else:
+                copy = node.model_copy(update={"gpus_requested": taken})
+                if copies is not None:
+                    copies[key] = (node, copy)
+                node = copy
         known.append(node)
     return Inventory(
         pools=_pools(known, prices={}),
@@ -459,17 +473,26 @@ def place_pending(
     for node in nodes:
         if isinstance(node, NodeGpus) and node.schedulable:
             by_product.setdefault(node.product_label, []).append(node)
+    # One max-heap of free GPUs per product, built when the product is first asked for: the
+    # node with the most free GPUs is the only candidate (if it cannot take the pod, none can);
+    # ties go to the node listed first.
+    heaps: dict[str, list[tuple[int, int, str, int]]] = {}
     for product, gpus in pending:
         if gpus <= 0:
             continue
-        best: NodeGpus | None = None
-        best_free = -1
-        for node in by_product.get(product, ()):
-            free = node.gpus_allocatable - out.get(node.name, 0)
-            if free >= gpus and free > best_free:
-                best, best_free = node, free
-        if best is not None:
-            out[best.name] = out.get(best.name, 0) + gpus
+        heap = heaps.get(product)
+        if heap is None:
+            heap = [
+                (-(n.gpus_allocatable - out.get(n.name, 0)), i, n.name, n.gpus_allocatable)
+                for i, n in enumerate(by_product.get(product, ()))
+            ]
+            heapq.heapify(heap)
+            heaps[product] = heap
+        if not heap or -heap[0][0] < gpus:
+            continue
+        _, i, name, allocatable = heap[0]
+        out[name] = out.get(name, 0) + gpus
+        heapq.heapreplace(heap, (-(allocatable - out[name]), i, name, allocatable))
     return out
 
 

@@ -485,3 +485,43 @@ def test_pending_pods_are_placed_least_allocated_first() -> None:
     placed = place_pending(nodes, {"a": 2}, [("P", 4), ("P", 4), ("P", 8), ("P", 8), ("X", 1)])
     # b (8 free) takes the first 4, a (6 free) the next, then no node has 8 free: not placed.
     assert placed == {"a": 6, "b": 4}
+
+
+def test_pending_placement_matches_the_scan_over_every_node() -> None:
+    """The heap placement gives what a plain scan (most free GPUs, first listed on a tie) gives."""
+    import random
+
+    from mmop.inventory import NodeGpus, place_pending
+
+    def scan(nodes: list[NodeGpus], requested: dict[str, int], pending: list[tuple[str, int]]):
+        out = dict(requested)
+        for product, gpus in pending:
+            best, best_free = None, -1
+            for node in nodes:
+                if node.product_label != product or not node.schedulable or gpus <= 0:
+                    continue
+                free = node.gpus_allocatable - out.get(node.name, 0)
+                if free >= gpus and free > best_free:
+                    best, best_free = node, free
+            if best is not None:
+                out[best.name] = out.get(best.name, 0) + gpus
+        return out
+
+    rng = random.Random(5)
+    for _ in range(200):
+        nodes = [
+            NodeGpus(
+                name=f"n{i}",
+                gpu="H100-80GB-SXM",
+                product_label=rng.choice("PQ"),
+                product_label_key="nvidia.com/gpu.product",
+                gpus_allocatable=rng.choice([1, 2, 4, 8]),
+                cpu_allocatable_millicores=1000,
+                memory_allocatable_bytes=1,
+                schedulable=rng.random() > 0.1,
+            )
+            for i in range(rng.randint(0, 12))
+        ]
+        requested = {n.name: rng.randint(0, n.gpus_allocatable + 1) for n in nodes}
+        pending = [(rng.choice("PQX"), rng.choice([0, 1, 2, 4, 8])) for _ in range(20)]
+        assert place_pending(nodes, requested, pending) == scan(nodes, requested, pending)

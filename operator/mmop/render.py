@@ -151,8 +151,9 @@ class Rendered(BaseModel):
         return ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
 
     def objects(self) -> list[dict[str, Any]]:
-        """All objects, in the order to apply them."""
-        return [self.service, self.pod_disruption_budget, self.deployment]
+        """All objects, in the order to apply them: the Deployment first, so that its pods are
+        on their way while the Service and the PodDisruptionBudget follow."""
+        return [self.deployment, self.service, self.pod_disruption_budget]
 
 
 def template_hash(pod_template: dict[str, Any]) -> str:

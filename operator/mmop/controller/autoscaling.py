@@ -181,7 +181,15 @@ def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
     slim_status = {
         k: copy.deepcopy(v)
         for k, v in status.items()
-        if k in ("conditions", "observedGeneration", "decisions", "autoscaler", "replicas")
+        if k
+        in (
+            "conditions",
+            "observedGeneration",
+            "decisions",
+            "autoscaler",
+            "replicas",
+            "readyReplicas",
+        )
     }
     if plan:
         slim_status["plan"] = {k: copy.deepcopy(plan[k]) for k in _PLAN_KEPT if k in plan}

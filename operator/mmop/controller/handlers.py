@@ -50,7 +50,11 @@ from mmop.render import GPU_PRODUCT_LABEL, TEMPLATE_HASH, RenderOptions, render
 PLURAL = "multimodalmodels"
 UNPLACED_REASONS = ("Infeasible", "InsufficientCapacity")
 RETRY_DELAYS = (1, 2, 5, 10, 30, 60)  # seconds before the n-th retry of a failed reconcile
-HANDLER_THREADS = 8  # kopf runs sync handlers in a pool of this many threads
+# kopf runs the reconciles (sync handlers) in a pool of this many threads. A reconcile spends
+# nearly all its time waiting for the API server (three applies, an Event, a status write; a
+# Service's create waits for its ClusterIP), so the pool bounds how many models are reconciled
+# per second: threads / seconds per reconcile. Waiting threads cost little memory and no CPU.
+HANDLER_THREADS = int(os.environ.get("MMOP_HANDLER_THREADS", "128"))
 API_CONNECTIONS = HANDLER_THREADS + 2
 
 log = logging.getLogger("mmop.controller")
@@ -469,6 +473,7 @@ class InventoryCache:
     requested: dict[str, int] = field(default_factory=dict)
     by_model: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     pending: dict[tuple[str, str], list[tuple[str, int]]] = field(default_factory=dict)
+    copies: dict[tuple[str, int], tuple[NodeGpus, NodeGpus]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def changed(self) -> None:
@@ -485,6 +490,8 @@ class InventoryCache:
             if self.built != self.version or self.base is None:
                 version = self.version
                 self.records = [r for store in list(nodes.values()) for r in list(store)]
+                if len(self.copies) > 16 * len(self.records) + 64:
+                    self.copies.clear()  # nodes came and went: forget the copies of old ones
                 requested: dict[str, int] = {}
                 by_model: dict[tuple[str, str], dict[str, int]] = {}
                 bound: dict[tuple[str, str], int] = {}
@@ -504,7 +511,7 @@ class InventoryCache:
                 self.requested, self.by_model, self.pending = requested, by_model, pending
                 every = [p for claims in pending.values() for p in claims]
                 self.base = inventory_from_records(
-                    self.records, place_pending(self.records, requested, every)
+                    self.records, place_pending(self.records, requested, every), self.copies
                 )
                 self.built = version
             held = self.by_model.get(exclude_model)
@@ -514,7 +521,7 @@ class InventoryCache:
             without = {n: g - held.get(n, 0) for n, g in self.requested.items()}
             others = [p for k, claims in self.pending.items() if k != exclude_model for p in claims]
             return inventory_from_records(
-                self.records, place_pending(self.records, without, others)
+                self.records, place_pending(self.records, without, others), self.copies
             )
 
 
@@ -645,17 +652,29 @@ async def deployment_changed(
         cond = _cond("Ready", "False", "ReplicasNotReady", f"{ready}/{desired} ready")
 
     telemetry.set_replicas(namespace, name, desired, current, ready)
-    try:
-        wrote = await asyncio.to_thread(
-            _write_status,
+
+    def mirror(seen: Mapping[str, Any] | None) -> bool:
+        return _write_status(
             _kube(),
             namespace,
             name,
             {"replicas": current, "readyReplicas": ready},
             [cond],
+            current=seen,
             planned_only=True,
             raise_unplanned=True,
         )
+
+    try:
+        # Compared first with the model as the watch last delivered it (no read; a stale copy
+        # fails the write's resourceVersion check and the object is read then).
+        try:
+            wrote = await asyncio.to_thread(
+                mirror, mmop.controller.autoscaling.MODELS.get((namespace, name))
+            )
+        except NotPlannedYet:
+            # The copy may predate the reconcile's status write: ask the API server.
+            wrote = await asyncio.to_thread(mirror, None)
     except NotPlannedYet:
         # The reconcile writes these counts with the plan; later Deployment events (its
         # ReplicaSet, its pods) carry the news on. Not remembered: the next event writes.

@@ -54,7 +54,7 @@ RETRY_DELAYS = (1, 2, 5, 10, 30, 60)  # seconds before the n-th retry of a faile
 # nearly all its time waiting for the API server (three applies, an Event, a status write; a
 # Service's create waits for its ClusterIP), so the pool bounds how many models are reconciled
 # per second: threads / seconds per reconcile. Waiting threads cost little memory and no CPU.
-HANDLER_THREADS = int(os.environ.get("MMOP_HANDLER_THREADS", "128"))
+HANDLER_THREADS = int(os.environ.get("MMOP_HANDLER_THREADS", "256"))
 API_CONNECTIONS = HANDLER_THREADS + 2
 
 log = logging.getLogger("mmop.controller")

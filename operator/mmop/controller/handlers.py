@@ -52,8 +52,8 @@ UNPLACED_REASONS = ("Infeasible", "InsufficientCapacity")
 RETRY_DELAYS = (1, 2, 5, 10, 30, 60)  # seconds before the n-th retry of a failed reconcile
 # kopf runs the reconciles (sync handlers) in a pool of this many threads. A reconcile spends
 # nearly all its time waiting for the API server (three applies, an Event, a status write; a
-# Service's create waits for its ClusterIP), so the pool bounds how many models are reconciled
-# per second: threads / seconds per reconcile. Waiting threads cost little memory and no CPU.
+# Service's create took seconds on a loaded API server), so the pool bounds how many models are
+# reconciled per second: threads / seconds per reconcile. Threads start only when needed.
 HANDLER_THREADS = int(os.environ.get("MMOP_HANDLER_THREADS", "256"))
 API_CONNECTIONS = HANDLER_THREADS + 2
 

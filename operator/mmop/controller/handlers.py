@@ -666,14 +666,15 @@ async def deployment_changed(
         )
 
     try:
-        # Compared first with the model as the watch last delivered it (no read; a stale copy
-        # fails the write's resourceVersion check and the object is read then).
-        try:
-            wrote = await asyncio.to_thread(
-                mirror, mmop.controller.autoscaling.MODELS.get((namespace, name))
-            )
-        except NotPlannedYet:
-            # The copy may predate the reconcile's status write: ask the API server.
+        # Compared first with the model as the watch last delivered it, without a read: a stale
+        # copy fails the write's resourceVersion check and the object is read then. A copy that
+        # needs no write, or has no plan yet, may predate a status write (ours or the
+        # reconcile's) that the watch has not delivered: then the API server decides.
+        seen = mmop.controller.autoscaling.MODELS.get((namespace, name))
+        wrote = False
+        with contextlib.suppress(NotPlannedYet):
+            wrote = seen is not None and await asyncio.to_thread(mirror, seen)
+        if not wrote:
             wrote = await asyncio.to_thread(mirror, None)
     except NotPlannedYet:
         # The reconcile writes these counts with the plan; later Deployment events (its

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mmop import modalities
+from mmop import capabilities, modalities
 from mmop.catalog import GpuSpec
 from mmop.model import AttentionKind, ModelProfile
 
@@ -268,20 +268,25 @@ def default_utilization(version: tuple[int, int, int]) -> float:
     return 0.92 if version >= VERSION_UTIL_092 else 0.9
 
 
+def _model_type(profile: ModelProfile) -> str:
+    """The model_type vLLM reads its dtype rules by (the top-level config's)."""
+    return str(profile.config.get("model_type") or profile.text.model_type or "")
+
+
 def resolve_dtype(profile: ModelProfile, args: EngineArgs, gpu: GpuSpec) -> str:
-    """The activation/weight dtype vLLM runs the model in."""
-    if args.dtype in ("half", "float16"):
-        return "float16"
-    if args.dtype == "bfloat16":
-        return "bfloat16"
-    if args.dtype == "float32":
-        return "float32"
-    native = profile.dtype
-    if native == "float32":
-        native = "bfloat16"
-    if native == "bfloat16" and not gpu.supports.bf16:
-        return "float16"
-    return native if native in ("bfloat16", "float16") else "bfloat16"
+    """The activation/weight dtype vLLM runs the model in on `gpu` (see mmop.capabilities): the
+    checkpoint's dtype when the GPU has it, else the platform's first dtype the model type
+    accepts (Gemma 3 on a T4: float32). Raises EstimateError for an explicit dtype vLLM refuses."""
+    try:
+        return capabilities.resolve_dtype(
+            _model_type(profile),
+            profile.dtype,
+            args.dtype,
+            capabilities.parse_capability(gpu.compute_capability),
+            gpu.vendor,
+        )
+    except capabilities.VllmRefusal as err:
+        raise EstimateError(str(err)) from None
 
 
 def _dtype_bytes(dtype: str) -> int:
@@ -561,24 +566,45 @@ def _check_flags(profile: ModelProfile, args: EngineArgs) -> None:
             f"User-specified max_model_len ({args.max_model_len}) is greater than the derived "
             f"max_model_len (max_position_embeddings={derived} in model's config.json)."
         )
+    _check_quantization(profile, args)
+
+
+def _check_quantization(profile: ModelProfile, args: EngineArgs) -> None:
+    """--quantization must be a method of the pinned vLLM and agree with the checkpoint: AWQ,
+    GPTQ and compressed-tensors read the checkpoint's quantization_config (vLLM refuses a
+    checkpoint without one); online fp8 of a 16-bit checkpoint needs none."""
+    checkpoint = profile.quantization.method if profile.quantization else None
+    try:
+        capabilities.checkpoint_quantization(args.quantization, checkpoint)
+    except capabilities.VllmRefusal as err:
+        if checkpoint is None and args.quantization in capabilities.VLLM_QUANTIZATION_METHODS:
+            raise EstimateError(
+                f"--quantization {args.quantization} needs a checkpoint quantized with "
+                f"{args.quantization}: {profile.id} has no quantization_config (vLLM: {err})"
+            ) from None
+        raise EstimateError(f"--quantization {args.quantization} on {profile.id}: {err}") from None
 
 
 def hardware_refusal(profile: ModelProfile, args: EngineArgs, gpu: GpuSpec) -> str | None:
-    """vLLM's refusal when the GPU cannot run the requested dtype or quantization."""
-    if args.dtype == "bfloat16" and not gpu.supports.bf16:
-        return (
-            "Bfloat16 is only supported on GPUs with compute capability of at least 8.0. "
-            f"{gpu.name} has {gpu.compute_capability}; use --dtype half."
-        )
-    method = args.quantization or (profile.quantization.method if profile.quantization else None)
-    needs = {"fp8": 80, "awq": 75, "awq_marlin": 80, "gptq": 60, "gptq_marlin": 80}
-    cap = gpu.compute_major * 10 + gpu.compute_minor
-    if method in needs and cap < needs[method]:
-        return (
-            f"The quantization method {method} is not supported for the current GPU. Minimum "
-            f"capability: {needs[method]}. Current capability: {cap}."
-        )
-    return None
+    """vLLM's refusal when `gpu` cannot run the dtype, the quantization or the KV-cache dtype
+    (the rules and their sources: mmop.capabilities.TABLE); None when it runs."""
+    checkpoint = profile.quantization.method if profile.quantization else None
+    try:
+        dtype = resolve_dtype(profile, args, gpu)
+        method = capabilities.checkpoint_quantization(args.quantization, checkpoint)
+    except (EstimateError, capabilities.VllmRefusal) as err:
+        return str(err)
+    model_type = _model_type(profile)
+    return capabilities.refusal(
+        compute_capability=capabilities.parse_capability(gpu.compute_capability),
+        vendor=gpu.vendor,
+        gpu_name=gpu.name,
+        dtype=dtype,
+        quantization=method,
+        kv_cache_dtype=args.kv_cache_dtype,
+        head_size=profile.text.head_dim,
+        mm_prefix=profile.multimodal and model_type in capabilities.MM_PREFIX_LM,
+    )
 
 
 def estimate(

@@ -165,13 +165,15 @@ def test_bf16_on_t4_is_refused_and_auto_falls_back_to_fp16() -> None:
     assert estimate(profile, t4, EngineArgs()).dtype == "float16"
 
 
-def test_fp8_quantization_needs_ampere_or_newer() -> None:
+def test_fp8_weights_follow_the_pinned_vllm_fp8_marlin_from_turing() -> None:
+    # vLLM 0.32.0: Fp8Config / online fp8 need capability 75; below 8.9 FP8 Marlin runs them
+    # weight-only, with 16-bit activations (see mmop.capabilities)
     est = estimate(
         load_profile("Qwen/Qwen2.5-0.5B-Instruct"),
         resolve_gpu("T4"),
         EngineArgs(quantization="fp8"),
     )
-    assert not est.fits and "fp8 is not supported" in est.reason
+    assert est.fits and est.dtype == "float16"
 
 
 def test_quantized_weights_are_smaller_and_vision_stays_16_bit() -> None:
@@ -225,3 +227,71 @@ def test_kv_cache_memory_flag_overrides_the_budget() -> None:
 def test_bad_mm_limits_are_rejected(bad: dict) -> None:
     with pytest.raises(ValueError):
         EngineArgs(limit_mm_per_prompt=bad)
+
+
+# --- what the GPU and the pinned vLLM accept (mmop.capabilities) ---------------------------------
+
+T4 = resolve_gpu("T4")
+GEMMA3 = load_profile("google/gemma-3-4b-it")
+
+
+def test_gemma3_on_t4_runs_in_float32_with_twice_the_weights() -> None:
+    t4 = estimate(GEMMA3, T4, EngineArgs(max_model_len=8192))
+    l4 = estimate(GEMMA3, L4, EngineArgs(max_model_len=8192))
+    assert t4.dtype == "float32" and l4.dtype == "bfloat16"
+    overhead = 0.05  # Calibration.weights_overhead_gib
+    assert t4.weights_gib - overhead == pytest.approx(2 * (l4.weights_gib - overhead), rel=1e-3)
+    assert t4.kv_bytes_per_token == 2 * l4.kv_bytes_per_token
+
+
+def test_explicit_float16_for_gemma3_is_refused_as_vllm_does() -> None:
+    with pytest.raises(EstimateError, match="'gemma3' does not support float16"):
+        estimate(GEMMA3, L4, EngineArgs(dtype="half", max_model_len=8192))
+
+
+def test_fp8_kv_cache_on_t4_is_refused_with_the_reason() -> None:
+    est = estimate(QWEN25, T4, EngineArgs(max_model_len=8192, kv_cache_dtype="fp8"))
+    assert not est.fits
+    assert "FP8 KV cache is not supported by the Triton attention backend on T4" in est.reason
+    assert "requires SM89+" in est.reason
+
+
+def test_fp8_kv_cache_runs_from_ampere_except_gemma3_below_ada() -> None:
+    a100 = resolve_gpu("A100-80GB")
+    assert estimate(QWEN25, a100, EngineArgs(max_model_len=8192, kv_cache_dtype="fp8")).fits
+    gemma = estimate(GEMMA3, a100, EngineArgs(max_model_len=8192, kv_cache_dtype="fp8"))
+    assert not gemma.fits and "requires SM89+" in gemma.reason
+    assert estimate(GEMMA3, L4, EngineArgs(max_model_len=8192, kv_cache_dtype="fp8")).fits
+
+
+def test_fp8_weights_with_float32_activations_are_refused() -> None:
+    est = estimate(GEMMA3, T4, EngineArgs(max_model_len=8192, quantization="fp8"))
+    assert not est.fits
+    assert "torch.float32 is not supported for quantization method fp8" in est.reason
+
+
+@pytest.mark.parametrize("method", ["awq", "awq_marlin", "gptq", "gptq_marlin"])
+def test_awq_or_gptq_on_a_checkpoint_without_that_quantization_config_is_an_error(
+    method: str,
+) -> None:
+    with pytest.raises(EstimateError) as info:
+        estimate(QWEN25, L4, EngineArgs(quantization=method))
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"--quantization {method} needs a checkpoint quantized with {method}" in message
+    assert "Qwen/Qwen2.5-VL-7B-Instruct has no quantization_config" in message
+
+
+def test_online_fp8_of_a_bf16_checkpoint_and_the_checkpoints_own_awq_are_legal() -> None:
+    assert estimate(QWEN25, L4, EngineArgs(quantization="fp8", max_model_len=8192)).fits
+    awq = load_profile("Qwen/Qwen2.5-VL-7B-Instruct-AWQ")
+    assert estimate(awq, L4, EngineArgs(max_model_len=8192)).quantization == "awq"
+    assert estimate(awq, L4, EngineArgs(quantization="awq", max_model_len=8192)).fits
+    with pytest.raises(EstimateError, match=r"model config \(awq\) does not match"):
+        estimate(awq, L4, EngineArgs(quantization="fp8", max_model_len=8192))
+
+
+def test_bitsandbytes_is_not_in_the_pinned_vllm() -> None:
+    with pytest.raises(EstimateError, match="Unknown quantization method: bitsandbytes") as info:
+        estimate(QWEN25, L4, EngineArgs(quantization="bitsandbytes"))
+    assert "needs a checkpoint" not in str(info.value)

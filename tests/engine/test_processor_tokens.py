@@ -1,0 +1,348 @@
+"""mmop's tokens per item equal each catalog family's own processor, and its worst item within
+bounds is at least every item the processor is asked about inside them — and is reached.
+
+One run of e2e/engine/scripts/processor_tokens.py in the engine venv answers every request below
+(JSON on stdin, JSON on stdout): transformers' image / video processors and feature extractor
+built from the catalog's config dicts, vLLM's own processing code for the families whose
+processor is remote code, mistral_common for Pixtral (see the script's docstring for which
+function answers for which family). Offline; fails, never skips, without the engine venv.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.engine.venv import EngineVenv
+
+from mmop import modalities as mm
+from mmop.model import CATALOG_MODELS_DIR, load_profile
+
+SCRIPT = Path(__file__).resolve().parents[2] / "e2e" / "engine" / "scripts" / "processor_tokens.py"
+
+# One model per family (two where their configs differ), with processor kwargs worth checking.
+IMAGE_MODELS: dict[str, list[dict[str, Any]]] = {
+    "Qwen/Qwen2-VL-7B-Instruct": [{}],
+    "Qwen/Qwen2.5-VL-7B-Instruct": [{}, {"max_pixels": 256 * 28 * 28}, {"min_pixels": 200704}],
+    "Qwen/Qwen2.5-Omni-7B": [{}],
+    "Qwen/Qwen3-VL-8B-Instruct": [{}, {"max_pixels": 1024 * 32 * 32}],
+    "Qwen/Qwen3-VL-30B-A3B-Instruct": [{}],
+    "llava-hf/llava-1.5-7b-hf": [{}],
+    "llava-hf/bakLlava-v1-hf": [{}],
+    "llava-hf/llava-v1.6-mistral-7b-hf": [{}],
+    "OpenGVLab/InternVL3-8B": [{}, {"max_dynamic_patch": 6}],
+    "OpenGVLab/InternVL2_5-8B": [{}],
+    "google/gemma-3-4b-it": [{}, {"do_pan_and_scan": True}],
+    "mistralai/Pixtral-12B-2409": [{}],
+    "mistralai/Mistral-Small-3.1-24B-Instruct-2503": [{}],
+    "HuggingFaceTB/SmolVLM-Instruct": [{}, {"size": {"longest_edge": 768}}],
+    "openbmb/MiniCPM-V-2_6": [{}, {"max_slice_nums": 4}],
+}
+PHI3V = "microsoft/Phi-3.5-vision-instruct"
+AUDIO_MODELS = ["Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen2.5-Omni-7B"]
+
+# (width, height): small, common, large, and extreme aspect ratios (up to 1:400)
+IMAGE_SIZES = [
+    (1, 1), (13, 13), (28, 28), (100, 10), (10, 1000), (1, 199), (200, 1), (400, 1),
+    (336, 336), (448, 448), (640, 480), (480, 640), (1024, 1024), (1280, 720), (720, 1280),
+    (1344, 672), (1920, 640), (1920, 1080), (1080, 1920), (2048, 512), (990, 700), (2000, 1001),
+    (4000, 1000), (1000, 4000), (8000, 50), (3840, 2160),
+]  # fmt: skip
+RUN_SIZES = [(28, 28), (640, 480), (1344, 672), (100, 10)]  # also processed for real
+
+VIDEO_MODELS: dict[str, list[dict[str, Any]]] = {
+    "Qwen/Qwen3-VL-8B-Instruct": [{}, {"max_pixels": 1024 * 32 * 32}],
+    "Qwen/Qwen2.5-VL-7B-Instruct": [{}],
+    "Qwen/Qwen2.5-Omni-7B": [{}],
+    "OpenGVLab/InternVL3-8B": [{}],
+    "openbmb/MiniCPM-V-2_6": [{}],
+}
+VIDEO_SIZES = [
+    (64, 48),
+    (10, 1000),
+    (640, 480),
+    (1007, 720),
+    (1280, 720),
+    (1920, 1080),
+    (3840, 2160),
+]
+VIDEO_FRAMES = [1, 2, 3, 4, 5, 8, 16, 37, 64, 768]
+PROCESSED_VIDEO = {"OpenGVLab/InternVL3-8B", "openbmb/MiniCPM-V-2_6"}  # processed for real
+CLIPS = [(30, 30.0), (3, 30.0), (900, 30.0), (901, 30.0), (931, 30.0), (451, 29.97), (2000, 25.0)]
+CLIPS += [(100000, 24.0), (7, 0.5)]
+AUDIO_SECONDS = [0.01, 0.5, 1, 1.234, 10.005, 29.99, 30, 30.01, 45, 299, 300, 600]
+
+# bounds whose worst item the processor must confirm: (model, kwargs, width, height)
+WORST_IMAGE = [
+    ("OpenGVLab/InternVL3-8B", {}, 2048, 2048),
+    ("OpenGVLab/InternVL3-8B", {"max_dynamic_patch": 6}, 1280, 720),
+    ("llava-hf/llava-v1.6-mistral-7b-hf", {}, 1920, 1080),
+    ("google/gemma-3-4b-it", {"do_pan_and_scan": True}, 1920, 1080),
+    ("HuggingFaceTB/SmolVLM-Instruct", {}, 1920, 1080),
+    ("openbmb/MiniCPM-V-2_6", {}, 1920, 1080),
+    ("Qwen/Qwen2.5-VL-7B-Instruct", {"max_pixels": 256 * 28 * 28}, 2048, 2048),
+    ("Qwen/Qwen3-VL-8B-Instruct", {}, 4000, 4000),
+    ("mistralai/Pixtral-12B-2409", {}, 4000, 1000),
+    ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", {}, 2048, 2048),
+]
+WORST_VIDEO = [
+    ("Qwen/Qwen3-VL-8B-Instruct", {}, 1280, 720, 64),
+    ("Qwen/Qwen3-VL-8B-Instruct", {}, 3840, 2160, 32),
+    ("Qwen/Qwen3-VL-8B-Instruct", {"max_pixels": 1024 * 32 * 32}, 1920, 1080, 16),
+    ("Qwen/Qwen2.5-VL-7B-Instruct", {}, 1280, 720, 64),
+]
+
+
+def _key(*parts: Any) -> str:
+    return json.dumps(parts, sort_keys=True)
+
+
+def _requests() -> dict[str, dict[str, Any]]:
+    reqs: dict[str, dict[str, Any]] = {}
+
+    def image(model: str, kw: dict[str, Any], w: int, h: int) -> None:
+        run = (w, h) in RUN_SIZES
+        reqs[_key("image", model, kw, w, h)] = {
+            "op": "image", "model": model, "width": w, "height": h, "kwargs": kw, "run": run
+        }  # fmt: skip
+
+    def video(model: str, kw: dict[str, Any], w: int, h: int, t: int) -> None:
+        reqs[_key("video", model, kw, w, h, t)] = {
+            "op": "video", "model": model, "width": w, "height": h, "frames": t, "kwargs": kw,
+            "run": model not in PROCESSED_VIDEO and w * h * t <= 64 * 48 * 5,
+        }  # fmt: skip
+
+    for model, variants in IMAGE_MODELS.items():
+        for kw in variants:
+            for w, h in IMAGE_SIZES:
+                image(model, kw, w, h)
+    for model, variants in VIDEO_MODELS.items():
+        for kw in variants:
+            for w, h in VIDEO_SIZES:
+                for t in VIDEO_FRAMES:
+                    if model in PROCESSED_VIDEO and (w * h > 640 * 480 or t > 8):
+                        continue
+                    video(model, kw, w, h, t)
+    for model in ("Qwen/Qwen3-VL-8B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"):
+        for total, fps in CLIPS:
+            reqs[_key("sample", model, total, fps)] = {
+                "op": "sample", "model": model, "total_frames": total, "fps": fps
+            }  # fmt: skip
+    for total, fps in CLIPS:
+        reqs[_key("timestamps", total, fps)] = {
+            "op": "timestamps", "model": "Qwen/Qwen3-VL-8B-Instruct", "total_frames": total,
+            "fps": fps,
+        }  # fmt: skip
+    for model in AUDIO_MODELS:
+        for s in AUDIO_SECONDS:
+            reqs[_key("audio", model, s)] = {"op": "audio", "model": model, "seconds": s}
+    for rows in range(1, 17):
+        for cols in range(1, 17 // rows + 1):
+            reqs[_key("hd", rows, cols)] = {
+                "op": "hd_features",
+                "model": PHI3V,
+                "rows": rows,
+                "cols": cols,
+            }
+    # the worst items mmop finds within the bounds, asked of the processor
+    for model, kw, W, H in WORST_IMAGE:
+        image(model, kw, *mm.worst_image_size(load_profile(model), W, H, kw))
+    for model, kw, W, H, T in WORST_VIDEO:
+        video(model, kw, *mm.worst_video_size(load_profile(model), W, H, T, kw))
+    return reqs
+
+
+REQUESTS = _requests()
+
+
+@pytest.fixture(scope="module")
+def answers(engine: EngineVenv) -> dict[str, dict[str, Any]]:
+    keys = list(REQUESTS)
+    payload = {"catalog": str(CATALOG_MODELS_DIR), "requests": [REQUESTS[k] for k in keys]}
+    proc = subprocess.run(
+        [str(engine.python), str(SCRIPT)],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    results: list[dict[str, Any]] = json.loads(proc.stdout)["results"]
+    assert len(results) == len(keys)
+    return dict(zip(keys, results, strict=True))
+
+
+def _mmop(fn: Any, *args: Any, **kwargs: Any) -> int | str:
+    """mmop's tokens, or "refused" where it raises as the processor does."""
+    try:
+        return int(fn(*args, **kwargs).tokens)
+    except ValueError:
+        return "refused"
+
+
+def _theirs(answer: dict[str, Any]) -> int | str:
+    return "refused" if "error" in answer else int(answer["tokens"])
+
+
+def _mismatches(pairs: Iterable[tuple[Any, int | str, int | str]]) -> list[str]:
+    return [
+        f"{what}: mmop {ours}, processor {theirs}" for what, ours, theirs in pairs if ours != theirs
+    ]
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs"), [(m, kw) for m, variants in IMAGE_MODELS.items() for kw in variants]
+)
+def test_image_tokens_equal_the_processor(
+    answers: dict[str, dict[str, Any]], model: str, kwargs: dict[str, Any]
+) -> None:
+    profile = load_profile(model)
+    pairs = []
+    for w, h in IMAGE_SIZES:
+        answer = answers[_key("image", model, kwargs, w, h)]
+        pairs.append(((w, h), _mmop(mm.image_cost, profile, w, h, kwargs), _theirs(answer)))
+        if "ran" in answer:  # the processor's own outputs give the same count
+            assert answer["ran"] == answer["tokens"], (w, h)
+        if "hf" in answer:  # transformers' Pixtral resize agrees with vLLM's Mistral 3 grid
+            assert answer["hf"] == answer["tokens"], (w, h)
+        if "patches" in answer:  # LLaVA-NeXT: the processor cut the grid mmop counts
+            assert answer["patches"] * 577 == mm.image_cost(profile, w, h).encoder_patches
+    assert not _mismatches(pairs)
+
+
+@pytest.mark.parametrize(
+    ("model", "kwargs"), [(m, kw) for m, variants in VIDEO_MODELS.items() for kw in variants]
+)
+def test_video_tokens_equal_the_processor(
+    answers: dict[str, dict[str, Any]], model: str, kwargs: dict[str, Any]
+) -> None:
+    profile = load_profile(model)
+    pairs = []
+    for w, h in VIDEO_SIZES:
+        for t in VIDEO_FRAMES:
+            answer = answers.get(_key("video", model, kwargs, w, h, t))
+            if answer is None:
+                continue
+            pairs.append(
+                ((w, h, t), _mmop(mm.video_cost, profile, w, h, t, kwargs), _theirs(answer))
+            )
+            if "ran" in answer:
+                assert answer["ran"] == answer["tokens"], (w, h, t)
+    assert pairs and not _mismatches(pairs)
+
+
+def test_qwen3_vl_64_frames_of_720p_as_the_processor_counts(
+    answers: dict[str, dict[str, Any]],
+) -> None:
+    answer = answers[_key("video", "Qwen/Qwen3-VL-8B-Instruct", {}, 1280, 720, 64)]
+    assert answer["tokens"] == 11648
+    assert mm.video_cost(load_profile("Qwen/Qwen3-VL-8B-Instruct"), 1280, 720, 64).tokens == 11648
+
+
+@pytest.mark.parametrize("model", ["Qwen/Qwen3-VL-8B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"])
+def test_sampled_frames_equal_vllms_video_loader(
+    answers: dict[str, dict[str, Any]], model: str
+) -> None:
+    profile = load_profile(model)
+    pairs = [
+        ((total, fps), mm.sampled_frames(profile, total, fps), answers[_key("sample", model, total, fps)]["frames"])
+        for total, fps in CLIPS
+    ]  # fmt: skip
+    assert not _mismatches(pairs)
+
+
+def test_qwen3_vl_timestamp_text_stays_within_the_bound(
+    answers: dict[str, dict[str, Any]],
+) -> None:
+    """vLLM's timestamps for the frames its loader keeps, as "<t seconds>" text plus a vision
+    start and end per frame pair, in bytes (a byte-level BPE token covers at least one byte): at
+    most mmop's bound, whether given the clip's length or not."""
+    profile = load_profile("Qwen/Qwen3-VL-8B-Instruct")
+    for total, fps in CLIPS:
+        answer = answers[_key("timestamps", total, fps)]
+        frames = answer["frames"]
+        if frames < 2:
+            continue
+        assert mm.sampled_frames(profile, total, fps) == frames
+        bound = mm.video_cost(profile, 640, 480, frames).text_tokens
+        given = mm.video_cost(profile, 640, 480, frames, seconds=total / fps).text_tokens
+        assert answer["chars"] <= min(bound, given), (total, fps, answer, bound, given)
+        assert answer["groups"] == -(-frames // 2)
+
+
+@pytest.mark.parametrize("model", AUDIO_MODELS)
+def test_audio_tokens_equal_the_processor(answers: dict[str, dict[str, Any]], model: str) -> None:
+    profile = load_profile(model)
+    pairs = []
+    for s in AUDIO_SECONDS:
+        answer = answers[_key("audio", model, s)]
+        cost = mm.audio_cost(profile, s)
+        pairs.append((s, cost.tokens, answer["tokens"]))
+        pairs.append((f"{s} s mel frames", cost.encoder_patches, answer["mel"]))
+    assert not _mismatches(pairs)
+
+
+def test_phi3v_tokens_equal_vllms_embeddings_of_the_hd_grid(
+    answers: dict[str, dict[str, Any]],
+) -> None:
+    """The HD transform that picks the crop grid is Phi-3.5-V's remote processor (not installed;
+    tests/unit pins it); the embeddings of every grid of ≤ 16 crops are vLLM's."""
+    profile = load_profile(PHI3V)
+    pairs = []
+    for rows in range(1, 17):
+        for cols in range(1, 17 // rows + 1):
+            crops = rows * cols
+            cost = mm.image_cost(profile, cols * 336, rows * 336, {"num_crops": crops})
+            w, h = mm.phi3v_hd_size(cols * 336, rows * 336, crops)
+            assert (w, h) == (cols * 336, rows * 336)
+            pairs.append(((rows, cols), cost.tokens, answers[_key("hd", rows, cols)]["tokens"]))
+    assert not _mismatches(pairs)
+
+
+@pytest.mark.parametrize(("model", "kwargs", "W", "H"), WORST_IMAGE)
+def test_worst_image_covers_every_asked_size_and_is_reached(
+    answers: dict[str, dict[str, Any]], model: str, kwargs: dict[str, Any], W: int, H: int
+) -> None:
+    profile = load_profile(model)
+    worst = mm.worst_image_cost(profile, W, H, kwargs)
+    w, h = mm.worst_image_size(profile, W, H, kwargs)
+    assert answers[_key("image", model, kwargs, w, h)]["tokens"] == worst.tokens  # reached
+    inside = [
+        _theirs(answers[k])
+        for k, req in REQUESTS.items()
+        if req["op"] == "image" and req["model"] == model and req["kwargs"] == kwargs
+        and req["width"] <= W and req["height"] <= H
+    ]  # fmt: skip
+    assert max(t for t in inside if isinstance(t, int)) <= worst.tokens
+
+
+@pytest.mark.parametrize(("model", "kwargs", "W", "H", "T"), WORST_VIDEO)
+def test_worst_video_covers_every_asked_video_and_is_reached(
+    answers: dict[str, dict[str, Any]], model: str, kwargs: dict[str, Any], W: int, H: int, T: int
+) -> None:
+    profile = load_profile(model)
+    worst = mm.worst_video_cost(profile, W, H, T, kwargs)
+    w, h, t = mm.worst_video_size(profile, W, H, T, kwargs)
+    assert answers[_key("video", model, kwargs, w, h, t)]["tokens"] == worst.tokens  # reached
+    inside = [
+        _theirs(answers[k])
+        for k, req in REQUESTS.items()
+        if req["op"] == "video" and req["model"] == model and req["kwargs"] == kwargs
+        and req["width"] <= W and req["height"] <= H and req["frames"] <= T
+    ]  # fmt: skip
+    assert max(t for t in inside if isinstance(t, int)) <= worst.tokens
+
+
+def test_every_catalog_family_is_checked() -> None:
+    checked = {load_profile(m).family for m in [*IMAGE_MODELS, *AUDIO_MODELS, PHI3V]}
+    catalog = set()
+    for config in CATALOG_MODELS_DIR.glob("*/*/source.yaml"):
+        profile = load_profile(f"{config.parent.parent.name}/{config.parent.name}")
+        if profile.multimodal:
+            catalog.add(profile.family)
+    assert catalog <= checked, catalog - checked

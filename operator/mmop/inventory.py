@@ -17,6 +17,14 @@ How a node's GPU is found, in order:
 Nodes with no allocatable ``nvidia.com/gpu`` are left out. Nodes whose GPU the catalog does not
 know are reported in :attr:`Inventory.unknown`, not dropped silently. Cordoned and NotReady nodes
 stay visible with ``schedulable=False`` and add nothing to free capacity.
+
+A replica is placed as a whole pod, as the scheduler's NodeResourcesFit filter places it: its
+GPUs, CPU, memory and ephemeral storage must all fit on one node, counted against the node's
+``status.allocatable`` minus the requests of the non-terminated pods bound to it (GPU pods or
+not). A pod's requests are max(app containers + sidecars, each init container + the sidecars
+started before it), pod-level ``spec.resources`` where set, plus ``spec.overhead``; see
+:func:`pod_spec_requests`. A resource a node does not report (the sandbox's nodes have no
+``ephemeral-storage``; an inventory file may leave ``cpu``/``memory`` out) does not constrain it.
 """
 
 from __future__ import annotations
@@ -28,9 +36,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -111,6 +119,42 @@ _SUFFIX_FACTORS: dict[str, Decimal] = {
     "Ei": Decimal(2**60),
 }
 _TERMINATED_PHASES = frozenset({"Succeeded", "Failed"})
+CPU_RESOURCE = "cpu"
+MEMORY_RESOURCE = "memory"
+EPHEMERAL_RESOURCE = "ephemeral-storage"
+
+
+class InventoryError(ValueError):
+    """An inventory file that cannot be read; the message is one line naming the file."""
+
+
+class Requests(NamedTuple):
+    """Resources pods request of a node (one pod's, or the sum over a node's pods)."""
+
+    gpus: int = 0
+    cpu_millicores: int = 0
+    memory_bytes: int = 0
+    ephemeral_bytes: int = 0
+
+    def plus(self, other: Requests) -> Requests:
+        return Requests(
+            self.gpus + other.gpus,
+            self.cpu_millicores + other.cpu_millicores,
+            self.memory_bytes + other.memory_bytes,
+            self.ephemeral_bytes + other.ephemeral_bytes,
+        )
+
+    def minus(self, other: Requests) -> Requests:
+        """This less ``other``, never below 0."""
+        return Requests(
+            max(0, self.gpus - other.gpus),
+            max(0, self.cpu_millicores - other.cpu_millicores),
+            max(0, self.memory_bytes - other.memory_bytes),
+            max(0, self.ephemeral_bytes - other.ephemeral_bytes),
+        )
+
+
+NO_REQUESTS = Requests()
 
 
 # --------------------------------------------------------------------------------------- models
@@ -145,8 +189,26 @@ class NodeGpus(BaseModel):
     gpus_requested: int = Field(
         default=0, ge=0, description="nvidia.com/gpu requested by non-terminated pods on the node"
     )
-    cpu_allocatable_millicores: int = Field(ge=0, description="Allocatable CPU, millicores")
-    memory_allocatable_bytes: int = Field(ge=0, description="Allocatable memory, bytes")
+    cpu_allocatable_millicores: int | None = Field(
+        default=None, ge=0, description="Allocatable CPU, millicores; None: not a constraint"
+    )
+    cpu_requested_millicores: int = Field(
+        default=0, ge=0, description="CPU requested by non-terminated pods on the node, millicores"
+    )
+    memory_allocatable_bytes: int | None = Field(
+        default=None, ge=0, description="Allocatable memory, bytes; None: not a constraint"
+    )
+    memory_requested_bytes: int = Field(
+        default=0, ge=0, description="Memory requested by non-terminated pods on the node, bytes"
+    )
+    ephemeral_storage_allocatable_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        description="Allocatable ephemeral-storage, bytes; None (not reported): not a constraint",
+    )
+    ephemeral_storage_requested_bytes: int = Field(
+        default=0, ge=0, description="Ephemeral storage requested by non-terminated pods, bytes"
+    )
     taints: tuple[Taint, ...] = Field(default=(), description="Node taints")
     labels: dict[str, str] = Field(
         default_factory=dict, description="The node's labels that placement may use"
@@ -165,6 +227,55 @@ class NodeGpus(BaseModel):
     def gpus_available(self) -> int:
         """GPUs a new pod can get here: free GPUs on a schedulable node, else 0."""
         return self.gpus_free if self.schedulable else 0
+
+    @property
+    def cpu_free_millicores(self) -> int | None:
+        """Allocatable minus requested CPU (never negative); None when not a constraint."""
+        return _free(self.cpu_allocatable_millicores, self.cpu_requested_millicores)
+
+    @property
+    def memory_free_bytes(self) -> int | None:
+        """Allocatable minus requested memory (never negative); None when not a constraint."""
+        return _free(self.memory_allocatable_bytes, self.memory_requested_bytes)
+
+    @property
+    def ephemeral_storage_free_bytes(self) -> int | None:
+        """Allocatable minus requested ephemeral storage; None when the node reports none."""
+        return _free(
+            self.ephemeral_storage_allocatable_bytes, self.ephemeral_storage_requested_bytes
+        )
+
+    @property
+    def requested(self) -> Requests:
+        """What the non-terminated pods bound to the node request."""
+        return Requests(
+            self.gpus_requested,
+            self.cpu_requested_millicores,
+            self.memory_requested_bytes,
+            self.ephemeral_storage_requested_bytes,
+        )
+
+    def pods_that_fit(
+        self,
+        gpus_per_pod: int,
+        *,
+        cpu_millicores: int = 0,
+        memory_bytes: int = 0,
+        ephemeral_bytes: int = 0,
+    ) -> int:
+        """How many pods of this size the node takes now, each whole (0 if unschedulable)."""
+        _check_replica_size(gpus_per_pod)
+        if not self.schedulable:
+            return 0
+        fit = self.gpus_free // gpus_per_pod
+        for free, ask in (
+            (self.cpu_free_millicores, cpu_millicores),
+            (self.memory_free_bytes, memory_bytes),
+            (self.ephemeral_storage_free_bytes, ephemeral_bytes),
+        ):
+            if ask > 0 and free is not None:
+                fit = min(fit, free // ask)
+        return fit
 
 
 class GpuPool(BaseModel):
@@ -270,10 +381,47 @@ class GpuPool(BaseModel):
             common = {k: v for k, v in common.items() if node.labels.get(k) == v}
         return common
 
-    def replicas_that_fit(self, gpus_per_replica: int) -> int:
-        """Replicas of ``gpus_per_replica`` GPUs that fit, each on one node."""
+    def replicas_that_fit(
+        self,
+        gpus_per_replica: int,
+        *,
+        cpu_millicores: int = 0,
+        memory_bytes: int = 0,
+        ephemeral_bytes: int = 0,
+    ) -> int:
+        """Replicas of ``gpus_per_replica`` GPUs (and the CPU, memory and ephemeral storage
+        given) that fit, each whole pod on one node; a node may take several."""
         _check_replica_size(gpus_per_replica)
-        return sum(free // gpus_per_replica for free in self.free_gpus_per_node)
+        _check_pod_size(cpu_millicores, memory_bytes, ephemeral_bytes)
+        need = Requests(gpus_per_replica, cpu_millicores, memory_bytes, ephemeral_bytes)
+        return _replicas_that_fit(self.nodes, need, limit=None)
+
+
+def _replicas_that_fit(nodes: Iterable[NodeGpus], need: Requests, limit: int | None) -> int:
+    """Pods of ``need`` the nodes take, each whole on one node; stops counting at ``limit``.
+
+    The planner asks this for every candidate configuration: plain attribute reads, no
+    properties, and an early stop once ``limit`` pods fit."""
+    gpus, cpu, memory, ephemeral = need
+    total = 0
+    for node in nodes:
+        if not node.schedulable:
+            continue
+        fit = (node.gpus_allocatable - node.gpus_requested) // gpus
+        if fit <= 0:
+            continue
+        if cpu and node.cpu_allocatable_millicores is not None:
+            fit = min(fit, (node.cpu_allocatable_millicores - node.cpu_requested_millicores) // cpu)
+        if memory and node.memory_allocatable_bytes is not None:
+            fit = min(fit, (node.memory_allocatable_bytes - node.memory_requested_bytes) // memory)
+        if ephemeral and node.ephemeral_storage_allocatable_bytes is not None:
+            free = node.ephemeral_storage_allocatable_bytes - node.ephemeral_storage_requested_bytes
+            fit = min(fit, free // ephemeral)
+        if fit > 0:
+            total += fit
+            if limit is not None and total >= limit:
+                return total
+    return total
 
 
 class UnknownGpuNodes(BaseModel):
@@ -334,15 +482,50 @@ class Inventory(BaseModel):
         gpu, profile = _type_key(gpu_name)
         return _catalog_price(resolve_gpu(gpu), profile)
 
-    def can_place(self, gpu_name: str, gpus_per_replica: int, replicas: int) -> int:
-        """How many of ``replicas`` replicas of ``gpus_per_replica`` GPUs fit (each on one node)."""
+    def can_place(
+        self,
+        gpu_name: str,
+        gpus_per_replica: int,
+        replicas: int,
+        *,
+        cpu_millicores: int = 0,
+        memory_bytes: int = 0,
+        ephemeral_bytes: int = 0,
+    ) -> int:
+        """How many of ``replicas`` replicas fit, each pod whole on one node: its
+        ``gpus_per_replica`` GPUs and the CPU (millicores), memory and ephemeral storage (bytes)
+        it requests. A node takes as many as all four allow; 0 for a type the cluster lacks."""
         _check_replica_size(gpus_per_replica)
+        _check_pod_size(cpu_millicores, memory_bytes, ephemeral_bytes)
         if replicas < 0:
             raise ValueError(f"replicas must be ≥ 0, got {replicas}")
         pool = self.pool(gpu_name)
-        if pool is None:
+        if pool is None or replicas == 0:
             return 0
-        return min(replicas, pool.replicas_that_fit(gpus_per_replica))
+        need = Requests(gpus_per_replica, cpu_millicores, memory_bytes, ephemeral_bytes)
+        return min(replicas, _replicas_that_fit(pool.nodes, need, limit=replicas))
+
+    def pod_shortfall(
+        self,
+        gpu_name: str,
+        gpus_per_replica: int,
+        *,
+        cpu_millicores: int,
+        memory_bytes: int,
+        ephemeral_bytes: int = 0,
+    ) -> str | None:
+        """None when a node of the pool can take one such pod now; else one line naming what
+        no node has, e.g. ``no L4 node can hold the pod: it requests 6 CPU and 19Gi memory; the
+        most any node has free is 4 CPU and 16Gi memory (ephemeral storage: ok)``."""
+        _check_replica_size(gpus_per_replica)
+        _check_pod_size(cpu_millicores, memory_bytes, ephemeral_bytes)
+        pool = self.pool(gpu_name)
+        if pool is None:
+            gpu, profile = _type_key(gpu_name)
+            return f"the cluster has no {_type_name(gpu, profile or None)} nodes"
+        return _shortfall(
+            pool, Requests(gpus_per_replica, cpu_millicores, memory_bytes, ephemeral_bytes)
+        )
 
 
 # ------------------------------------------------------------------------- from cluster objects
@@ -351,9 +534,12 @@ class Inventory(BaseModel):
 def inventory_from_objects(
     nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
 ) -> Inventory:
-    """Inventory from Node and Pod objects as the Kubernetes API returns them (camelCase dicts)."""
+    """Inventory from Node and Pod objects as the Kubernetes API returns them (camelCase dicts).
+
+    Every non-terminated pod bound to a node takes its requests (GPUs, CPU, memory, ephemeral
+    storage) off that node, whether it asks for GPUs or not."""
     records = [r for r in (node_record(obj) for obj in nodes) if r is not None]
-    return inventory_from_records(records, _gpus_requested_by_node(pods))
+    return inventory_from_records(records, _requested_by_node(pods))
 
 
 @dataclass(frozen=True)
@@ -369,8 +555,10 @@ class UnrecognisedNode:
 def node_record(obj: Mapping[str, Any]) -> NodeGpus | UnrecognisedNode | None:
     """One Node object, parsed: its GPUs (none requested yet), or None without GPUs.
 
-    Raises ValueError on a malformed quantity. A watch can keep these per node and assemble an
-    inventory with ``inventory_from_records`` without parsing the objects again.
+    CPU, memory and ephemeral storage come from ``status.allocatable``; one the node does not
+    report is None (not a constraint). Raises ValueError on a malformed quantity. A watch can
+    keep these per node and assemble an inventory with ``inventory_from_records`` without
+    parsing the objects again.
     """
     metadata = _mapping(obj.get("metadata"))
     name = str(metadata.get("name", ""))
@@ -385,6 +573,11 @@ def node_record(obj: Mapping[str, Any]) -> NodeGpus | UnrecognisedNode | None:
         return UnrecognisedNode(name, found.product, found.key, gpus)
     spec = _mapping(obj.get("spec"))
     schedulable, reason = _schedulability(spec, status)
+    cpu, memory, ephemeral = (
+        allocatable.get(CPU_RESOURCE),
+        allocatable.get(MEMORY_RESOURCE),
+        allocatable.get(EPHEMERAL_RESOURCE),
+    )
     return NodeGpus(
         name=name,
         gpu=found.gpu.name,
@@ -393,8 +586,15 @@ def node_record(obj: Mapping[str, Any]) -> NodeGpus | UnrecognisedNode | None:
         mig_profile=found.mig_profile,
         memory_gib_override=found.memory_gib,
         gpus_allocatable=gpus,
-        cpu_allocatable_millicores=_millicores(allocatable.get("cpu", 0), f"node {name!r}: cpu"),
-        memory_allocatable_bytes=_whole(allocatable.get("memory", 0), f"node {name!r}: memory"),
+        cpu_allocatable_millicores=None
+        if cpu is None
+        else _millicores(cpu, f"node {name!r}: {CPU_RESOURCE}"),
+        memory_allocatable_bytes=None
+        if memory is None
+        else _whole(memory, f"node {name!r}: {MEMORY_RESOURCE}"),
+        ephemeral_storage_allocatable_bytes=None
+        if ephemeral is None
+        else _whole(ephemeral, f"node {name!r}: {EPHEMERAL_RESOURCE}"),
         taints=tuple(_taint(t) for t in spec.get("taints") or ()),
         labels={k: labels[k] for k in PLACEMENT_LABELS if k in labels},
         schedulable=schedulable,
@@ -402,41 +602,143 @@ def node_record(obj: Mapping[str, Any]) -> NodeGpus | UnrecognisedNode | None:
     )
 
 
-def pod_gpu_request(obj: Mapping[str, Any]) -> tuple[str, int] | None:
-    """(node name, GPUs the scheduler counts) of a scheduled, non-terminated pod that requests
-    GPUs; None otherwise. Raises ValueError on a malformed quantity."""
+def pod_requests(obj: Mapping[str, Any]) -> tuple[str, Requests] | None:
+    """(node name, requests the scheduler counts) of a pod bound to a node and not terminated
+    that requests anything (GPUs, CPU, memory or ephemeral storage); None otherwise.
+    Raises ValueError on a malformed quantity."""
     spec = _mapping(obj.get("spec"))
     node = spec.get("nodeName")
     phase = _mapping(obj.get("status")).get("phase")
     if not node or phase in _TERMINATED_PHASES:
         return None
-    gpus = _pod_gpus(spec, _mapping(obj.get("metadata")).get("name", ""))
-    return (str(node), gpus) if gpus else None
+    requests = pod_spec_requests(spec, _mapping(obj.get("metadata")).get("name", ""))
+    return (str(node), requests) if requests != NO_REQUESTS else None
+
+
+def pod_gpu_request(obj: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(node name, GPUs the scheduler counts) of a scheduled, non-terminated pod that requests
+    GPUs; None otherwise. Raises ValueError on a malformed quantity."""
+    found = pod_requests(obj)
+    if found is None or not found[1].gpus:
+        return None
+    return found[0], found[1].gpus
+
+
+def pod_spec_requests(spec: Mapping[str, Any], pod_name: object = "") -> Requests:
+    """A pod's requests as the scheduler's NodeResourcesFit counts them.
+
+    Per resource: max(app containers + sidecars, each init container + the sidecars started
+    before it) — sidecars are init containers with ``restartPolicy: Always`` — then pod-level
+    ``spec.resources.requests`` (CPU and memory) where set, plus ``spec.overhead``. A container's
+    request defaults to its limit (as the API server defaults it); without either it counts 0.
+    Raises ValueError on a malformed or negative quantity.
+    """
+    gpus = cpu = memory = ephemeral = 0
+    for container in spec.get("containers") or ():
+        asked = _container_requests(container, pod_name)
+        if asked is not None:
+            gpus += asked[0]
+            cpu += asked[1]
+            memory += asked[2]
+            ephemeral += asked[3]
+    total = [gpus, cpu, memory, ephemeral]
+    init_containers = spec.get("initContainers")
+    if init_containers:
+        sidecars = [0, 0, 0, 0]
+        init_peak = [0, 0, 0, 0]
+        for container in init_containers:
+            asked = _container_requests(container, pod_name) or (0, 0, 0, 0)
+            if _mapping(container).get("restartPolicy") == "Always":
+                for i in range(4):
+                    sidecars[i] += asked[i]
+                    init_peak[i] = max(init_peak[i], sidecars[i])
+            else:
+                for i in range(4):
+                    init_peak[i] = max(init_peak[i], sidecars[i] + asked[i])
+        total = [max(total[i] + sidecars[i], init_peak[i]) for i in range(4)]
+    pod_level = _mapping(_mapping(spec.get("resources")).get("requests"))
+    overhead = _mapping(spec.get("overhead"))
+    if pod_level or overhead:
+        where = f"pod {pod_name!r}"
+        for i, resource in ((1, CPU_RESOURCE), (2, MEMORY_RESOURCE)):
+            if pod_level.get(resource) is not None:
+                total[i] = _quantity_of(i, pod_level[resource], f"{where}: {resource}")
+        for i, resource in ((1, CPU_RESOURCE), (2, MEMORY_RESOURCE), (3, EPHEMERAL_RESOURCE)):
+            if overhead.get(resource) is not None:
+                total[i] += _quantity_of(i, overhead[resource], f"{where}: overhead {resource}")
+    return Requests(total[0], total[1], total[2], total[3])
+
+
+_RESOURCE_ORDER = (GPU_RESOURCE, CPU_RESOURCE, MEMORY_RESOURCE, EPHEMERAL_RESOURCE)
+
+
+def _container_requests(container: Any, pod_name: object) -> tuple[int, int, int, int] | None:
+    """(GPUs, CPU millicores, memory bytes, ephemeral bytes) a container requests; None when it
+    states no resources. Called for every pod event: no work for what is not there."""
+    resources = _mapping(_mapping(container).get("resources"))
+    if not resources:
+        return None
+    requests = _mapping(resources.get("requests"))
+    limits = _mapping(resources.get("limits"))
+    out = [0, 0, 0, 0]
+    for i, resource in enumerate(_RESOURCE_ORDER):
+        value = requests.get(resource)
+        if value is None:
+            value = limits.get(resource)  # the API server defaults a missing request to the limit
+        if value is not None:
+            try:
+                out[i] = _cached_quantity(i, value)
+            except (ValueError, TypeError):
+                out[i] = _quantity_of(i, value, f"pod {pod_name!r}: {resource}")  # the message
+    return out[0], out[1], out[2], out[3]
+
+
+@lru_cache(maxsize=1024, typed=True)
+def _cached_quantity(index: int, value: str | int | float) -> int:
+    """:func:`_quantity_of` for the few distinct quantities pods use (``100m``, ``16Gi``)."""
+    return _quantity_of(index, value, "")
+
+
+def _quantity_of(index: int, value: Any, where: str) -> int:
+    """GPUs (index 0) in whole numbers, CPU (1) in millicores, bytes otherwise (rounded up)."""
+    if index == 0:
+        return _count(value, where)
+    if index == 1:
+        return _millicores(value, where)
+    return _whole(value, where)
 
 
 def inventory_from_records(
     nodes: Iterable[NodeGpus | UnrecognisedNode],
-    requested: Mapping[str, int],
-    copies: dict[tuple[str, int], tuple[NodeGpus, NodeGpus]] | None = None,
+    requested: Mapping[str, int | Requests],
+    copies: dict[tuple[str, Requests], tuple[NodeGpus, NodeGpus]] | None = None,
 ) -> Inventory:
-    """Inventory from parsed nodes and the GPUs requested on each node (by node name).
+    """Inventory from parsed nodes and what pods request on each node (by node name): a
+    :class:`Requests`, or a bare number of GPUs.
 
     ``copies``, kept by a caller that builds inventories again and again from the same records,
-    remembers each node's copy with a given GPU count so that it is made once."""
+    remembers each node's copy with given requests so that it is made once."""
     known: list[NodeGpus] = []
     unknown: dict[tuple[str, str], list[UnrecognisedNode]] = {}
     for node in nodes:
         if isinstance(node, UnrecognisedNode):
             unknown.setdefault((node.product_label, node.product_label_key), []).append(node)
             continue
-        taken = requested.get(node.name, 0)
-        if taken != node.gpus_requested:
+        taken = _as_requests(requested.get(node.name, NO_REQUESTS))
+        if taken != node.requested:
             key = (node.name, taken)
             memo = copies.get(key) if copies is not None else None
             if memo is not None and memo[0] is node:
                 node = memo[1]
             else:
-                copy = node.model_copy(update={"gpus_requested": taken})
+                copy = node.model_copy(
+                    update={
+                        "gpus_requested": taken.gpus,
+                        "cpu_requested_millicores": taken.cpu_millicores,
+                        "memory_requested_bytes": taken.memory_bytes,
+                        "ephemeral_storage_requested_bytes": taken.ephemeral_bytes,
+                    }
+                )
                 if copies is not None:
                     copies[key] = (node, copy)
                 node = copy
@@ -457,43 +759,70 @@ def inventory_from_records(
 
 def place_pending(
     nodes: Iterable[NodeGpus | UnrecognisedNode],
-    requested: Mapping[str, int],
-    pending: Iterable[tuple[str, int]],
-) -> dict[str, int]:
-    """GPUs requested per node once pods that exist but are not bound yet are placed.
+    requested: Mapping[str, int | Requests],
+    pending: Iterable[tuple[str, int] | tuple[str, Requests]],
+) -> dict[str, Requests]:
+    """What pods request per node once pods that exist but are not bound yet are placed.
 
-    ``pending`` holds (GPU product label, GPUs per pod), one entry per pod a Deployment wants
-    and the scheduler has not placed yet. Each goes where the scheduler's default scoring
-    (least allocated) would put it: the schedulable node of that product with the most free
-    GPUs that fit it; a pod that fits nowhere takes nothing. Without this, models planned in
-    quick succession would all count the same free GPUs.
+    ``requested`` is what bound pods request per node (a :class:`Requests` or a number of
+    GPUs). ``pending`` holds (GPU product label, GPUs per pod) or (product, :class:`Requests`
+    of one pod), one entry per pod a Deployment wants and the scheduler has not placed yet. Each
+    goes to the schedulable node of that product with the most free GPUs that can hold the whole
+    pod (GPUs, CPU, memory, ephemeral storage; ties to the node listed first), as the
+    scheduler's least-allocated scoring would roughly put it; a pod that fits nowhere takes
+    nothing. Without this, models planned in quick succession would all count the same free
+    GPUs.
     """
-    out = dict(requested)
+    out = {name: _as_requests(value) for name, value in requested.items()}
     by_product: dict[str, list[NodeGpus]] = {}
     for node in nodes:
         if isinstance(node, NodeGpus) and node.schedulable:
             by_product.setdefault(node.product_label, []).append(node)
-    # One max-heap of free GPUs per product, built when the product is first asked for: the
-    # node with the most free GPUs is the only candidate (if it cannot take the pod, none can);
-    # ties go to the node listed first.
-    heaps: dict[str, list[tuple[int, int, str, int]]] = {}
-    for product, gpus in pending:
-        if gpus <= 0:
+    # One max-heap of free GPUs per product, built when the product is first asked for. The top
+    # node is the candidate; when CPU, memory or storage keep it from taking the pod, the next
+    # ones are tried (and put back), so a pod goes where a scan over every node would put it.
+    heaps: dict[str, list[tuple[int, int, NodeGpus]]] = {}
+    for product, ask in pending:
+        need = _as_requests(ask)
+        if need.gpus <= 0:
             continue
         heap = heaps.get(product)
         if heap is None:
             heap = [
-                (-(n.gpus_allocatable - out.get(n.name, 0)), i, n.name, n.gpus_allocatable)
+                (-(n.gpus_allocatable - out.get(n.name, NO_REQUESTS).gpus), i, n)
                 for i, n in enumerate(by_product.get(product, ()))
             ]
             heapq.heapify(heap)
             heaps[product] = heap
-        if not heap or -heap[0][0] < gpus:
-            continue
-        _, i, name, allocatable = heap[0]
-        out[name] = out.get(name, 0) + gpus
-        heapq.heapreplace(heap, (-(allocatable - out[name]), i, name, allocatable))
+        passed: list[tuple[int, int, NodeGpus]] = []
+        while heap and -heap[0][0] >= need.gpus:
+            _, i, node = heap[0]
+            taken = out.get(node.name, NO_REQUESTS)
+            if _rest_fits(node, taken, need):
+                taken = taken.plus(need)
+                out[node.name] = taken
+                heapq.heapreplace(heap, (-(node.gpus_allocatable - taken.gpus), i, node))
+                break
+            passed.append(heapq.heappop(heap))
+        for entry in passed:
+            heapq.heappush(heap, entry)
     return out
+
+
+def _rest_fits(node: NodeGpus, taken: Requests, need: Requests) -> bool:
+    """Whether the node has the pod's CPU, memory and ephemeral storage free (GPUs aside)."""
+    for allocatable, used, ask in (
+        (node.cpu_allocatable_millicores, taken.cpu_millicores, need.cpu_millicores),
+        (node.memory_allocatable_bytes, taken.memory_bytes, need.memory_bytes),
+        (node.ephemeral_storage_allocatable_bytes, taken.ephemeral_bytes, need.ephemeral_bytes),
+    ):
+        if ask > 0 and allocatable is not None and allocatable - used < ask:
+            return False
+    return True
+
+
+def _as_requests(value: int | Requests) -> Requests:
+    return value if isinstance(value, Requests) else Requests(gpus=value)
 
 
 @dataclass(frozen=True)
@@ -614,46 +943,19 @@ def _taint(obj: Any) -> Taint:
     )
 
 
-def _gpus_requested_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    requested: dict[str, int] = {}
+def _requested_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, Requests]:
+    requested: dict[str, Requests] = {}
     for pod in pods:
-        found = pod_gpu_request(pod)
+        found = pod_requests(pod)
         if found is not None:
-            requested[found[0]] = requested.get(found[0], 0) + found[1]
+            node, asked = found
+            requested[node] = requested.get(node, NO_REQUESTS).plus(asked)
     return requested
 
 
-def _pod_gpus(spec: Mapping[str, Any], pod_name: object) -> int:
-    """Effective GPU request, as the scheduler counts it.
-
-    max(app containers + sidecars, each init container + the sidecars started before it);
-    sidecars are init containers with ``restartPolicy: Always``.
-    """
-    where = f"pod {pod_name!r}: {GPU_RESOURCE}"
-    sidecars = 0
-    init_peak = 0
-    for container in spec.get("initContainers") or ():
-        container = _mapping(container)
-        gpus = _container_gpus(container, where)
-        if container.get("restartPolicy") == "Always":
-            sidecars += gpus
-            init_peak = max(init_peak, sidecars)
-        else:
-            init_peak = max(init_peak, sidecars + gpus)
-    app = sum(_container_gpus(_mapping(c), where) for c in spec.get("containers") or ())
-    return max(app + sidecars, init_peak)
-
-
-def _container_gpus(container: Mapping[str, Any], where: str) -> int:
-    resources = _mapping(container.get("resources"))
-    for kind in ("requests", "limits"):  # an extended resource's limit is its request
-        value = _mapping(resources.get(kind)).get(GPU_RESOURCE)
-        if value is not None:
-            return _count(value, where)
-    return 0
-
-
 def _mapping(value: Any) -> Mapping[str, Any]:
+    if type(value) is dict:  # the usual case, without the slower ABC check
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
@@ -707,6 +1009,93 @@ def _whole(value: Any, where: str) -> int:
 def _check_replica_size(gpus_per_replica: int) -> None:
     if gpus_per_replica < 1:
         raise ValueError(f"a replica needs at least 1 GPU, got {gpus_per_replica}")
+
+
+def _check_pod_size(cpu_millicores: int, memory_bytes: int, ephemeral_bytes: int) -> None:
+    for what, value in (
+        ("cpu_millicores", cpu_millicores),
+        ("memory_bytes", memory_bytes),
+        ("ephemeral_bytes", ephemeral_bytes),
+    ):
+        if value < 0:
+            raise ValueError(f"{what} must be ≥ 0, got {value}")
+
+
+def _free(allocatable: int | None, requested: int) -> int | None:
+    return None if allocatable is None else max(0, allocatable - requested)
+
+
+_SHORTFALL_NAMES = ("GPUs", "CPU", "memory", "ephemeral storage")
+
+
+def _shortfall(pool: GpuPool, need: Requests) -> str | None:
+    """Why no node of the pool takes a pod of ``need`` now (one line), or None when one does."""
+    nodes = [n for n in pool.nodes if n.schedulable]
+    if not nodes:
+        return f"no {pool.name} node takes new pods: all {pool.node_count} are cordoned or NotReady"
+    frees = [
+        (n.gpus_free, n.cpu_free_millicores, n.memory_free_bytes, n.ephemeral_storage_free_bytes)
+        for n in nodes
+    ]
+    asks = tuple(need)
+
+    def fits(free: int | None, ask: int) -> bool:
+        return ask <= 0 or free is None or free >= ask
+
+    if any(all(fits(f[i], asks[i]) for i in range(4)) for f in frees):
+        return None
+    most: list[int | None] = []
+    for i in range(4):
+        values = [f[i] for f in frees]
+        most.append(None if any(v is None for v in values) else max(v or 0 for v in values))
+    short = [i for i in range(4) if not fits(most[i], asks[i])]
+    asked = [i for i in range(4) if asks[i] > 0]
+    head = f"no {pool.name} node can hold the pod: it requests "
+    if short:
+        ok = [_SHORTFALL_NAMES[i] for i in range(1, 4) if i not in short]
+        tail = f" ({_and(ok)}: ok)" if ok else ""
+        return (
+            head
+            + _and([_amount(i, asks[i], up=True) for i in short])
+            + "; the most any node has free is "
+            + _and([_amount(i, most[i] or 0, up=False) for i in short])
+            + tail
+        )
+    closest = max(
+        range(len(nodes)), key=lambda k: (sum(fits(frees[k][i], asks[i]) for i in asked), -k)
+    )
+    has = [
+        _amount(i, frees[closest][i] or 0, up=False) for i in asked if frees[closest][i] is not None
+    ]
+    return (
+        head
+        + _and([_amount(i, asks[i], up=True) for i in asked])
+        + f"; no node has all of it free at once (the closest, {nodes[closest].name}, has "
+        + _and(has)
+        + ")"
+    )
+
+
+def _amount(index: int, value: int, *, up: bool) -> str:
+    """A readable amount of GPUs (0), CPU millicores (1), memory (2) or storage (3) bytes;
+    rounded up for what a pod asks, down for what a node has."""
+    if index == 0:
+        return f"{value} GPU" + ("" if value == 1 else "s")
+    if index == 1:
+        text = f"{Decimal(value) / 1000:f}"
+        return (text.rstrip("0").rstrip(".") if "." in text else text) + " CPU"
+    noun = _SHORTFALL_NAMES[index]
+    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if value >= size:
+            tenths = value * 10 / size
+            tenths = math.ceil(tenths) if up else math.floor(tenths)
+            number = f"{tenths // 10}" if tenths % 10 == 0 else f"{tenths / 10:.1f}"
+            return f"{number}{unit} {noun}"
+    return f"{value} bytes {noun}"
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _type_name(gpu: str, mig_profile: str | None) -> str:
@@ -780,8 +1169,17 @@ class _FilePool(BaseModel):
     price_per_hour_usd: float | None = Field(
         default=None, alias="pricePerHourUsd", ge=0, description="$/GPU-hour; default catalog"
     )
-    cpu: str | int | float = Field(default="32", description="Allocatable CPU per node")
-    memory: str | int = Field(default="256Gi", description="Allocatable memory per node")
+    cpu: str | int | float | None = Field(
+        default=None, description="Allocatable CPU per node; left out: not a constraint"
+    )
+    memory: str | int | None = Field(
+        default=None, description="Allocatable memory per node; left out: not a constraint"
+    )
+    ephemeral_storage: str | int | None = Field(
+        default=None,
+        alias="ephemeralStorage",
+        description="Allocatable ephemeral-storage per node; left out: not a constraint",
+    )
 
 
 class _InventoryFile(BaseModel):
@@ -793,52 +1191,63 @@ class _InventoryFile(BaseModel):
 def load_inventory(path: Path | str) -> Inventory:
     """Read an inventory file: ``pools: [{name, gpu, nodes, gpusPerNode, ...}]``.
 
-    The keys are those of the sandbox's pools.yaml, plus ``freeGpusPerNode`` (one number per node)
-    and ``pricePerHourUsd`` ($/GPU-hour). Nodes are named ``<pool>-<i>`` and carry the
-    ``nvidia.com/gpu`` NoSchedule taint, as the sandbox's nodes do. Raises ValueError naming the
-    file (and the entry) for malformed YAML, unknown keys, unknown GPUs and inconsistent counts.
+    The keys are those of the sandbox's pools.yaml (``cpu`` and ``memory`` allocatable per node,
+    Kubernetes quantities), plus ``ephemeralStorage`` (allocatable per node), ``freeGpusPerNode``
+    (one number per node) and ``pricePerHourUsd`` ($/GPU-hour). A pool that leaves ``cpu``,
+    ``memory`` or ``ephemeralStorage`` out is not limited by it. Nodes are named ``<pool>-<i>``
+    and carry the ``nvidia.com/gpu`` NoSchedule taint, as the sandbox's nodes do. Raises
+    :class:`InventoryError` (a ValueError) with one line naming the file and the entry
+    (``inventory.yaml: pools[2].gpusPerNode: must be ≥ 1 (got 0)``) for an unreadable file,
+    malformed YAML, unknown keys, unknown GPUs and inconsistent counts.
     """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise InventoryError(f"{path}: cannot read: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: malformed YAML: {err}") from None
+        raise InventoryError(f"{path}: malformed YAML{_yaml_problem(err)}") from None
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: expected a mapping with a 'pools' list")
+        raise InventoryError(f"{path}: expected a mapping with a 'pools' list")
     try:
         parsed = _InventoryFile.model_validate(data)
     except ValidationError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise InventoryError(f"{path}: {_validation_problem(err)}") from None
     nodes: list[NodeGpus] = []
     prices: dict[str, float] = {}
     names: set[str] = set()
     for entry in parsed.pools:
         where = f"{path}: pool {entry.name!r}"
         if entry.name in names:
-            raise ValueError(f"{where}: pool names must be unique")
+            raise InventoryError(f"{where}: pool names must be unique")
         names.add(entry.name)
         try:
             gpu = resolve_gpu(entry.gpu)
         except GpuError as err:
-            raise ValueError(f"{where}: {err}") from None
+            raise InventoryError(f"{where}: {_one_line(str(err))}") from None
         price = entry.price_per_hour_usd
         if price is not None and prices.setdefault(gpu.name, price) != price:
-            raise ValueError(f"{where}: another pool of {gpu.name} has a different price")
+            raise InventoryError(f"{where}: another pool of {gpu.name} has a different price")
         free = entry.free_gpus_per_node
         if free is None:
             free = (entry.gpus_per_node,) * entry.nodes
         if len(free) != entry.nodes or any(not 0 <= f <= entry.gpus_per_node for f in free):
-            raise ValueError(
+            raise InventoryError(
                 f"{where}: freeGpusPerNode needs {entry.nodes} numbers from 0 to "
                 f"{entry.gpus_per_node}, got {list(free)}"
             )
+        try:
+            cpu = None if entry.cpu is None else _millicores(entry.cpu, "cpu")
+            memory = None if entry.memory is None else _whole(entry.memory, "memory")
+            ephemeral = (
+                None
+                if entry.ephemeral_storage is None
+                else _whole(entry.ephemeral_storage, "ephemeralStorage")
+            )
+        except ValueError as err:
+            raise InventoryError(f"{where}: {err}") from None
         if entry.gpus_per_node == 0:
             continue  # a pool without GPUs, as the sandbox allows; not a GPU pool
-        try:
-            cpu = _millicores(entry.cpu, "cpu")
-            memory = _whole(entry.memory, "memory")
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
         product = gpu.gfd_products[0] if gpu.gfd_products else gpu.name
         nodes.extend(
             NodeGpus(
@@ -850,12 +1259,100 @@ def load_inventory(path: Path | str) -> Inventory:
                 gpus_requested=entry.gpus_per_node - free[i],
                 cpu_allocatable_millicores=cpu,
                 memory_allocatable_bytes=memory,
+                ephemeral_storage_allocatable_bytes=ephemeral,
                 taints=(Taint(key=GPU_TAINT_KEY, value="present", effect="NoSchedule"),),
                 labels={GFD_PRODUCT_LABEL: product, GFD_FAMILY_LABEL: gpu.architecture},
             )
             for i in range(entry.nodes)
         )
-    return Inventory(pools=_pools(nodes, prices))
+    try:
+        return Inventory(pools=_pools(nodes, prices))
+    except ValidationError as err:  # pools merged from several entries that disagree
+        raise InventoryError(f"{path}: {_validation_problem(err)}") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """`` at line L, column C: problem`` for a YAML error (one line)."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = err.problem or err.context or "cannot be parsed"
+        return f"{where}: {_one_line(problem)}"
+    return f": {_one_line(str(err))}"
+
+
+_UNION_MEMBERS = frozenset({"str", "int", "float"})  # of the quantity fields' type
+
+
+def _validation_problem(err: ValidationError) -> str:
+    """The first problem of a validation error as ``pools[2].gpusPerNode: must be ≥ 1 (got 0)``
+    (with how many more there are)."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    errors = err.errors(include_url=False)
+    locs = [tuple(e["loc"]) for e in errors]
+    for error in errors:
+        loc = tuple(error["loc"])
+        if error["type"] in ("too_short", "too_long") and any(
+            other[: len(loc)] == loc and other != loc for other in locs
+        ):
+            continue  # a list left short by its entries' own errors: those say what is wrong
+        members = [
+            other[-1]
+            for other in locs
+            if other[:-1] == loc[:-1] and isinstance(other[-1], str) and other[-1] in _UNION_MEMBERS
+        ]
+        if len(members) > 1 and loc[-1] in members:  # one error per member of a union
+            loc = loc[:-1]
+            if any(seen == loc for seen, _ in problems):
+                continue
+            got = _shown(error.get("input"))
+            problems.append((loc, f"must be a Kubernetes quantity such as 16Gi (got {got})"))
+            continue
+        problems.append((loc, _problem_text(error)))
+    if not problems:
+        return _one_line(str(err))
+    loc, text = problems[0]
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    more = len(problems) - 1
+    extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where.lstrip('.') or 'file'}: {text}{extra}"
+
+
+def _problem_text(error: Any) -> str:
+    ctx = error.get("ctx") or {}
+    got = _shown(error.get("input"))
+    kind = error["type"]
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "greater_than_equal":
+        return f"must be ≥ {ctx.get('ge')} (got {got})"
+    if kind == "less_than_equal":
+        return f"must be ≤ {ctx.get('le')} (got {got})"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} entry (got {got})"
+    if kind == "string_pattern_mismatch":
+        return f"must be lower-case letters, digits and '-' (got {got})"
+    if kind == "string_too_long":
+        return f"at most {ctx.get('max_length')} characters (got {got})"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"must be a whole number (got {got})"
+    if kind in ("tuple_type", "list_type"):
+        return f"must be a list (got {got})"
+    if kind == "model_type":
+        return f"must be a mapping (got {got})"
+    message = _one_line(str(error.get("msg", "invalid")))
+    return f"{message[:1].lower()}{message[1:]} (got {got})"
+
+
+def _shown(value: Any) -> str:
+    text = _one_line(repr(value) if isinstance(value, str) else str(value))
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @cache

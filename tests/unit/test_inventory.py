@@ -15,11 +15,19 @@ from mmop.catalog import GpuError, resolve_gpu
 from mmop.inventory import (
     DEFAULT_INVENTORY_FILE,
     Inventory,
+    InventoryError,
+    NodeGpus,
+    Requests,
     Taint,
     default_inventory,
     inventory_from_objects,
+    inventory_from_records,
     load_inventory,
+    node_record,
     parse_quantity,
+    place_pending,
+    pod_gpu_request,
+    pod_requests,
 )
 
 Obj = dict[str, Any]
@@ -298,6 +306,176 @@ def test_can_place_needs_a_whole_replica_on_one_node(cluster: Inventory) -> None
         cluster.can_place("L4", 1, -1)
 
 
+GiB = 2**30
+
+
+def l4_node(name: str, cpu: str = "4", memory: str = "16Gi", **extra: str) -> Obj:
+    """A single-L4 instance as clouds sell it (g6.xlarge, g2-standard-4): 4 CPU, 16 GiB."""
+    obj = gpu_node(name, {"nvidia.com/gpu.product": "NVIDIA-L4"}, gpus=1)
+    obj["status"]["allocatable"].update(cpu=cpu, memory=memory, **extra)
+    return obj
+
+
+def test_a_pod_bigger_than_the_nodes_cpu_and_memory_is_not_placed(tmp_path: Path) -> None:
+    """The finding: 6 CPU / 19Gi pods were planned onto 4 CPU / 16Gi L4 nodes, and stayed
+    Pending. The whole pod must fit one node."""
+    from_file = load_inventory(
+        write(
+            tmp_path,
+            [{"name": "l4", "gpu": "L4", "nodes": 8, "gpusPerNode": 1, "cpu": 4, "memory": "16Gi"}],
+        )
+    )
+    from_nodes = inventory_from_objects([l4_node(f"l4-{i}") for i in range(8)], [])
+    for inventory in (from_file, from_nodes):
+        assert inventory.can_place("L4", 1, 1) == 1  # GPUs alone would fit
+        assert inventory.can_place("L4", 1, 1, cpu_millicores=6000, memory_bytes=19 * GiB) == 0
+        assert inventory.can_place("L4", 1, 8, cpu_millicores=4000, memory_bytes=16 * GiB) == 8
+        assert inventory.can_place("L4", 1, 8, cpu_millicores=3000, memory_bytes=17 * GiB) == 0
+        assert inventory.pod_shortfall("L4", 1, cpu_millicores=6000, memory_bytes=19 * GiB) == (
+            "no L4 node can hold the pod: it requests 6 CPU and 19Gi memory; the most any node "
+            "has free is 4 CPU and 16Gi memory (ephemeral storage: ok)"
+        )
+        assert inventory.pod_shortfall("L4", 1, cpu_millicores=4000, memory_bytes=16 * GiB) is None
+        pool = inventory.pool("L4")
+        assert pool is not None
+        assert pool.replicas_that_fit(1, cpu_millicores=6000, memory_bytes=19 * GiB) == 0
+
+
+def test_several_replicas_share_a_node_when_gpus_cpu_and_memory_allow() -> None:
+    node = gpu_node("h", {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, gpus=8)
+    node["status"]["allocatable"].update(cpu="64", memory="512Gi")
+    inventory = inventory_from_objects([node], [])
+    assert inventory.can_place("H100", 1, 8) == 8
+    assert inventory.can_place("H100", 1, 8, cpu_millicores=10_000) == 6
+    assert inventory.can_place("H100", 2, 8, cpu_millicores=10_000, memory_bytes=200 * GiB) == 2
+    assert inventory.can_place("H100", 2, 8, memory_bytes=100 * GiB) == 4
+    with pytest.raises(ValueError, match="cpu_millicores"):
+        inventory.can_place("H100", 1, 1, cpu_millicores=-1)
+
+
+def test_pods_take_cpu_memory_and_storage_as_the_scheduler_counts_them() -> None:
+    def bound(node: str, spec: Obj, phase: str = "Running") -> Obj:
+        return {
+            "metadata": {"name": "p"},
+            "spec": {"nodeName": node, **spec},
+            "status": {"phase": phase},
+        }
+
+    def c(**requests: str) -> Obj:
+        return {"name": "c", "resources": {"requests": requests}}
+
+    pods = [
+        # a DaemonSet's agent: no GPUs, still takes CPU and memory
+        bound("l4-0", {"containers": [c(cpu="250m", memory="512Mi")]}),
+        # limits only: the API server makes them the requests
+        bound("l4-0", {"containers": [{"name": "c", "resources": {"limits": {"cpu": "1"}}}]}),
+        # no requests at all: counts 0
+        bound("l4-0", {"containers": [{"name": "c"}]}),
+        # terminated and unbound pods take nothing
+        bound("l4-0", {"containers": [c(cpu="2")]}, phase="Succeeded"),
+        {"metadata": {"name": "u"}, "spec": {"containers": [c(cpu="2")]}, "status": {}},
+        # max(app 1 + sidecar 1, sidecar 1 + init 3) = 4 CPU; memory max(2Gi + 0, 0 + 1Gi)
+        bound(
+            "l4-1",
+            {
+                "containers": [c(cpu="1", memory="2Gi")],
+                "initContainers": [
+                    {**c(cpu="1"), "restartPolicy": "Always"},
+                    c(cpu="3", memory="1Gi"),
+                ],
+                "overhead": {"cpu": "100m", "memory": "64Mi"},
+            },
+        ),
+        # pod-level requests win over the containers' for CPU and memory
+        bound(
+            "l4-2",
+            {
+                "containers": [c(cpu="1", memory="1Gi", **{"ephemeral-storage": "10Gi"})],
+                "resources": {"requests": {"cpu": "3", "memory": "4Gi"}},
+            },
+        ),
+    ]
+    nodes = [l4_node("l4-0"), l4_node("l4-1"), l4_node("l4-2", **{"ephemeral-storage": "100Gi"})]
+    inventory = inventory_from_objects(nodes, pods)
+    pool = inventory.pool("L4")
+    assert pool is not None
+    got = {
+        n.name: (
+            n.cpu_requested_millicores,
+            n.memory_requested_bytes,
+            n.ephemeral_storage_requested_bytes,
+        )
+        for n in pool.nodes
+    }
+    assert got == {
+        "l4-0": (1250, 512 * 2**20, 0),
+        "l4-1": (4100, 2 * GiB + 64 * 2**20, 0),
+        "l4-2": (3000, 4 * GiB, 10 * GiB),
+    }
+    by_name = {n.name: n for n in pool.nodes}
+    assert by_name["l4-0"].cpu_free_millicores == 2750
+    assert by_name["l4-1"].cpu_free_millicores == 0  # more requested than allocatable: 0, not less
+    assert by_name["l4-0"].ephemeral_storage_allocatable_bytes is None  # not reported
+    assert by_name["l4-0"].ephemeral_storage_free_bytes is None
+    assert by_name["l4-2"].ephemeral_storage_free_bytes == 90 * GiB
+    assert pod_requests(pods[0]) == ("l4-0", Requests(0, 250, 512 * 2**20, 0))
+    assert pod_requests(pods[2]) is None and pod_gpu_request(pods[0]) is None
+    assert inventory.can_place("L4", 1, 3, ephemeral_bytes=95 * GiB) == 2  # l4-2 has 90Gi left
+    assert inventory.can_place("L4", 1, 3, cpu_millicores=1000) == 2  # l4-0 and l4-2
+    bad = bound("l4-0", {"containers": [c(memory="-1Gi")]})
+    with pytest.raises(ValueError, match="memory: negative"):
+        pod_requests(bad)
+
+
+def test_nodes_without_cpu_memory_or_storage_are_not_limited_by_them() -> None:
+    obj = gpu_node("n", {"nvidia.com/gpu.product": "NVIDIA-L4"}, gpus=1)
+    obj["status"]["allocatable"] = {"nvidia.com/gpu": "1"}
+    record = node_record(obj)
+    assert isinstance(record, NodeGpus)
+    assert record.cpu_allocatable_millicores is None and record.memory_allocatable_bytes is None
+    inventory = inventory_from_records([record], {"n": Requests(0, 500, GiB, GiB)})
+    assert inventory.can_place("L4", 1, 1, cpu_millicores=10**6, memory_bytes=10**15) == 1
+    assert inventory.pod_shortfall("L4", 1, cpu_millicores=10**6, memory_bytes=10**15) is None
+
+
+def test_shortfall_names_what_no_node_has() -> None:
+    nodes = [
+        l4_node("a", cpu="8", memory="16Gi", **{"ephemeral-storage": "50Gi"}),
+        l4_node("b", cpu="4", memory="32Gi", **{"ephemeral-storage": "50Gi"}),
+        l4_node("c", cpu="3850m", memory="15.5Gi"),
+    ]
+    nodes[2]["spec"]["unschedulable"] = True
+    inventory = inventory_from_objects(nodes, [])
+    short = inventory.pod_shortfall
+    assert short("L4", 2, cpu_millicores=1000, memory_bytes=GiB) == (
+        "no L4 node can hold the pod: it requests 2 GPUs; the most any node has free is 1 GPU "
+        "(CPU, memory and ephemeral storage: ok)"
+    )
+    assert short("L4", 1, cpu_millicores=9500, memory_bytes=GiB, ephemeral_bytes=60 * GiB) == (
+        "no L4 node can hold the pod: it requests 9.5 CPU and 60Gi ephemeral storage; the most "
+        "any node has free is 8 CPU and 50Gi ephemeral storage (memory: ok)"
+    )
+    # each resource is free somewhere, but not all of them on one node
+    assert short("L4", 1, cpu_millicores=6000, memory_bytes=20 * GiB) == (
+        "no L4 node can hold the pod: it requests 1 GPU, 6 CPU and 20Gi memory; no node has all "
+        "of it free at once (the closest, a, has 1 GPU, 8 CPU and 16Gi memory)"
+    )
+    assert short("L4", 1, cpu_millicores=6000, memory_bytes=8 * GiB) is None
+    assert short("H100", 1, cpu_millicores=1, memory_bytes=1) == (
+        "the cluster has no H100-80GB-SXM nodes"
+    )
+    cordoned = inventory_from_objects([nodes[2]], [])
+    assert cordoned.pod_shortfall("L4", 1, cpu_millicores=0, memory_bytes=0) == (
+        "no L4 node takes new pods: all 1 are cordoned or NotReady"
+    )
+    # a node's free amounts are rounded down, a pod's requests up
+    odd = inventory_from_objects([l4_node("o", cpu="3999m", memory="16383Mi")], [])
+    assert odd.pod_shortfall("L4", 1, cpu_millicores=4001, memory_bytes=16 * GiB + 1) == (
+        "no L4 node can hold the pod: it requests 4.001 CPU and 16.1Gi memory; the most any node "
+        "has free is 3.999 CPU and 15.9Gi memory (ephemeral storage: ok)"
+    )
+
+
 def write(tmp_path: Path, pools: list[dict[str, Any]]) -> Path:
     path = tmp_path / "inventory.yaml"
     path.write_text(yaml.safe_dump({"pools": pools}))
@@ -380,9 +558,109 @@ def test_bad_inventory_files_name_the_file_and_entry(
     tmp_path: Path, pools: list[dict[str, Any]], message: str
 ) -> None:
     path = write(tmp_path, pools)
-    with pytest.raises(ValueError, match=message) as err:
+    with pytest.raises(InventoryError, match=message) as err:
         load_inventory(path)
     assert str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("pools", "message"),
+    [
+        (
+            [
+                {"name": "a", "gpu": "L4", "nodes": 1, "gpusPerNode": 1},
+                {"name": "b", "gpu": "L4", "nodes": 1, "gpusPerNode": 1},
+                {"name": "c", "gpu": "L4", "nodes": 0, "gpusPerNode": 1},
+            ],
+            "pools[2].nodes: must be ≥ 1 (got 0)",
+        ),
+        (
+            [{"name": "x", "gpu": "L4", "nodes": 1, "gpusPerNode": -1}],
+            "pools[0].gpusPerNode: must be ≥ 0 (got -1)",
+        ),
+        (
+            [{"name": "x", "gpu": "L4", "nodes": 1, "gpusPerNode": 65}],
+            "pools[0].gpusPerNode: must be ≤ 64 (got 65)",
+        ),
+        (
+            [{"name": "x", "gpu": "L4", "nodes": 1, "gpusPerNode": 1, "color": "red"}],
+            "pools[0].color: unknown key",
+        ),
+        ([{"gpu": "L4", "nodes": 1, "gpusPerNode": 1}], "pools[0].name: required"),
+        (
+            [{"name": "X", "gpu": "L4", "nodes": 1, "gpusPerNode": 1}],
+            "pools[0].name: must be lower-case letters, digits and '-' (got 'X')",
+        ),
+        (
+            [{"name": "x", "gpu": "L4", "nodes": "many", "gpusPerNode": 1}],
+            "pools[0].nodes: must be a whole number (got 'many')",
+        ),
+        (
+            [{"name": "x", "gpu": "L4", "nodes": 1, "gpusPerNode": 1, "memory": ["16Gi"]}],
+            "pools[0].memory: must be a Kubernetes quantity such as 16Gi (got ['16Gi'])",
+        ),
+        (
+            [{"name": "x", "gpu": "L4", "nodes": 1, "gpusPerNode": 1, "ephemeralStorage": "x"}],
+            "pool 'x': ephemeralStorage: not a Kubernetes quantity: 'x'",
+        ),
+        (
+            [{"name": "x", "gpu": "L4", "nodes": 1, "gpusPerNode": 1, "freeGpusPerNode": ["x"]}],
+            "pools[0].freeGpusPerNode[0]: must be a whole number (got 'x')",
+        ),
+        (["l4"], "pools[0]: must be a mapping (got 'l4')"),
+        ([], "pools: needs at least 1 entry (got [])"),
+        (
+            [
+                {"name": "x", "gpu": "L4", "nodes": 0, "gpusPerNode": 1},
+                {"name": "y", "gpu": "L4", "nodes": 1, "gpusPerNode": -1},
+            ],
+            "pools[0].nodes: must be ≥ 1 (got 0) (and 1 more problem)",
+        ),
+    ],
+)
+def test_inventory_file_errors_are_one_line(tmp_path: Path, pools: list[Any], message: str) -> None:
+    path = write(tmp_path, pools)
+    with pytest.raises(InventoryError) as err:
+        load_inventory(path)
+    assert str(err.value) == f"{path}: {message}"
+    assert isinstance(err.value, ValueError)
+
+
+def test_an_unreadable_inventory_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "missing.yaml"
+    with pytest.raises(InventoryError, match=r"missing\.yaml: cannot read: No such file"):
+        load_inventory(path)
+
+
+def test_file_pools_without_cpu_or_memory_are_not_limited_by_them(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        [
+            {"name": "open", "gpu": "L4", "nodes": 1, "gpusPerNode": 1},
+            {
+                "name": "small",
+                "gpu": "L40S",
+                "nodes": 2,
+                "gpusPerNode": 4,
+                "cpu": "16",
+                "memory": "128Gi",
+                "ephemeralStorage": "200Gi",
+            },
+        ],
+    )
+    inventory = load_inventory(path)
+    l4 = inventory.pool("L4")
+    assert l4 is not None
+    node = l4.nodes[0]
+    assert node.cpu_allocatable_millicores is None and node.memory_allocatable_bytes is None
+    assert node.ephemeral_storage_allocatable_bytes is None
+    assert inventory.can_place("L4", 1, 1, cpu_millicores=10**6, memory_bytes=10**15) == 1
+    l40s = inventory.pool("L40S")
+    assert l40s is not None
+    assert l40s.nodes[0].ephemeral_storage_allocatable_bytes == 200 * GiB
+    assert inventory.can_place("L40S", 1, 8, ephemeral_bytes=150 * GiB) == 2
+    assert inventory.can_place("L40S", 1, 8, cpu_millicores=5000, memory_bytes=40 * GiB) == 6
 
 
 @pytest.mark.parametrize(
@@ -391,8 +669,9 @@ def test_bad_inventory_files_name_the_file_and_entry(
 def test_malformed_yaml_names_the_file(tmp_path: Path, text: str) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text(text)
-    with pytest.raises(ValueError, match=r"broken\.yaml"):
+    with pytest.raises(InventoryError, match=r"broken\.yaml") as err:
         load_inventory(path)
+    assert "\n" not in str(err.value)
 
 
 def test_default_inventory_is_the_sandbox_cluster() -> None:
@@ -467,8 +746,6 @@ def test_bad_quantities(text: str) -> None:
 
 
 def test_pending_pods_are_placed_least_allocated_first() -> None:
-    from mmop.inventory import NodeGpus, place_pending
-
     def n(name: str, gpus: int, product: str = "P", schedulable: bool = True) -> NodeGpus:
         return NodeGpus(
             name=name,
@@ -484,31 +761,72 @@ def test_pending_pods_are_placed_least_allocated_first() -> None:
     nodes = [n("a", 8), n("b", 8), n("c", 8, schedulable=False), n("d", 8, product="Q")]
     placed = place_pending(nodes, {"a": 2}, [("P", 4), ("P", 4), ("P", 8), ("P", 8), ("X", 1)])
     # b (8 free) takes the first 4, a (6 free) the next, then no node has 8 free: not placed.
-    assert placed == {"a": 6, "b": 4}
+    assert placed == {"a": Requests(gpus=6), "b": Requests(gpus=4)}
+
+
+def test_pending_pods_go_where_the_whole_pod_fits() -> None:
+    def n(name: str, gpus: int, cpu: int | None, memory: int | None = None) -> NodeGpus:
+        return NodeGpus(
+            name=name,
+            gpu="L4",
+            product_label="NVIDIA-L4",
+            product_label_key="nvidia.com/gpu.product",
+            gpus_allocatable=gpus,
+            cpu_allocatable_millicores=cpu,
+            memory_allocatable_bytes=memory,
+        )
+
+    nodes = [n("wide", 4, 8000, 64 * GiB), n("narrow", 2, 16_000, 64 * GiB), n("free", 1, None)]
+    pod = Requests(1, 6000, 19 * GiB)
+    requested = {"narrow": Requests(0, 1000, 0)}
+    placed = place_pending(nodes, requested, [("NVIDIA-L4", pod)] * 4)
+    # wide has the most free GPUs but CPU for one pod; then narrow (15 CPU free) takes two;
+    # the node that reports no CPU or memory is not limited by them.
+    assert placed == {
+        "wide": Requests(1, 6000, 19 * GiB),
+        "narrow": Requests(2, 13_000, 38 * GiB),
+        "free": Requests(1, 6000, 19 * GiB),
+    }
+    inventory = inventory_from_records(nodes, placed)
+    assert inventory.can_place("L4", 1, 5, cpu_millicores=2000) == 1  # wide: 2 CPU left
+    # bare GPU counts still work, for both what is bound and what is pending
+    assert place_pending(nodes, {"wide": 3}, [("NVIDIA-L4", 1)]) == {
+        "wide": Requests(3),
+        "narrow": Requests(1),
+    }
 
 
 def test_pending_placement_matches_the_scan_over_every_node() -> None:
-    """The heap placement gives what a plain scan (most free GPUs, first listed on a tie) gives."""
+    """The heap placement gives what a plain scan gives: among the nodes that hold the whole pod,
+    the one with the most free GPUs, the first listed on a tie."""
     import random
 
-    from mmop.inventory import NodeGpus, place_pending
-
-    def scan(nodes: list[NodeGpus], requested: dict[str, int], pending: list[tuple[str, int]]):
+    def scan(
+        nodes: list[NodeGpus], requested: dict[str, Requests], pending: list[tuple[str, Requests]]
+    ) -> dict[str, Requests]:
         out = dict(requested)
-        for product, gpus in pending:
+        for product, ask in pending:
             best, best_free = None, -1
             for node in nodes:
-                if node.product_label != product or not node.schedulable or gpus <= 0:
+                if node.product_label != product or not node.schedulable or ask.gpus <= 0:
                     continue
-                free = node.gpus_allocatable - out.get(node.name, 0)
-                if free >= gpus and free > best_free:
+                used = out.get(node.name, Requests())
+                free = node.gpus_allocatable - used.gpus
+                cpu = node.cpu_allocatable_millicores
+                memory = node.memory_allocatable_bytes
+                # as the scheduler: a resource the pod does not request is not checked
+                if ask.cpu_millicores and cpu is not None and cpu - used.cpu_millicores < ask[1]:
+                    continue
+                if ask.memory_bytes and memory is not None and memory - used.memory_bytes < ask[2]:
+                    continue
+                if free >= ask.gpus and free > best_free:
                     best, best_free = node, free
             if best is not None:
-                out[best.name] = out.get(best.name, 0) + gpus
+                out[best.name] = out.get(best.name, Requests()).plus(ask)
         return out
 
     rng = random.Random(5)
-    for _ in range(200):
+    for _ in range(300):
         nodes = [
             NodeGpus(
                 name=f"n{i}",
@@ -516,12 +834,29 @@ def test_pending_placement_matches_the_scan_over_every_node() -> None:
                 product_label=rng.choice("PQ"),
                 product_label_key="nvidia.com/gpu.product",
                 gpus_allocatable=rng.choice([1, 2, 4, 8]),
-                cpu_allocatable_millicores=1000,
-                memory_allocatable_bytes=1,
+                cpu_allocatable_millicores=rng.choice([None, 4000, 16_000, 64_000]),
+                memory_allocatable_bytes=rng.choice([None, 16 * GiB, 256 * GiB]),
                 schedulable=rng.random() > 0.1,
             )
             for i in range(rng.randint(0, 12))
         ]
-        requested = {n.name: rng.randint(0, n.gpus_allocatable + 1) for n in nodes}
-        pending = [(rng.choice("PQX"), rng.choice([0, 1, 2, 4, 8])) for _ in range(20)]
+        requested = {
+            n.name: Requests(
+                rng.randint(0, n.gpus_allocatable + 1),
+                rng.choice([0, 1000, 8000]),
+                rng.choice([0, 4 * GiB]),
+            )
+            for n in nodes
+        }
+        pending = [
+            (
+                rng.choice("PQX"),
+                Requests(
+                    rng.choice([0, 1, 2, 4, 8]),
+                    rng.choice([0, 0, 2000, 6000, 20_000]),
+                    rng.choice([0, 0, 8 * GiB, 19 * GiB, 100 * GiB]),
+                ),
+            )
+            for _ in range(20)
+        ]
         assert place_pending(nodes, requested, pending) == scan(nodes, requested, pending)

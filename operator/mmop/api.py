@@ -30,7 +30,6 @@ EXTRA_ARGS_ALLOWED = (
     "--disable-log-requests",
     "--disable-log-stats",
     "--enable-log-requests",
-    "--trust-remote-code",
     "--chat-template",
     "--chat-template-content-format",
     "--tool-call-parser",
@@ -96,6 +95,12 @@ class ModelSource(ApiModel):
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hugging Face token"
     )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Let vLLM run the model repository's own Python code (--trust-remote-code); "
+        "models whose config needs it (InternVL chat, Phi-3.5-vision, MiniCPM-V) are not "
+        "planned without it",
+    )
 
 
 class ImageWorkload(ApiModel):
@@ -103,13 +108,17 @@ class ImageWorkload(ApiModel):
     max_width: int = Field(default=1024, ge=16, le=16384, description="Largest image width, px")
     max_height: int = Field(default=1024, ge=16, le=16384, description="Largest image height, px")
     min_pixels: int | None = Field(
-        default=None, ge=1, description="Quality floor: never downscale images below this"
+        default=None,
+        ge=1,
+        description="Quality floor in pixels: images may be downscaled to this, never below "
+        "(default: never downscaled)",
     )
     min_tokens_per_image: int | None = Field(
         default=None,
         ge=1,
         le=65536,
-        description="Quality floor in image tokens (default: half of the model's native count)",
+        description="Quality floor in image tokens: images may be downscaled to this many "
+        "tokens, never below (default: never downscaled below the model's native count)",
     )
 
 
@@ -138,6 +147,13 @@ class Slo(ApiModel):
     )
     tpot_p95_seconds: float | None = Field(
         default=None, gt=0, le=10, description="Time-per-output-token p95 target"
+    )
+    margin: float = Field(
+        default=0.9,
+        ge=0.5,
+        le=1,
+        description="Plan each replica for a p95 at this fraction of each target (headroom "
+        "for bursts and model error)",
     )
 
 
@@ -299,6 +315,11 @@ class Engine(ApiModel):
         for arg in self.extra_args:
             if arg.startswith("-"):
                 flag = arg.split("=", 1)[0]
+                if flag == "--trust-remote-code":
+                    raise ValueError(
+                        "engine.extraArgs: --trust-remote-code is set by "
+                        "spec.model.trustRemoteCode: true (mmop then plans it and says so)"
+                    )
                 if flag not in EXTRA_ARGS_ALLOWED:
                     raise ValueError(
                         f"engine.extraArgs: {flag} is not allowed (mmop sets memory, "
@@ -355,7 +376,21 @@ class PlanStatus(ApiModel):
     kv_cache_dtype: str = Field(description="KV-cache dtype")
     max_model_len: int = Field(ge=0, description="--max-model-len")
     max_image_tokens: int | None = Field(default=None, description="Tokens per image at the cap")
+    native_image_tokens: int | None = Field(
+        default=None, description="Tokens per image at the model's own processing (no cap)"
+    )
+    native_cost_per_hour_usd: float | None = Field(
+        default=None, description="$/h at native image size, when images are capped"
+    )
+    video_tokens: int | None = Field(default=None, description="Tokens per video planned")
+    audio_tokens: int | None = Field(default=None, description="Tokens per audio clip planned")
     image_cap: str = Field(default="", description="Image cap (processor kwargs)")
+    trust_remote_code: bool = Field(
+        default=False, description="vLLM runs the model repository's own code"
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="What the plan changed or the user must know"
+    )
     cost_per_hour_usd: float = Field(ge=0, description="All replicas, $/hour")
     args: list[str] = Field(default_factory=list, description="vLLM arguments")
     memory: dict[str, Any] = Field(default_factory=dict, description="Predicted memory per GPU")

@@ -24,6 +24,33 @@ CATALOG_MODELS_DIR = Path(__file__).parent / "catalog" / "models"
 Json = Mapping[str, Any]
 
 
+NATIVE_CONFIG_TYPES = frozenset(
+    {
+        "gemma3",
+        "idefics3",
+        "internvl",
+        "llama",
+        "llava",
+        "llava_next",
+        "mistral",
+        "mistral3",
+        "phi3",
+        "pixtral",
+        "qwen2",
+        "qwen2_5_omni",
+        "qwen2_5_vl",
+        "qwen2_audio",
+        "qwen2_vl",
+        "qwen3",
+        "qwen3_moe",
+        "qwen3_vl",
+        "qwen3_vl_moe",
+    }
+)
+"""Model types of the families mmop reads whose config class ships with transformers (so an
+``auto_map`` in their config does not make vLLM ask for remote code)."""
+
+
 class ModelError(ValueError):
     """A model id that is not in the catalog, or a configuration mmop cannot read."""
 
@@ -164,6 +191,22 @@ class ModelProfile(BaseModel):
     @property
     def max_position_embeddings(self) -> int:
         return self.text.max_position_embeddings
+
+    @property
+    def needs_remote_code(self) -> bool:
+        """Whether vLLM needs ``--trust-remote-code`` to read this model's config.
+
+        transformers' ``AutoConfig`` (which vLLM's ``get_config`` calls for Hugging Face configs)
+        refuses a config whose ``auto_map`` names an ``AutoConfig`` class when its ``model_type``
+        has no config class of its own in transformers or in vLLM's config registry, unless
+        remote code is trusted. The catalog's InternVL chat, Phi-3.5-vision and MiniCPM-V
+        configs are such; the acceptance tier (tests/engine/test_vllm_acceptance.py) checks the
+        rule against the pinned vLLM for every catalog model.
+        """
+        auto_map = self.config.get("auto_map")
+        if not isinstance(auto_map, dict) or "AutoConfig" not in auto_map:
+            return False
+        return str(self.config.get("model_type", "")) not in NATIVE_CONFIG_TYPES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -966,10 +1009,17 @@ def _catalog_profile(model: str) -> ModelProfile:
     return load_profile_from_dir(CATALOG_MODELS_DIR / model, model)
 
 
+def is_catalog_id(model: str) -> bool:
+    """Whether `model` names a model the catalog ships."""
+    parts = model.split("/")
+    if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts):
+        return False
+    return (CATALOG_MODELS_DIR / model / "source.yaml").is_file()
+
+
 def load_profile(model: str) -> ModelProfile:
     """Load a catalog model by id (`org/name`), or a local directory holding config.json."""
-    catalog_dir = CATALOG_MODELS_DIR / model
-    if "/" in model and (catalog_dir / "source.yaml").is_file():
+    if is_catalog_id(model):
         return _catalog_profile(model)
     path = Path(model).expanduser()
     if path.is_dir():
@@ -998,5 +1048,6 @@ __all__ = [
     "catalog_ids",
     "catalog_source",
     "ceil_div",
+    "is_catalog_id",
     "load_profile",
 ]

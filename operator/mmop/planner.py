@@ -19,6 +19,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,14 +34,23 @@ from mmop.estimator import (
     EstimateError,
     batch_defaults,
     estimate,
+    hardware_refusal,
 )
 from mmop.inventory import Inventory
-from mmop.model import ModelError, ModelProfile, load_profile
+from mmop.model import ModelError, ModelProfile, is_catalog_id, load_profile
+from mmop.model import Quantization as ModelQuantization
 
 PLANNER_UTILIZATION = 0.9  # leaves ~10% for CUDA context, fragmentation and spikes
 TP_SIZES = (1, 2, 4, 8)
 OPENAI_PORT = 8000
 MM_PROCESSOR_CACHE_GB = 4  # vLLM's default host-RAM cache of processed multimodal inputs
+# Smaller caches the planner may render (--mm-processor-cache-gb) when a node's memory cannot
+# hold the default one; the cache only saves re-processing repeated media.
+MM_CACHE_OPTIONS_GB = (MM_PROCESSOR_CACHE_GB, 2, 1, 0)
+GIB_BYTES = 1024**3
+# When the spec's model is a directory of the planning machine, the pod cannot serve that path:
+# the argv names this placeholder until the caller says what the pod serves (model_ref).
+LOCAL_MODEL_PLACEHOLDER = "MODEL"
 
 # Image caps per family, largest first: (tokens-ish label, mm_processor_kwargs).
 QWEN_CAP_TOKENS = (16384, 8192, 4096, 2048, 1280, 1024, 768, 512, 256)
@@ -49,7 +59,17 @@ PHI3V_CROPS = (16, 8, 4, 1)
 MINICPMV_SLICES = (9, 4, 2, 1)
 IDEFICS3_EDGES = (1536, 1152, 768, 384)
 
+PRUNED_GROUPS_FOR_ALTERNATIVES = 3  # cheapest bound-skipped groups evaluated for alternatives
+VARIANT_ALTERNATIVES = 3  # image-cap / KV-cache variants of the chosen configuration shown
+
 FIDELITY = {"none": 3, "fp8": 2, "compressed-tensors": 2, "awq": 1, "gptq": 1}
+
+
+BAD_INPUT_REASONS = frozenset(
+    {"UnknownModel", "UnsupportedModality", "ContextTooLong", "RemoteCodeRequired", "InvalidSpec"}
+)
+"""Reasons that mean the spec asks for something the model cannot do (CLI exit 2); every other
+reason means nothing fits the cluster (exit 3)."""
 
 
 class PlanningError(ValueError):
@@ -59,6 +79,11 @@ class PlanningError(ValueError):
         super().__init__(message)
         self.reason = reason
 
+    @property
+    def bad_input(self) -> bool:
+        """The spec itself is at fault (unknown model, a context beyond the model's, …)."""
+        return self.reason in BAD_INPUT_REASONS
+
 
 class Resources(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -67,6 +92,17 @@ class Resources(BaseModel):
     cpu: str = Field(description="CPU request and limit")
     memory: str = Field(description="Memory request and limit")
     shm_size: str = Field(description="Memory-backed /dev/shm size")
+    mm_processor_cache_gb: int = Field(
+        default=MM_PROCESSOR_CACHE_GB, description="--mm-processor-cache-gb the pod is sized for"
+    )
+
+    @property
+    def cpu_millicores(self) -> int:
+        return int(self.cpu) * 1000
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.memory.removesuffix("Gi")) * GIB_BYTES
 
 
 class Performance(BaseModel):
@@ -86,6 +122,7 @@ class Alternative(BaseModel):
     quantization: str
     kv_cache_dtype: str
     image_cap: str
+    tokens_per_image: int | None = None
     replicas: int | None
     cost_per_hour_usd: float | None
     reason: str = Field(description="Why it was not chosen")
@@ -112,6 +149,24 @@ class Plan(BaseModel):
     limit_mm_per_prompt: dict[str, Any]
     mm_processor_kwargs: dict[str, Any]
     max_tokens_per_image: int | None
+    tokens_per_image: int | None = Field(
+        default=None, description="Planned tokens per image: the worst case within the bounds"
+    )
+    tokens_per_video: int | None = Field(default=None, description="Planned tokens per video")
+    tokens_per_audio: int | None = Field(default=None, description="Planned tokens per audio clip")
+    native_tokens_per_image: int | None = Field(
+        default=None, description="Tokens per image at the model's own processing (no cap)"
+    )
+    native_cost_per_hour_usd: float | None = Field(
+        default=None,
+        description="$/h of the cheapest plan at native image size, when the plan caps images",
+    )
+    trust_remote_code: bool = Field(
+        default=False, description="vLLM runs the model repository's own code"
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="What the plan changed or the user must know"
+    )
     vllm_version: str
     args: list[str] = Field(description="vLLM arguments after the executable")
     resources: Resources
@@ -158,6 +213,10 @@ class _Candidate:
     tokens_per_request: int = 0
     planned_load: int = 0  # requests in flight per replica under the stated workload
     peak_replicas: int | None = None  # replicas for spec.workload's peak (sized for demand)
+    resources: Resources | None = None
+    refused: bool = False  # the GPU cannot run these weights / this KV dtype: never evaluated
+    tokens_per_video: int = 0
+    tokens_per_audio: int = 0
 
     @property
     def gpus(self) -> int:
@@ -176,15 +235,17 @@ class _Candidate:
         ratio = self.est.kv_cache_tokens / need
         return min(2.0, math.floor(ratio * 2) / 2)
 
-    def sort_key(self) -> tuple[float, int, float, int, int, int]:
+    def sort_key(self) -> tuple[float, int, int, int, int, float]:
+        """Cheapest first; at the same cost, fewer GPUs, then fidelity (larger images, then
+        weights, then KV cache), then KV headroom: nothing is downscaled for no saving."""
         assert self.cost is not None
         return (
             round(self.cost, 6),
             self.gpus,
-            -self.headroom(),
+            -self.cap.rank,
             -FIDELITY.get(self.weights.label, 0),
             -(1 if self.kv == "auto" else 0),
-            -self.cap.rank,
+            -self.headroom(),
         )
 
 
@@ -193,6 +254,9 @@ class _Candidate:
 
 
 def _weights_options(spec: MultimodalModelSpec, profile: ModelProfile) -> list[_Weights]:
+    """The checkpoint's own precision, online fp8 of an unquantized checkpoint, and the listed
+    pre-quantized variants. A listed variant replaces online quantization with the same method:
+    the user named the checkpoint they want for it."""
     allowed = set(spec.placement.quantizations)
     options: list[_Weights] = []
     native = profile.quantization.method if profile.quantization else "none"
@@ -200,18 +264,61 @@ def _weights_options(spec: MultimodalModelSpec, profile: ModelProfile) -> list[_
         options.append(_Weights("none", profile, spec.model.id, None))
     elif native != "none":
         options.append(_Weights(native, profile, spec.model.id, None))
-    if native == "none" and Quantization.FP8 in allowed:
-        options.append(_Weights("fp8", profile, spec.model.id, "fp8"))
+    variants: list[_Weights] = []
     for variant in spec.model.variants:
         if variant.quantization not in allowed:
             continue
         try:
             vprof = load_profile(variant.id)
         except ModelError:
-            vprof = profile.model_copy(update={"id": variant.id})
+            # Not in the catalog: the base model's shape with the listed method in its config,
+            # as a pre-quantized checkpoint of it has (vLLM reads the method from there).
+            method = str(variant.quantization.value)
+            bits = 8 if method in ("fp8", "compressed-tensors") else 4
+            vprof = profile.model_copy(
+                update={
+                    "id": variant.id,
+                    "quantization": ModelQuantization(
+                        method=method,
+                        weight_bits=bits,
+                        group_size=None if bits == 8 else 128,
+                    ),
+                }
+            )
+        if vprof.needs_remote_code and not spec.model.trust_remote_code:
+            continue
         flag = None if vprof.quantization else str(variant.quantization.value)
-        options.append(_Weights(str(variant.quantization.value), vprof, variant.id, flag))
-    return options
+        variants.append(_Weights(str(variant.quantization.value), vprof, variant.id, flag))
+    listed = {v.label for v in variants}
+    if native == "none" and Quantization.FP8 in allowed and "fp8" not in listed:
+        options.append(_Weights("fp8", profile, spec.model.id, "fp8"))
+    return options + variants
+
+
+def image_tokens(profile: ModelProfile, spec: MultimodalModelSpec, kwargs: dict[str, Any]) -> int:
+    """Tokens of the costliest image the workload's bounds allow, with these processor kwargs
+    (not just the maxWidth × maxHeight corner: a smaller image of another shape can cost more
+    in tile-based families)."""
+    images = spec.workload.images
+    return modalities.worst_image_cost(profile, images.max_width, images.max_height, kwargs).tokens
+
+
+def native_image_tokens(profile: ModelProfile, spec: MultimodalModelSpec) -> int:
+    """Tokens per image at the model's own processing: the count no cap goes below by default."""
+    return image_tokens(profile, spec, {})
+
+
+def _image_floor(profile: ModelProfile, spec: MultimodalModelSpec) -> int:
+    """The fewest tokens per image a cap may leave: the spec's floor, else native (no cap)."""
+    images = spec.workload.images
+    native = native_image_tokens(profile, spec)
+    if images.min_tokens_per_image is not None:
+        return min(native, images.min_tokens_per_image)
+    if images.min_pixels is not None:
+        side = max(16, math.isqrt(images.min_pixels))
+        w, h = min(side, images.max_width), min(side, images.max_height)
+        return min(native, modalities.worst_image_cost(profile, w, h, {}).tokens)
+    return native
 
 
 def _caps(profile: ModelProfile, spec: MultimodalModelSpec) -> list[_Cap]:
@@ -219,12 +326,11 @@ def _caps(profile: ModelProfile, spec: MultimodalModelSpec) -> list[_Cap]:
     if images.per_request == 0 or profile.vision is None:
         return [_Cap("none", {}, 0)]
     fam = profile.family
-    w, h = images.max_width, images.max_height
     caps: list[_Cap] = []
     if fam in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni"):
         patch = profile.vision.patch_size * profile.vision.spatial_merge_size
         unit = patch * patch
-        native = modalities.image_tokens(profile, w, h)
+        native = native_image_tokens(profile, spec)
         for i, tokens in enumerate(QWEN_CAP_TOKENS):
             if tokens >= native and caps:
                 continue
@@ -254,17 +360,10 @@ def _caps(profile: ModelProfile, spec: MultimodalModelSpec) -> list[_Cap]:
         ]
     else:
         caps = [_Cap("native", {}, 100)]
-    if images.min_tokens_per_image is not None:
-        floor_tokens = images.min_tokens_per_image
-    elif images.min_pixels is not None:
-        floor_tokens = 0
-    else:
-        # No floor stated: keep at least half the tokens the model's own processing gives.
-        floor_tokens = modalities.image_tokens(profile, w, h) // 2
+    floor_tokens = _image_floor(profile, spec)
     kept = []
     for cap in caps:
-        tokens = modalities.image_tokens(profile, w, h, cap.kwargs)
-        if tokens < floor_tokens:
+        if image_tokens(profile, spec, cap.kwargs) < floor_tokens:
             continue
         if images.min_pixels and cap.kwargs.get("max_pixels", math.inf) < images.min_pixels:
             continue
@@ -310,19 +409,20 @@ def request_items(
     w = spec.workload
     items: list[modalities.ItemCost] = []
     audio: list[modalities.ItemCost] = []
-    for _ in range(w.images.per_request if profile.vision else 0):
-        items.append(
-            modalities.image_cost(profile, w.images.max_width, w.images.max_height, kwargs)
+    if w.images.per_request and profile.vision:
+        worst = modalities.worst_image_cost(
+            profile, w.images.max_width, w.images.max_height, kwargs
         )
+        items.extend([worst] * w.images.per_request)
     if w.video.enabled and "video" in modalities.supported_modalities(profile):
         items.append(
-            modalities.video_cost(
+            modalities.worst_video_cost(
                 profile, w.video.max_width, w.video.max_height, w.video.max_frames, kwargs
             )
         )
     if w.audio.enabled and profile.audio is not None:
         audio.append(modalities.audio_cost(profile, w.audio.max_seconds))
-    return items, audio, sum(i.tokens for i in (*items, *audio))
+    return items, audio, sum(i.prompt_tokens for i in (*items, *audio))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,6 +458,8 @@ class _Assessment:
     est: Estimate | None = None
     max_model_len: int = 0
     image_tokens: int = 0
+    video_tokens: int = 0
+    audio_tokens: int = 0
     tokens_per_request: int = 0
     perf: perf.Performance | None = None
     replicas: int | None = None
@@ -396,6 +498,8 @@ def _evaluate(
         cand.kv,
         cand.cap.label,
     )
+    if cand.refused:
+        return
     found = _assessments.get(key)
     if found is None:
         found = _assess(cand, spec, vllm_version)
@@ -406,6 +510,8 @@ def _evaluate(
         _assessments.move_to_end(key)
     cand.reason = found.reason
     cand.image_tokens = found.image_tokens
+    cand.tokens_per_video = found.video_tokens
+    cand.tokens_per_audio = found.audio_tokens
     cand.tokens_per_request = found.tokens_per_request
     cand.max_model_len = found.max_model_len
     cand.replicas = found.replicas
@@ -423,11 +529,22 @@ def _evaluate(
             f"{limits.min_kv_cache_tokens} that proved too few"
         )
         return
-    placeable = inventory.can_place(cand.pool, cand.tp, replicas)
+    resources, shortfall = _pod_resources(cand, found.est, inventory)
+    if resources is None:
+        cand.reason = shortfall
+        return
+    cand.resources = resources
+    placeable = inventory.can_place(
+        cand.pool,
+        cand.tp,
+        replicas,
+        cpu_millicores=resources.cpu_millicores,
+        memory_bytes=resources.memory_bytes,
+    )
     if placeable < replicas:
         cand.reason = (
-            f"needs {replicas} replicas × {cand.tp} {cand.gpu.name}; the cluster has room for "
-            f"{placeable}"
+            f"needs {replicas} replicas × {cand.tp} {cand.gpu.name} ({resources.cpu} CPU, "
+            f"{resources.memory} memory each); the cluster has room for {placeable}"
         )
         return
     if limits.demand is not None:
@@ -449,51 +566,57 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
         items, audio, mm_tokens = request_items(spec, profile, cand.cap.kwargs)
     except ValueError as err:
         return _Assessment(reason=str(err))
-    image_tokens = (
-        modalities.image_tokens(profile, w.images.max_width, w.images.max_height, cand.cap.kwargs)
-        if w.images.per_request and profile.vision is not None
-        else 0
-    )
+    n_images = w.images.per_request if profile.vision is not None else 0
+    image_tokens = items[0].tokens if n_images else 0
+    video_tokens = items[n_images].tokens if len(items) > n_images else 0
+    audio_tokens = audio[0].tokens if audio else 0
     need = w.prompt_tokens + w.output_tokens + mm_tokens
     model_max = profile.max_position_embeddings
+    base = _Assessment(
+        image_tokens=image_tokens,
+        video_tokens=video_tokens,
+        audio_tokens=audio_tokens,
+        tokens_per_request=need,
+    )
     if need > model_max:
-        return _Assessment(
+        return replace(
+            base,
             reason=f"a request needs {need} tokens (prompt, output and media) but the model's "
             f"context is {model_max}",
-            image_tokens=image_tokens,
         )
     lengths = [min(model_max, max(w.context_length.min, _round_len(need)))]
     if w.context_length.preferred and w.context_length.preferred > lengths[0]:
         lengths.insert(0, min(model_max, w.context_length.preferred))
     mnbt, default_seqs = batch_defaults(cand.gpu)
     limit = _limit_mm(spec, profile)
-    found: Estimate | None = None
-    max_model_len = 0
-    reason = ""
-    for length in lengths:
-        args = EngineArgs(
+
+    def engine_args(length: int, max_num_seqs: int) -> EngineArgs:
+        return EngineArgs(
             tensor_parallel_size=cand.tp,
             quantization=cand.weights.quantization_flag,
             kv_cache_dtype=cand.kv,
             gpu_memory_utilization=PLANNER_UTILIZATION,
             max_model_len=length,
-            max_num_seqs=default_seqs,
+            max_num_seqs=max_num_seqs,
             max_num_batched_tokens=mnbt,
             limit_mm_per_prompt=limit,
             mm_processor_kwargs=cand.cap.kwargs,
             vllm_version=vllm_version,
         )
+
+    found: Estimate | None = None
+    max_model_len = 0
+    reason = ""
+    for length in lengths:
         try:
-            est = estimate(profile, cand.gpu, args)
+            est = estimate(profile, cand.gpu, engine_args(length, default_seqs))
         except EstimateError as err:
-            return _Assessment(reason=str(err), image_tokens=image_tokens)
+            return replace(base, reason=str(err))
         if est.fits:
             found, max_model_len = est, length
             break
         reason = est.reason
-    base = _Assessment(
-        image_tokens=image_tokens, tokens_per_request=need, max_model_len=max_model_len
-    )
+    base = replace(base, max_model_len=max_model_len)
     if found is None:
         return replace(base, reason=reason)
     kv_concurrency = max(0, found.kv_cache_tokens // max(1, need))
@@ -510,6 +633,9 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
         mm_items=tuple(items),
         audio_items=tuple(audio),
     )
+    margin = w.slo.margin
+    ttft = None if w.slo.ttft_p95_seconds is None else w.slo.ttft_p95_seconds * margin
+    tpot = None if w.slo.tpot_p95_seconds is None else w.slo.tpot_p95_seconds * margin
     cap_perf = perf.replica_capacity(
         profile,
         cand.gpu,
@@ -519,11 +645,16 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
         or (profile.quantization.method if profile.quantization else None),
         kv_cache_dtype=cand.kv,
         max_concurrency=max_conc,
-        ttft_p95_seconds=w.slo.ttft_p95_seconds,
-        tpot_p95_seconds=w.slo.tpot_p95_seconds,
+        ttft_p95_seconds=ttft,
+        tpot_p95_seconds=tpot,
     )
     if cap_perf.concurrency < 1 or cap_perf.requests_per_second <= 0:
-        return replace(base, reason="misses the latency targets even with one request in flight")
+        return replace(
+            base,
+            reason="misses the latency targets (at "
+            f"{round(100 * margin)} % of them, spec.workload.slo.margin) even with one request "
+            "in flight",
+        )
     demand: list[int] = [spec.scaling.min_replicas, 1]
     if w.concurrency:
         demand.append(math.ceil(w.concurrency / cap_perf.concurrency))
@@ -542,12 +673,20 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
     if w.requests_per_second:
         share = w.requests_per_second / replicas / cap_perf.requests_per_second
         load = max(load, math.ceil(cap_perf.concurrency * min(1.0, share)))
+    # vLLM admits at most the requests a replica serves within the SLO: the rest queue, where
+    # the autoscaler sees them. The memory shown is vLLM's at exactly the rendered flags.
+    max_num_seqs = max(1, min(default_seqs, cap_perf.concurrency))
+    rendered = found
+    if max_num_seqs != default_seqs:
+        rendered = estimate(profile, cand.gpu, engine_args(max_model_len, max_num_seqs))
+        if not rendered.fits:  # fewer sequences never need more memory; keep vLLM's default
+            rendered, max_num_seqs = found, default_seqs
     return replace(
         base,
-        est=found,
+        est=rendered,
         perf=cap_perf,
         replicas=replicas,
-        max_num_seqs=max(1, min(default_seqs, max(cap_perf.concurrency, kv_concurrency))),
+        max_num_seqs=max_num_seqs,
         planned_load=load,
     )
 
@@ -570,14 +709,24 @@ def _candidates(
             if profile.text.num_attention_heads % tp:
                 continue
             for wopt in weights:
-                if wopt.label == "fp8" and gpu.compute_major * 10 + gpu.compute_minor < 80:
-                    continue
                 for kv in kv_options:
+                    refusal = _refusal(wopt, kv, gpu)
                     for cap in caps[wopt.label]:
-                        out.append(
-                            _Candidate(gpu, pool.name, pool.product_label, tp, wopt, kv, cap)
-                        )
+                        cand = _Candidate(gpu, pool.name, pool.product_label, tp, wopt, kv, cap)
+                        if refusal:
+                            cand.reason, cand.refused = refusal, True
+                        out.append(cand)
     return out
+
+
+def _refusal(wopt: _Weights, kv: str, gpu: GpuSpec) -> str | None:
+    """The pinned vLLM's refusal of these weights and KV-cache dtype on this GPU (the dtype it
+    resolves, the quantization kernels and the attention backends: mmop.capabilities)."""
+    args = EngineArgs(quantization=wopt.quantization_flag, kv_cache_dtype=kv)
+    try:
+        return hardware_refusal(wopt.profile, args, gpu)
+    except EstimateError as err:
+        return str(err)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -591,7 +740,9 @@ def _search(
     vllm_version: str,
     exhaustive: bool,
     limits: Limits,
-) -> None:
+) -> list[list[_Candidate]]:
+    """Evaluate candidates cheapest group first; return the groups skipped by the bound,
+    cheapest first (their candidates carry the bound as their reason)."""
     groups: dict[tuple[str, int], list[_Candidate]] = {}
     for cand in cands:
         groups.setdefault((cand.pool, cand.tp), []).append(cand)
@@ -602,41 +753,77 @@ def _search(
 
     best: float | None = None
     spec_key = spec.model_dump_json()
+    pruned: list[list[_Candidate]] = []
     for key in sorted(groups, key=lower_bound):
         bound = lower_bound(key)
         if not exhaustive and best is not None and bound > best + 1e-9:
             for cand in groups[key]:
-                cand.reason = f"costs at least ${bound:.2f}/h, more than ${best:.2f}/h"
+                if not cand.refused:
+                    cand.reason = f"costs at least ${bound:.2f}/h, more than ${best:.2f}/h"
+            pruned.append(groups[key])
             continue
         for cand in groups[key]:
             _evaluate(cand, spec, inventory, vllm_version, spec_key, limits)
             if cand.cost is not None and (best is None or cand.cost < best):
                 best = cand.cost
+    return pruned
 
 
-def _resources(cand: _Candidate) -> Resources:
-    assert cand.est is not None
-    tp = cand.tp
-    multimodal = cand.weights.profile.multimodal
-    weights_gib = cand.est.weights_gib * tp
+def pod_resources(
+    weights_gib_per_gpu: float, tp: int, multimodal: bool, mm_cache_gb: int
+) -> Resources:
+    """CPU and memory of one vLLM pod (requests = limits), documented in docs/planner.md.
+
+    CPU: one core for the API server (HTTP, tokenization), one for the engine core (scheduling;
+    with one GPU the worker runs in it), one per worker process when tensor parallel, and one
+    more for media decoding and the multimodal processor of a vision/audio model.
+    Memory: 4 GiB for the API-server and engine-core processes (Python, torch, CUDA host
+    state), 2 GiB per extra worker process, 5 % of the weights for loading buffers (safetensors
+    are memory-mapped; their page cache is reclaimable), the multimodal processor cache held by
+    both the API server and the engine core (2 × --mm-processor-cache-gb), and /dev/shm (a
+    memory-backed emptyDir, counted against the pod's memory).
+    """
+    workers = tp if tp > 1 else 0
+    cpu = 2 + workers + (1 if multimodal else 0)
     shm_gib = 2 if tp == 1 else 2 + 2 * tp
-    # /dev/shm is a memory-backed emptyDir: it counts against the pod's memory limit.
-    memory_gib = (
-        8
-        + math.ceil(weights_gib * 0.1)
-        + (2 * MM_PROCESSOR_CACHE_GB if multimodal else 0)
-        + shm_gib
-    )
+    cache = mm_cache_gb if multimodal else 0
+    memory_gib = 4 + 2 * workers + math.ceil(weights_gib_per_gpu * tp * 0.05) + 2 * cache + shm_gib
     return Resources(
-        gpus=tp, cpu=str(4 + 2 * tp), memory=f"{memory_gib}Gi", shm_size=f"{shm_gib}Gi"
+        gpus=tp,
+        cpu=str(cpu),
+        memory=f"{memory_gib}Gi",
+        shm_size=f"{shm_gib}Gi",
+        mm_processor_cache_gb=cache if multimodal else MM_PROCESSOR_CACHE_GB,
     )
 
 
-def _args(cand: _Candidate, name: str, spec: MultimodalModelSpec) -> list[str]:
+def _pod_resources(
+    cand: _Candidate, est: Estimate, inventory: Inventory
+) -> tuple[Resources | None, str]:
+    """The pod for this candidate: vLLM's default multimodal cache when a node can hold it,
+    else the largest smaller cache that fits (rendered as --mm-processor-cache-gb); None and
+    the resource no node has when even the smallest pod does not fit."""
+    multimodal = cand.weights.profile.multimodal
+    options = MM_CACHE_OPTIONS_GB if multimodal else (MM_PROCESSOR_CACHE_GB,)
+    shortfall = ""
+    for cache in options:
+        res = pod_resources(est.weights_gib, cand.tp, multimodal, cache)
+        missing = inventory.pod_shortfall(
+            cand.pool, cand.tp, cpu_millicores=res.cpu_millicores, memory_bytes=res.memory_bytes
+        )
+        if missing is None:
+            return res, ""
+        shortfall = missing
+    return None, shortfall
+
+
+def _args(
+    cand: _Candidate, name: str, spec: MultimodalModelSpec, model_ref: str | None = None
+) -> list[str]:
     assert cand.est is not None
     est = cand.est
     args = [
-        cand.weights.model_id,
+        model_ref or cand.weights.model_id,
         f"--served-model-name={name}",
         f"--port={OPENAI_PORT}",
         f"--tensor-parallel-size={cand.tp}",
@@ -654,14 +841,75 @@ def _args(cand: _Candidate, name: str, spec: MultimodalModelSpec) -> list[str]:
         args.append("--limit-mm-per-prompt=" + json.dumps(limit, separators=(",", ":")))
     if cand.cap.kwargs:
         args.append("--mm-processor-kwargs=" + json.dumps(cand.cap.kwargs, separators=(",", ":")))
+    assert cand.resources is not None
+    if cand.weights.profile.multimodal and (
+        cand.resources.mm_processor_cache_gb != MM_PROCESSOR_CACHE_GB
+    ):
+        args.append(f"--mm-processor-cache-gb={cand.resources.mm_processor_cache_gb}")
     if spec.model.revision:
         args.append(f"--revision={spec.model.revision}")
+    if spec.model.trust_remote_code:
+        args.append("--trust-remote-code")
     args.extend(spec.engine.extra_args)
     return args
 
 
 def _describe(c: _Candidate) -> str:
     return f"{c.tp}× {c.gpu.name}, weights {c.weights.label}, KV {c.kv}, image cap {c.cap.label}"
+
+
+def _load(spec: MultimodalModelSpec, allow_local: bool) -> tuple[ModelProfile, bool]:
+    """The model's profile, and whether it was read from a directory of this machine."""
+    model_id = spec.model.id
+    local = not is_catalog_id(model_id) and Path(model_id).expanduser().is_dir()
+    if local and not allow_local:
+        raise PlanningError(
+            f"unknown model {model_id!r}: not a catalog id (the operator does not read paths "
+            "of its own filesystem; `mmop plan` and `mmop estimate` read a local directory)",
+            reason="UnknownModel",
+        )
+    try:
+        return load_profile(model_id), local
+    except ModelError as err:
+        raise PlanningError(str(err), reason="UnknownModel") from err
+
+
+def _check_spec(spec: MultimodalModelSpec, profile: ModelProfile) -> list[str]:
+    """Refuse what the model cannot do (bad input); return notes on what the plan adjusts."""
+    w = spec.workload
+    notes: list[str] = []
+    if w.video.enabled and "video" not in modalities.supported_modalities(profile):
+        raise PlanningError(f"{profile.id} does not take video", reason="UnsupportedModality")
+    if w.audio.enabled and profile.audio is None:
+        raise PlanningError(f"{profile.id} does not take audio", reason="UnsupportedModality")
+    if w.images.per_request and profile.vision is None:
+        raise PlanningError(f"{profile.id} does not take images", reason="UnsupportedModality")
+    if profile.needs_remote_code and not spec.model.trust_remote_code:
+        auto = (profile.config.get("auto_map") or {}).get("AutoConfig", "")
+        raise PlanningError(
+            f"{profile.id} needs vLLM to run code from the model repository (its config maps "
+            f"AutoConfig to {auto}); vLLM refuses it without --trust-remote-code. Set "
+            "spec.model.trustRemoteCode: true to allow it",
+            reason="RemoteCodeRequired",
+        )
+    if spec.model.trust_remote_code:
+        notes.append(
+            "spec.model.trustRemoteCode: vLLM runs Python code from the model repository "
+            "(--trust-remote-code)"
+        )
+    limit = profile.max_position_embeddings
+    if w.context_length.min > limit:
+        raise PlanningError(
+            f"contextLength.min {w.context_length.min} is more than {profile.id} supports: its "
+            f"context limit is {limit} tokens (max_position_embeddings); ask for at most {limit}",
+            reason="ContextTooLong",
+        )
+    if w.context_length.preferred and w.context_length.preferred > limit:
+        notes.append(
+            f"contextLength.preferred {w.context_length.preferred} is more than the model's "
+            f"limit; at most {limit} tokens are planned"
+        )
+    return notes
 
 
 def plan(
@@ -673,28 +921,33 @@ def plan(
     alternatives: int = 5,
     exhaustive: bool = False,
     limits: Limits | None = None,
+    allow_local: bool = False,
+    model_ref: str | None = None,
 ) -> Plan:
     """Plan a MultimodalModel on an inventory; raise PlanningError when nothing fits.
 
     Candidates are evaluated cheapest (GPU type, TP size) first; a group whose lower bound on
     cost (minReplicas × GPUs × price) exceeds the best plan found is skipped, which never changes
-    the answer. `exhaustive=True` evaluates everything (the benchmark's reference).
+    the answer (the cheapest skipped groups are evaluated afterwards for the alternatives).
+    `exhaustive=True` evaluates everything (the benchmark's reference).
+
+    `allow_local` lets spec.model.id name a directory of this machine (the CLI); the pod cannot
+    serve that path, so the argv names `model_ref` (a Hub id or a path on the pod's model
+    volume) or, without one, the placeholder MODEL, and the plan says so.
     """
     if isinstance(manifest, MultimodalModel):
         spec, name = manifest.spec, name or manifest.metadata.name
     else:
         spec, name = manifest, name or "model"
-    try:
-        profile = load_profile(spec.model.id)
-    except ModelError as err:
-        raise PlanningError(str(err), reason="UnknownModel") from err
-    w = spec.workload
-    if w.video.enabled and "video" not in modalities.supported_modalities(profile):
-        raise PlanningError(f"{profile.id} does not take video", reason="UnsupportedModality")
-    if w.audio.enabled and profile.audio is None:
-        raise PlanningError(f"{profile.id} does not take audio", reason="UnsupportedModality")
-    if w.images.per_request and profile.vision is None:
-        raise PlanningError(f"{profile.id} does not take images", reason="UnsupportedModality")
+    profile, local = _load(spec, allow_local)
+    notes = _check_spec(spec, profile)
+    if local and model_ref is None:
+        model_ref = LOCAL_MODEL_PLACEHOLDER
+        notes.append(
+            f"the model was read from the local directory {spec.model.id}; the argv names "
+            f"{LOCAL_MODEL_PLACEHOLDER}: replace it with the Hub id or the path on the pod's "
+            "model volume (mmop plan --model-ref)"
+        )
     for gpu_name in spec.placement.gpu_types:
         resolve_gpu(gpu_name)
     cands = _candidates(spec, profile, inventory)
@@ -705,30 +958,63 @@ def plan(
             f"{spec.placement.max_gpus_per_replica} per replica)",
             reason="InsufficientCapacity",
         )
-    _search(cands, spec, inventory, vllm_version, exhaustive, limits or Limits())
+    limits = limits or Limits()
+    pruned = _search(cands, spec, inventory, vllm_version, exhaustive, limits)
     feasible = sorted((c for c in cands if c.cost is not None), key=_Candidate.sort_key)
     if not feasible:
         raise PlanningError(_nearest_miss(cands), reason=_infeasible_reason(cands))
     best = feasible[0]
+    # The cheapest groups the bound skipped still belong among the alternatives.
+    spec_key = spec.model_dump_json()
+    for group in pruned[:PRUNED_GROUPS_FOR_ALTERNATIVES]:
+        for cand in group:
+            _evaluate(cand, spec, inventory, vllm_version, spec_key, limits)
+    feasible = sorted((c for c in cands if c.cost is not None), key=_Candidate.sort_key)
     assert best.est is not None and best.perf is not None and best.replicas is not None
+    assert best.resources is not None
     alts = _alternatives(best, feasible, cands, alternatives)
+    native_tokens = native_image_tokens(profile, spec) if best.image_tokens else None
+    native_cost: float | None = None
+    if native_tokens is not None and best.image_tokens < native_tokens:
+        native = [c for c in feasible if c.image_tokens >= native_tokens]
+        if native:
+            native_cost = round(native[0].cost or 0.0, 4)
+            notes.append(
+                f"images are capped at {best.image_tokens} tokens ({best.cap.label}; native "
+                f"{native_tokens}, allowed by the spec's quality floor); native size would cost "
+                f"${native_cost:.2f}/h"
+            )
+        else:
+            notes.append(
+                f"images are capped at {best.image_tokens} tokens ({best.cap.label}; native "
+                f"{native_tokens}, allowed by the spec's quality floor); nothing fits at native "
+                "size"
+            )
+    if best.resources.mm_processor_cache_gb != MM_PROCESSOR_CACHE_GB and profile.multimodal:
+        notes.append(
+            f"--mm-processor-cache-gb={best.resources.mm_processor_cache_gb} (vLLM's default "
+            f"{MM_PROCESSOR_CACHE_GB}) so the pod fits the memory of a {best.gpu.name} node"
+        )
+    if best.weights.model_id != spec.model.id:
+        notes.append(f"serves the listed pre-quantized checkpoint {best.weights.model_id}")
     product = best.product
     explanation = (
         f"{best.replicas} replica(s) of {best.tp}× {best.gpu.name} "
         f"(${best.cost:.2f}/h): weights {best.weights.label}, KV cache {best.kv}, "
         f"{best.est.kv_cache_tokens:,} KV tokens per replica, up to "
-        f"{best.perf.concurrency} requests in flight per replica within the SLO; "
-        f"image cap {best.cap.label}"
+        f"{best.perf.concurrency} requests in flight per replica within "
+        f"{round(100 * spec.workload.slo.margin)} % of the SLO (--max-num-seqs "
+        f"{best.max_num_seqs}); image cap {best.cap.label}"
         + (f" ({best.image_tokens} tokens per image)" if best.image_tokens else "")
         + f"; max_model_len {best.max_model_len}."
     )
-    if limits is not None and limits.demand is not None:
+    if limits.demand is not None:
         explanation += (
             f" Sized for the {limits.demand} requests in flight the engines showed; "
             f"{best.peak_replicas} replica(s) carry spec.workload's peak."
         )
     return Plan(
-        model=best.weights.model_id,
+        model=model_ref or best.weights.model_id,
         served_model_name=name,
         gpu=best.gpu.name,
         gpu_product=product,
@@ -744,9 +1030,16 @@ def plan(
         limit_mm_per_prompt=_limit_mm(spec, best.weights.profile),
         mm_processor_kwargs=best.cap.kwargs,
         max_tokens_per_image=best.image_tokens or None,
+        tokens_per_image=best.image_tokens or None,
+        tokens_per_video=best.tokens_per_video or None,
+        tokens_per_audio=best.tokens_per_audio or None,
+        native_tokens_per_image=native_tokens,
+        native_cost_per_hour_usd=native_cost,
+        trust_remote_code=spec.model.trust_remote_code,
+        notes=notes,
         vllm_version=vllm_version,
-        args=_args(best, name, spec),
-        resources=_resources(best),
+        args=_args(best, name, spec, None if model_ref is None else model_ref),
+        resources=best.resources,
         memory=best.est,
         performance=Performance(
             concurrency_per_replica=best.perf.concurrency,
@@ -764,27 +1057,45 @@ def plan(
 def _alternatives(
     best: _Candidate, feasible: Sequence[_Candidate], cands: Sequence[_Candidate], n: int
 ) -> list[Alternative]:
+    """The runners-up: one per (GPU, TP, weights) first, then the chosen configuration's image
+    cap and KV-cache variants, then configurations that do not work, each with its reason."""
     out: list[Alternative] = []
-    seen: set[tuple[str, int, str]] = {(best.gpu.name, best.tp, best.weights.label)}
-    for c in feasible[1:]:
-        key = (c.gpu.name, c.tp, c.weights.label)
-        if key in seen:
-            continue
-        seen.add(key)
+    assert best.cost is not None
+
+    def why(c: _Candidate) -> str:
         assert c.cost is not None and best.cost is not None
-        if c.cost > best.cost:
-            why = f"costs ${c.cost:.2f}/h, more than ${best.cost:.2f}/h"
-        else:
-            why = "same cost; lost the tie-break (GPUs, KV headroom, fidelity)"
-        out.append(_alt(c, why))
+        if c.cost > best.cost + 1e-9:
+            return f"costs ${c.cost:.2f}/h, more than ${best.cost:.2f}/h"
+        return "same cost; lost the tie-break (GPUs, image fidelity, weights, KV, headroom)"
+
+    seen_config: set[tuple[str, int, str]] = {(best.gpu.name, best.tp, best.weights.label)}
+    seen: set[str] = {best.key}
+    for c in feasible[1:]:
+        config = (c.gpu.name, c.tp, c.weights.label)
+        if config in seen_config:
+            continue
+        seen_config.add(config)
+        seen.add(c.key)
+        out.append(_alt(c, why(c)))
         if len(out) >= n:
-            return out
+            break
+    variants = 0
+    for c in feasible[1:]:
+        if variants >= VARIANT_ALTERNATIVES:
+            break
+        same = (c.gpu.name, c.tp, c.weights.label) == (best.gpu.name, best.tp, best.weights.label)
+        if same and c.key not in seen and (c.kv != best.kv or c.cap.label != best.cap.label):
+            seen.add(c.key)
+            out.append(_alt(c, why(c)))
+            variants += 1
+    failed = 0
     for c in cands:
-        key = (c.gpu.name, c.tp, c.weights.label)
-        if c.cost is None and key not in seen and c.reason:
-            seen.add(key)
+        config = (c.gpu.name, c.tp, c.weights.label)
+        if c.cost is None and config not in seen_config and c.reason:
+            seen_config.add(config)
             out.append(_alt(c, c.reason))
-            if len(out) >= n:
+            failed += 1
+            if failed >= n:
                 break
     return out
 
@@ -796,6 +1107,7 @@ def _alt(c: _Candidate, reason: str) -> Alternative:
         quantization=c.weights.label,
         kv_cache_dtype=c.kv,
         image_cap=c.cap.label,
+        tokens_per_image=c.image_tokens or None,
         replicas=c.replicas,
         cost_per_hour_usd=None if c.cost is None else round(c.cost, 4),
         reason=reason,
@@ -803,7 +1115,10 @@ def _alt(c: _Candidate, reason: str) -> Alternative:
 
 
 def _infeasible_reason(cands: Sequence[_Candidate]) -> str:
-    if any(c.est is None and "cluster has room" in c.reason for c in cands):
+    if any(
+        c.est is None and ("cluster has room" in c.reason or "can hold the pod" in c.reason)
+        for c in cands
+    ):
         return "InsufficientCapacity"
     return "Infeasible"
 
@@ -812,7 +1127,7 @@ def _nearest_miss(cands: Sequence[_Candidate]) -> str:
     """Describe the candidate that came closest, and what would make something fit."""
 
     def closeness(c: _Candidate) -> tuple[int, float]:
-        if "cluster has room" in c.reason:
+        if "cluster has room" in c.reason or "can hold the pod" in c.reason:
             return (0, 0.0)
         if "replicas" in c.reason:
             return (1, 0.0)
@@ -820,6 +1135,8 @@ def _nearest_miss(cands: Sequence[_Candidate]) -> str:
             return (2, 0.0)
         if "max seq len" in c.reason or "KV cache" in c.reason:
             return (3, 0.0)
+        if c.refused:
+            return (5, 0.0)
         return (4, -c.gpu.memory_gib * c.tp)
 
     nearest = min(cands, key=closeness)

@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -35,14 +36,16 @@ from mmop.controller import telemetry
 from mmop.controller.diffbase import LightDiffBaseStorage
 from mmop.controller.kube import MODEL_LABEL, Kube
 from mmop.inventory import (
-    GPU_RESOURCE,
+    NO_REQUESTS,
     Inventory,
     NodeGpus,
+    Requests,
     UnrecognisedNode,
     inventory_from_records,
     node_record,
     place_pending,
-    pod_gpu_request,
+    pod_requests,
+    pod_spec_requests,
 )
 from mmop.planner import Limits, Plan, PlanningError, plan
 from mmop.render import GPU_PRODUCT_LABEL, TEMPLATE_HASH, RenderOptions, render
@@ -152,7 +155,13 @@ def _plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
         kv_cache_dtype=p.kv_cache_dtype,
         max_model_len=p.max_model_len,
         max_image_tokens=p.max_tokens_per_image,
+        native_image_tokens=p.native_tokens_per_image,
+        native_cost_per_hour_usd=p.native_cost_per_hour_usd,
+        video_tokens=p.tokens_per_video,
+        audio_tokens=p.tokens_per_audio,
         image_cap=p.image_cap,
+        trust_remote_code=p.trust_remote_code,
+        notes=p.notes,
         cost_per_hour_usd=p.cost_per_hour_usd,
         args=p.args,
         memory={
@@ -459,21 +468,23 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **kwargs:
 class InventoryCache:
     """The inventory assembled from the Node and Pod indexes, rebuilt only after they change.
 
-    The index functions keep parsed records (a NodeGpus per GPU node; node, GPUs and model per
-    GPU pod; replicas, GPUs and product per mmop Deployment) and bump ``version``; reconciles
-    share one assembled inventory per version and only build a variant for a model whose own
-    pods must be left out (a re-plan may reuse the GPUs the model holds). Pods a Deployment
-    wants but the scheduler has not bound yet are placed as it would place them, so models
-    planned in quick succession do not count the same free GPUs."""
+    The index functions keep parsed records (a NodeGpus per GPU node; node, requests and model
+    per pod bound to a node; replicas, pod requests and product per mmop Deployment) and bump
+    ``version`` when a record changes; a deletion (kopf drops the record without calling the
+    index function) shows as an index that shrank. Reconciles share one assembled inventory per
+    change and only build a variant for a model whose own pods must be left out (a re-plan may
+    reuse what the model holds). Pods a Deployment wants but the scheduler has not bound yet are
+    placed as it would place them, so models planned in quick succession do not count the same
+    free GPUs, CPU and memory."""
 
     version: int = 0
-    built: int = -1
+    built: tuple[int, int, int, int] = (-1, 0, 0, 0)
     base: Inventory | None = None
     records: list[NodeGpus | UnrecognisedNode] = field(default_factory=list)
-    requested: dict[str, int] = field(default_factory=dict)
-    by_model: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
-    pending: dict[tuple[str, str], list[tuple[str, int]]] = field(default_factory=dict)
-    copies: dict[tuple[str, int], tuple[NodeGpus, NodeGpus]] = field(default_factory=dict)
+    requested: dict[str, Requests] = field(default_factory=dict)
+    by_model: dict[tuple[str, str], list[tuple[Any, ...]]] = field(default_factory=dict)
+    pending: dict[tuple[str, str], list[tuple[str, Requests]]] = field(default_factory=dict)
+    copies: dict[tuple[str, Requests], tuple[NodeGpus, NodeGpus]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def changed(self) -> None:
@@ -487,42 +498,66 @@ class InventoryCache:
         deployments: Mapping[Any, Any] | None = None,
     ) -> Inventory:
         with self.lock:
-            if self.built != self.version or self.base is None:
-                version = self.version
-                self.records = [r for store in list(nodes.values()) for r in list(store)]
-                if len(self.copies) > 16 * len(self.records) + 64:
-                    self.copies.clear()  # nodes came and went: forget the copies of old ones
-                requested: dict[str, int] = {}
-                by_model: dict[tuple[str, str], dict[str, int]] = {}
-                bound: dict[tuple[str, str], int] = {}
-                for store in list(pods.values()):
-                    for node, gpus, model in list(store):
-                        requested[node] = requested.get(node, 0) + gpus
-                        if model is not None:
-                            mine = by_model.setdefault(model, {})
-                            mine[node] = mine.get(node, 0) + gpus
-                            bound[model] = bound.get(model, 0) + 1
-                pending: dict[tuple[str, str], list[tuple[str, int]]] = {}
-                for key, store in list((deployments or {}).items()):
-                    for dep in list(store):
-                        want = int(dep.get("replicas") or 0) - bound.get(key, 0)
-                        if want > 0 and dep.get("product") and dep.get("gpus"):
-                            pending[key] = [(str(dep["product"]), int(dep["gpus"]))] * want
-                self.requested, self.by_model, self.pending = requested, by_model, pending
-                every = [p for claims in pending.values() for p in claims]
-                self.base = inventory_from_records(
-                    self.records, place_pending(self.records, requested, every), self.copies
-                )
-                self.built = version
+            seen = (self.version, len(nodes), len(pods), len(deployments or {}))
+            if self.built != seen or self.base is None:
+                self._assemble(nodes, pods, deployments or {})
+                self.built = seen
             held = self.by_model.get(exclude_model)
             if not held and exclude_model not in self.pending:
+                assert self.base is not None
                 return self.base
-            held = held or {}
-            without = {n: g - held.get(n, 0) for n, g in self.requested.items()}
+            without = dict(self.requested)
+            for node, *asked in held or ():
+                without[node] = without.get(node, NO_REQUESTS).minus(Requests(*asked[:4]))
             others = [p for k, claims in self.pending.items() if k != exclude_model for p in claims]
             return inventory_from_records(
                 self.records, place_pending(self.records, without, others), self.copies
             )
+
+    def _assemble(
+        self, nodes: Mapping[str, Any], pods: Mapping[str, Any], deployments: Mapping[Any, Any]
+    ) -> None:
+        self.records = [r for store in list(nodes.values()) for r in list(store)]
+        if len(self.copies) > 16 * len(self.records) + 64:
+            self.copies.clear()  # nodes came and went: forget the copies of old ones
+        sums: dict[str, list[int]] = {}
+        by_model: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        for store in list(pods.values()):
+            for record in list(store):
+                node = record[0]
+                total = sums.get(node)
+                if total is None:
+                    sums[node] = [record[1], record[2], record[3], record[4]]
+                else:
+                    total[0] += record[1]
+                    total[1] += record[2]
+                    total[2] += record[3]
+                    total[3] += record[4]
+                model = record[5]
+                if model is not None:
+                    mine = by_model.get(model)
+                    if mine is None:
+                        by_model[model] = [record]
+                    else:
+                        mine.append(record)
+        requested = {node: Requests(*total) for node, total in sums.items()}
+        pending: dict[tuple[str, str], list[tuple[str, Requests]]] = {}
+        for key, store in list(deployments.items()):
+            for dep in list(store):
+                want = int(dep.get("replicas") or 0) - len(by_model.get(key, ()))
+                if want > 0 and dep.get("product") and dep.get("gpus"):
+                    pod = Requests(
+                        int(dep["gpus"]),
+                        int(dep.get("cpu") or 0),
+                        int(dep.get("memory") or 0),
+                        int(dep.get("ephemeral") or 0),
+                    )
+                    pending[key] = [(str(dep["product"]), pod)] * want
+        self.requested, self.by_model, self.pending = requested, by_model, pending
+        every = [p for claims in pending.values() for p in claims]
+        self.base = inventory_from_records(
+            self.records, place_pending(self.records, requested, every), self.copies
+        )
 
 
 INVENTORY = InventoryCache()
@@ -532,41 +567,55 @@ INVENTORY = InventoryCache()
 # its thread pool, where every watch event (each pod's, node's and Deployment's) would wait for a
 # thread behind the reconciles blocked on API calls.
 @kopf.index("", "v1", "nodes")
-async def gpu_nodes(body: kopf.Body, name: str, logger: kopf.Logger, **_: Any) -> Any:
-    INVENTORY.changed()
+async def gpu_nodes(body: kopf.Body, name: str, logger: kopf.Logger, **kwargs: Any) -> Any:
+    """A NodeGpus per GPU node; nothing for other nodes (an empty result drops what an earlier
+    event of the node indexed: a node that lost its GPUs leaves the inventory)."""
     try:
         record = node_record(body)
     except ValueError as err:
         logger.warning(f"node {name} left out of the GPU inventory: {err}")
-        return None
-    return None if record is None else {name: record}
+        record = None
+    _index_changed(kwargs.get("gpu_nodes"), name, record)
+    return {} if record is None else {name: record}
 
 
 @kopf.index("", "v1", "pods")
 async def gpu_pods(
-    body: kopf.Body, namespace: str | None, name: str, logger: kopf.Logger, **_: Any
+    body: kopf.Body, namespace: str | None, name: str, logger: kopf.Logger, **kwargs: Any
 ) -> Any:
-    if not _asks_for_gpus(body.get("spec") or {}):
-        return None  # never held GPUs (extended resources are fixed at creation): no change
-    INVENTORY.changed()
+    """Per pod bound to a node and not terminated that requests anything, GPU pod or not:
+    (node, GPUs, CPU millicores, memory bytes, ephemeral-storage bytes, (namespace, model) or
+    None) — what the scheduler counts it as taking off the node. Nothing for other pods (an
+    empty result drops what an earlier event indexed: a pod that terminated frees its node)."""
+    key = f"{namespace}/{name}"
     try:
-        found = pod_gpu_request(body)
+        found = pod_requests(body)
     except ValueError as err:
         logger.warning(f"pod {namespace}/{name} left out of the GPU inventory: {err}")
-        return None
-    if found is None:
-        return None
-    model = ((body.get("metadata") or {}).get("labels") or {}).get(MODEL_LABEL)
-    owner = (str(namespace), str(model)) if model else None
-    return {f"{namespace}/{name}": (found[0], found[1], owner)}
+        found = None
+    record: tuple[Any, ...] | None = None
+    if found is not None:
+        node, asked = found
+        model = ((body.get("metadata") or {}).get("labels") or {}).get(MODEL_LABEL)
+        owner = (str(namespace), str(model)) if model else None
+        # One string per node name, not one per pod: the index holds every bound pod.
+        record = (sys.intern(node), *asked, owner)
+    _index_changed(kwargs.get("gpu_pods"), key, record)
+    return {} if record is None else {key: record}
 
 
-def _asks_for_gpus(spec: Mapping[str, Any]) -> bool:
-    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
-        resources = container.get("resources") or {}
-        if any(GPU_RESOURCE in (resources.get(k) or {}) for k in ("requests", "limits")):
-            return True
-    return False
+def _index_changed(index: Any, key: Any, record: Any) -> None:
+    """Mark the inventory changed unless ``index`` already holds just ``record`` under ``key``.
+
+    kopf updates the index after the index function returns, so the version is bumped again
+    once that is done: a reconcile assembling in between cannot keep an inventory built from
+    the index as it was."""
+    store = index.get(key) if isinstance(index, Mapping) else None
+    if list(store or ()) == ([] if record is None else [record]):
+        return
+    INVENTORY.changed()
+    with contextlib.suppress(RuntimeError):  # no running loop: called outside kopf
+        asyncio.get_running_loop().call_soon(INVENTORY.changed)
 
 
 def _inventory_from_indexes(
@@ -584,14 +633,16 @@ async def mmop_deployments(body: kopf.Body, namespace: str | None, name: str, **
     template = (body.get("spec") or {}).get("template") or {}
     INVENTORY.changed()
     pod_spec = template.get("spec") or {}
-    gpus = 0
-    for container in pod_spec.get("containers") or []:
-        limits = (container.get("resources") or {}).get("limits") or {}
-        with contextlib.suppress(ValueError):
-            gpus += int(str(limits.get(GPU_RESOURCE, 0)))
+    try:
+        pod = pod_spec_requests(pod_spec, name)
+    except ValueError:
+        pod = NO_REQUESTS
     slim = {
         "replicas": (body.get("spec") or {}).get("replicas"),
-        "gpus": gpus,
+        "gpus": pod.gpus,
+        "cpu": pod.cpu_millicores,
+        "memory": pod.memory_bytes,
+        "ephemeral": pod.ephemeral_bytes,
         "product": _affinity_product(pod_spec),
         "status": {"readyReplicas": (body.get("status") or {}).get("readyReplicas") or 0},
         "spec": {

@@ -1,0 +1,362 @@
+"""Plans that a real cluster accepts: each test reproduces a way `mmop plan` used to exit 0 with
+a plan that failed (remote code, downscaled images, clamped context, an argv with a path of the
+planning machine, max_num_seqs beyond the SLO, memory at other flags, pods no node holds)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mmop import modalities
+from mmop.api import MultimodalModel
+from mmop.estimator import EngineArgs, estimate
+from mmop.inventory import Inventory, default_inventory, load_inventory
+from mmop.model import CATALOG_MODELS_DIR, load_profile
+from mmop.planner import PlanningError, plan, pod_resources
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def manifest(spec: dict[str, Any], name: str = "m") -> MultimodalModel:
+    return MultimodalModel.model_validate(
+        {
+            "apiVersion": "mmop.dev/v1alpha1",
+            "kind": "MultimodalModel",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def example(name: str) -> MultimodalModel:
+    return MultimodalModel.model_validate(yaml.safe_load((ROOT / "examples" / name).read_text()))
+
+
+def inventory(tmp_path: Path, pools: list[dict[str, Any]]) -> Inventory:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump({"pools": pools}))
+    return load_inventory(path)
+
+
+def flag(args: list[str], name: str) -> str | None:
+    for arg in args:
+        if arg == name:
+            return ""
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+INTERNVL = {
+    "model": {"id": "OpenGVLab/InternVL2_5-8B"},
+    "workload": {
+        "images": {"perRequest": 1, "maxWidth": 2048, "maxHeight": 2048},
+        "contextLength": {"min": 8192},
+        "requestsPerSecond": 4,
+        "slo": {"ttftP95Seconds": 2},
+    },
+    "scaling": {"maxReplicas": 6},
+}
+
+
+# --- remote code -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    ["OpenGVLab/InternVL2_5-8B", "microsoft/Phi-3.5-vision-instruct", "openbmb/MiniCPM-V-2_6"],
+)
+def test_a_model_that_needs_remote_code_is_not_planned_without_consent(model_id: str) -> None:
+    spec = {"model": {"id": model_id}, "workload": {"images": {"perRequest": 1}}}
+    with pytest.raises(PlanningError) as err:
+        plan(manifest(spec), default_inventory())
+    assert err.value.reason == "RemoteCodeRequired"
+    assert err.value.bad_input
+    assert "trustRemoteCode: true" in str(err.value)
+
+
+def test_with_consent_the_flag_is_rendered_and_the_plan_says_so() -> None:
+    spec = {**INTERNVL, "model": {"id": "OpenGVLab/InternVL2_5-8B", "trustRemoteCode": True}}
+    result = plan(manifest(spec), default_inventory())
+    assert "--trust-remote-code" in result.args
+    assert result.trust_remote_code
+    assert any("remote code" in note or "code from the model" in note for note in result.notes)
+
+
+def test_the_internvl_example_allows_remote_code_and_renders_the_flag() -> None:
+    result = plan(example("internvl2.5-8b.yaml"), default_inventory())
+    assert "--trust-remote-code" in result.args
+
+
+def test_models_without_remote_code_never_get_the_flag() -> None:
+    result = plan(example("qwen2.5-vl-7b.yaml"), default_inventory())
+    assert "--trust-remote-code" not in result.args
+    assert not result.trust_remote_code
+
+
+def test_remote_code_cannot_be_smuggled_through_extra_args() -> None:
+    with pytest.raises(ValueError, match="trustRemoteCode"):
+        manifest({**INTERNVL, "engine": {"extraArgs": ["--trust-remote-code"]}})
+
+
+# --- images: native unless the spec sets a floor ------------------------------------------------
+
+
+def test_images_are_not_downscaled_without_a_floor_in_the_spec() -> None:
+    result = plan(example("internvl2.5-8b.yaml"), default_inventory())
+    profile = load_profile("OpenGVLab/InternVL2_5-8B")
+    native = modalities.worst_image_cost(profile, 2048, 2048).tokens
+    assert result.native_tokens_per_image == native
+    assert result.tokens_per_image == native
+    assert result.native_cost_per_hour_usd is None  # the plan is native
+
+
+def test_a_floor_allows_a_cap_and_the_plan_shows_what_native_would_cost(tmp_path: Path) -> None:
+    spec = {
+        "model": {"id": "Qwen/Qwen2.5-VL-7B-Instruct"},
+        "workload": {
+            "images": {
+                "perRequest": 8,
+                "maxWidth": 4096,
+                "maxHeight": 4096,
+                "minTokensPerImage": 256,
+            },
+            "contextLength": {"min": 32768},
+            "concurrency": 64,
+        },
+        "placement": {"quantizations": ["none"], "kvCacheDtypes": ["auto"]},
+        "scaling": {"maxReplicas": 16},
+    }
+    inv = inventory(tmp_path, [{"name": "l4", "gpu": "L4", "nodes": 16, "gpusPerNode": 1}])
+    result = plan(manifest(spec), inv)
+    assert result.native_tokens_per_image is not None and result.tokens_per_image is not None
+    assert result.tokens_per_image >= 256
+    if result.tokens_per_image < result.native_tokens_per_image:
+        assert result.native_cost_per_hour_usd is None or (
+            result.native_cost_per_hour_usd > result.cost_per_hour_usd
+        )
+        assert any("native" in note for note in result.notes)
+
+
+def test_a_smaller_cap_never_wins_at_the_same_cost(tmp_path: Path) -> None:
+    spec = {
+        "model": {"id": "Qwen/Qwen2.5-VL-7B-Instruct"},
+        "workload": {"images": {"perRequest": 1, "minTokensPerImage": 64}},
+    }
+    inv = inventory(tmp_path, [{"name": "h100", "gpu": "H100-80GB", "nodes": 1, "gpusPerNode": 1}])
+    result = plan(manifest(spec), inv)
+    assert result.tokens_per_image == result.native_tokens_per_image
+
+
+def test_the_planned_image_budget_is_the_worst_case_within_the_bounds() -> None:
+    spec = {
+        "model": {"id": "OpenGVLab/InternVL3-8B", "trustRemoteCode": True},
+        "workload": {"images": {"perRequest": 1, "maxWidth": 2048, "maxHeight": 2048}},
+    }
+    result = plan(manifest(spec), default_inventory())
+    profile = load_profile("OpenGVLab/InternVL3-8B")
+    wide = modalities.image_cost(profile, 1920, 640, result.mm_processor_kwargs).tokens
+    corner = modalities.image_cost(profile, 2048, 2048, result.mm_processor_kwargs).tokens
+    assert wide > corner
+    assert result.tokens_per_image is not None and result.tokens_per_image >= wide
+
+
+# --- context ------------------------------------------------------------------------------------
+
+
+def test_a_context_above_the_models_limit_is_refused_with_the_limit() -> None:
+    spec = {
+        "model": {"id": "Qwen/Qwen2.5-VL-7B-Instruct"},
+        "workload": {"contextLength": {"min": 1_000_000}},
+    }
+    with pytest.raises(PlanningError) as err:
+        plan(manifest(spec), default_inventory())
+    limit = load_profile("Qwen/Qwen2.5-VL-7B-Instruct").max_position_embeddings
+    assert err.value.reason == "ContextTooLong"
+    assert err.value.bad_input
+    assert str(limit) in str(err.value)
+
+
+def test_a_preferred_context_above_the_limit_is_planned_at_the_limit_and_said() -> None:
+    limit = load_profile("Qwen/Qwen2.5-VL-7B-Instruct").max_position_embeddings
+    spec = {
+        "model": {"id": "Qwen/Qwen2.5-VL-7B-Instruct"},
+        "workload": {"contextLength": {"min": 4096, "preferred": limit * 4}},
+    }
+    result = plan(manifest(spec), default_inventory())
+    assert result.max_model_len <= limit
+    assert any("preferred" in note for note in result.notes)
+
+
+# --- max_num_seqs from the SLO, with a margin -------------------------------------------------
+
+
+def test_max_num_seqs_is_the_in_slo_concurrency_with_a_margin() -> None:
+    m = example("qwen2.5-vl-7b.yaml")
+    result = plan(m, default_inventory())
+    assert result.max_num_seqs == result.performance.concurrency_per_replica
+    assert flag(result.args, "--max-num-seqs") == str(result.max_num_seqs)
+    slo = m.spec.workload.slo
+    if slo.ttft_p95_seconds:
+        assert result.performance.ttft_p95_seconds <= 0.9 * slo.ttft_p95_seconds + 1e-6
+    if slo.tpot_p95_seconds:
+        assert result.performance.tpot_p95_seconds <= 0.9 * slo.tpot_p95_seconds + 1e-6
+
+
+def test_the_margin_is_a_spec_field() -> None:
+    base = example("qwen2.5-vl-7b.yaml").model_dump(by_alias=True, exclude_none=True)
+    slo = base["spec"]["workload"]["slo"]
+    loose = plan(MultimodalModel.model_validate(base), default_inventory())
+    slo["margin"] = 0.6
+    tight = plan(MultimodalModel.model_validate(base), default_inventory())
+    assert tight.performance.concurrency_per_replica <= loose.performance.concurrency_per_replica
+    if slo.get("ttftP95Seconds"):
+        assert tight.performance.ttft_p95_seconds <= 0.6 * slo["ttftP95Seconds"] + 1e-6
+
+
+# --- the memory shown is the memory at the rendered flags --------------------------------------
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-vl-7b.yaml", "gemma-3-27b.yaml"])
+def test_the_plans_memory_is_vllms_at_exactly_the_rendered_flags(name: str) -> None:
+    m = example(name)
+    result = plan(m, default_inventory())
+    assert result.memory.max_num_seqs == result.max_num_seqs
+    profile = load_profile(result.model)
+    gpu = default_inventory().pool(result.gpu)
+    assert gpu is not None
+    args = EngineArgs(
+        tensor_parallel_size=result.tensor_parallel_size,
+        quantization="fp8" if flag(result.args, "--quantization") == "fp8" else None,
+        kv_cache_dtype=flag(result.args, "--kv-cache-dtype") or "auto",
+        gpu_memory_utilization=result.gpu_memory_utilization,
+        max_model_len=result.max_model_len,
+        max_num_seqs=result.max_num_seqs,
+        max_num_batched_tokens=result.max_num_batched_tokens,
+        limit_mm_per_prompt=result.limit_mm_per_prompt,
+        mm_processor_kwargs=result.mm_processor_kwargs,
+    )
+    again = estimate(profile, gpu.gpu_spec(), args)
+    assert again.kv_cache_tokens == result.memory.kv_cache_tokens
+    assert again.activation_gib == result.memory.activation_gib
+
+
+# --- a local directory is planned offline; the pod never serves its path -----------------------
+
+
+def test_a_local_directory_never_reaches_the_pods_argv(tmp_path: Path) -> None:
+    local = tmp_path / "my-finetune"
+    shutil.copytree(CATALOG_MODELS_DIR / "Qwen/Qwen2.5-VL-7B-Instruct", local)
+    spec = {"model": {"id": str(local)}, "workload": {"images": {"perRequest": 1}}}
+    result = plan(manifest(spec), default_inventory(), allow_local=True)
+    assert all(str(tmp_path) not in arg for arg in result.args)
+    assert result.args[0] == "MODEL"
+    assert any("local directory" in note for note in result.notes)
+    named = plan(manifest(spec), default_inventory(), allow_local=True, model_ref="acme/qwen-vl-ft")
+    assert named.args[0] == "acme/qwen-vl-ft"
+    assert named.model == "acme/qwen-vl-ft"
+
+
+def test_the_operator_does_not_read_paths_of_its_own_filesystem(tmp_path: Path) -> None:
+    local = tmp_path / "m"
+    shutil.copytree(CATALOG_MODELS_DIR / "Qwen/Qwen2.5-VL-7B-Instruct", local)
+    with pytest.raises(PlanningError) as err:
+        plan(manifest({"model": {"id": str(local)}}), default_inventory())
+    assert err.value.reason == "UnknownModel"
+
+
+# --- a listed pre-quantized variant beats online quantization of the same method --------------
+
+
+def test_a_listed_fp8_checkpoint_is_preferred_over_online_fp8(tmp_path: Path) -> None:
+    spec = {
+        "model": {
+            "id": "Qwen/Qwen3-VL-4B-Instruct",
+            "variants": [{"id": "Qwen/Qwen3-VL-4B-Instruct-FP8", "quantization": "fp8"}],
+        },
+        "workload": {"images": {"perRequest": 1}},
+        "placement": {"quantizations": ["fp8"]},
+    }
+    inv = inventory(tmp_path, [{"name": "l4", "gpu": "L4", "nodes": 2, "gpusPerNode": 1}])
+    result = plan(manifest(spec), inv)
+    assert result.model == "Qwen/Qwen3-VL-4B-Instruct-FP8"
+    assert result.args[0] == "Qwen/Qwen3-VL-4B-Instruct-FP8"
+    assert flag(result.args, "--quantization") is None  # the checkpoint says it
+    assert any("pre-quantized" in note for note in result.notes)
+
+
+# --- the whole pod must fit a node --------------------------------------------------------------
+
+
+def test_pods_are_sized_from_the_model_and_land_only_where_they_fit(tmp_path: Path) -> None:
+    spec = {
+        "model": {"id": "Qwen/Qwen2.5-VL-7B-Instruct"},
+        "workload": {"images": {"perRequest": 1}},
+    }
+    small = inventory(
+        tmp_path,
+        [{"name": "l4", "gpu": "L4", "nodes": 2, "gpusPerNode": 1, "cpu": "2", "memory": "16Gi"}],
+    )
+    with pytest.raises(PlanningError) as err:
+        plan(manifest(spec), small)
+    assert "CPU" in str(err.value)
+    roomy = inventory(
+        tmp_path,
+        [{"name": "l4", "gpu": "L4", "nodes": 2, "gpusPerNode": 1, "cpu": "4", "memory": "16Gi"}],
+    )
+    result = plan(manifest(spec), roomy)
+    assert result.resources.cpu_millicores <= 4000
+    assert result.resources.memory_bytes <= 16 * 1024**3
+
+
+def test_a_tight_node_gets_a_smaller_multimodal_cache_and_the_plan_says_so(
+    tmp_path: Path,
+) -> None:
+    spec = {
+        "model": {"id": "Qwen/Qwen2.5-VL-7B-Instruct"},
+        "workload": {"images": {"perRequest": 1}},
+    }
+    inv = inventory(
+        tmp_path,
+        [{"name": "l4", "gpu": "L4", "nodes": 1, "gpusPerNode": 1, "cpu": "4", "memory": "13Gi"}],
+    )
+    result = plan(manifest(spec), inv)
+    cache = flag(result.args, "--mm-processor-cache-gb")
+    assert cache is not None and int(cache) < 4
+    assert result.resources.memory_bytes <= 13 * 1024**3
+    assert any("--mm-processor-cache-gb" in note for note in result.notes)
+
+
+def test_pod_sizes_grow_with_tensor_parallelism_and_media() -> None:
+    text = pod_resources(14.0, 1, False, 4)
+    media = pod_resources(14.0, 1, True, 4)
+    tp4 = pod_resources(14.0, 4, True, 4)
+    assert int(text.cpu) < int(media.cpu) < int(tp4.cpu)
+    assert text.memory_bytes < media.memory_bytes < tp4.memory_bytes
+
+
+# --- alternatives -------------------------------------------------------------------------------
+
+
+def test_alternatives_carry_replicas_and_show_kv_or_cap_variants() -> None:
+    spec = {
+        "model": {"id": "Qwen/Qwen2.5-VL-7B-Instruct"},
+        "workload": {
+            "images": {"perRequest": 2, "minTokensPerImage": 256},
+            "concurrency": 32,
+        },
+    }
+    result = plan(manifest(spec), default_inventory())
+    priced = [a for a in result.alternatives if a.cost_per_hour_usd is not None]
+    assert priced and all(a.replicas is not None for a in priced)
+    same = [
+        a
+        for a in priced
+        if (a.gpu, a.tensor_parallel_size, a.quantization)
+        == (result.gpu, result.tensor_parallel_size, result.quantization)
+    ]
+    assert same, "no image-cap or KV-cache variant of the chosen configuration is shown"

@@ -1,14 +1,17 @@
-"""`mmop` command line: estimate (and, as the project grows, plan, crd, run, sandbox).
+"""`mmop` command line: estimate, plan, crd and run.
 
-Exit codes: 0 success (including "does not fit", which is an answer, not an error); 2 bad input
-(unknown model or GPU, malformed JSON, out-of-range values), with one line on stderr naming the
-problem.
+`plan` and `estimate` share one contract. Exit codes: 0 an answer (for `estimate`, a
+configuration that does not fit is an answer, not an error); 2 bad input (unknown model or GPU,
+an invalid manifest, inventory or flag, a spec the model cannot serve); 3 nothing fits (`plan`
+only). Errors are one line on stderr; with `--json`, stdout holds exactly one JSON object either
+way: the answer, or ``{"error", "reason", "exit_code", "nearest_miss"}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +37,84 @@ EXIT_INFEASIBLE = 3
 
 
 class UsageError(Exception):
-    """Bad input from the command line; printed as one line, exit code 2."""
+    """Bad input from the command line; printed as one line, exit code 2. ``reason`` is the
+    CamelCase reason of the JSON error object."""
+
+    def __init__(self, message: str, reason: str = "InvalidArgument") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class CommandError(Exception):
+    """A failure as `plan` and `estimate` report it: ``mmop: LABEL: MESSAGE`` on stderr (one
+    line) and, with ``--json``, the JSON error object on stdout."""
+
+    def __init__(
+        self,
+        message: str,
+        reason: str,
+        exit_code: int,
+        nearest_miss: str | None = None,
+        label: str = "error",
+    ) -> None:
+        super().__init__(message)
+        self.message = _one_line(message)
+        self.reason = reason
+        self.exit_code = exit_code
+        self.nearest_miss = None if nearest_miss is None else _one_line(nearest_miss)
+        self.label = label
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "error": self.message,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "nearest_miss": self.nearest_miss,
+        }
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its whitespace runs (newlines included) collapsed to single spaces."""
+    return " ".join(text.split())
+
+
+_VALIDATION_HEADER = re.compile(r"^(?P<prefix>.*?)\d+ validation errors? for \S+\s*$")
+_VALIDATION_TYPE = re.compile(r"\s*\[type=[^\]]*\]\s*$")
+
+
+def _error_line(err: BaseException) -> str:
+    """One line for an error whose text may be a multi-line dump (a pydantic ValidationError, a
+    YAML error with its source excerpt), possibly behind a prefix such as the file name: the
+    prefix, then ``loc: msg`` of the first validation error (or the YAML problem and where)."""
+    import yaml
+
+    text = str(err)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    header = _VALIDATION_HEADER.match(lines[0])
+    if len(lines) == 1 and header is None:
+        return _one_line(text)
+    cause: BaseException | None = err
+    if not isinstance(err, ValidationError | yaml.MarkedYAMLError):
+        cause = err.__cause__ or err.__context__
+    detail = None
+    if isinstance(cause, ValidationError) and cause.errors():
+        first = cause.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"])
+        detail = f"{loc}: {first['msg']}" if loc else str(first["msg"])
+    elif isinstance(cause, yaml.MarkedYAMLError) and cause.problem:
+        mark = cause.problem_mark
+        where = "" if mark is None else f" (line {mark.line + 1}, column {mark.column + 1})"
+        detail = f"{cause.problem}{where}"
+    if detail is not None and cause is not None:
+        head = next((line for line in str(cause).splitlines() if line.strip()), "")
+        at = text.find(head) if head and cause is not err else -1
+        return _one_line((text[:at] if at > 0 else "") + detail)
+    if header is not None and len(lines) >= 3:  # a dump whose ValidationError is gone
+        message = _VALIDATION_TYPE.sub("", lines[2])
+        return _one_line(f"{header['prefix']}{lines[1].strip()}: {message.strip()}")
+    return _one_line(lines[0])
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,6 +187,11 @@ def _build_parser() -> argparse.ArgumentParser:
     pl.add_argument("manifest", help="MultimodalModel YAML file (- for stdin)")
     pl.add_argument("--inventory", help="inventory YAML (default: the built-in sample cluster)")
     pl.add_argument("--vllm-version", default=PINNED_VLLM_VERSION)
+    pl.add_argument(
+        "--model-ref",
+        help="what the pod serves when spec.model.id is a local directory: a Hub id or a path "
+        "on the pod's model volume (default: the placeholder MODEL)",
+    )
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     rn = sub.add_parser(
@@ -196,11 +281,11 @@ def run_estimate(ns: argparse.Namespace) -> Estimate:
     try:
         profile = load_profile(ns.model)
     except ModelError as err:
-        raise UsageError(str(err)) from err
+        raise UsageError(str(err), reason="UnknownModel") from err
     try:
         gpu = resolve_gpu(ns.gpu)
     except GpuError as err:
-        raise UsageError(str(err)) from err
+        raise UsageError(str(err), reason="UnknownGpu") from err
     if ns.gpu_memory_gib is not None:
         if not 0 < ns.gpu_memory_gib <= 4096:
             raise UsageError("--gpu-memory-gib: must be > 0 and <= 4096")
@@ -313,8 +398,10 @@ def _print_table(est: Estimate) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
+    args = list(sys.argv[1:] if argv is None else argv)
+    ns: argparse.Namespace | None = None
     try:
-        ns = parser.parse_args(argv)
+        ns = parser.parse_args(args)
         if ns.command == "estimate":
             est = run_estimate(ns)
             if ns.json:
@@ -331,13 +418,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_crd(ns)
         if ns.command == "run":
             return run_operator(ns)
-    except UsageError as err:
-        print(f"mmop: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except (UsageError, CommandError) as err:
+        failure = (
+            err if isinstance(err, CommandError) else CommandError(str(err), err.reason, EXIT_USAGE)
+        )
+        return _report(failure, _wants_json(ns, args))
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
     return 0  # pragma: no cover - argparse requires a command
+
+
+def _wants_json(ns: argparse.Namespace | None, args: Sequence[str]) -> bool:
+    """Whether the failed command asked for JSON (from its arguments when they did not parse)."""
+    if ns is not None:
+        return bool(getattr(ns, "json", False))
+    return bool(args) and args[0] in ("plan", "estimate") and "--json" in args
+
+
+def _report(failure: CommandError, as_json: bool) -> int:
+    """The failure as one line on stderr and, for ``--json``, one JSON object on stdout."""
+    if as_json:
+        print(json.dumps(failure.payload(), indent=2))
+    print(f"mmop: {failure.label}: {failure.message}", file=sys.stderr)
+    return failure.exit_code
 
 
 def _load_manifest(path: str) -> Any:
@@ -348,51 +452,132 @@ def _load_manifest(path: str) -> Any:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as err:
-        raise UsageError(f"{path}: {err.strerror}") from err
+        raise UsageError(f"{path}: {err.strerror}", reason="InvalidManifest") from err
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise UsageError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from err
+        raise UsageError(f"{path}: invalid YAML ({_error_line(err)})", "InvalidManifest") from err
     try:
         return MultimodalModel.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"{path}: {loc}: {first['msg']}") from err
+        raise UsageError(f"{path}: {_error_line(err)}", reason="InvalidManifest") from err
 
 
 def run_plan(ns: argparse.Namespace) -> int:
-    from mmop.inventory import default_inventory, load_inventory
     from mmop.planner import PlanningError, plan
 
     manifest = _load_manifest(ns.manifest)
+    inventory = _load_inventory(ns.inventory)
     try:
-        inventory = load_inventory(ns.inventory) if ns.inventory else default_inventory()
-    except (OSError, ValueError) as err:
-        raise UsageError(f"--inventory: {err}") from err
+        EngineArgs.model_validate({"vllm_version": ns.vllm_version})
+    except ValidationError as err:
+        raise UsageError(_validation_message(err)) from err
     try:
-        result = plan(manifest, inventory, vllm_version=ns.vllm_version)
+        result = plan(
+            manifest,
+            inventory,
+            vllm_version=ns.vllm_version,
+            allow_local=True,
+            model_ref=ns.model_ref,
+        )
     except GpuError as err:
-        raise UsageError(str(err)) from err
+        raise UsageError(str(err), reason="UnknownGpu") from err
     except PlanningError as err:
-        print(f"mmop: {err.reason}: {err}", file=sys.stderr)
-        return EXIT_INFEASIBLE
+        message = str(err)
+        _, found, miss = message.partition("nearest miss: ")
+        raise CommandError(
+            message,
+            err.reason,
+            EXIT_USAGE if err.bad_input else EXIT_INFEASIBLE,
+            nearest_miss=miss if found else None,
+            label=err.reason,
+        ) from err
     if ns.json:
         print(json.dumps(result.model_dump(mode="json"), indent=2))
-        return 0
+    else:
+        _print_plan(manifest.metadata.name, result)
+    return 0
+
+
+def _load_inventory(path: str | None) -> Any:
+    """The inventory of ``--inventory`` (the built-in sample cluster without one); a bad file is
+    a one-line UsageError ``--inventory FILE: <loc>: <msg>``."""
+    from mmop import inventory
+
+    if path is None:
+        return inventory.default_inventory()
+    errors: tuple[type[BaseException], ...] = (ValueError,)
+    inventory_error = getattr(inventory, "InventoryError", None)
+    if isinstance(inventory_error, type) and issubclass(inventory_error, Exception):
+        errors = (*errors, inventory_error)
+    try:
+        return inventory.load_inventory(path)
+    except OSError as err:
+        detail = err.strerror or _error_line(err)
+        raise UsageError(f"--inventory {path}: {detail}", reason="InvalidInventory") from err
+    except errors as err:
+        detail = _error_line(err)
+        for prefix in {f"{path}: ", f"{Path(path)}: "}:
+            detail = detail.removeprefix(prefix)
+        raise UsageError(f"--inventory {path}: {detail}", reason="InvalidInventory") from err
+
+
+def serve_command(args: Sequence[str]) -> str:
+    """``vllm serve`` with ``args`` as a shell command that copy-pastes at any terminal width:
+    one flag (with its values) per line, `` \\`` continuations, every argument shell-quoted."""
+    import shlex
+
+    lines = [["vllm", "serve"]]
+    for arg in args:
+        if arg.startswith("-") and len(lines[-1]) > (2 if len(lines) == 1 else 0):
+            lines.append([])
+        lines[-1].append(shlex.quote(arg))
+    return " \\\n  ".join(" ".join(words) for words in lines)
+
+
+def _tokens_per_item(result: Any) -> str | None:
+    parts = []
+    image = getattr(result, "tokens_per_image", None)
+    if image is None:
+        image = getattr(result, "max_tokens_per_image", None)
+    if image is not None:
+        native = getattr(result, "native_tokens_per_image", None)
+        parts.append(
+            f"image {image:,}" + (f" (native {native:,})" if native not in (None, image) else "")
+        )
+    for modality in ("video", "audio"):
+        tokens = getattr(result, f"tokens_per_{modality}", None)
+        if tokens is not None:
+            parts.append(f"{modality} {tokens:,}")
+    return ", ".join(parts) or None
+
+
+def _print_plan(name: str, result: Any) -> None:
+    """The plan as a table, its notes, the `vllm serve` command and the alternatives."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{manifest.metadata.name}[/bold]: {result.explanation}")
-    table = Table(show_header=False)
+    console.print(f"[bold]{escape(name)}[/bold]: {escape(result.explanation)}")
+    image_cap = str(result.image_cap)
+    native_cost = getattr(result, "native_cost_per_hour_usd", None)
+    if native_cost is not None:
+        image_cap += f" (native would cost ${native_cost:.2f}/h)"
     rows = [
         ("GPU", f"{result.tensor_parallel_size}× {result.gpu} ({result.gpu_product})"),
         ("replicas", str(result.replicas)),
         ("cost", f"${result.cost_per_hour_usd:.2f}/hour"),
         ("weights / KV cache", f"{result.quantization} / {result.kv_cache_dtype}"),
         ("max_model_len", f"{result.max_model_len:,}"),
-        ("image cap", result.image_cap),
+        ("image cap", image_cap),
+    ]
+    tokens = _tokens_per_item(result)
+    if tokens is not None:
+        rows.append(("tokens per item", tokens))
+    if getattr(result, "trust_remote_code", None):
+        rows.append(("remote code", "trusted: the model repository's code runs"))
+    rows += [
         (
             "KV cache per replica",
             f"{result.memory.kv_cache_gib:.2f} GiB/GPU, {result.memory.kv_cache_tokens:,} tokens",
@@ -410,19 +595,31 @@ def run_plan(ns: argparse.Namespace) -> int:
             f"{result.resources.memory} memory, {result.resources.shm_size} /dev/shm",
         ),
     ]
+    table = Table(show_header=False)
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, escape(value))
     console.print(table)
-    console.print("vllm serve " + " ".join(_quote(a) for a in result.args))
+    for note in getattr(result, "notes", None) or ():
+        console.print(f"[yellow]note:[/yellow] {escape(str(note))}")
+    # Plain print: rich would wrap the command at the terminal width, mid-argument.
+    print(serve_command(result.args), flush=True)
     if result.alternatives:
-        console.print("[bold]alternatives[/bold]")
+        alternatives = Table(title="alternatives", title_justify="left")
+        for column in ("replicas", "GPUs per replica", "weights / KV", "image cap", "$/h"):
+            alternatives.add_column(column, justify="right" if column == "$/h" else "left")
+        alternatives.add_column("why not")
         for alt in result.alternatives:
-            cost = "" if alt.cost_per_hour_usd is None else f" ${alt.cost_per_hour_usd:.2f}/h"
-            console.print(
-                f"  {alt.tensor_parallel_size}× {alt.gpu} {alt.quantization}/{alt.kv_cache_dtype}"
-                f"{cost}: {alt.reason}"
+            replicas = getattr(alt, "replicas", None)
+            cost = alt.cost_per_hour_usd
+            alternatives.add_row(
+                "—" if replicas is None else str(replicas),
+                f"{alt.tensor_parallel_size}× {alt.gpu}",
+                f"{alt.quantization} / {alt.kv_cache_dtype}",
+                escape(str(getattr(alt, "image_cap", "—"))),
+                "—" if cost is None else f"${cost:.2f}",
+                escape(alt.reason),
             )
-    return 0
+        console.print(alternatives)
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -619,12 +816,6 @@ def run_crd(ns: argparse.Namespace) -> int:
         raise UsageError(f"--output-dir: {err.strerror} ({target})") from err
     print(target)
     return 0
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
 
 
 def entrypoint() -> NoReturn:

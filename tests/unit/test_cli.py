@@ -1,12 +1,18 @@
-"""The `mmop estimate` contract: output fields, exit codes and one-line errors."""
+"""The `mmop estimate` and `mmop plan` contract: output fields, exit codes, one-line errors and
+the JSON error object."""
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from mmop.catalog import gpu_names
 from mmop.cli import main
@@ -191,3 +197,313 @@ def test_plan_unknown_inventory_file_exits_2(capsys: pytest.CaptureFixture[str])
         capsys, "plan", "examples/gemma-3-27b.yaml", "--inventory", "/nonexistent.yaml"
     )
     assert code == 2 and "--inventory" in err
+
+
+# ------------------------------------------------------------------ one contract for plan/estimate
+
+INFEASIBLE_INVENTORY = "pools:\n  - {name: l4, gpu: L4, nodes: 1, gpusPerNode: 1}\n"
+MANIFEST = (
+    "apiVersion: mmop.dev/v1alpha1\nkind: MultimodalModel\nmetadata: {name: x}\n"
+    "spec:\n  model: {id: MODEL}\n  placement: {quantizations: [none]}\n"
+)
+ERROR_KEYS = {"error", "reason", "exit_code", "nearest_miss"}
+
+
+def _manifest(tmp_path: Path, model: str) -> str:
+    path = tmp_path / "m.yaml"
+    path.write_text(MANIFEST.replace("MODEL", model))
+    return str(path)
+
+
+def _inventory(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "inv.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def _json_error(out: str, err: str, code: int) -> dict[str, Any]:
+    data = json.loads(out)  # exactly one JSON object on stdout
+    assert isinstance(data, dict) and data.keys() == ERROR_KEYS, data
+    assert data["exit_code"] == code
+    assert data["error"] and "\n" not in data["error"]
+    assert data["reason"] and data["reason"][0].isupper() and " " not in data["reason"]
+    assert len(err.strip().splitlines()) == 1, err  # the one line for people stays on stderr
+    return data
+
+
+def test_plan_unknown_model_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = run(capsys, "plan", _manifest(tmp_path, "nobody/NoSuchModel"))
+    assert code == 2 and out == ""
+    assert "UnknownModel" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("UnknownModel", 2),
+        ("UnsupportedModality", 2),
+        ("ContextTooLong", 2),
+        ("RemoteCodeRequired", 2),
+        ("InvalidSpec", 2),
+        ("Infeasible", 3),
+        ("InsufficientCapacity", 3),
+    ],
+)
+def test_plan_exit_code_follows_the_planning_error(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    reason: str,
+    expected: int,
+) -> None:
+    from mmop import planner
+
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise planner.PlanningError(f"refused: {reason}", reason=reason)
+
+    monkeypatch.setattr(planner, "plan", refuse)
+    code, out, err = run(capsys, "plan", "examples/gemma-3-27b.yaml", "--json")
+    assert code == expected, err
+    data = _json_error(out, err, expected)
+    assert data == {
+        "error": f"refused: {reason}",
+        "reason": reason,
+        "exit_code": expected,
+        "nearest_miss": None,
+    }
+
+
+def test_plan_json_prints_the_error_object_when_nothing_fits(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    inv = _inventory(tmp_path, INFEASIBLE_INVENTORY)
+    manifest = _manifest(tmp_path, "Qwen/Qwen2.5-VL-72B-Instruct")
+    code, out, err = run(capsys, "plan", manifest, "--inventory", inv, "--json")
+    assert code == 3
+    data = _json_error(out, err, 3)
+    assert data["reason"] == "Infeasible"
+    assert data["error"].startswith("nothing fits; nearest miss: ")
+    assert data["nearest_miss"] == data["error"].split("nearest miss: ", 1)[1]
+    assert "L4" in data["nearest_miss"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["plan", "MANIFEST:nobody/NoSuchModel"], "UnknownModel"),
+        (["plan", "/nonexistent.yaml"], "InvalidManifest"),
+        (["plan", "examples/gemma-3-27b.yaml", "--inventory", "/nonexistent.yaml"], "InvalidInventory"),
+        (["plan", "examples/gemma-3-27b.yaml", "--no-such-flag"], "InvalidArgument"),
+        (["plan"], "InvalidArgument"),
+        (["plan", "examples/gemma-3-27b.yaml", "--vllm-version", "banana"], "InvalidArgument"),
+        (["estimate", "nobody/NoSuchModel", "--gpu", "L4"], "UnknownModel"),
+        (["estimate", "Qwen/Qwen3-0.6B", "--gpu", "H300"], "UnknownGpu"),
+        (["estimate", "Qwen/Qwen3-0.6B", "--gpu", "L4", "--max-model-len", "-5"], "InvalidArgument"),
+        (["estimate", "Qwen/Qwen3-0.6B", "--gpu", "L4", "--quantization", "magic"], "InvalidArgument"),
+        (["estimate", "Qwen/Qwen3-0.6B"], "InvalidArgument"),
+    ],
+)  # fmt: skip
+def test_json_bad_input_prints_one_error_object(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], reason: str
+) -> None:
+    argv = [
+        _manifest(tmp_path, a.removeprefix("MANIFEST:")) if a.startswith("MANIFEST:") else a
+        for a in argv
+    ]
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 2, err
+    data = _json_error(out, err, 2)
+    assert data["reason"] == reason and data["nearest_miss"] is None
+    assert data["error"] in err
+
+
+@pytest.mark.parametrize(
+    ("pools", "where"),
+    [
+        ("pools:\n  - {name: l4, gpu: L4, nodes: 1, gpusPerNode: lots}\n", r"pools(\.0|\[0\])\.gpusPerNode: \S"),
+        ("pools:\n  - {name: l4, gpu: L4, nodes: 1, gpusPerNode: 1, color: red}\n", r"pools(\.0|\[0\])\.color: \S"),
+        ("pools: []\n", r"pools: \S"),
+        ("pools:\n  - {name: l4, gpu: L4\n", r".*YAML"),
+    ],
+)  # fmt: skip
+def test_inventory_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, pools: str, where: str
+) -> None:
+    inv = _inventory(tmp_path, pools)
+    code, out, err = run(capsys, "plan", "examples/gemma-3-27b.yaml", "--inventory", inv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.match(re.escape(f"mmop: error: --inventory {inv}: ") + where, err), err
+    assert "validation error" not in err and "[type=" not in err and "errors.pydantic" not in err
+
+
+def test_a_validation_dump_collapses_to_its_first_error() -> None:
+    from pydantic import BaseModel
+
+    from mmop.cli import _error_line
+
+    class Pool(BaseModel):
+        nodes: int
+        gpus: int
+
+    with pytest.raises(ValidationError) as caught:
+        Pool.model_validate({"nodes": "x", "gpus": "y"})
+    assert _error_line(caught.value) == "nodes: Input should be a valid integer, unable to parse string as an integer"  # fmt: skip
+    # The dump as text, its ValidationError gone (``raise ValueError(f"{path}: {err}") from None``
+    # outside the except block), behind a prefix.
+    dump = ValueError(f"inv.yaml: {caught.value}")
+    assert _error_line(dump) == "inv.yaml: nodes: Input should be a valid integer, unable to parse string as an integer"  # fmt: skip
+    assert _error_line(ValueError("inv.yaml: pool 'a': unknown GPU 'X'")) == "inv.yaml: pool 'a': unknown GPU 'X'"  # fmt: skip
+
+
+def _serve_command(out: str) -> list[str]:
+    """The printed `vllm serve` command, joined back as a shell would read it."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("vllm serve "))
+    command = []
+    for line in lines[start:]:
+        command.append(line.removesuffix(" \\"))
+        if not line.endswith(" \\"):
+            break
+    return shlex.split(" ".join(command))
+
+
+@pytest.mark.parametrize("columns", ["40", "200"])
+@pytest.mark.parametrize("example", ["examples/qwen2.5-vl-7b.yaml", "examples/gemma-3-27b.yaml"])
+def test_vllm_serve_line_copy_pastes_at_any_width(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, columns: str, example: str
+) -> None:
+    code, out, err = run(capsys, "plan", example, "--json")
+    assert code == 0, err
+    args = json.loads(out)["args"]
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, err = run(capsys, "plan", example)
+    assert code == 0, err
+    assert _serve_command(out) == ["vllm", "serve", *args]
+    serve = out[out.index("vllm serve ") :]
+    flags = [line for line in serve.splitlines() if line.lstrip().startswith(("--", "'--"))]
+    assert len(flags) == len(args) - 1  # one flag per line
+
+
+def _alternative_rows(out: str) -> list[list[str]]:
+    section = out[out.index("alternatives") :]
+    rows = []
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in re.split(r"[│|┃]", line)[1:-1]]
+        if len(cells) == 6 and cells[0] not in ("", "replicas"):
+            rows.append(cells)
+    return rows
+
+
+def test_alternatives_show_replicas_gpus_image_cap_and_cost(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, _ = run(capsys, "plan", "examples/qwen2.5-vl-7b.yaml", "--json")
+    alternatives = json.loads(out)["alternatives"]
+    assert any(a["replicas"] for a in alternatives)
+    assert len({a["image_cap"] for a in alternatives}) > 1  # image-cap variants are shown
+    monkeypatch.setenv("COLUMNS", "250")
+    code, out, _ = run(capsys, "plan", "examples/qwen2.5-vl-7b.yaml")
+    assert code == 0
+    expected = [
+        [
+            "—" if a["replicas"] is None else str(a["replicas"]),
+            f"{a['tensor_parallel_size']}× {a['gpu']}",
+            f"{a['quantization']} / {a['kv_cache_dtype']}",
+            a["image_cap"],
+            "—" if a["cost_per_hour_usd"] is None else f"${a['cost_per_hour_usd']:.2f}",
+            a["reason"],
+        ]
+        for a in alternatives
+    ]
+    assert _alternative_rows(out) == expected
+
+
+NEW_PLAN_FIELDS = (
+    "tokens_per_image",
+    "tokens_per_video",
+    "tokens_per_audio",
+    "native_tokens_per_image",
+    "native_cost_per_hour_usd",
+    "trust_remote_code",
+    "notes",
+)
+
+
+class _PlanWith:
+    """A plan with the given fields set (or, in ``hidden``, absent), whatever planner.Plan has."""
+
+    def __init__(self, plan: Any, hidden: tuple[str, ...] = (), **fields: Any) -> None:
+        self._plan = plan
+        self._hidden = hidden
+        self._fields = fields
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._hidden:
+            raise AttributeError(name)
+        if name in self._fields:
+            return self._fields[name]
+        return getattr(self._plan, name)
+
+
+def test_plan_table_shows_tokens_native_cost_remote_code_and_notes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmop import planner
+
+    real = planner.plan
+    notes = [
+        "remote code from the model repository will run",
+        "images are capped [not native]",
+    ]
+
+    def plan_with_fields(*args: Any, **kwargs: Any) -> Any:
+        return _PlanWith(
+            real(*args, **kwargs),
+            tokens_per_image=1222,
+            native_tokens_per_image=2646,
+            tokens_per_video=4096,
+            tokens_per_audio=None,
+            native_cost_per_hour_usd=1.58,
+            trust_remote_code=True,
+            notes=notes,
+        )
+
+    code, out, err = run(capsys, "plan", "examples/qwen2.5-vl-7b.yaml", "--json")
+    assert code == 0, err
+    image_cap = json.loads(out)["image_cap"]
+    monkeypatch.setattr(planner, "plan", plan_with_fields)
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = run(capsys, "plan", "examples/qwen2.5-vl-7b.yaml")
+    assert code == 0, err
+    rows = {
+        cells[0]: cells[1]
+        for line in out.splitlines()
+        if len(cells := [c.strip() for c in re.split(r"[│|]", line)[1:-1]]) == 2
+    }
+    assert rows["tokens per item"] == "image 1,222 (native 2,646), video 4,096"
+    assert "native would cost $1.58/h" in rows["image cap"]
+    assert rows["image cap"].startswith(image_cap)
+    assert "remote code" in rows
+    lines = out.splitlines()
+    table_end = next(i for i, line in enumerate(lines) if line.startswith(("└", "+")))
+    for note in notes:  # lines of their own after the table
+        assert any(line.startswith("note: ") and note in line for line in lines[table_end + 1 :])
+
+
+def test_plan_table_without_the_new_fields(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmop import planner
+
+    real = planner.plan
+    code, out, err = run(capsys, "plan", "examples/qwen2.5-vl-7b.yaml", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    monkeypatch.setattr(
+        planner, "plan", lambda *a, **k: _PlanWith(real(*a, **k), hidden=NEW_PLAN_FIELDS)
+    )
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = run(capsys, "plan", "examples/qwen2.5-vl-7b.yaml")
+    assert code == 0, err
+    assert f"image {data['max_tokens_per_image']:,}" in out and "tokens per item" in out
+    assert "native would cost" not in out and "note:" not in out

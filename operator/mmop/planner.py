@@ -995,6 +995,12 @@ def plan(
             f"--mm-processor-cache-gb={best.resources.mm_processor_cache_gb} (vLLM's default "
             f"{MM_PROCESSOR_CACHE_GB}) so the pod fits the memory of a {best.gpu.name} node"
         )
+    if best.est.dtype != best.weights.profile.dtype:
+        notes.append(
+            f"vLLM runs the model in {best.est.dtype} on {best.gpu.name} (the checkpoint is "
+            f"{best.weights.profile.dtype}; compute capability {best.gpu.compute_capability}): "
+            "memory is planned for that"
+        )
     if best.weights.model_id != spec.model.id:
         notes.append(f"serves the listed pre-quantized checkpoint {best.weights.model_id}")
     product = best.product

@@ -360,3 +360,46 @@ def test_alternatives_carry_replicas_and_show_kv_or_cap_variants() -> None:
         == (result.gpu, result.tensor_parallel_size, result.quantization)
     ]
     assert same, "no image-cap or KV-cache variant of the chosen configuration is shown"
+
+
+# --- what the GPU runs: the pinned vLLM's dtype and kernels (mmop.capabilities) ----------------
+
+
+T4_POOL = [{"name": "t4", "gpu": "T4", "nodes": 4, "gpusPerNode": 4}]
+
+
+def test_gemma3_on_a_t4_is_planned_in_float32_and_the_plan_says_so(tmp_path: Path) -> None:
+    spec = {
+        "model": {"id": "google/gemma-3-4b-it"},
+        "workload": {"images": {"perRequest": 1}, "contextLength": {"min": 8192}},
+    }
+    result = plan(manifest(spec), inventory(tmp_path, T4_POOL))
+    assert result.memory.dtype == "float32"
+    # float32 weights of a 4B model (16 GiB) do not fit one 16 GB T4
+    assert result.tensor_parallel_size > 1 or result.quantization != "none"
+    assert any("float32" in note for note in result.notes)
+
+
+def test_no_fp8_kv_cache_is_planned_on_a_t4(tmp_path: Path) -> None:
+    spec = {
+        "model": {"id": "Qwen/Qwen2.5-VL-7B-Instruct"},
+        "workload": {"images": {"perRequest": 4}, "contextLength": {"min": 32768}},
+        "placement": {"kvCacheDtypes": ["auto", "fp8"]},
+        "scaling": {"maxReplicas": 16},
+    }
+    result = plan(manifest(spec), inventory(tmp_path, T4_POOL))
+    assert result.kv_cache_dtype == "auto"
+    assert flag(result.args, "--kv-cache-dtype") is None
+    refused = [a for a in result.alternatives if a.kv_cache_dtype == "fp8"]
+    assert all(a.cost_per_hour_usd is None for a in refused)
+
+
+def test_only_fp8_kv_on_a_t4_is_refused_with_vllms_reason(tmp_path: Path) -> None:
+    spec = {
+        "model": {"id": "Qwen/Qwen2.5-VL-7B-Instruct"},
+        "workload": {"images": {"perRequest": 1}},
+        "placement": {"kvCacheDtypes": ["fp8"]},
+    }
+    with pytest.raises(PlanningError) as err:
+        plan(manifest(spec), inventory(tmp_path, T4_POOL))
+    assert "FP8 KV cache is not supported" in str(err.value)

@@ -55,6 +55,8 @@ sys.path.insert(0, str(ROOT))
 from e2e.markdown import replace_section  # noqa: E402
 from e2e.sandbox import Sandbox  # noqa: E402
 
+from mmop.model import load_profile  # noqa: E402
+
 GROUP, VERSION, PLURAL = "mmop.dev", "v1alpha1", "multimodalmodels"
 TEMPLATE_HASH = "mmop.dev/template-hash"
 MODEL_LABEL = "mmop.dev/model"
@@ -105,6 +107,9 @@ def pools_yaml(nodes: int) -> dict[str, Any]:
     }
 
 
+REMOTE_CODE_MODELS = frozenset(m for m in MODELS if load_profile(m).needs_remote_code)
+
+
 def manifest(i: int) -> dict[str, Any]:
     model = MODELS[i % len(MODELS)]
     per, side, ctx, conc = WORKLOADS[(i // len(MODELS)) % len(WORKLOADS)]
@@ -113,7 +118,8 @@ def manifest(i: int) -> dict[str, Any]:
         "kind": "MultimodalModel",
         "metadata": {"name": f"m{i:04d}"},
         "spec": {
-            "model": {"id": model},
+            # models whose config needs the repository's code are served with consent
+            "model": {"id": model, "trustRemoteCode": model in REMOTE_CODE_MODELS},
             "workload": {
                 "images": {"perRequest": per, "maxWidth": side, "maxHeight": side},
                 "contextLength": {"min": ctx},

@@ -106,7 +106,12 @@ def manifest(model: str, workload: dict[str, Any]) -> MultimodalModel:
             "apiVersion": "mmop.dev/v1alpha1",
             "kind": "MultimodalModel",
             "metadata": {"name": "bench"},
-            "spec": {"model": {"id": model}, "workload": workload, "scaling": {"maxReplicas": 64}},
+            "spec": {
+                # models whose config needs the repository's code are served with consent
+                "model": {"id": model, "trustRemoteCode": load_profile(model).needs_remote_code},
+                "workload": workload,
+                "scaling": {"maxReplicas": 64},
+            },
         }
     )
 

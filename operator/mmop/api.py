@@ -45,6 +45,13 @@ EXTRA_ARGS_ALLOWED = (
 )
 
 
+REMOTE_CODE_FLAG = "--trust-remote-code"
+REMOTE_CODE_FLAG_MESSAGE = (
+    "engine.extraArgs: --trust-remote-code is set by spec.model.trustRemoteCode: true "
+    "(mmop then plans it and says so)"
+)
+
+
 class ApiModel(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -315,11 +322,8 @@ class Engine(ApiModel):
         for arg in self.extra_args:
             if arg.startswith("-"):
                 flag = arg.split("=", 1)[0]
-                if flag == "--trust-remote-code":
-                    raise ValueError(
-                        "engine.extraArgs: --trust-remote-code is set by "
-                        "spec.model.trustRemoteCode: true (mmop then plans it and says so)"
-                    )
+                if flag == REMOTE_CODE_FLAG:
+                    raise ValueError(REMOTE_CODE_FLAG_MESSAGE)
                 if flag not in EXTRA_ARGS_ALLOWED:
                     raise ValueError(
                         f"engine.extraArgs: {flag} is not allowed (mmop sets memory, "

@@ -27,6 +27,8 @@ from mmop.api import (
     API_VERSION,
     EXTRA_ARGS_ALLOWED,
     KIND,
+    REMOTE_CODE_FLAG,
+    REMOTE_CODE_FLAG_MESSAGE,
     ContextLength,
     MultimodalModelSpec,
     MultimodalModelStatus,
@@ -242,6 +244,11 @@ def _rules() -> dict[FieldPath, list[Schema]]:
         ],
         ("spec", "engine", "extraArgs"): [
             {
+                "rule": f"!self.exists(a, {flag} == '{REMOTE_CODE_FLAG}')",
+                "message": REMOTE_CODE_FLAG_MESSAGE,
+                "reason": "FieldValueForbidden",
+            },
+            {
                 "rule": f"self.all(a, !({refused}))",
                 "message": (
                     "engine.extraArgs: only these vLLM flags are allowed (mmop sets memory, "
@@ -253,7 +260,7 @@ def _rules() -> dict[FieldPath, list[Schema]]:
                     "flags itself); allowed: " + ", ".join(EXTRA_ARGS_ALLOWED) + "'"
                 ),
                 "reason": "FieldValueForbidden",
-            }
+            },
         ],
     }
 

@@ -159,7 +159,7 @@ def test_kubectl_explain_shows_the_descriptions(crd: dict[str, Any], sandbox: Sa
     )
     assert "perRequest" in out
     assert "Images per request, at most" in out
-    assert "Quality floor: never downscale images below this" in out
+    assert "Quality floor in pixels: images may be downscaled to this" in out
 
 
 # The API server and pydantic must agree: each spec is accepted by both or refused by both.
@@ -195,10 +195,13 @@ AGREEMENT: dict[str, tuple[bool, dict[str, Any]]] = {
         ACCEPTED,
         {
             "engine": {
-                "extraArgs": ["--seed=3", "--chat-template", "/t.jinja", "--trust-remote-code"]
+                "extraArgs": ["--seed=3", "--chat-template", "/t.jinja", "--enable-prefix-caching"]
             }
         },
     ),
+    # remote code is spec.model.trustRemoteCode, never an extra flag
+    "remote-code-flag": (REFUSED, {"engine": {"extraArgs": ["--trust-remote-code"]}}),
+    "remote-code-field": (ACCEPTED, {"model": {"id": "org/m", "trustRemoteCode": True}}),
     "planned-flag": (REFUSED, {"engine": {"extraArgs": ["--seed", "1", "--max-model-len=9"]}}),
     "short-flag": (REFUSED, {"engine": {"extraArgs": ["-tp", "2"]}}),
     "kv-usage-zero": (REFUSED, {"scaling": {"targets": {"kvCacheUsage": 0}}}),

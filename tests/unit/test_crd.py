@@ -297,7 +297,9 @@ def test_cross_field_rules_are_cel_with_messages(schema: dict[str, Any]) -> None
     assert context["message"] == "contextLength.min must hold promptTokens + outputTokens"
     (preferred,) = rules_at(schema, "workload", "contextLength")
     assert preferred["message"] == "contextLength.preferred must be >= contextLength.min"
-    (extra,) = rules_at(schema, "engine", "extraArgs")
+    remote, extra = rules_at(schema, "engine", "extraArgs")
+    assert "--trust-remote-code" in remote["rule"]
+    assert "spec.model.trustRemoteCode" in remote["message"]
     assert all(flag in extra["rule"] for flag in EXTRA_ARGS_ALLOWED)
     assert extra["message"].startswith("engine.extraArgs: only these vLLM flags are allowed")
     assert "is not allowed" in extra["messageExpression"]

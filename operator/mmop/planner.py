@@ -361,9 +361,13 @@ def _caps(profile: ModelProfile, spec: MultimodalModelSpec) -> list[_Cap]:
     else:
         caps = [_Cap("native", {}, 100)]
     floor_tokens = _image_floor(profile, spec)
+    native = native_image_tokens(profile, spec)
     kept = []
     for cap in caps:
-        if image_tokens(profile, spec, cap.kwargs) < floor_tokens:
+        tokens = image_tokens(profile, spec, cap.kwargs)
+        # between the floor and native: never below what the spec allows, never above what the
+        # model's own processing gives (e.g. more Phi-3.5-V crops than its processor's default)
+        if tokens < floor_tokens or tokens > native:
             continue
         if images.min_pixels and cap.kwargs.get("max_pixels", math.inf) < images.min_pixels:
             continue
@@ -977,6 +981,14 @@ def plan(
     native_cost: float | None = None
     if native_tokens is not None and best.image_tokens < native_tokens:
         native = [c for c in feasible if c.image_tokens >= native_tokens]
+        if not native:  # the bound skipped them: price native images before saying they cost
+            for cand in cands:
+                if cand.cost is not None or cand.refused:
+                    continue
+                if image_tokens(cand.weights.profile, spec, cand.cap.kwargs) >= native_tokens:
+                    _evaluate(cand, spec, inventory, vllm_version, spec_key, limits)
+            feasible = sorted((c for c in cands if c.cost is not None), key=_Candidate.sort_key)
+            native = [c for c in feasible if c.image_tokens >= native_tokens]
         if native:
             native_cost = round(native[0].cost or 0.0, 4)
             notes.append(

@@ -403,3 +403,13 @@ def test_only_fp8_kv_on_a_t4_is_refused_with_vllms_reason(tmp_path: Path) -> Non
     with pytest.raises(PlanningError) as err:
         plan(manifest(spec), inventory(tmp_path, T4_POOL))
     assert "FP8 KV cache is not supported" in str(err.value)
+
+
+def test_images_are_never_planned_above_the_models_own_processing() -> None:
+    spec = {
+        "model": {"id": "microsoft/Phi-3.5-vision-instruct", "trustRemoteCode": True},
+        "workload": {"images": {"perRequest": 1, "maxWidth": 1344, "maxHeight": 1344}},
+    }
+    result = plan(manifest(spec), default_inventory())
+    assert result.tokens_per_image == result.native_tokens_per_image
+    assert result.mm_processor_kwargs.get("num_crops", 4) <= 4  # the processor's default

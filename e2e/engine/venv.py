@@ -23,11 +23,13 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from e2e.venvs import dir_bytes, run_step
 from mmop.estimator import PINNED_VLLM_VERSION
@@ -41,6 +43,10 @@ SKIPPED_REQUIREMENTS = frozenset({"torch", "torchvision", "torchaudio", "torchco
 # Bump when the recipe changes in a way that makes old installs unfit: it is part of the key.
 RECIPE_REVISION = 1
 MARKER = "installed.json"
+
+
+class EngineScriptError(RuntimeError):
+    """A script run in the engine venv failed; the message ends with its stderr."""
 
 
 class EngineInstallError(RuntimeError):
@@ -70,6 +76,27 @@ class EngineVenv:
 
     def installed(self) -> bool:
         return self.python.exists() and (self.external or self.marker.is_file())
+
+    def run_json(
+        self, script: Path, payload: object, timeout: float = 600, offline: bool = False
+    ) -> Any:
+        """Run one of e2e/engine/scripts with this venv's python: JSON in on stdin, JSON out on
+        stdout. Raises EngineScriptError with the end of stderr when it fails."""
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"} if offline else None
+        proc = subprocess.run(
+            [str(self.python), str(script)],
+            input=json.dumps(payload),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=env,
+        )
+        if proc.returncode != 0:
+            raise EngineScriptError(
+                f"{script.name} exited {proc.returncode}: {proc.stderr[-5000:]}"
+            )
+        return json.loads(proc.stdout)
 
     def record(self) -> dict[str, object]:
         """What installed.json says (versions, install seconds, size); empty if not installed."""

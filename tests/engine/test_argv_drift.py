@@ -3,8 +3,6 @@ and pre-load checks; a renamed or dropped flag fails here first."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +22,7 @@ DROPPED_SAMPLES = {
 
 
 def check(engine: EngineVenv, argvs: dict[str, list[str]]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [str(engine.python), str(CHECK)],
-        input=json.dumps(argvs),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result: dict[str, Any] = json.loads(proc.stdout)
+    result: dict[str, Any] = engine.run_json(CHECK, argvs, timeout=300)
     return result
 
 

@@ -11,7 +11,6 @@ function answers for which family). Offline; fails, never skips, without the eng
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -163,16 +162,7 @@ REQUESTS = _requests()
 def answers(engine: EngineVenv) -> dict[str, dict[str, Any]]:
     keys = list(REQUESTS)
     payload = {"catalog": str(CATALOG_MODELS_DIR), "requests": [REQUESTS[k] for k in keys]}
-    proc = subprocess.run(
-        [str(engine.python), str(SCRIPT)],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    results: list[dict[str, Any]] = json.loads(proc.stdout)["results"]
+    results: list[dict[str, Any]] = engine.run_json(SCRIPT, payload)["results"]
     assert len(results) == len(keys)
     return dict(zip(keys, results, strict=True))
 

@@ -12,9 +12,6 @@ and a half warm; vLLM caches model inspection under ~/.cache/vllm on the first r
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -207,17 +204,7 @@ def matrix(engine: EngineVenv, tmp_path_factory: pytest.TempPathFactory) -> dict
                 "compute_capability": case.gpu.compute_capability,
                 "gpu": case.gpu.name,
             }
-    proc = subprocess.run(
-        [str(engine.python), str(CHECK)],
-        input=json.dumps(requests),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    verdicts: dict[str, Any] = json.loads(proc.stdout)
+    verdicts: dict[str, Any] = engine.run_json(CHECK, requests, offline=True)
     for case in cases:
         case.verdict = verdicts.get(case.name)
     return {

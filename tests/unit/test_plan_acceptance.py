@@ -6,40 +6,23 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from tests.unit.test_planner import inventory, manifest
 
 from mmop import modalities
 from mmop.api import MultimodalModel
 from mmop.estimator import EngineArgs, estimate
-from mmop.inventory import Inventory, default_inventory, load_inventory
+from mmop.inventory import default_inventory
 from mmop.model import CATALOG_MODELS_DIR, load_profile
 from mmop.planner import PlanningError, plan, pod_resources
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def manifest(spec: dict[str, Any], name: str = "m") -> MultimodalModel:
-    return MultimodalModel.model_validate(
-        {
-            "apiVersion": "mmop.dev/v1alpha1",
-            "kind": "MultimodalModel",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
-
-
 def example(name: str) -> MultimodalModel:
     return MultimodalModel.model_validate(yaml.safe_load((ROOT / "examples" / name).read_text()))
-
-
-def inventory(tmp_path: Path, pools: list[dict[str, Any]]) -> Inventory:
-    path = tmp_path / "inventory.yaml"
-    path.write_text(yaml.safe_dump({"pools": pools}))
-    return load_inventory(path)
 
 
 def flag(args: list[str], name: str) -> str | None:

@@ -212,7 +212,6 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
         # (SloMissed; the CPU engine is far slower than the GPU the plan is for).
         reasons = ("Saturated", "LowSpareCapacity", "SloMissed")
         assert any(r in decision["message"] for r in reasons), decision
-        assert "waiting over 1 replica(s)" in decision["message"], decision
         labels = {"namespace": namespace, "model": name}
         observed = telemetry.REGISTRY.get_sample_value(
             "mmop_model_kv_cache_tokens", {**labels, "source": "observed"}

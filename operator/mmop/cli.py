@@ -259,6 +259,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "product; unknown names add a GPU)",
     )
     rn.add_argument(
+        "--allowed-image",
+        metavar="PREFIX",
+        action="append",
+        default=[],
+        help="images models may run must start with one of these (repeatable; default: any)",
+    )
+    rn.add_argument(
+        "--allowed-secret",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="Secrets models may reference for the Hub token or the API key (repeatable; "
+        "default: any in the model's namespace)",
+    )
+    rn.add_argument(
         "--prices",
         metavar="FILE",
         default=None,
@@ -447,7 +462,7 @@ def _report(failure: CommandError, as_json: bool) -> int:
 def _load_manifest(path: str) -> Any:
     import yaml
 
-    from mmop.api import MultimodalModel
+    from mmop.api import ALLOW_LOCAL_MODEL, MultimodalModel
 
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
@@ -458,7 +473,9 @@ def _load_manifest(path: str) -> Any:
     except yaml.YAMLError as err:
         raise UsageError(f"{path}: invalid YAML ({_error_line(err)})", "InvalidManifest") from err
     try:
-        return MultimodalModel.model_validate(data)
+        # `mmop plan` may name a directory of this machine as spec.model.id (the operator
+        # never may: the schema refuses it there).
+        return MultimodalModel.model_validate(data, context={ALLOW_LOCAL_MODEL: True})
     except ValidationError as err:
         raise UsageError(f"{path}: {_error_line(err)}", reason="InvalidManifest") from err
 
@@ -493,7 +510,15 @@ def run_plan(ns: argparse.Namespace) -> int:
             label=err.reason,
         ) from err
     if ns.json:
-        print(json.dumps(result.model_dump(mode="json"), indent=2))
+        from mmop.render import vllm_args
+
+        # the plan's fields, with the argv (built by render) after vllm_version, as before
+        out: dict[str, Any] = {}
+        for key, value in result.model_dump(mode="json").items():
+            out[key] = value
+            if key == "vllm_version":
+                out["args"] = vllm_args(result)
+        print(json.dumps(out, indent=2))
     else:
         _print_plan(manifest.metadata.name, result)
     return 0
@@ -602,7 +627,9 @@ def _print_plan(name: str, result: Any) -> None:
     for note in getattr(result, "notes", None) or ():
         console.print(f"[yellow]note:[/yellow] {escape(str(note))}")
     # Plain print: rich would wrap the command at the terminal width, mid-argument.
-    print(serve_command(result.args), flush=True)
+    from mmop.render import vllm_args
+
+    print(serve_command(vllm_args(result)), flush=True)
     if result.alternatives:
         alternatives = Table(title="alternatives", title_justify="left")
         for column in ("replicas", "GPUs per replica", "weights / KV", "image cap", "$/h"):
@@ -700,9 +727,12 @@ def load_catalog_overrides(
     return {**base, "gpus": entries}
 
 
-def use_catalog_overrides(gpus_file: str | None, prices_file: str | None) -> Path | None:
-    """Make the whole process plan with the overridden catalog: the merged document is written
-    to a private file that the catalog loader reads from then on."""
+def catalog_file(gpus_file: str | None, prices_file: str | None) -> Path | None:
+    """The GPU catalog to plan with when it is overridden (None: the packaged one): the merged
+    document, written to a private file that the operator's configuration names
+    (``OperatorConfig.gpu_catalog``) and the operator loads with ``catalog.load_catalog``.
+    Nothing of the process's own catalog changes: :func:`mmop.catalog.resolve_gpu` stays the
+    packaged one's. A file that does not load is a UsageError here, at start-up."""
     if gpus_file is None and prices_file is None:
         return None
     import tempfile
@@ -717,25 +747,19 @@ def use_catalog_overrides(gpus_file: str | None, prices_file: str | None) -> Pat
     fd, name = tempfile.mkstemp(prefix="mmop-gpus-", suffix=".yaml")
     with open(fd, "w", encoding="utf-8") as out:
         yaml.safe_dump(merged, out, sort_keys=False)
-    catalog.GPUS_FILE = Path(name)
-    catalog.load_gpus.cache_clear()
-    catalog._index.cache_clear()
+    try:
+        catalog.load_catalog(Path(name))
+    except catalog.CatalogError as err:
+        raise UsageError(f"--gpu-catalog/--prices: {err}") from err
     return Path(name)
 
 
-def use_default_vllm_image(image: str | None) -> None:
-    """Make ``image`` the default of ``spec.engine.image`` for this process (models that name
-    an image keep theirs). The CRD leaves the field without a default, so the operator's models
-    decide it at reconcile time."""
-    if image is None:
-        return
-    if not image.strip() or len(image) > 300 or any(c.isspace() for c in image):
+def check_vllm_image(image: str | None) -> None:
+    """``--vllm-image``: the default of ``spec.engine.image`` for models that name none."""
+    if image is not None and (
+        not image.strip() or len(image) > 300 or any(c.isspace() for c in image)
+    ):
         raise UsageError(f"--vllm-image: not an image reference: {image!r}")
-    from mmop import api
-
-    api.Engine.model_fields["image"].default = image
-    for model in (api.Engine, api.MultimodalModelSpec, api.MultimodalModel):
-        model.model_rebuild(force=True)
 
 
 def _start_priority() -> int:
@@ -751,17 +775,28 @@ def run_operator(ns: argparse.Namespace) -> int:
 
     import kopf
 
-    from mmop.controller import handlers
+    from mmop.controller import runner
+    from mmop.controller.config import from_environment
+    from mmop.controller.context import OperatorContext
+    from mmop.policy import Policy
     from mmop.render import RenderOptions
 
-    handlers.STATE.render_options = RenderOptions(
-        extra_pod_labels=_pairs(ns.pod_label, "--pod-label"),
-        extra_pod_annotations=_pairs(ns.pod_annotation, "--pod-annotation"),
-    )
     if ns.metrics_port is not None and not 0 < ns.metrics_port < 65536:
         raise UsageError("--metrics-port: must be 1-65535")
-    use_catalog_overrides(ns.gpu_catalog, ns.prices)
-    use_default_vllm_image(ns.vllm_image)
+    check_vllm_image(ns.vllm_image)
+    config = from_environment(
+        render=RenderOptions(
+            extra_pod_labels=_pairs(ns.pod_label, "--pod-label"),
+            extra_pod_annotations=_pairs(ns.pod_annotation, "--pod-annotation"),
+        ),
+        default_vllm_image=ns.vllm_image,
+        gpu_catalog=catalog_file(ns.gpu_catalog, ns.prices),
+        policy=Policy(
+            allowed_images=tuple(ns.allowed_image or ()),
+            allowed_secrets=tuple(ns.allowed_secret or ()),
+        ),
+    )
+    ctx = OperatorContext(config=config)
     level = "debug" if ns.verbose else ns.log_level
     kopf.configure(
         debug=level == "debug",
@@ -775,9 +810,7 @@ def run_operator(ns: argparse.Namespace) -> int:
     )
     logging.getLogger().setLevel(level.upper())
     if ns.metrics_port is not None:
-        from mmop.controller import telemetry
-
-        telemetry.start(ns.metrics_port, ns.metrics_address)
+        ctx.telemetry.start(ns.metrics_port, ns.metrics_address)
     from mmop.controller import memory_report
 
     memory_report.install()
@@ -789,13 +822,12 @@ def run_operator(ns: argparse.Namespace) -> int:
     priority = None
     if ns.peering is not None:
         priority = ns.peering_priority if ns.peering_priority is not None else _start_priority()
-    kopf.run(
-        clusterwide=not ns.namespace,
+    runner.run(
+        ctx,
         namespaces=ns.namespace or [],
-        standalone=ns.peering is None,
-        peering_name=ns.peering,
+        peering=ns.peering,
         priority=priority,
-        liveness_endpoint=ns.liveness,
+        liveness=ns.liveness,
         settings=settings,
     )
     return 0

@@ -24,9 +24,19 @@ from pydantic_core import core_schema
 
 from mmop.api import (
     API_GROUP,
+    API_KEY_FLAG,
+    API_KEY_FLAG_MESSAGE,
     API_VERSION,
+    DNS1123_SUBDOMAIN_MAX,
     EXTRA_ARGS_ALLOWED,
     KIND,
+    LABEL_KEY_PATTERN,
+    LABEL_KEYS_MESSAGE,
+    LABEL_NAME_MAX,
+    MODEL_ID_FORBIDDEN,
+    MODEL_ID_FORBIDDEN_SUFFIX,
+    MODEL_ID_PATTERN,
+    MODEL_ID_RULE,
     REMOTE_CODE_FLAG,
     REMOTE_CODE_FLAG_MESSAGE,
     ContextLength,
@@ -60,6 +70,7 @@ _KEPT = (
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
 )
 _DROPPED = ("title",)
 _TYPES = ("string", "integer", "number", "boolean", "object", "array")
@@ -74,6 +85,11 @@ _NO_SERVER_DEFAULT: frozenset[FieldPath] = frozenset({("spec", "engine", "image"
 # length) that api.py does not state yet. Each is applied only where pydantic sets none; api.py
 # should carry them (`list[Annotated[str, Field(max_length=...)]]`) so the CLI agrees.
 _CEL_BOUNDS: dict[FieldPath, Schema] = {("spec", "engine", "extraArgs", "[]"): {"maxLength": 4096}}
+
+# Optional fields the CRD does not declare nullable: the API server prunes their null like an
+# absent field. spec.replicas is read by the scale subresource, which cannot read a null (api.py
+# prunes it the same way: MultimodalModelSpec._NULL_PRUNED).
+NOT_NULLABLE: frozenset[FieldPath] = frozenset({("spec", "replicas")})
 
 # Kubernetes list semantics that pydantic has no word for (server-side apply merges by key).
 _LIST_MAP_KEYS: dict[FieldPath, list[str]] = {("status", "conditions"): ["type"]}
@@ -167,7 +183,7 @@ def structural(node: Schema, defs: dict[str, Schema], path: FieldPath = ()) -> S
             continue
         else:
             raise SchemaError(f"{where}: JSON-schema keyword {key!r} has no mapping to the CRD")
-    if nullable:
+    if nullable and path not in NOT_NULLABLE:
         out["nullable"] = True
     if out.get("type") not in _TYPES:
         raise SchemaError(f"{where}: no single type ({out.get('type')!r})")
@@ -204,6 +220,39 @@ def _alias(model: type[BaseModel], attr: str) -> str:
     return model.model_fields[attr].alias or attr
 
 
+def _cel_string(text: str) -> str:
+    """A CEL string literal (single-quoted) of `text`."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _model_id_rule(where: str) -> Schema:
+    """huggingface_hub's repo-id rule (api.MODEL_ID_*) as one CEL rule with a readable message."""
+    checks = [f"self.matches({_cel_string(MODEL_ID_PATTERN)})"]
+    checks += [f"!self.contains({_cel_string(bad)})" for bad in MODEL_ID_FORBIDDEN]
+    checks.append(f"!self.endsWith({_cel_string(MODEL_ID_FORBIDDEN_SUFFIX)})")
+    return {
+        "rule": " && ".join(checks),
+        "message": f"{where} must be {MODEL_ID_RULE}",
+        "reason": "FieldValueInvalid",
+    }
+
+
+def _label_keys_rule() -> Schema:
+    """Every key of placement.nodeSelector a label key (an OpenAPI schema cannot constrain map
+    keys): the syntax, a prefix of at most 253 characters, a name of at most 63. The pattern
+    allows at most one '/', so indexOf('/') is the prefix's length (-1: no prefix)."""
+    key = (
+        f"k.matches({_cel_string(LABEL_KEY_PATTERN)})"
+        f" && k.indexOf('/') <= {DNS1123_SUBDOMAIN_MAX}"
+        f" && size(k) - k.indexOf('/') - 1 <= {LABEL_NAME_MAX}"
+    )
+    return {
+        "rule": f"self.all(k, {key})",
+        "message": LABEL_KEYS_MESSAGE,
+        "reason": "FieldValueInvalid",
+    }
+
+
 def _rules() -> dict[FieldPath, list[Schema]]:
     min_replicas = _value(Scaling, "min_replicas")
     max_replicas = _value(Scaling, "max_replicas")
@@ -216,6 +265,9 @@ def _rules() -> dict[FieldPath, list[Schema]]:
     allowed = "[" + ", ".join(f"'{f}'" for f in EXTRA_ARGS_ALLOWED) + "]"
     refused = f"a.startsWith('-') && !({flag} in {allowed})"
     return {
+        ("spec", "model", "id"): [_model_id_rule("model.id")],
+        ("spec", "model", "variants", "[]", "id"): [_model_id_rule("model.variants[].id")],
+        ("spec", "placement", "nodeSelector"): [_label_keys_rule()],
         ("spec", "scaling"): [
             {
                 "rule": f"{min_replicas} <= {max_replicas}",
@@ -246,6 +298,11 @@ def _rules() -> dict[FieldPath, list[Schema]]:
             {
                 "rule": f"!self.exists(a, {flag} == '{REMOTE_CODE_FLAG}')",
                 "message": REMOTE_CODE_FLAG_MESSAGE,
+                "reason": "FieldValueForbidden",
+            },
+            {
+                "rule": f"!self.exists(a, {flag} == '{API_KEY_FLAG}')",
+                "message": API_KEY_FLAG_MESSAGE,
                 "reason": "FieldValueForbidden",
             },
             {
@@ -284,6 +341,33 @@ def _with_rules(schema: Schema, root: FieldPath, rules: dict[FieldPath, list[Sch
     return schema
 
 
+def _guard_fractional_bounds(node: Schema, path: FieldPath) -> None:
+    """Repeat every non-integral bound of a number field as a CEL rule. The API server checks an
+    integer value against `minimum`/`maximum` truncated to an integer (kube-openapi's
+    MinimumInt), so `margin: 0` passes `minimum: 0.5`; a CEL rule compares the real numbers."""
+    if node.get("type") == "number":
+        rules = []
+        for bound, op, exclusive_op in (("minimum", ">=", ">"), ("maximum", "<=", "<")):
+            value = node.get(bound)
+            if value is None or float(value).is_integer():
+                continue
+            exclusive = node.get(f"exclusive{bound[:3].title()}imum") is True
+            cmp = exclusive_op if exclusive else op
+            rules.append(
+                {
+                    "rule": f"self {cmp} {float(value)!r}",
+                    "message": f"{'.'.join(path[1:])} must be {cmp} {value}",
+                    "reason": "FieldValueInvalid",
+                }
+            )
+        if rules:
+            node["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), *rules]
+    for name, sub in node.get("properties", {}).items():
+        _guard_fractional_bounds(sub, (*path, name))
+    if isinstance(node.get("items"), dict):
+        _guard_fractional_bounds(node["items"], (*path, "[]"))
+
+
 def _open_status_objects(node: Schema) -> None:
     """Status is written by the operator only: a newer operator's fields survive an older CRD."""
     if node.get("type") == "object":
@@ -298,6 +382,7 @@ def openapi_schema() -> Schema:
     """The CRD's openAPIV3Schema: the whole MultimodalModel object."""
     rules = _rules()
     spec = _with_rules(model_schema(MultimodalModelSpec, ("spec",)), ("spec",), rules)
+    _guard_fractional_bounds(spec, ("spec",))
     spec["description"] = _doc(MultimodalModelSpec) or (
         "What to serve, for which workload, where it may run and how it scales"
     )

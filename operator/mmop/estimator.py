@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,10 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mmop import capabilities, modalities
 from mmop.catalog import GpuSpec
 from mmop.model import AttentionKind, ModelProfile
+from mmop.vllm import (
+    PINNED_VLLM_VERSION as PINNED_VLLM_VERSION,
+)  # re-exported: callers import it here
 
 GIB = 1024**3
-PINNED_VLLM_VERSION = "0.32.0"
-"""The vLLM release mmop pins: estimator defaults, flag names and the serving image follow it."""
 
 KV_DTYPE_BYTES: dict[str, float] = {
     "auto": 0,  # model dtype
@@ -205,6 +207,19 @@ class KVGroup(BaseModel):
     window_tokens: int | None = None
 
 
+class FitFailure(StrEnum):
+    """Why vLLM would not start with these flags on this GPU (an Estimate with fits=False)."""
+
+    HARDWARE = "Hardware"
+    """The GPU cannot run the dtype, the quantization or the KV-cache dtype."""
+    WEIGHTS = "Weights"
+    """The weights alone exceed ``total × gpu_memory_utilization``."""
+    NO_KV_CACHE_MEMORY = "NoKvCacheMemory"
+    """Nothing is left for KV-cache blocks ("No available memory for the cache blocks")."""
+    MAX_SEQ_LEN = "MaxSeqLen"
+    """The KV cache cannot hold one request of max_model_len (vLLM's start-up check)."""
+
+
 class Estimate(BaseModel):
     """The start-up accounting for one (model, GPU, flags), per GPU."""
 
@@ -245,6 +260,11 @@ class Estimate(BaseModel):
     fits: bool
     reason: str
     warnings: list[str] = Field(default_factory=list)
+    failure: FitFailure | None = Field(
+        default=None,
+        exclude=True,
+        description="Why it does not fit, typed (None when it fits); `reason` says it in words",
+    )
 
 
 class EstimateError(ValueError):
@@ -671,13 +691,13 @@ def estimate(
             hi = mid - 1
     max_len_fit = lo
 
-    fits, reason = True, "fits"
+    fits, reason, failure = True, "fits", None
     budget_gib = _gib(requested)
     refusal = hardware_refusal(profile, args, gpu)
     if refusal:
-        fits, reason = False, refusal
+        fits, reason, failure = False, refusal, FitFailure.HARDWARE
     elif weights > requested:
-        fits = False
+        fits, failure = False, FitFailure.WEIGHTS
         reason = (
             f"Model weights take {_gib(weights):.2f} GiB per GPU, more than the "
             f"{budget_gib:.2f} GiB allowed by gpu_memory_utilization={util} of "
@@ -685,7 +705,7 @@ def estimate(
             "larger GPU."
         )
     elif available <= 0 or num_blocks == 0:
-        fits = False
+        fits, failure = False, FitFailure.NO_KV_CACHE_MEMORY
         reason = (
             "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
             f"when initializing the engine (weights {_gib(weights):.2f} GiB + activation "
@@ -693,7 +713,7 @@ def estimate(
             f"{_gib(non_torch):.2f} GiB exceed {budget_gib:.2f} GiB)."
         )
     elif need > num_blocks:
-        fits = False
+        fits, failure = False, FitFailure.MAX_SEQ_LEN
         needed = need * page * group_size
         reason = (
             f"To serve at least one request with the models's max seq len ({max_model_len}), "
@@ -759,4 +779,5 @@ def estimate(
         fits=fits,
         reason=reason,
         warnings=warnings,
+        failure=failure,
     )

@@ -15,8 +15,13 @@ How a node's GPU is found, in order:
    ``a10g``, ``h100``; ``a100`` is told apart by ``karpenter.k8s.aws/instance-gpu-memory``).
 
 Nodes with no allocatable ``nvidia.com/gpu`` are left out. Nodes whose GPU the catalog does not
-know are reported in :attr:`Inventory.unknown`, not dropped silently. Cordoned and NotReady nodes
-stay visible with ``schedulable=False`` and add nothing to free capacity.
+know are reported in :attr:`Inventory.unknown`, not dropped silently. Cordoned and NotReady
+nodes stay visible with ``schedulable=False`` and add nothing to free capacity.
+
+The catalog is a parameter (:class:`~mmop.catalog.GpuCatalog`; the packaged one when none is
+given): an inventory carries the catalog it was built with (:attr:`Inventory.catalog`, left out
+of dumps), and every GPU name it resolves — a pool's spec, prices, type lookups, pool order —
+goes through that catalog, never through a process-wide one.
 
 A replica is placed as a whole pod, as the scheduler's NodeResourcesFit filter places it: its
 GPUs, CPU, memory and ephemeral storage must all fit on one node, counted against the node's
@@ -32,18 +37,19 @@ from __future__ import annotations
 import heapq
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mmop.catalog import GPUS_FILE, GpuError, GpuSpec, load_gpus, resolve_gpu
+from mmop.catalog import GPUS_FILE, GpuCatalog, GpuError, GpuSpec, default_catalog
 
 DEFAULT_INVENTORY_FILE = GPUS_FILE.parent / "inventory.yaml"
 """The offline inventory: the same pools as the local sandbox (e2e/sandbox/pools.yaml)."""
@@ -58,6 +64,7 @@ KARPENTER_GPU_NAME_LABEL = "karpenter.k8s.aws/instance-gpu-name"
 KARPENTER_GPU_MEMORY_LABEL = "karpenter.k8s.aws/instance-gpu-memory"
 EKS_GPU_NAME_LABEL = "eks.amazonaws.com/instance-gpu-name"
 
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 GPU_TAINT_KEY = "nvidia.com/gpu"
 """The taint GPU nodes carry (NoSchedule); file pools get it as the sandbox's nodes do."""
 
@@ -78,7 +85,8 @@ PLACEMENT_LABELS: tuple[str, ...] = (
     "topology.kubernetes.io/region",
     "topology.kubernetes.io/zone",
 )
-"""Node labels kept on :class:`NodeGpus`: the ones a node selector or affinity may use."""
+"""Node labels a pool's :attr:`GpuPool.node_selector` reports: the ones a node selector or
+affinity commonly uses (GPU product, cloud node pool, capacity type, instance type, zone)."""
 
 # GKE accelerator values whose catalog name is not just the value without "nvidia-"/"tesla-".
 _GKE_ACCELERATORS: dict[str, str] = {
@@ -211,7 +219,9 @@ class NodeGpus(BaseModel):
     )
     taints: tuple[Taint, ...] = Field(default=(), description="Node taints")
     labels: dict[str, str] = Field(
-        default_factory=dict, description="The node's labels that placement may use"
+        default_factory=dict,
+        description="The node's labels (interned: nodes share one copy of each key and value), "
+        "matched against spec.placement.nodeSelector",
     )
     schedulable: bool = Field(default=True, description="Ready and not cordoned")
     unschedulable_reason: str = Field(
@@ -295,13 +305,22 @@ class GpuPool(BaseModel):
         ge=0, description="$/GPU-hour: the catalog's (pro rata for a MIG slice) unless overridden"
     )
     nodes: tuple[NodeGpus, ...] = Field(min_length=1, description="Nodes of the pool")
+    catalog: GpuCatalog = Field(
+        default_factory=default_catalog,
+        exclude=True,
+        repr=False,
+        description="The GPU catalog the pool's GPU is resolved in (default: the packaged one)",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _catalog_defaults(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and "gpu" in data:
             data = dict(data)
-            spec = resolve_gpu(str(data["gpu"]))
+            catalog = data.get("catalog")
+            if not isinstance(catalog, GpuCatalog):
+                catalog = data["catalog"] = default_catalog()
+            spec = catalog.resolve(str(data["gpu"]))
             data["gpu"] = spec.name
             if data.get("price_per_hour_usd") is None:
                 data["price_per_hour_usd"] = _catalog_price(spec, data.get("mig_profile"))
@@ -326,8 +345,8 @@ class GpuPool(BaseModel):
         return _type_name(self.gpu, self.mig_profile)
 
     def gpu_spec(self) -> GpuSpec:
-        """The catalog entry, with the slice's memory for a MIG pool."""
-        spec = resolve_gpu(self.gpu)
+        """The catalog entry (in the pool's catalog), with the slice's memory for a MIG pool."""
+        spec = self.catalog.resolve(self.gpu)
         if self.memory_gib_override is not None:
             return spec.with_memory(self.memory_gib_override)
         return spec
@@ -375,8 +394,10 @@ class GpuPool(BaseModel):
 
     @property
     def node_selector(self) -> dict[str, str]:
-        """Placement labels every node of the pool carries with the same value."""
-        common = dict(self.nodes[0].labels)
+        """Placement labels (:data:`PLACEMENT_LABELS`) every node of the pool carries with the
+        same value."""
+        first = self.nodes[0].labels
+        common = {k: first[k] for k in PLACEMENT_LABELS if k in first}
         for node in self.nodes[1:]:
             common = {k: v for k, v in common.items() if node.labels.get(k) == v}
         return common
@@ -444,12 +465,33 @@ class Inventory(BaseModel):
     unknown: tuple[UnknownGpuNodes, ...] = Field(
         default=(), description="GPU nodes whose product the catalog does not know"
     )
+    catalog: GpuCatalog = Field(
+        default_factory=default_catalog,
+        exclude=True,
+        repr=False,
+        description="The GPU catalog every GPU name of this inventory is resolved in (default: "
+        "its pools' catalog, else the packaged one)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pools_catalog(cls, data: Any) -> Any:
+        """Without a catalog, the inventory takes its pools' (they were built with one)."""
+        if isinstance(data, Mapping) and data.get("catalog") is None:
+            pools = data.get("pools") or ()
+            first = next(iter(pools), None) if isinstance(pools, Sequence) else None
+            if isinstance(first, GpuPool):
+                data = {**data, "catalog": first.catalog}
+        return data
 
     @model_validator(mode="after")
     def _one_pool_per_type(self) -> Self:
         names = [pool.name for pool in self.pools]
         if len(set(names)) != len(names):
             raise ValueError(f"one pool per GPU type; got {', '.join(names)}")
+        for pool in self.pools:
+            if pool.catalog != self.catalog:
+                raise ValueError(f"pool {pool.name} was built with another GPU catalog")
         return self
 
     @property
@@ -468,19 +510,43 @@ class Inventory(BaseModel):
         name / MIG product label with a ``-MIG-<profile>`` suffix. Raises GpuError for a name the
         catalog does not know.
         """
-        key = _type_key(gpu_name)
+        key = _type_key(gpu_name, self.catalog)
         for pool in self.pools:
             if (pool.gpu, (pool.mig_profile or "").lower()) == key:
                 return pool
         return None
+
+    def matching(self, node_selector: Mapping[str, str]) -> Inventory:
+        """The inventory of the nodes whose labels match ``node_selector`` (every key present
+        with that value, as the scheduler matches a pod's nodeSelector); a pool none of whose
+        nodes match is left out. An empty selector matches every node."""
+        if not node_selector:
+            return self
+        wanted = tuple(node_selector.items())
+        pools: list[GpuPool] = []
+        for pool in self.pools:
+            nodes = tuple(n for n in pool.nodes if all(n.labels.get(k) == v for k, v in wanted))
+            if len(nodes) == len(pool.nodes):
+                pools.append(pool)
+            elif nodes:
+                # as the pool of a cluster with only these nodes (the rules of _pools)
+                products = Counter(n.product_label for n in nodes)
+                overrides = [n.memory_gib_override for n in nodes if n.memory_gib_override]
+                update = {
+                    "nodes": nodes,
+                    "product_label": min(products, key=lambda p: (-products[p], p)),
+                    "memory_gib_override": min(overrides) if overrides else None,
+                }
+                pools.append(pool.model_copy(update=update))
+        return self.model_copy(update={"pools": tuple(pools)})
 
     def price(self, gpu_name: str) -> float:
         """$/GPU-hour of a GPU type: the pool's, or the catalog's when the cluster has none."""
         pool = self.pool(gpu_name)
         if pool is not None:
             return pool.price_per_hour_usd
-        gpu, profile = _type_key(gpu_name)
-        return _catalog_price(resolve_gpu(gpu), profile)
+        gpu, profile = _type_key(gpu_name, self.catalog)
+        return _catalog_price(self.catalog.resolve(gpu), profile)
 
     def can_place(
         self,
@@ -521,7 +587,7 @@ class Inventory(BaseModel):
         _check_pod_size(cpu_millicores, memory_bytes, ephemeral_bytes)
         pool = self.pool(gpu_name)
         if pool is None:
-            gpu, profile = _type_key(gpu_name)
+            gpu, profile = _type_key(gpu_name, self.catalog)
             return f"the cluster has no {_type_name(gpu, profile or None)} nodes"
         return _shortfall(
             pool, Requests(gpus_per_replica, cpu_millicores, memory_bytes, ephemeral_bytes)
@@ -532,14 +598,18 @@ class Inventory(BaseModel):
 
 
 def inventory_from_objects(
-    nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
+    nodes: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    catalog: GpuCatalog | None = None,
 ) -> Inventory:
-    """Inventory from Node and Pod objects as the Kubernetes API returns them (camelCase dicts).
+    """Inventory from Node and Pod objects as the Kubernetes API returns them (camelCase dicts),
+    GPUs recognised in ``catalog`` (None: the packaged one).
 
     Every non-terminated pod bound to a node takes its requests (GPUs, CPU, memory, ephemeral
     storage) off that node, whether it asks for GPUs or not."""
-    records = [r for r in (node_record(obj) for obj in nodes) if r is not None]
-    return inventory_from_records(records, _requested_by_node(pods))
+    catalog = catalog or default_catalog()
+    records = [r for r in (node_record(obj, catalog) for obj in nodes) if r is not None]
+    return inventory_from_records(records, _requested_by_node(pods), catalog=catalog)
 
 
 @dataclass(frozen=True)
@@ -552,8 +622,12 @@ class UnrecognisedNode:
     gpus_allocatable: int
 
 
-def node_record(obj: Mapping[str, Any]) -> NodeGpus | UnrecognisedNode | None:
-    """One Node object, parsed: its GPUs (none requested yet), or None without GPUs.
+def node_record(
+    obj: Mapping[str, Any], catalog: GpuCatalog | None = None
+) -> NodeGpus | UnrecognisedNode | None:
+    """One Node object, parsed: its GPUs (none requested yet), or None without GPUs. The GPU is
+    recognised in ``catalog`` (None: the packaged one); the record names it as that catalog does,
+    so an inventory assembled from records takes the same catalog.
 
     CPU, memory and ephemeral storage come from ``status.allocatable``; one the node does not
     report is None (not a constraint). Raises ValueError on a malformed quantity. A watch can
@@ -568,7 +642,7 @@ def node_record(obj: Mapping[str, Any]) -> NodeGpus | UnrecognisedNode | None:
     if gpus == 0:
         return None
     labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels")).items()}
-    found = _gpu_of(labels)
+    found = _gpu_of(labels, catalog or default_catalog())
     if isinstance(found, _Unrecognised):
         return UnrecognisedNode(name, found.product, found.key, gpus)
     spec = _mapping(obj.get("spec"))
@@ -596,7 +670,7 @@ def node_record(obj: Mapping[str, Any]) -> NodeGpus | UnrecognisedNode | None:
         if ephemeral is None
         else _whole(ephemeral, f"node {name!r}: {EPHEMERAL_RESOURCE}"),
         taints=tuple(_taint(t) for t in spec.get("taints") or ()),
-        labels={k: labels[k] for k in PLACEMENT_LABELS if k in labels},
+        labels={sys.intern(k): sys.intern(v) for k, v in labels.items()},
         schedulable=schedulable,
         unschedulable_reason=reason,
     )
@@ -712,9 +786,11 @@ def inventory_from_records(
     nodes: Iterable[NodeGpus | UnrecognisedNode],
     requested: Mapping[str, int | Requests],
     copies: dict[tuple[str, Requests], tuple[NodeGpus, NodeGpus]] | None = None,
+    catalog: GpuCatalog | None = None,
 ) -> Inventory:
     """Inventory from parsed nodes and what pods request on each node (by node name): a
-    :class:`Requests`, or a bare number of GPUs.
+    :class:`Requests`, or a bare number of GPUs. ``catalog`` (None: the packaged one) is the one
+    the records were made with (:func:`node_record`); the inventory carries it.
 
     ``copies``, kept by a caller that builds inventories again and again from the same records,
     remembers each node's copy with given requests so that it is made once."""
@@ -743,8 +819,10 @@ def inventory_from_records(
                     copies[key] = (node, copy)
                 node = copy
         known.append(node)
+    catalog = catalog or default_catalog()
     return Inventory(
-        pools=_pools(known, prices={}),
+        pools=_pools(known, {}, catalog),
+        catalog=catalog,
         unknown=tuple(
             UnknownGpuNodes(
                 product_label=product,
@@ -840,26 +918,28 @@ class _Unrecognised:
     key: str
 
 
-def _gpu_of(labels: Mapping[str, str]) -> _Recognised | _Unrecognised:
+def _gpu_of(labels: Mapping[str, str], catalog: GpuCatalog) -> _Recognised | _Unrecognised:
     """The node's GPU from its labels: GFD product first, then cloud labels."""
     product = labels.get(GFD_PRODUCT_LABEL, "").strip()
     if product:
-        return _from_gfd(product, labels)
+        return _from_gfd(product, labels, catalog)
     gke = labels.get(GKE_ACCELERATOR_LABEL, "").strip()
     if gke:
-        return _from_gke(gke, labels)
+        return _from_gke(gke, labels, catalog)
     for key in (KARPENTER_GPU_NAME_LABEL, EKS_GPU_NAME_LABEL):
         value = labels.get(key, "").strip()
         if value:
-            return _from_aws(value, key, labels)
+            return _from_aws(value, key, labels, catalog)
     return _Unrecognised(product="", key="")
 
 
-def _from_gfd(product: str, labels: Mapping[str, str]) -> _Recognised | _Unrecognised:
+def _from_gfd(
+    product: str, labels: Mapping[str, str], catalog: GpuCatalog
+) -> _Recognised | _Unrecognised:
     key = GFD_PRODUCT_LABEL
     mig = _MIG_SUFFIX.match(product)
     parent, profile = (mig["parent"], mig["profile"]) if mig else (product, None)
-    gpu = _lookup(parent)
+    gpu = catalog.find(parent)
     if gpu is None:
         return _Unrecognised(product=product, key=key)
     if profile is None:
@@ -870,13 +950,15 @@ def _from_gfd(product: str, labels: Mapping[str, str]) -> _Recognised | _Unrecog
     )
 
 
-def _from_gke(value: str, labels: Mapping[str, str]) -> _Recognised | _Unrecognised:
+def _from_gke(
+    value: str, labels: Mapping[str, str], catalog: GpuCatalog
+) -> _Recognised | _Unrecognised:
     key = GKE_ACCELERATOR_LABEL
     name = _GKE_ACCELERATORS.get(value.lower())
-    gpu = _lookup(name) if name else None
+    gpu = catalog.find(name) if name else None
     if gpu is None:
         bare = re.sub(r"^(nvidia-)?(tesla-)?", "", value.lower())
-        gpu = _lookup(bare)
+        gpu = catalog.find(bare)
     if gpu is None:
         return _Unrecognised(product=value, key=key)
     profile = labels.get(GKE_PARTITION_LABEL, "").strip() or None
@@ -891,23 +973,18 @@ def _from_gke(value: str, labels: Mapping[str, str]) -> _Recognised | _Unrecogni
     )
 
 
-def _from_aws(value: str, key: str, labels: Mapping[str, str]) -> _Recognised | _Unrecognised:
+def _from_aws(
+    value: str, key: str, labels: Mapping[str, str], catalog: GpuCatalog
+) -> _Recognised | _Unrecognised:
     lowered = value.lower()
     name = _AWS_GPU_NAMES.get(lowered, lowered)
     memory_gib = _mib_label_gib(labels.get(KARPENTER_GPU_MEMORY_LABEL))
     if lowered == "a100" and memory_gib is not None and memory_gib > 60:
         name = "A100-80GB-SXM"  # p4de
-    gpu = _lookup(name)
+    gpu = catalog.find(name)
     if gpu is None:
         return _Unrecognised(product=value, key=key)
     return _Recognised(gpu=gpu, product=value, key=key)
-
-
-def _lookup(name: str) -> GpuSpec | None:
-    try:
-        return resolve_gpu(name)
-    except GpuError:
-        return None
 
 
 def _mib_label_gib(value: str | None) -> float | None:
@@ -1102,12 +1179,13 @@ def _type_name(gpu: str, mig_profile: str | None) -> str:
     return f"{gpu}-MIG-{mig_profile}" if mig_profile else gpu
 
 
-def _type_key(name: str) -> tuple[str, str]:
-    """(catalog name, lower-case MIG profile or '') for a GPU type name."""
+def _type_key(name: str, catalog: GpuCatalog) -> tuple[str, str]:
+    """(catalog name, lower-case MIG profile or '') for a GPU type name; raises GpuError for a
+    GPU ``catalog`` does not know."""
     mig = _MIG_SUFFIX.match(name.strip())
     if mig:
-        return resolve_gpu(mig["parent"]).name, mig["profile"].lower()
-    return resolve_gpu(name).name, ""
+        return catalog.resolve(mig["parent"]).name, mig["profile"].lower()
+    return catalog.resolve(name).name, ""
 
 
 def _catalog_price(spec: GpuSpec, mig_profile: object) -> float:
@@ -1126,12 +1204,14 @@ def _leading_int(profile: str) -> int:
     return int(match[1]) if match else 0
 
 
-def _pools(nodes: Iterable[NodeGpus], prices: Mapping[str, float]) -> tuple[GpuPool, ...]:
-    """Group nodes by GPU type; pools in catalog order, nodes by name."""
+def _pools(
+    nodes: Iterable[NodeGpus], prices: Mapping[str, float], catalog: GpuCatalog
+) -> tuple[GpuPool, ...]:
+    """Group nodes by GPU type; pools in ``catalog``'s order, nodes by name."""
     groups: dict[tuple[str, str], list[NodeGpus]] = {}
     for node in nodes:
         groups.setdefault((node.gpu, node.mig_profile or ""), []).append(node)
-    order = {gpu.name: i for i, gpu in enumerate(load_gpus())}
+    order = {gpu.name: i for i, gpu in enumerate(catalog.gpus)}
     pools: list[GpuPool] = []
     for gpu, profile in sorted(groups, key=lambda k: (order.get(k[0], len(order)), k)):
         members = sorted(groups[gpu, profile], key=lambda n: n.name)
@@ -1146,6 +1226,7 @@ def _pools(nodes: Iterable[NodeGpus], prices: Mapping[str, float]) -> tuple[GpuP
                 memory_gib_override=min(overrides) if overrides else None,
                 price_per_hour_usd=prices.get(_type_name(gpu, profile or None)),
                 nodes=tuple(members),
+                catalog=catalog,
             )
         )
     return tuple(pools)
@@ -1180,6 +1261,11 @@ class _FilePool(BaseModel):
         alias="ephemeralStorage",
         description="Allocatable ephemeral-storage per node; left out: not a constraint",
     )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels of every node of the pool (with the GPU feature discovery product "
+        "and family labels and kubernetes.io/hostname, which mmop sets)",
+    )
 
 
 class _InventoryFile(BaseModel):
@@ -1188,19 +1274,23 @@ class _InventoryFile(BaseModel):
     pools: tuple[_FilePool, ...] = Field(min_length=1, description="Node pools")
 
 
-def load_inventory(path: Path | str) -> Inventory:
-    """Read an inventory file: ``pools: [{name, gpu, nodes, gpusPerNode, ...}]``.
+def load_inventory(path: Path | str, catalog: GpuCatalog | None = None) -> Inventory:
+    """Read an inventory file: ``pools: [{name, gpu, nodes, gpusPerNode, ...}]``, its GPUs
+    named as ``catalog`` (None: the packaged one) knows them; the inventory carries it.
 
     The keys are those of the sandbox's pools.yaml (``cpu`` and ``memory`` allocatable per node,
     Kubernetes quantities), plus ``ephemeralStorage`` (allocatable per node), ``freeGpusPerNode``
-    (one number per node) and ``pricePerHourUsd`` ($/GPU-hour). A pool that leaves ``cpu``,
-    ``memory`` or ``ephemeralStorage`` out is not limited by it. Nodes are named ``<pool>-<i>``
-    and carry the ``nvidia.com/gpu`` NoSchedule taint, as the sandbox's nodes do. Raises
+    (one number per node), ``pricePerHourUsd`` ($/GPU-hour) and ``labels`` (every node's; what
+    ``spec.placement.nodeSelector`` matches). A pool that leaves ``cpu``, ``memory`` or
+    ``ephemeralStorage`` out is not limited by it. Nodes are named ``<pool>-<i>``, labelled with
+    their name (``kubernetes.io/hostname``) and the GPU feature discovery product and family, and
+    carry the ``nvidia.com/gpu`` NoSchedule taint, as the sandbox's nodes do. Raises
     :class:`InventoryError` (a ValueError) with one line naming the file and the entry
     (``inventory.yaml: pools[2].gpusPerNode: must be ≥ 1 (got 0)``) for an unreadable file,
     malformed YAML, unknown keys, unknown GPUs and inconsistent counts.
     """
     path = Path(path)
+    catalog = catalog or default_catalog()
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
@@ -1222,7 +1312,7 @@ def load_inventory(path: Path | str) -> Inventory:
             raise InventoryError(f"{where}: pool names must be unique")
         names.add(entry.name)
         try:
-            gpu = resolve_gpu(entry.gpu)
+            gpu = catalog.resolve(entry.gpu)
         except GpuError as err:
             raise InventoryError(f"{where}: {_one_line(str(err))}") from None
         price = entry.price_per_hour_usd
@@ -1261,12 +1351,17 @@ def load_inventory(path: Path | str) -> Inventory:
                 memory_allocatable_bytes=memory,
                 ephemeral_storage_allocatable_bytes=ephemeral,
                 taints=(Taint(key=GPU_TAINT_KEY, value="present", effect="NoSchedule"),),
-                labels={GFD_PRODUCT_LABEL: product, GFD_FAMILY_LABEL: gpu.architecture},
+                labels={
+                    **entry.labels,
+                    HOSTNAME_LABEL: f"{entry.name}-{i}",
+                    GFD_PRODUCT_LABEL: product,
+                    GFD_FAMILY_LABEL: gpu.architecture,
+                },
             )
             for i in range(entry.nodes)
         )
     try:
-        return Inventory(pools=_pools(nodes, prices))
+        return Inventory(pools=_pools(nodes, prices, catalog), catalog=catalog)
     except ValidationError as err:  # pools merged from several entries that disagree
         raise InventoryError(f"{path}: {_validation_problem(err)}") from None
 
@@ -1355,7 +1450,8 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-@cache
-def default_inventory() -> Inventory:
-    """The shipped offline inventory (:data:`DEFAULT_INVENTORY_FILE`)."""
-    return load_inventory(DEFAULT_INVENTORY_FILE)
+@lru_cache(maxsize=8)
+def default_inventory(catalog: GpuCatalog | None = None) -> Inventory:
+    """The shipped offline inventory (:data:`DEFAULT_INVENTORY_FILE`) in ``catalog`` (None: the
+    packaged one). Kept per catalog: an inventory is immutable."""
+    return load_inventory(DEFAULT_INVENTORY_FILE, catalog)

@@ -137,7 +137,7 @@ class AudioEncoder(BaseModel):
     projector_params: int
 
 
-class Quantization(BaseModel):
+class CheckpointQuantization(BaseModel):
     """The checkpoint's quantization_config, as far as memory is concerned."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -179,7 +179,7 @@ class ModelProfile(BaseModel):
     text: TextModel
     vision: VisionTower | None = None
     audio: AudioEncoder | None = None
-    quantization: Quantization | None = None
+    quantization: CheckpointQuantization | None = None
     params: ParamCounts
     config: dict[str, Any] = Field(default_factory=dict, repr=False, description="Raw config")
     preprocessor: dict[str, Any] = Field(default_factory=dict, repr=False)
@@ -558,7 +558,7 @@ def _internvit(vc: Json, lm_hidden: int, downsample: float, image_size: int) -> 
 # Quantization
 
 
-def _quantization(cfg: Json) -> Quantization | None:
+def _quantization(cfg: Json) -> CheckpointQuantization | None:
     q = cfg.get("quantization_config") or (cfg.get("text_config") or {}).get("quantization_config")
     if not q:
         return None
@@ -577,12 +577,12 @@ def _quantization(cfg: Json) -> Quantization | None:
             weights = scheme.get("weights") or {}
             bits = int(weights.get("num_bits", bits))
             group = weights.get("group_size") or group
-        return Quantization(
+        return CheckpointQuantization(
             method=method, weight_bits=bits, group_size=group, unquantized_modules=skip
         )
     if method == "fp8":
         block = q.get("weight_block_size")
-        return Quantization(
+        return CheckpointQuantization(
             method="fp8",
             weight_bits=8,
             group_size=int(block[0] * block[1]) if block else None,
@@ -590,7 +590,7 @@ def _quantization(cfg: Json) -> Quantization | None:
         )
     bits = int(_get(q, "bits", "w_bit", default=4))
     group = _get(q, "group_size", "q_group_size")
-    return Quantization(
+    return CheckpointQuantization(
         method=method or "awq",
         weight_bits=bits,
         group_size=int(group) if group and int(group) > 0 else None,
@@ -1038,11 +1038,11 @@ def ceil_div(a: int, b: int) -> int:
 __all__ = [
     "AttentionKind",
     "AudioEncoder",
+    "CheckpointQuantization",
     "Layer",
     "ModelError",
     "ModelProfile",
     "ParamCounts",
-    "Quantization",
     "TextModel",
     "VisionTower",
     "catalog_ids",

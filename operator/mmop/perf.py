@@ -105,8 +105,9 @@ class PerfCalibration:
 DEFAULT_PERF_CALIBRATION = PerfCalibration()
 
 
-class Workload(BaseModel):
-    """One kind of request: text prompt, multimodal items and output length."""
+class PerfWorkload(BaseModel):
+    """One kind of request, as the performance model sees it: text prompt, multimodal items and
+    output length (spec.workload, the user's description, is :class:`mmop.api.Workload`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -126,7 +127,7 @@ class Workload(BaseModel):
         return self.prompt_tokens + sum(item.tokens for item in items)
 
 
-class Performance(BaseModel):
+class ReplicaPerformance(BaseModel):
     """One replica's operating point at a given concurrency."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -366,7 +367,7 @@ def _item_encoder_flops(
 def encoder_seconds(
     profile: ModelProfile,
     gpu: GpuSpec,
-    workload: Workload,
+    workload: PerfWorkload,
     *,
     tensor_parallel_size: int = 1,
     calibration: PerfCalibration = DEFAULT_PERF_CALIBRATION,
@@ -376,7 +377,7 @@ def encoder_seconds(
     return _encoder_seconds(e, workload)
 
 
-def _encoder_seconds(e: _Engine, workload: Workload) -> float:
+def _encoder_seconds(e: _Engine, workload: PerfWorkload) -> float:
     flops = 0.0
     items = 0
     v = e.profile.vision
@@ -415,7 +416,7 @@ def _poisson_p95(mean: float) -> float:
     return mean + _Z95 * math.sqrt(mean)
 
 
-def _performance(e: _Engine, workload: Workload, concurrency: int) -> Performance:
+def _performance(e: _Engine, workload: PerfWorkload, concurrency: int) -> ReplicaPerformance:
     c = float(concurrency)
     prompt = float(workload.total_prompt_tokens)
     out = float(workload.output_tokens)
@@ -453,7 +454,7 @@ def _performance(e: _Engine, workload: Workload, concurrency: int) -> Performanc
     ttft_p95 = ttft + (t_dec if others else 0.0)
     ttft_p95 += _poisson_p95(others_rate * (t_dec + extra)) * extra
 
-    return Performance(
+    return ReplicaPerformance(
         concurrency=concurrency,
         ttft_seconds=ttft,
         ttft_p95_seconds=max(ttft_p95, ttft),
@@ -470,14 +471,14 @@ def _performance(e: _Engine, workload: Workload, concurrency: int) -> Performanc
 def estimate_performance(
     profile: ModelProfile,
     gpu: GpuSpec,
-    workload: Workload,
+    workload: PerfWorkload,
     *,
     tensor_parallel_size: int = 1,
     quantization: str | None = None,
     kv_cache_dtype: str = "auto",
     concurrency: int = 1,
     calibration: PerfCalibration = DEFAULT_PERF_CALIBRATION,
-) -> Performance:
+) -> ReplicaPerformance:
     """Latency and throughput of one replica running `concurrency` requests of `workload`.
 
     `quantization` is vLLM's ``--quantization`` (None: the checkpoint's own, if any);
@@ -489,7 +490,9 @@ def estimate_performance(
     return _performance(e, workload, concurrency)
 
 
-def _meets(p: Performance, ttft_p95_seconds: float | None, tpot_p95_seconds: float | None) -> bool:
+def _meets(
+    p: ReplicaPerformance, ttft_p95_seconds: float | None, tpot_p95_seconds: float | None
+) -> bool:
     if ttft_p95_seconds is not None and p.ttft_p95_seconds > ttft_p95_seconds:
         return False
     return tpot_p95_seconds is None or p.tpot_p95_seconds <= tpot_p95_seconds
@@ -498,7 +501,7 @@ def _meets(p: Performance, ttft_p95_seconds: float | None, tpot_p95_seconds: flo
 def replica_capacity(
     profile: ModelProfile,
     gpu: GpuSpec,
-    workload: Workload,
+    workload: PerfWorkload,
     *,
     tensor_parallel_size: int = 1,
     quantization: str | None = None,
@@ -507,7 +510,7 @@ def replica_capacity(
     ttft_p95_seconds: float | None = None,
     tpot_p95_seconds: float | None = None,
     calibration: PerfCalibration = DEFAULT_PERF_CALIBRATION,
-) -> Performance:
+) -> ReplicaPerformance:
     """The highest-throughput operating point that meets the SLO, up to `max_concurrency`.
 
     `max_concurrency` is the cap the caller knows: ``min(max_num_seqs, KV-cache concurrency)``.

@@ -14,11 +14,12 @@ fidelity (bf16 > fp8 > int4, larger image cap).
 
 from __future__ import annotations
 
-import json
 import math
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +27,30 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mmop import modalities, perf
 from mmop.api import MultimodalModel, MultimodalModelSpec, Quantization
-from mmop.catalog import GpuSpec, resolve_gpu
+from mmop.catalog import GpuSpec
 from mmop.estimator import (
-    PINNED_VLLM_VERSION,
     EngineArgs,
     Estimate,
     EstimateError,
+    FitFailure,
     batch_defaults,
     estimate,
     hardware_refusal,
 )
 from mmop.inventory import Inventory
-from mmop.model import ModelError, ModelProfile, is_catalog_id, load_profile
-from mmop.model import Quantization as ModelQuantization
+from mmop.model import (
+    CheckpointQuantization,
+    ModelError,
+    ModelProfile,
+    catalog_ids,
+    is_catalog_id,
+    load_profile,
+)
+from mmop.vllm import DEFAULT_MM_PROCESSOR_CACHE_GB, KV_CACHE_DTYPE_AUTO, PINNED_VLLM_VERSION
 
 PLANNER_UTILIZATION = 0.9  # leaves ~10% for CUDA context, fragmentation and spikes
 TP_SIZES = (1, 2, 4, 8)
-OPENAI_PORT = 8000
-MM_PROCESSOR_CACHE_GB = 4  # vLLM's default host-RAM cache of processed multimodal inputs
+MM_PROCESSOR_CACHE_GB = DEFAULT_MM_PROCESSOR_CACHE_GB
 # Smaller caches the planner may render (--mm-processor-cache-gb) when a node's memory cannot
 # hold the default one; the cache only saves re-processing repeated media.
 MM_CACHE_OPTIONS_GB = (MM_PROCESSOR_CACHE_GB, 2, 1, 0)
@@ -65,19 +72,84 @@ VARIANT_ALTERNATIVES = 3  # image-cap / KV-cache variants of the chosen configur
 FIDELITY = {"none": 3, "fp8": 2, "compressed-tensors": 2, "awq": 1, "gptq": 1}
 
 
+class PlanningReason(StrEnum):
+    """Why nothing was planned: the condition reason users see (status, Events, `mmop plan`'s
+    JSON error). The values are part of the API and never change."""
+
+    UNKNOWN_MODEL = "UnknownModel"
+    UNSUPPORTED_MODALITY = "UnsupportedModality"
+    CONTEXT_TOO_LONG = "ContextTooLong"
+    REMOTE_CODE_REQUIRED = "RemoteCodeRequired"
+    INVALID_SPEC = "InvalidSpec"
+    INFEASIBLE = "Infeasible"
+    INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+
+
 BAD_INPUT_REASONS = frozenset(
-    {"UnknownModel", "UnsupportedModality", "ContextTooLong", "RemoteCodeRequired", "InvalidSpec"}
+    {
+        PlanningReason.UNKNOWN_MODEL,
+        PlanningReason.UNSUPPORTED_MODALITY,
+        PlanningReason.CONTEXT_TOO_LONG,
+        PlanningReason.REMOTE_CODE_REQUIRED,
+        PlanningReason.INVALID_SPEC,
+    }
 )
 """Reasons that mean the spec asks for something the model cannot do (CLI exit 2); every other
 reason means nothing fits the cluster (exit 3)."""
 
 
+class Rejection(StrEnum):
+    """Why one candidate configuration (GPU, TP, weights, KV dtype, image cap) was not chosen."""
+
+    GPU_CAPABILITY = "GpuCapability"
+    """vLLM refuses the weights' dtype or quantization on this GPU (never evaluated)."""
+    KV_CACHE_DTYPE = "KvCacheDtype"
+    """vLLM has no attention backend for this KV-cache dtype on this GPU (never evaluated)."""
+    COST_BOUND = "CostBound"
+    """Its lower bound on cost is above the best plan found: skipped by the search."""
+    MEDIA = "Media"
+    """The workload's media cannot be costed for this model and image cap."""
+    MODEL_CONTEXT = "ModelContext"
+    """One request needs more tokens than the model's context."""
+    VLLM_REFUSES = "VllmRefuses"
+    """vLLM rejects these flags before loading anything."""
+    WEIGHTS_TOO_LARGE = "WeightsTooLarge"
+    """The weights alone exceed the GPU memory vLLM may use."""
+    NO_KV_CACHE_MEMORY = "NoKvCacheMemory"
+    """Nothing is left for the KV cache after weights, activations and graphs."""
+    MAX_SEQ_LEN = "MaxSeqLen"
+    """The KV cache cannot hold one request of max_model_len (vLLM's start-up check)."""
+    KV_CACHE_TOO_SMALL = "KvCacheTooSmall"
+    """The KV cache holds no whole request of the workload."""
+    LATENCY_SLO = "LatencySlo"
+    """Misses the latency targets even with one request in flight."""
+    MAX_REPLICAS = "MaxReplicas"
+    """The workload needs more replicas than scaling.maxReplicas."""
+    AVOIDED = "Avoided"
+    """The engines showed this configuration fails (status.autoscaler.avoid)."""
+    KV_BELOW_OBSERVED = "KvBelowObserved"
+    """No more KV cache than the amount that proved too few."""
+    NO_SCHEDULABLE_NODE = "NoSchedulableNode"
+    """Every node of the GPU type is cordoned or NotReady."""
+    POD_TOO_LARGE = "PodTooLarge"
+    """No node of the GPU type has the pod's CPU, memory or storage free."""
+    NO_CLUSTER_ROOM = "NoClusterRoom"
+    """The nodes have room for fewer replicas than the workload needs."""
+
+
+CAPACITY_REJECTIONS = frozenset({Rejection.POD_TOO_LARGE, Rejection.NO_CLUSTER_ROOM})
+"""Rejections that more free nodes would lift: with no feasible plan they make the planning
+reason InsufficientCapacity rather than Infeasible."""
+
+
 class PlanningError(ValueError):
     """Nothing fits: the message names the nearest miss and what would make it fit."""
 
-    def __init__(self, message: str, reason: str = "Infeasible") -> None:
+    def __init__(
+        self, message: str, reason: PlanningReason | str = PlanningReason.INFEASIBLE
+    ) -> None:
         super().__init__(message)
-        self.reason = reason
+        self.reason = PlanningReason(reason)
 
     @property
     def bad_input(self) -> bool:
@@ -105,7 +177,10 @@ class Resources(BaseModel):
         return int(self.memory.removesuffix("Gi")) * GIB_BYTES
 
 
-class Performance(BaseModel):
+class PlanPerformance(BaseModel):
+    """The chosen configuration's predicted capacity and latency per replica (as planned; the
+    performance model's full operating point is :class:`mmop.perf.ReplicaPerformance`)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     concurrency_per_replica: int
@@ -167,11 +242,19 @@ class Plan(BaseModel):
     notes: list[str] = Field(
         default_factory=list, description="What the plan changed or the user must know"
     )
+    quantization_method: str | None = Field(
+        default=None,
+        description="--quantization vLLM is given (None: the checkpoint's config names its "
+        "method, or it has none)",
+    )
+    revision: str | None = Field(default=None, description="--revision: spec.model.revision")
+    extra_args: list[str] = Field(
+        default_factory=list, description="spec.engine.extraArgs, after mmop's flags"
+    )
     vllm_version: str
-    args: list[str] = Field(description="vLLM arguments after the executable")
     resources: Resources
     memory: Estimate = Field(description="Predicted start-up memory per GPU")
-    performance: Performance
+    performance: PlanPerformance
     cost_per_hour_usd: float
     config: str = ""  # the configuration's key (what status.autoscaler.avoid lists)
     alternatives: list[Alternative]
@@ -193,8 +276,10 @@ class _Cap:
     rank: int  # larger = higher fidelity
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class _Candidate:
+    """One configuration the search may choose (compared by identity)."""
+
     gpu: GpuSpec
     pool: str  # inventory pool name (a MIG slice has its own)
     product: str
@@ -202,49 +287,78 @@ class _Candidate:
     weights: _Weights
     kv: str
     cap: _Cap
-    est: Estimate | None = None
-    replicas: int | None = None
-    cost: float | None = None
-    perf: perf.Performance | None = None
-    max_num_seqs: int = 0
-    reason: str = ""
-    image_tokens: int = 0
-    max_model_len: int = 0
-    tokens_per_request: int = 0
-    planned_load: int = 0  # requests in flight per replica under the stated workload
-    peak_replicas: int | None = None  # replicas for spec.workload's peak (sized for demand)
-    resources: Resources | None = None
-    refused: bool = False  # the GPU cannot run these weights / this KV dtype: never evaluated
-    tokens_per_video: int = 0
-    tokens_per_audio: int = 0
-
-    @property
-    def gpus(self) -> int:
-        return self.tp * (self.replicas or 0)
+    refusal: Refused | None = None  # the GPU cannot run these weights / this KV dtype
 
     @property
     def key(self) -> str:
         """The configuration, as status.autoscaler.avoid names it."""
         return f"{self.pool}/tp{self.tp}/{self.weights.label}/kv-{self.kv}/{self.cap.label}"
 
+
+@dataclass(frozen=True)
+class Refused:
+    """A candidate that does not work here, why (typed) and the sentence users read."""
+
+    reason: Rejection
+    message: str
+    image_tokens: int = 0  # tokens per image at the candidate's cap, when it got that far
+    replicas: int | None = None  # replicas the workload needs, when it got that far
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A candidate that works: its figures and its price."""
+
+    est: Estimate
+    perf: perf.ReplicaPerformance
+    resources: Resources
+    replicas: int  # what the plan runs (sized for observed demand when Limits.demand is set)
+    peak_replicas: int | None  # replicas for spec.workload's peak, when sized for demand
+    cost_per_hour_usd: float
+    max_model_len: int
+    max_num_seqs: int
+    image_tokens: int
+    video_tokens: int
+    audio_tokens: int
+    tokens_per_request: int
+    planned_load: int  # requests in flight per replica under the stated workload
+
+
+Outcome = Accepted | Refused
+
+
+@dataclass(frozen=True)
+class _Option:
+    """A candidate with its accepted outcome: what the search ranks."""
+
+    cand: _Candidate
+    acc: Accepted
+
+    @property
+    def gpus(self) -> int:
+        return self.cand.tp * self.acc.replicas
+
+    @property
+    def cost(self) -> float:
+        return self.acc.cost_per_hour_usd
+
     def headroom(self) -> float:
         """How many times the KV cache covers the requests a replica is planned to hold,
         in steps of 0.5 and capped at 2 (beyond that, more headroom does not matter)."""
-        assert self.est is not None
-        need = max(1, self.planned_load) * max(1, self.tokens_per_request)
-        ratio = self.est.kv_cache_tokens / need
+        need = max(1, self.acc.planned_load) * max(1, self.acc.tokens_per_request)
+        ratio = self.acc.est.kv_cache_tokens / need
         return min(2.0, math.floor(ratio * 2) / 2)
 
     def sort_key(self) -> tuple[float, int, int, int, int, float]:
         """Cheapest first; at the same cost, fewer GPUs, then fidelity (larger images, then
         weights, then KV cache), then KV headroom: nothing is downscaled for no saving."""
-        assert self.cost is not None
+        c = self.cand
         return (
             round(self.cost, 6),
             self.gpus,
-            -self.cap.rank,
-            -FIDELITY.get(self.weights.label, 0),
-            -(1 if self.kv == "auto" else 0),
+            -c.cap.rank,
+            -FIDELITY.get(c.weights.label, 0),
+            -(1 if c.kv == KV_CACHE_DTYPE_AUTO else 0),
             -self.headroom(),
         )
 
@@ -253,10 +367,13 @@ class _Candidate:
 # Candidate generation
 
 
-def _weights_options(spec: MultimodalModelSpec, profile: ModelProfile) -> list[_Weights]:
+def _weights_options(
+    spec: MultimodalModelSpec, profile: ModelProfile, allow_local: bool = False
+) -> list[_Weights]:
     """The checkpoint's own precision, online fp8 of an unquantized checkpoint, and the listed
     pre-quantized variants. A listed variant replaces online quantization with the same method:
-    the user named the checkpoint they want for it."""
+    the user named the checkpoint they want for it. A variant outside the catalog is read from
+    a local directory only with `allow_local` (the CLI); the operator never looks."""
     allowed = set(spec.placement.quantizations)
     options: list[_Weights] = []
     native = profile.quantization.method if profile.quantization else "none"
@@ -269,6 +386,8 @@ def _weights_options(spec: MultimodalModelSpec, profile: ModelProfile) -> list[_
         if variant.quantization not in allowed:
             continue
         try:
+            if not (allow_local or is_catalog_id(variant.id)):
+                raise ModelError(f"{variant.id} is not in the catalog")
             vprof = load_profile(variant.id)
         except ModelError:
             # Not in the catalog: the base model's shape with the listed method in its config,
@@ -278,7 +397,7 @@ def _weights_options(spec: MultimodalModelSpec, profile: ModelProfile) -> list[_
             vprof = profile.model_copy(
                 update={
                     "id": variant.id,
-                    "quantization": ModelQuantization(
+                    "quantization": CheckpointQuantization(
                         method=method,
                         weight_bits=bits,
                         group_size=None if bits == 8 else 128,
@@ -456,30 +575,73 @@ class Limits:
 @dataclass(frozen=True)
 class _Assessment:
     """What a candidate is worth regardless of the cluster's free capacity: the estimate, the
-    performance and the replicas the workload needs (or why it does not work)."""
+    performance and the replicas the workload needs, or why it does not work."""
 
-    reason: str = ""
+    rejection: Rejection | None = None
+    message: str = ""
     est: Estimate | None = None
     max_model_len: int = 0
     image_tokens: int = 0
     video_tokens: int = 0
     audio_tokens: int = 0
     tokens_per_request: int = 0
-    perf: perf.Performance | None = None
+    perf: perf.ReplicaPerformance | None = None
     replicas: int | None = None
     max_num_seqs: int = 0
     planned_load: int = 0
 
+    def refused(self, reason: Rejection, message: str) -> Refused:
+        """This assessment's figures with a refusal: what the alternatives show of it."""
+        return Refused(reason, message, self.image_tokens, self.replicas)
 
-# Assessments are pure functions of (spec, candidate, vLLM version); the operator plans the same
-# specs again and again as the cluster changes, so they are kept (least recently used dropped).
+
 ASSESSMENT_CACHE_SIZE = 4096
-_assessments: OrderedDict[tuple[Any, ...], _Assessment] = OrderedDict()
 
 
-def clear_cache() -> None:
-    """Forget cached assessments (tests; after the catalogs change)."""
-    _assessments.clear()
+class AssessmentCache:
+    """What candidates are worth regardless of the cluster's free capacity, kept between plans.
+
+    Assessments are pure functions of (spec, candidate, vLLM version); the operator plans the
+    same specs again and again as the cluster changes, so it keeps one cache and hands it to
+    every :func:`plan` (least recently used entries dropped beyond `size`). Without one, a plan
+    assesses every candidate afresh."""
+
+    def __init__(self, size: int = ASSESSMENT_CACHE_SIZE) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], _Assessment] = OrderedDict()
+        self._lock = threading.Lock()  # the operator plans in many threads at once
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        """Forget every assessment (after the catalogs change)."""
+        with self._lock:
+            self._items.clear()
+
+    def lookup(self, key: tuple[Any, ...], assess: Callable[[], _Assessment]) -> _Assessment:
+        """The assessment under `key`, computed by `assess` when not kept (outside the lock:
+        two threads may both compute it; the result is the same)."""
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+                return found
+        found = assess()
+        with self._lock:
+            self._items[key] = found
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return found
+
+
+# What the estimator's "does not fit" becomes for a candidate.
+_FIT_REJECTIONS: dict[FitFailure, Rejection] = {
+    FitFailure.HARDWARE: Rejection.VLLM_REFUSES,
+    FitFailure.WEIGHTS: Rejection.WEIGHTS_TOO_LARGE,
+    FitFailure.NO_KV_CACHE_MEMORY: Rejection.NO_KV_CACHE_MEMORY,
+    FitFailure.MAX_SEQ_LEN: Rejection.MAX_SEQ_LEN,
+}
 
 
 def _evaluate(
@@ -487,57 +649,45 @@ def _evaluate(
     spec: MultimodalModelSpec,
     inventory: Inventory,
     vllm_version: str,
+    cache: AssessmentCache,
     spec_key: str | None = None,
     limits: Limits | None = None,
-) -> None:
+) -> Outcome:
+    """The candidate on this cluster: accepted with its figures and price, or refused and why."""
+    if cand.refusal is not None:
+        return cand.refusal
     limits = limits or Limits()
     key = (
         spec_key if spec_key is not None else spec.model_dump_json(),
         vllm_version,
-        cand.gpu.name,
-        cand.gpu.memory_gib,
+        cand.gpu,  # the whole spec: two catalogs may describe one GPU name differently
         cand.tp,
         cand.weights.label,
         cand.weights.model_id,
         cand.kv,
         cand.cap.label,
     )
-    if cand.refused:
-        return
-    found = _assessments.get(key)
-    if found is None:
-        found = _assess(cand, spec, vllm_version)
-        _assessments[key] = found
-        if len(_assessments) > ASSESSMENT_CACHE_SIZE:
-            _assessments.popitem(last=False)
-    else:
-        _assessments.move_to_end(key)
-    cand.reason = found.reason
-    cand.image_tokens = found.image_tokens
-    cand.tokens_per_video = found.video_tokens
-    cand.tokens_per_audio = found.audio_tokens
-    cand.tokens_per_request = found.tokens_per_request
-    cand.max_model_len = found.max_model_len
-    cand.replicas = found.replicas
-    if found.est is None or found.perf is None or found.replicas is None or found.reason:
-        return
+    found = cache.lookup(key, lambda: _assess(cand, spec, vllm_version))
+    if found.rejection is not None:
+        return found.refused(found.rejection, found.message)
+    assert found.est is not None and found.perf is not None and found.replicas is not None
     replicas = found.replicas
     if cand.key in limits.avoid:
-        cand.reason = "the engines showed this configuration fails (status.autoscaler.avoid)"
-        return
+        return found.refused(
+            Rejection.AVOIDED,
+            "the engines showed this configuration fails (status.autoscaler.avoid)",
+        )
     if limits.min_kv_cache_tokens is not None and (
         found.est.kv_cache_tokens <= limits.min_kv_cache_tokens
     ):
-        cand.reason = (
+        return found.refused(
+            Rejection.KV_BELOW_OBSERVED,
             f"{found.est.kv_cache_tokens} KV tokens per replica, not more than the "
-            f"{limits.min_kv_cache_tokens} that proved too few"
+            f"{limits.min_kv_cache_tokens} that proved too few",
         )
-        return
-    resources, shortfall = _pod_resources(cand, found.est, inventory)
-    if resources is None:
-        cand.reason = shortfall
-        return
-    cand.resources = resources
+    resources = _pod_resources(cand, found.est, inventory)
+    if isinstance(resources, Refused):
+        return found.refused(resources.reason, resources.message)
     placeable = inventory.can_place(
         cand.pool,
         cand.tp,
@@ -546,21 +696,33 @@ def _evaluate(
         memory_bytes=resources.memory_bytes,
     )
     if placeable < replicas:
-        cand.reason = (
+        return found.refused(
+            Rejection.NO_CLUSTER_ROOM,
             f"needs {replicas} replicas × {cand.tp} {cand.gpu.name} ({resources.cpu} CPU, "
-            f"{resources.memory} memory each); the cluster has room for {placeable}"
+            f"{resources.memory} memory each); the cluster has room for {placeable}",
         )
-        return
+    peak: int | None = None
     if limits.demand is not None:
         # Room for the peak was checked above; the fleet is sized for what it carries.
-        cand.peak_replicas = replicas
+        peak = replicas
         replicas = max(
             1, spec.scaling.min_replicas, math.ceil(limits.demand / found.perf.concurrency)
         )
-        cand.replicas = replicas
-    cand.est, cand.perf = found.est, found.perf
-    cand.max_num_seqs, cand.planned_load = found.max_num_seqs, found.planned_load
-    cand.cost = replicas * cand.tp * inventory.price(cand.pool)
+    return Accepted(
+        est=found.est,
+        perf=found.perf,
+        resources=resources,
+        replicas=replicas,
+        peak_replicas=peak,
+        cost_per_hour_usd=replicas * cand.tp * inventory.price(cand.pool),
+        max_model_len=found.max_model_len,
+        max_num_seqs=found.max_num_seqs,
+        image_tokens=found.image_tokens,
+        video_tokens=found.video_tokens,
+        audio_tokens=found.audio_tokens,
+        tokens_per_request=found.tokens_per_request,
+        planned_load=found.planned_load,
+    )
 
 
 def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _Assessment:
@@ -569,7 +731,7 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
     try:
         items, audio, mm_tokens = request_items(spec, profile, cand.cap.kwargs)
     except ValueError as err:
-        return _Assessment(reason=str(err))
+        return _Assessment(rejection=Rejection.MEDIA, message=str(err))
     n_images = w.images.per_request if profile.vision is not None else 0
     image_tokens = items[0].tokens if n_images else 0
     video_tokens = items[n_images].tokens if len(items) > n_images else 0
@@ -585,7 +747,8 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
     if need > model_max:
         return replace(
             base,
-            reason=f"a request needs {need} tokens (prompt, output and media) but the model's "
+            rejection=Rejection.MODEL_CONTEXT,
+            message=f"a request needs {need} tokens (prompt, output and media) but the model's "
             f"context is {model_max}",
         )
     lengths = [min(model_max, max(w.context_length.min, _round_len(need)))]
@@ -610,28 +773,30 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
 
     found: Estimate | None = None
     max_model_len = 0
-    reason = ""
+    misfit: Estimate | None = None
     for length in lengths:
         try:
             est = estimate(profile, cand.gpu, engine_args(length, default_seqs))
         except EstimateError as err:
-            return replace(base, reason=str(err))
+            return replace(base, rejection=Rejection.VLLM_REFUSES, message=str(err))
         if est.fits:
             found, max_model_len = est, length
             break
-        reason = est.reason
+        misfit = est
     base = replace(base, max_model_len=max_model_len)
     if found is None:
-        return replace(base, reason=reason)
+        assert misfit is not None and misfit.failure is not None
+        return replace(base, rejection=_FIT_REJECTIONS[misfit.failure], message=misfit.reason)
     kv_concurrency = max(0, found.kv_cache_tokens // max(1, need))
     if kv_concurrency < 1:
         return replace(
             base,
-            reason=f"the KV cache ({found.kv_cache_tokens} tokens) holds no whole request of "
+            rejection=Rejection.KV_CACHE_TOO_SMALL,
+            message=f"the KV cache ({found.kv_cache_tokens} tokens) holds no whole request of "
             f"{need} tokens",
         )
     max_conc = min(default_seqs, kv_concurrency)
-    workload = perf.Workload(
+    workload = perf.PerfWorkload(
         prompt_tokens=w.prompt_tokens,
         output_tokens=w.output_tokens,
         mm_items=tuple(items),
@@ -655,7 +820,8 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
     if cap_perf.concurrency < 1 or cap_perf.requests_per_second <= 0:
         return replace(
             base,
-            reason="misses the latency targets (at "
+            rejection=Rejection.LATENCY_SLO,
+            message="misses the latency targets (at "
             f"{round(100 * margin)} % of them, spec.workload.slo.margin) even with one request "
             "in flight",
         )
@@ -668,8 +834,9 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
     if replicas > spec.scaling.max_replicas:
         return replace(
             base,
-            reason=f"needs {replicas} replicas for the workload, more than scaling.maxReplicas "
-            f"{spec.scaling.max_replicas}",
+            rejection=Rejection.MAX_REPLICAS,
+            message=f"needs {replicas} replicas for the workload, more than "
+            f"scaling.maxReplicas {spec.scaling.max_replicas}",
         )
     load = 1
     if w.concurrency:
@@ -696,12 +863,12 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
 
 
 def _candidates(
-    spec: MultimodalModelSpec, profile: ModelProfile, inventory: Inventory
+    spec: MultimodalModelSpec, profile: ModelProfile, inventory: Inventory, allow_local: bool
 ) -> list[_Candidate]:
-    allowed = {resolve_gpu(name).name for name in spec.placement.gpu_types}
+    allowed = {inventory.catalog.resolve(name).name for name in spec.placement.gpu_types}
     out: list[_Candidate] = []
     kv_options = [str(k.value) for k in spec.placement.kv_cache_dtypes]
-    weights = _weights_options(spec, profile)
+    weights = _weights_options(spec, profile, allow_local)
     caps = {wopt.label: _caps(wopt.profile, spec) for wopt in weights}
     for pool in inventory.pools:
         gpu = pool.gpu_spec()
@@ -715,22 +882,31 @@ def _candidates(
             for wopt in weights:
                 for kv in kv_options:
                     refusal = _refusal(wopt, kv, gpu)
-                    for cap in caps[wopt.label]:
-                        cand = _Candidate(gpu, pool.name, pool.product_label, tp, wopt, kv, cap)
-                        if refusal:
-                            cand.reason, cand.refused = refusal, True
-                        out.append(cand)
+                    out.extend(
+                        _Candidate(gpu, pool.name, pool.product_label, tp, wopt, kv, cap, refusal)
+                        for cap in caps[wopt.label]
+                    )
     return out
 
 
-def _refusal(wopt: _Weights, kv: str, gpu: GpuSpec) -> str | None:
+def _refusal(wopt: _Weights, kv: str, gpu: GpuSpec) -> Refused | None:
     """The pinned vLLM's refusal of these weights and KV-cache dtype on this GPU (the dtype it
-    resolves, the quantization kernels and the attention backends: mmop.capabilities)."""
-    args = EngineArgs(quantization=wopt.quantization_flag, kv_cache_dtype=kv)
-    try:
-        return hardware_refusal(wopt.profile, args, gpu)
-    except EstimateError as err:
-        return str(err)
+    resolves, the quantization kernels and the attention backends: mmop.capabilities): a KV-cache
+    refusal when the same weights run with vLLM's default KV cache."""
+
+    def refused(kv_cache_dtype: str) -> str | None:
+        args = EngineArgs(quantization=wopt.quantization_flag, kv_cache_dtype=kv_cache_dtype)
+        try:
+            return hardware_refusal(wopt.profile, args, gpu)
+        except EstimateError as err:
+            return str(err)
+
+    message = refused(kv)
+    if message is None:
+        return None
+    if kv != KV_CACHE_DTYPE_AUTO and refused(KV_CACHE_DTYPE_AUTO) is None:
+        return Refused(Rejection.KV_CACHE_DTYPE, message)
+    return Refused(Rejection.GPU_CAPABILITY, message)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -744,9 +920,10 @@ def _search(
     vllm_version: str,
     exhaustive: bool,
     limits: Limits,
-) -> list[list[_Candidate]]:
-    """Evaluate candidates cheapest group first; return the groups skipped by the bound,
-    cheapest first (their candidates carry the bound as their reason)."""
+    cache: AssessmentCache,
+) -> tuple[dict[_Candidate, Outcome], list[list[_Candidate]]]:
+    """Evaluate candidates cheapest group first. Returns every candidate's outcome (a group
+    skipped by the bound is refused with the bound) and the skipped groups, cheapest first."""
     groups: dict[tuple[str, int], list[_Candidate]] = {}
     for cand in cands:
         groups.setdefault((cand.pool, cand.tp), []).append(cand)
@@ -757,20 +934,23 @@ def _search(
 
     best: float | None = None
     spec_key = spec.model_dump_json()
+    outcomes: dict[_Candidate, Outcome] = {}
     pruned: list[list[_Candidate]] = []
     for key in sorted(groups, key=lower_bound):
         bound = lower_bound(key)
         if not exhaustive and best is not None and bound > best + 1e-9:
+            message = f"costs at least ${bound:.2f}/h, more than ${best:.2f}/h"
             for cand in groups[key]:
-                if not cand.refused:
-                    cand.reason = f"costs at least ${bound:.2f}/h, more than ${best:.2f}/h"
+                outcomes[cand] = cand.refusal or Refused(Rejection.COST_BOUND, message)
             pruned.append(groups[key])
             continue
         for cand in groups[key]:
-            _evaluate(cand, spec, inventory, vllm_version, spec_key, limits)
-            if cand.cost is not None and (best is None or cand.cost < best):
-                best = cand.cost
-    return pruned
+            outcome = outcomes[cand] = _evaluate(
+                cand, spec, inventory, vllm_version, cache, spec_key, limits
+            )
+            if isinstance(outcome, Accepted) and (best is None or outcome.cost_per_hour_usd < best):
+                best = outcome.cost_per_hour_usd
+    return outcomes, pruned
 
 
 def pod_resources(
@@ -801,12 +981,10 @@ def pod_resources(
     )
 
 
-def _pod_resources(
-    cand: _Candidate, est: Estimate, inventory: Inventory
-) -> tuple[Resources | None, str]:
+def _pod_resources(cand: _Candidate, est: Estimate, inventory: Inventory) -> Resources | Refused:
     """The pod for this candidate: vLLM's default multimodal cache when a node can hold it,
-    else the largest smaller cache that fits (rendered as --mm-processor-cache-gb); None and
-    the resource no node has when even the smallest pod does not fit."""
+    else the largest smaller cache that fits (rendered as --mm-processor-cache-gb); refused,
+    naming the resource no node has, when even the smallest pod does not fit."""
     multimodal = cand.weights.profile.multimodal
     options = MM_CACHE_OPTIONS_GB if multimodal else (MM_PROCESSOR_CACHE_GB,)
     shortfall = ""
@@ -816,46 +994,12 @@ def _pod_resources(
             cand.pool, cand.tp, cpu_millicores=res.cpu_millicores, memory_bytes=res.memory_bytes
         )
         if missing is None:
-            return res, ""
+            return res
         shortfall = missing
-    return None, shortfall
-
-
-def _args(
-    cand: _Candidate, name: str, spec: MultimodalModelSpec, model_ref: str | None = None
-) -> list[str]:
-    assert cand.est is not None
-    est = cand.est
-    args = [
-        model_ref or cand.weights.model_id,
-        f"--served-model-name={name}",
-        f"--port={OPENAI_PORT}",
-        f"--tensor-parallel-size={cand.tp}",
-        f"--max-model-len={cand.max_model_len}",
-        f"--max-num-seqs={cand.max_num_seqs}",
-        f"--max-num-batched-tokens={est.max_num_batched_tokens}",
-        f"--gpu-memory-utilization={PLANNER_UTILIZATION}",
-    ]
-    if cand.weights.quantization_flag:
-        args.append(f"--quantization={cand.weights.quantization_flag}")
-    if cand.kv != "auto":
-        args.append(f"--kv-cache-dtype={cand.kv}")
-    limit = _limit_mm(spec, cand.weights.profile)
-    if limit:
-        args.append("--limit-mm-per-prompt=" + json.dumps(limit, separators=(",", ":")))
-    if cand.cap.kwargs:
-        args.append("--mm-processor-kwargs=" + json.dumps(cand.cap.kwargs, separators=(",", ":")))
-    assert cand.resources is not None
-    if cand.weights.profile.multimodal and (
-        cand.resources.mm_processor_cache_gb != MM_PROCESSOR_CACHE_GB
-    ):
-        args.append(f"--mm-processor-cache-gb={cand.resources.mm_processor_cache_gb}")
-    if spec.model.revision:
-        args.append(f"--revision={spec.model.revision}")
-    if spec.model.trust_remote_code:
-        args.append("--trust-remote-code")
-    args.extend(spec.engine.extra_args)
-    return args
+    pool = inventory.pool(cand.pool)
+    if pool is None or pool.schedulable_nodes == 0:
+        return Refused(Rejection.NO_SCHEDULABLE_NODE, shortfall)
+    return Refused(Rejection.POD_TOO_LARGE, shortfall)
 
 
 def _describe(c: _Candidate) -> str:
@@ -863,19 +1007,30 @@ def _describe(c: _Candidate) -> str:
 
 
 def _load(spec: MultimodalModelSpec, allow_local: bool) -> tuple[ModelProfile, bool]:
-    """The model's profile, and whether it was read from a directory of this machine."""
+    """The model's profile, and whether it was read from a directory of this machine.
+
+    Without `allow_local` (the operator) only the catalog is consulted (``is_catalog_id`` looks
+    inside the package's catalog directory only): nothing of this machine's filesystem is
+    looked at, and the answer for an unknown id is the same whether or not a path of that name
+    exists here."""
     model_id = spec.model.id
-    local = not is_catalog_id(model_id) and Path(model_id).expanduser().is_dir()
-    if local and not allow_local:
+    if is_catalog_id(model_id):
+        return load_profile(model_id), False
+    if not allow_local:
+        last = model_id.lower().split("/")[-1]
+        close = [m for m in catalog_ids() if last and last in m.lower()]
+        hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
         raise PlanningError(
-            f"unknown model {model_id!r}: not a catalog id (the operator does not read paths "
-            "of its own filesystem; `mmop plan` and `mmop estimate` read a local directory)",
-            reason="UnknownModel",
+            f"unknown model {model_id!r}: not a catalog id{hint}; the operator plans catalog "
+            "models only and reads no paths of its own filesystem (`mmop plan` and "
+            "`mmop estimate` read a local directory)",
+            reason=PlanningReason.UNKNOWN_MODEL,
         )
+    local = Path(model_id).expanduser().is_dir()
     try:
         return load_profile(model_id), local
     except ModelError as err:
-        raise PlanningError(str(err), reason="UnknownModel") from err
+        raise PlanningError(str(err), reason=PlanningReason.UNKNOWN_MODEL) from err
 
 
 def _check_spec(spec: MultimodalModelSpec, profile: ModelProfile) -> list[str]:
@@ -883,18 +1038,24 @@ def _check_spec(spec: MultimodalModelSpec, profile: ModelProfile) -> list[str]:
     w = spec.workload
     notes: list[str] = []
     if w.video.enabled and "video" not in modalities.supported_modalities(profile):
-        raise PlanningError(f"{profile.id} does not take video", reason="UnsupportedModality")
+        raise PlanningError(
+            f"{profile.id} does not take video", reason=PlanningReason.UNSUPPORTED_MODALITY
+        )
     if w.audio.enabled and profile.audio is None:
-        raise PlanningError(f"{profile.id} does not take audio", reason="UnsupportedModality")
+        raise PlanningError(
+            f"{profile.id} does not take audio", reason=PlanningReason.UNSUPPORTED_MODALITY
+        )
     if w.images.per_request and profile.vision is None:
-        raise PlanningError(f"{profile.id} does not take images", reason="UnsupportedModality")
+        raise PlanningError(
+            f"{profile.id} does not take images", reason=PlanningReason.UNSUPPORTED_MODALITY
+        )
     if profile.needs_remote_code and not spec.model.trust_remote_code:
         auto = (profile.config.get("auto_map") or {}).get("AutoConfig", "")
         raise PlanningError(
             f"{profile.id} needs vLLM to run code from the model repository (its config maps "
             f"AutoConfig to {auto}); vLLM refuses it without --trust-remote-code. Set "
             "spec.model.trustRemoteCode: true to allow it",
-            reason="RemoteCodeRequired",
+            reason=PlanningReason.REMOTE_CODE_REQUIRED,
         )
     if spec.model.trust_remote_code:
         notes.append(
@@ -906,7 +1067,7 @@ def _check_spec(spec: MultimodalModelSpec, profile: ModelProfile) -> list[str]:
         raise PlanningError(
             f"contextLength.min {w.context_length.min} is more than {profile.id} supports: its "
             f"context limit is {limit} tokens (max_position_embeddings); ask for at most {limit}",
-            reason="ContextTooLong",
+            reason=PlanningReason.CONTEXT_TOO_LONG,
         )
     if w.context_length.preferred and w.context_length.preferred > limit:
         notes.append(
@@ -927,6 +1088,7 @@ def plan(
     limits: Limits | None = None,
     allow_local: bool = False,
     model_ref: str | None = None,
+    cache: AssessmentCache | None = None,
 ) -> Plan:
     """Plan a MultimodalModel on an inventory; raise PlanningError when nothing fits.
 
@@ -938,6 +1100,9 @@ def plan(
     `allow_local` lets spec.model.id name a directory of this machine (the CLI); the pod cannot
     serve that path, so the argv names `model_ref` (a Hub id or a path on the pod's model
     volume) or, without one, the placeholder MODEL, and the plan says so.
+
+    `cache` keeps what candidates are worth between calls (:class:`AssessmentCache`; the
+    operator holds one); without it the plan assesses every candidate afresh.
     """
     if isinstance(manifest, MultimodalModel):
         spec, name = manifest.spec, name or manifest.metadata.name
@@ -953,220 +1118,270 @@ def plan(
             "model volume (mmop plan --model-ref)"
         )
     for gpu_name in spec.placement.gpu_types:
-        resolve_gpu(gpu_name)
-    cands = _candidates(spec, profile, inventory)
+        inventory.catalog.resolve(gpu_name)  # GpuError for a type the inventory's catalog lacks
+    selector = spec.placement.node_selector
+    if selector:
+        inventory = inventory.matching(selector)
+        if not inventory.pools:
+            raise PlanningError(
+                f"no GPU node matches spec.placement.nodeSelector ({_selector_text(selector)}): "
+                "its pods could never be scheduled",
+                reason=PlanningReason.INSUFFICIENT_CAPACITY,
+            )
+    cands = _candidates(spec, profile, inventory, allow_local)
     if not cands:
         raise PlanningError(
             "no GPU in the cluster matches spec.placement (types "
             f"{', '.join(spec.placement.gpu_types) or 'any'}, at most "
-            f"{spec.placement.max_gpus_per_replica} per replica)",
-            reason="InsufficientCapacity",
+            f"{spec.placement.max_gpus_per_replica} per replica"
+            + (f", nodeSelector {_selector_text(selector)}" if selector else "")
+            + ")",
+            reason=PlanningReason.INSUFFICIENT_CAPACITY,
         )
     limits = limits or Limits()
-    pruned = _search(cands, spec, inventory, vllm_version, exhaustive, limits)
-    feasible = sorted((c for c in cands if c.cost is not None), key=_Candidate.sort_key)
+    cache = cache if cache is not None else AssessmentCache()
+    outcomes, pruned = _search(cands, spec, inventory, vllm_version, exhaustive, limits, cache)
+
+    def ranked() -> list[_Option]:
+        options = [_Option(c, o) for c in cands if isinstance(o := outcomes[c], Accepted)]
+        return sorted(options, key=_Option.sort_key)
+
+    feasible = ranked()
     if not feasible:
-        raise PlanningError(_nearest_miss(cands), reason=_infeasible_reason(cands))
+        raise PlanningError(_nearest_miss(cands, outcomes), reason=_infeasible_reason(outcomes))
     best = feasible[0]
     # The cheapest groups the bound skipped still belong among the alternatives.
     spec_key = spec.model_dump_json()
     for group in pruned[:PRUNED_GROUPS_FOR_ALTERNATIVES]:
         for cand in group:
-            _evaluate(cand, spec, inventory, vllm_version, spec_key, limits)
-    feasible = sorted((c for c in cands if c.cost is not None), key=_Candidate.sort_key)
-    assert best.est is not None and best.perf is not None and best.replicas is not None
-    assert best.resources is not None
-    alts = _alternatives(best, feasible, cands, alternatives)
-    native_tokens = native_image_tokens(profile, spec) if best.image_tokens else None
+            outcomes[cand] = _evaluate(cand, spec, inventory, vllm_version, cache, spec_key, limits)
+    feasible = ranked()
+    alts = _alternatives(best, feasible, cands, outcomes, alternatives)
+    chosen, acc = best.cand, best.acc
+    native_tokens = native_image_tokens(profile, spec) if acc.image_tokens else None
     native_cost: float | None = None
-    if native_tokens is not None and best.image_tokens < native_tokens:
-        native = [c for c in feasible if c.image_tokens >= native_tokens]
+    if native_tokens is not None and acc.image_tokens < native_tokens:
+        native = [o for o in feasible if o.acc.image_tokens >= native_tokens]
         if not native:  # the bound skipped them: price native images before saying they cost
             for cand in cands:
-                if cand.cost is not None or cand.refused:
+                if isinstance(outcomes[cand], Accepted) or cand.refusal is not None:
                     continue
                 if image_tokens(cand.weights.profile, spec, cand.cap.kwargs) >= native_tokens:
-                    _evaluate(cand, spec, inventory, vllm_version, spec_key, limits)
-            feasible = sorted((c for c in cands if c.cost is not None), key=_Candidate.sort_key)
-            native = [c for c in feasible if c.image_tokens >= native_tokens]
+                    outcomes[cand] = _evaluate(
+                        cand, spec, inventory, vllm_version, cache, spec_key, limits
+                    )
+            feasible = ranked()
+            native = [o for o in feasible if o.acc.image_tokens >= native_tokens]
         if native:
-            native_cost = round(native[0].cost or 0.0, 4)
+            native_cost = round(native[0].cost, 4)
             notes.append(
-                f"images are capped at {best.image_tokens} tokens ({best.cap.label}; native "
+                f"images are capped at {acc.image_tokens} tokens ({chosen.cap.label}; native "
                 f"{native_tokens}, allowed by the spec's quality floor); native size would cost "
                 f"${native_cost:.2f}/h"
             )
         else:
             notes.append(
-                f"images are capped at {best.image_tokens} tokens ({best.cap.label}; native "
+                f"images are capped at {acc.image_tokens} tokens ({chosen.cap.label}; native "
                 f"{native_tokens}, allowed by the spec's quality floor); nothing fits at native "
                 "size"
             )
-    if best.resources.mm_processor_cache_gb != MM_PROCESSOR_CACHE_GB and profile.multimodal:
+    if acc.resources.mm_processor_cache_gb != MM_PROCESSOR_CACHE_GB and profile.multimodal:
         notes.append(
-            f"--mm-processor-cache-gb={best.resources.mm_processor_cache_gb} (vLLM's default "
-            f"{MM_PROCESSOR_CACHE_GB}) so the pod fits the memory of a {best.gpu.name} node"
+            f"--mm-processor-cache-gb={acc.resources.mm_processor_cache_gb} (vLLM's default "
+            f"{MM_PROCESSOR_CACHE_GB}) so the pod fits the memory of a {chosen.gpu.name} node"
         )
-    if best.est.dtype != best.weights.profile.dtype:
+    if acc.est.dtype != chosen.weights.profile.dtype:
         notes.append(
-            f"vLLM runs the model in {best.est.dtype} on {best.gpu.name} (the checkpoint is "
-            f"{best.weights.profile.dtype}; compute capability {best.gpu.compute_capability}): "
-            "memory is planned for that"
+            f"vLLM runs the model in {acc.est.dtype} on {chosen.gpu.name} (the checkpoint is "
+            f"{chosen.weights.profile.dtype}; compute capability "
+            f"{chosen.gpu.compute_capability}): memory is planned for that"
         )
-    if best.weights.model_id != spec.model.id:
-        notes.append(f"serves the listed pre-quantized checkpoint {best.weights.model_id}")
-    product = best.product
+    if chosen.weights.model_id != spec.model.id:
+        notes.append(f"serves the listed pre-quantized checkpoint {chosen.weights.model_id}")
     explanation = (
-        f"{best.replicas} replica(s) of {best.tp}× {best.gpu.name} "
-        f"(${best.cost:.2f}/h): weights {best.weights.label}, KV cache {best.kv}, "
-        f"{best.est.kv_cache_tokens:,} KV tokens per replica, up to "
-        f"{best.perf.concurrency} requests in flight per replica within "
+        f"{acc.replicas} replica(s) of {chosen.tp}× {chosen.gpu.name} "
+        f"(${acc.cost_per_hour_usd:.2f}/h): weights {chosen.weights.label}, KV cache "
+        f"{chosen.kv}, {acc.est.kv_cache_tokens:,} KV tokens per replica, up to "
+        f"{acc.perf.concurrency} requests in flight per replica within "
         f"{round(100 * spec.workload.slo.margin)} % of the SLO (--max-num-seqs "
-        f"{best.max_num_seqs}); image cap {best.cap.label}"
-        + (f" ({best.image_tokens} tokens per image)" if best.image_tokens else "")
-        + f"; max_model_len {best.max_model_len}."
+        f"{acc.max_num_seqs}); image cap {chosen.cap.label}"
+        + (f" ({acc.image_tokens} tokens per image)" if acc.image_tokens else "")
+        + f"; max_model_len {acc.max_model_len}."
     )
     if limits.demand is not None:
         explanation += (
             f" Sized for the {limits.demand} requests in flight the engines showed; "
-            f"{best.peak_replicas} replica(s) carry spec.workload's peak."
+            f"{acc.peak_replicas} replica(s) carry spec.workload's peak."
         )
     return Plan(
-        model=model_ref or best.weights.model_id,
+        model=model_ref or chosen.weights.model_id,
         served_model_name=name,
-        gpu=best.gpu.name,
-        gpu_product=product,
-        tensor_parallel_size=best.tp,
-        replicas=best.replicas,
-        quantization=best.weights.label,
-        kv_cache_dtype=best.kv,
-        image_cap=best.cap.label,
-        max_model_len=best.max_model_len,
-        max_num_seqs=best.max_num_seqs,
-        max_num_batched_tokens=best.est.max_num_batched_tokens,
+        gpu=chosen.gpu.name,
+        gpu_product=chosen.product,
+        tensor_parallel_size=chosen.tp,
+        replicas=acc.replicas,
+        quantization=chosen.weights.label,
+        kv_cache_dtype=chosen.kv,
+        image_cap=chosen.cap.label,
+        max_model_len=acc.max_model_len,
+        max_num_seqs=acc.max_num_seqs,
+        max_num_batched_tokens=acc.est.max_num_batched_tokens,
         gpu_memory_utilization=PLANNER_UTILIZATION,
-        limit_mm_per_prompt=_limit_mm(spec, best.weights.profile),
-        mm_processor_kwargs=best.cap.kwargs,
-        max_tokens_per_image=best.image_tokens or None,
-        tokens_per_image=best.image_tokens or None,
-        tokens_per_video=best.tokens_per_video or None,
-        tokens_per_audio=best.tokens_per_audio or None,
+        limit_mm_per_prompt=_limit_mm(spec, chosen.weights.profile),
+        mm_processor_kwargs=chosen.cap.kwargs,
+        max_tokens_per_image=acc.image_tokens or None,
+        tokens_per_image=acc.image_tokens or None,
+        tokens_per_video=acc.video_tokens or None,
+        tokens_per_audio=acc.audio_tokens or None,
         native_tokens_per_image=native_tokens,
         native_cost_per_hour_usd=native_cost,
         trust_remote_code=spec.model.trust_remote_code,
         notes=notes,
+        quantization_method=chosen.weights.quantization_flag,
+        revision=spec.model.revision or None,
+        extra_args=list(spec.engine.extra_args),
         vllm_version=vllm_version,
-        args=_args(best, name, spec, None if model_ref is None else model_ref),
-        resources=best.resources,
-        memory=best.est,
-        performance=Performance(
-            concurrency_per_replica=best.perf.concurrency,
-            requests_per_second_per_replica=round(best.perf.requests_per_second, 3),
-            ttft_p95_seconds=round(best.perf.ttft_p95_seconds, 4),
-            tpot_p95_seconds=round(best.perf.tpot_p95_seconds, 5),
+        resources=acc.resources,
+        memory=acc.est,
+        performance=PlanPerformance(
+            concurrency_per_replica=acc.perf.concurrency,
+            requests_per_second_per_replica=round(acc.perf.requests_per_second, 3),
+            ttft_p95_seconds=round(acc.perf.ttft_p95_seconds, 4),
+            tpot_p95_seconds=round(acc.perf.tpot_p95_seconds, 5),
         ),
-        cost_per_hour_usd=round(best.cost or 0.0, 4),
-        config=best.key,
+        cost_per_hour_usd=round(acc.cost_per_hour_usd, 4),
+        config=chosen.key,
         alternatives=alts,
         explanation=explanation,
     )
 
 
+def _selector_text(selector: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
 def _alternatives(
-    best: _Candidate, feasible: Sequence[_Candidate], cands: Sequence[_Candidate], n: int
+    best: _Option,
+    feasible: Sequence[_Option],
+    cands: Sequence[_Candidate],
+    outcomes: dict[_Candidate, Outcome],
+    n: int,
 ) -> list[Alternative]:
     """The runners-up: one per (GPU, TP, weights) first, then the chosen configuration's image
     cap and KV-cache variants, then configurations that do not work, each with its reason."""
     out: list[Alternative] = []
-    assert best.cost is not None
 
-    def why(c: _Candidate) -> str:
-        assert c.cost is not None and best.cost is not None
-        if c.cost > best.cost + 1e-9:
-            return f"costs ${c.cost:.2f}/h, more than ${best.cost:.2f}/h"
+    def why(o: _Option) -> str:
+        if o.cost > best.cost + 1e-9:
+            return f"costs ${o.cost:.2f}/h, more than ${best.cost:.2f}/h"
         return "same cost; lost the tie-break (GPUs, image fidelity, weights, KV, headroom)"
 
-    seen_config: set[tuple[str, int, str]] = {(best.gpu.name, best.tp, best.weights.label)}
-    seen: set[str] = {best.key}
-    for c in feasible[1:]:
-        config = (c.gpu.name, c.tp, c.weights.label)
-        if config in seen_config:
+    def config(c: _Candidate) -> tuple[str, int, str]:
+        return (c.gpu.name, c.tp, c.weights.label)
+
+    b = best.cand
+    seen_config: set[tuple[str, int, str]] = {config(b)}
+    seen: set[str] = {b.key}
+    for o in feasible[1:]:
+        if config(o.cand) in seen_config:
             continue
-        seen_config.add(config)
-        seen.add(c.key)
-        out.append(_alt(c, why(c)))
+        seen_config.add(config(o.cand))
+        seen.add(o.cand.key)
+        out.append(_alt(o.cand, o.acc.image_tokens, o.acc.replicas, o.cost, why(o)))
         if len(out) >= n:
             break
     variants = 0
-    for c in feasible[1:]:
+    for o in feasible[1:]:
         if variants >= VARIANT_ALTERNATIVES:
             break
-        same = (c.gpu.name, c.tp, c.weights.label) == (best.gpu.name, best.tp, best.weights.label)
-        if same and c.key not in seen and (c.kv != best.kv or c.cap.label != best.cap.label):
+        c = o.cand
+        if (
+            config(c) == config(b)
+            and c.key not in seen
+            and (c.kv != b.kv or c.cap.label != b.cap.label)
+        ):
             seen.add(c.key)
-            out.append(_alt(c, why(c)))
+            out.append(_alt(c, o.acc.image_tokens, o.acc.replicas, o.cost, why(o)))
             variants += 1
     failed = 0
     for c in cands:
-        config = (c.gpu.name, c.tp, c.weights.label)
-        if c.cost is None and config not in seen_config and c.reason:
-            seen_config.add(config)
-            out.append(_alt(c, c.reason))
+        refused = outcomes[c]
+        if isinstance(refused, Refused) and config(c) not in seen_config and refused.message:
+            seen_config.add(config(c))
+            out.append(_alt(c, refused.image_tokens, refused.replicas, None, refused.message))
             failed += 1
             if failed >= n:
                 break
     return out
 
 
-def _alt(c: _Candidate, reason: str) -> Alternative:
+def _alt(
+    c: _Candidate, tokens_per_image: int, replicas: int | None, cost: float | None, reason: str
+) -> Alternative:
     return Alternative(
         gpu=c.gpu.name,
         tensor_parallel_size=c.tp,
         quantization=c.weights.label,
         kv_cache_dtype=c.kv,
         image_cap=c.cap.label,
-        tokens_per_image=c.image_tokens or None,
-        replicas=c.replicas,
-        cost_per_hour_usd=None if c.cost is None else round(c.cost, 4),
+        tokens_per_image=tokens_per_image or None,
+        replicas=replicas,
+        cost_per_hour_usd=None if cost is None else round(cost, 4),
         reason=reason,
     )
 
 
-def _infeasible_reason(cands: Sequence[_Candidate]) -> str:
-    if any(
-        c.est is None and ("cluster has room" in c.reason or "can hold the pod" in c.reason)
-        for c in cands
-    ):
-        return "InsufficientCapacity"
-    return "Infeasible"
+def _infeasible_reason(outcomes: dict[_Candidate, Outcome]) -> PlanningReason:
+    """InsufficientCapacity when more free nodes would let some candidate fit, else Infeasible."""
+    if any(isinstance(o, Refused) and o.reason in CAPACITY_REJECTIONS for o in outcomes.values()):
+        return PlanningReason.INSUFFICIENT_CAPACITY
+    return PlanningReason.INFEASIBLE
 
 
-def _nearest_miss(cands: Sequence[_Candidate]) -> str:
+# How near a refused candidate came (lower is nearer): no room beats too few replicas beats
+# latency beats a KV cache too small for the context; the rest rank by GPU memory, and a GPU
+# vLLM refuses comes last.
+_CLOSENESS: dict[Rejection, int] = {
+    Rejection.POD_TOO_LARGE: 0,
+    Rejection.NO_CLUSTER_ROOM: 0,
+    Rejection.MAX_REPLICAS: 1,
+    Rejection.LATENCY_SLO: 2,
+    Rejection.MAX_SEQ_LEN: 3,
+    Rejection.KV_CACHE_TOO_SMALL: 3,
+    Rejection.KV_CACHE_DTYPE: 3,
+    Rejection.GPU_CAPABILITY: 5,
+}
+_BY_MEMORY = 4  # every other rejection
+
+# What would make something fit, for the rejections seen.
+_HINTS: tuple[tuple[frozenset[Rejection], str], ...] = (
+    (
+        frozenset({Rejection.WEIGHTS_TOO_LARGE, Rejection.NO_KV_CACHE_MEMORY}),
+        "a GPU with more memory, more GPUs per replica, or fp8/int4 weights",
+    ),
+    (
+        frozenset({Rejection.MAX_SEQ_LEN}),
+        "a shorter contextLength, fewer or smaller images, or an fp8 KV cache",
+    ),
+    (frozenset({Rejection.LATENCY_SLO}), "looser latency targets or a faster GPU"),
+    (
+        frozenset({Rejection.MAX_REPLICAS, Rejection.NO_CLUSTER_ROOM}),
+        "a higher scaling.maxReplicas or more GPUs in the cluster",
+    ),
+)
+
+
+def _nearest_miss(cands: Sequence[_Candidate], outcomes: dict[_Candidate, Outcome]) -> str:
     """Describe the candidate that came closest, and what would make something fit."""
+    refusals = {c: o for c in cands if isinstance(o := outcomes[c], Refused)}
 
     def closeness(c: _Candidate) -> tuple[int, float]:
-        if "cluster has room" in c.reason or "can hold the pod" in c.reason:
-            return (0, 0.0)
-        if "replicas" in c.reason:
-            return (1, 0.0)
-        if "latency" in c.reason:
-            return (2, 0.0)
-        if "max seq len" in c.reason or "KV cache" in c.reason:
-            return (3, 0.0)
-        if c.refused:
-            return (5, 0.0)
-        return (4, -c.gpu.memory_gib * c.tp)
+        rank = _CLOSENESS.get(refusals[c].reason, _BY_MEMORY)
+        return (rank, -c.gpu.memory_gib * c.tp if rank == _BY_MEMORY else 0.0)
 
-    nearest = min(cands, key=closeness)
-    hints = []
-    if any("weights take" in c.reason or "No available memory" in c.reason for c in cands):
-        hints.append("a GPU with more memory, more GPUs per replica, or fp8/int4 weights")
-    if any("max seq len" in c.reason for c in cands):
-        hints.append("a shorter contextLength, fewer or smaller images, or an fp8 KV cache")
-    if any("latency" in c.reason for c in cands):
-        hints.append("looser latency targets or a faster GPU")
-    if any("replicas" in c.reason for c in cands):
-        hints.append("a higher scaling.maxReplicas or more GPUs in the cluster")
-    return f"nothing fits; nearest miss: {_describe(nearest)}: {nearest.reason}. " + (
+    nearest = min(refusals, key=closeness)
+    seen = {o.reason for o in refusals.values()}
+    hints = [hint for reasons, hint in _HINTS if reasons & seen]
+    return f"nothing fits; nearest miss: {_describe(nearest)}: {refusals[nearest].message}. " + (
         "Would fit with: " + "; or ".join(hints) + "." if hints else ""
     )

@@ -4,15 +4,21 @@ Pure: plain data in, plain dicts out (ready for the Kubernetes API or `kubectl a
 calls, no clock. The same inputs always give the same dicts, key for key.
 
 What matters for reconciling is `Rendered.template_hash`: the SHA-256 of the canonical JSON of
-the pod template (first 16 hex digits). It is written as the pod-template annotation and the
-Deployment label `mmop.dev/template-hash`; the controller compares it with the live Deployment's
-label to decide whether the pods must change. Replicas live outside the pod template, so scaling
+the pod template (first 16 hex digits). It is written as the pod-template annotation
+`mmop.dev/template-hash` (and, for `kubectl get -l`, as a Deployment label of the same name); the
+controller compares the live Deployment's pod-template annotation with it to decide whether the
+pods must change. Replicas live outside the pod template, so scaling
 never changes the hash and never restarts a pod.
 
-Choices (explained in docs/rendering.md): `command: ["vllm", "serve"]` with the plan's argv as
+The vLLM argv is built here and only here (:func:`vllm_args`), from the plan's structured
+fields, with the flag names of the pinned vLLM (:mod:`mmop.vllm`).
+
+Choices (explained in docs/rendering.md): `command: ["vllm", "serve"]` with :func:`vllm_args` as
 `args`; a startup probe whose budget grows with the checkpoint size; a preStop sleep so the
 endpoint is gone before SIGTERM; a memory-backed /dev/shm; required node affinity to the
-planned GPU product; rolling updates that never surge by default (GPUs rarely have room).
+planned GPU product; rolling updates that never surge by default (GPUs rarely have room); a pod
+that passes the Pod Security Standard `restricted` (non-root, no privilege escalation, every
+capability dropped, RuntimeDefault seccomp), with HOME and vLLM's caches on writable volumes.
 """
 
 from __future__ import annotations
@@ -25,18 +31,31 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mmop.api import API_GROUP, API_VERSION, KIND, MultimodalModelSpec
-from mmop.planner import OPENAI_PORT, Plan
+from mmop import vllm
+from mmop.api import API_GROUP, API_VERSION, KIND, MultimodalModelSpec, SecretKeyRef
+from mmop.inventory import GPU_RESOURCE
+from mmop.planner import Plan
 
 CONTAINER_NAME = "vllm"
 PORT_NAME = "http"
 # Overrides the image's ENTRYPOINT: recent vllm/vllm-openai images use ["vllm", "serve"], older
 # ones `python3 -m vllm.entrypoints.openai.api_server`; `vllm serve` exists in both, so the
 # rendered pod does not depend on which one an image (or a user's own image) declares.
-COMMAND = ("vllm", "serve")
-HF_HOME = "/root/.cache/huggingface"  # the official image runs as root; its HF cache default
-HEALTH_PATH = "/health"
-METRICS_PATH = "/metrics"
+COMMAND = vllm.SERVE_COMMAND
+HEALTH_PATH = vllm.HEALTH_PATH
+METRICS_PATH = vllm.METRICS_PATH
+
+# The engine runs as a non-root user whose HOME is a writable emptyDir: every cache vLLM, torch,
+# Triton, FlashInfer and CUDA keep under ~ lands there (docs/rendering.md lists them).
+HOME = "/home/vllm"
+HF_HOME = f"{HOME}/.cache/huggingface"  # the model cache volume (a PVC when configured)
+XDG_CACHE_HOME = f"{HOME}/.cache"
+XDG_CONFIG_HOME = f"{HOME}/.config"
+VLLM_CACHE_ROOT = f"{XDG_CACHE_HOME}/vllm"  # vLLM's default under XDG_CACHE_HOME, made explicit
+VLLM_CONFIG_ROOT = f"{XDG_CONFIG_HOME}/vllm"
+# Default user, group and fsGroup: not root, not a system account (< 1000); the vLLM image needs
+# no particular uid (its files are world-readable) once HOME and the caches are volumes.
+DEFAULT_UID = 1000
 
 # Labels and annotations mmop owns.
 LABEL_NAME = "app.kubernetes.io/name"
@@ -50,7 +69,6 @@ MANAGER = "mmop"
 RESERVED_KEYS = frozenset({LABEL_NAME, LABEL_INSTANCE, LABEL_MANAGED_BY})
 RESERVED_PREFIX = f"{API_GROUP}/"
 
-GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 # Start-up budget: download + load the checkpoint at a conservative rate, plus a fixed part for
@@ -116,6 +134,21 @@ class RenderOptions(BaseModel):
         le=100,
         description="Rolling-update surge pods (0: replace in place; >0 needs spare GPUs)",
     )
+    run_as_user: int = Field(
+        default=DEFAULT_UID,
+        ge=1,
+        le=2**31 - 1,
+        description="UID vLLM runs as (never root: Pod Security Standard restricted)",
+    )
+    run_as_group: int = Field(
+        default=DEFAULT_UID, ge=1, le=2**31 - 1, description="Primary GID vLLM runs as"
+    )
+    fs_group: int = Field(
+        default=DEFAULT_UID,
+        ge=1,
+        le=2**31 - 1,
+        description="Group that owns the pod's volumes (HOME, the model cache), writable by it",
+    )
 
     @field_validator("extra_pod_labels")
     @classmethod
@@ -162,11 +195,49 @@ def template_hash(pod_template: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def vllm_args(plan: Plan) -> list[str]:
+    """The `vllm serve` arguments for `plan` (after the executable; the model first): the pinned
+    vLLM's flags, each from a field of the plan, then spec.engine.extraArgs verbatim. A flag
+    whose value is vLLM's default is left out (KV cache auto, the multimodal processor cache)."""
+    args = [
+        plan.model,
+        f"{vllm.FLAG_SERVED_MODEL_NAME}={plan.served_model_name}",
+        f"{vllm.FLAG_PORT}={vllm.OPENAI_PORT}",
+        f"{vllm.FLAG_TENSOR_PARALLEL_SIZE}={plan.tensor_parallel_size}",
+        f"{vllm.FLAG_MAX_MODEL_LEN}={plan.max_model_len}",
+        f"{vllm.FLAG_MAX_NUM_SEQS}={plan.max_num_seqs}",
+        f"{vllm.FLAG_MAX_NUM_BATCHED_TOKENS}={plan.max_num_batched_tokens}",
+        f"{vllm.FLAG_GPU_MEMORY_UTILIZATION}={plan.gpu_memory_utilization}",
+    ]
+    if plan.quantization_method:
+        args.append(f"{vllm.FLAG_QUANTIZATION}={plan.quantization_method}")
+    if plan.kv_cache_dtype != vllm.KV_CACHE_DTYPE_AUTO:
+        args.append(f"{vllm.FLAG_KV_CACHE_DTYPE}={plan.kv_cache_dtype}")
+    if plan.limit_mm_per_prompt:
+        args.append(f"{vllm.FLAG_LIMIT_MM_PER_PROMPT}={_json(plan.limit_mm_per_prompt)}")
+    if plan.mm_processor_kwargs:
+        args.append(f"{vllm.FLAG_MM_PROCESSOR_KWARGS}={_json(plan.mm_processor_kwargs)}")
+    cache_gb = plan.resources.mm_processor_cache_gb
+    if cache_gb != vllm.DEFAULT_MM_PROCESSOR_CACHE_GB:
+        args.append(f"{vllm.FLAG_MM_PROCESSOR_CACHE_GB}={cache_gb}")
+    if plan.revision:
+        args.append(f"{vllm.FLAG_REVISION}={plan.revision}")
+    if plan.trust_remote_code:
+        args.append(vllm.FLAG_TRUST_REMOTE_CODE)
+    args.extend(plan.extra_args)
+    return args
+
+
+def _json(value: dict[str, Any]) -> str:
+    """A flag's JSON value as vLLM's parser takes it: compact, keys in the plan's order."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def checkpoint_gib(plan: Plan) -> float:
     """GiB to download and load: the weights on all GPUs; twice that when vLLM quantizes a
     16-bit checkpoint to fp8 on load (the download is the 16-bit checkpoint)."""
     gib = plan.memory.weights_gib * plan.tensor_parallel_size
-    if "--quantization=fp8" in plan.args:
+    if plan.quantization_method == "fp8":
         gib *= 2
     return gib
 
@@ -194,34 +265,14 @@ def render(
     as a Deployment annotation; `replicas` overrides `plan.replicas` (the autoscaler's or, in
     External mode, the scale subresource's count).
     """
-    selector = {LABEL_INSTANCE: mm_name, LABEL_MODEL: mm_name}
-    labels = {**selector, LABEL_NAME: APP_NAME, LABEL_MANAGED_BY: MANAGER}
+    selector = _selector(mm_name)
+    labels = _labels(mm_name)
     template = _pod_template(spec, plan, options, labels)
     digest = template_hash(template)
     template["metadata"]["annotations"] = _sorted(
         {**template["metadata"].get("annotations", {}), TEMPLATE_HASH: digest}
     )
-
-    def meta(extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": mm_name,
-            "namespace": namespace,
-            "labels": _sorted({**labels, **(extra_labels or {})}),
-        }
-        if uid:
-            out["ownerReferences"] = [
-                {
-                    "apiVersion": f"{API_GROUP}/{API_VERSION}",
-                    "kind": KIND,
-                    "name": mm_name,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ]
-        return out
-
-    dep_meta = meta({TEMPLATE_HASH: digest})
+    dep_meta = _meta(mm_name, namespace, uid, {TEMPLATE_HASH: digest})
     if generation is not None:
         dep_meta["annotations"] = {GENERATION_ANNOTATION: str(generation)}
     surge = options.max_surge
@@ -242,35 +293,79 @@ def render(
             "template": template,
         },
     }
+    service, pdb = companions(mm_name, namespace, uid)
+    return Rendered(
+        deployment=_compact(deployment),
+        service=service,
+        pod_disruption_budget=pdb,
+        template_hash=digest,
+        selector=_sorted(selector),
+    )
+
+
+def companions(mm_name: str, namespace: str, uid: str | None) -> list[dict[str, Any]]:
+    """The model's Service and PodDisruptionBudget, as :func:`render` renders them: they depend
+    on the model's name, namespace and uid only (never on a plan), so a reconcile can check and
+    repair them without planning."""
+    selector = _sorted(_selector(mm_name))
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(),
+        "metadata": _meta(mm_name, namespace, uid),
         "spec": {
             "type": "ClusterIP",
-            "selector": _sorted(selector),
+            "selector": selector,
             "ports": [
-                {"name": PORT_NAME, "port": _port(plan), "targetPort": PORT_NAME, "protocol": "TCP"}
+                {
+                    "name": PORT_NAME,
+                    "port": vllm.OPENAI_PORT,
+                    "targetPort": PORT_NAME,
+                    "protocol": "TCP",
+                }
             ],
         },
     }
     pdb = {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": meta(),
+        "metadata": _meta(mm_name, namespace, uid),
         "spec": {
             "maxUnavailable": 1,
-            "selector": {"matchLabels": _sorted(selector)},
+            "selector": {"matchLabels": selector},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
     }
-    return Rendered(
-        deployment=_compact(deployment),
-        service=_compact(service),
-        pod_disruption_budget=_compact(pdb),
-        template_hash=digest,
-        selector=_sorted(selector),
-    )
+    return [_compact(service), _compact(pdb)]
+
+
+def _selector(mm_name: str) -> dict[str, str]:
+    return {LABEL_INSTANCE: mm_name, LABEL_MODEL: mm_name}
+
+
+def _labels(mm_name: str) -> dict[str, str]:
+    return {**_selector(mm_name), LABEL_NAME: APP_NAME, LABEL_MANAGED_BY: MANAGER}
+
+
+def _meta(
+    mm_name: str, namespace: str, uid: str | None, extra_labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": mm_name,
+        "namespace": namespace,
+        "labels": _sorted({**_labels(mm_name), **(extra_labels or {})}),
+    }
+    if uid:
+        out["ownerReferences"] = [
+            {
+                "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                "kind": KIND,
+                "name": mm_name,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return out
 
 
 def _pod_template(
@@ -279,7 +374,7 @@ def _pod_template(
     options: RenderOptions,
     labels: dict[str, str],
 ) -> dict[str, Any]:
-    port = _port(plan)
+    port = vllm.OPENAI_PORT
     annotations: dict[str, str] = {"kubectl.kubernetes.io/default-container": CONTAINER_NAME}
     if options.metrics_annotations:
         annotations.update(
@@ -301,12 +396,13 @@ def _pod_template(
         "image": spec.engine.image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(COMMAND),
-        "args": list(plan.args),
+        "args": vllm_args(plan),
         "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
         "env": _env(spec),
         "resources": {"requests": _sorted(resources), "limits": _sorted(resources)},
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "home", "mountPath": HOME},
             {"name": "model-cache", "mountPath": HF_HOME},
         ],
         "startupProbe": {
@@ -331,7 +427,9 @@ def _pod_template(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
             "privileged": False,
+            "runAsNonRoot": True,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
@@ -351,8 +449,16 @@ def _pod_template(
                 "name": "dshm",
                 "emptyDir": {"medium": "Memory", "sizeLimit": plan.resources.shm_size},
             },
+            {"name": "home", "emptyDir": {}},
             cache,
         ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": options.run_as_user,
+            "runAsGroup": options.run_as_group,
+            "fsGroup": options.fs_group,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "terminationGracePeriodSeconds": options.drain_seconds + SHUTDOWN_GRACE_SECONDS,
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
@@ -394,14 +500,21 @@ def _pod_template(
 def _env(spec: MultimodalModelSpec) -> list[dict[str, Any]]:
     """mmop's variables, then the spec's; a spec variable replaces mmop's of the same name."""
     ours: list[dict[str, Any]] = [
+        {"name": "HOME", "value": HOME},
+        {"name": "XDG_CACHE_HOME", "value": XDG_CACHE_HOME},
+        {"name": "XDG_CONFIG_HOME", "value": XDG_CONFIG_HOME},
+        {"name": vllm.ENV_CACHE_ROOT, "value": VLLM_CACHE_ROOT},
+        {"name": vllm.ENV_CONFIG_ROOT, "value": VLLM_CONFIG_ROOT},
         {"name": "HF_HOME", "value": HF_HOME},
-        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+        {"name": vllm.ENV_NO_USAGE_STATS, "value": "1"},
     ]
-    ref = spec.model.token_secret_ref
-    if ref is not None:
-        ours.append(
-            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-        )
+    token = spec.model.token_secret_ref
+    if token is not None:
+        ours.append(_secret_env("HF_TOKEN", token))
+    # spec.engine.apiKeySecretRef: the OpenAI server's key, never in argv or status
+    api_key = spec.engine.api_key_secret_ref
+    if api_key is not None:
+        ours.append(_secret_env(vllm.ENV_API_KEY, api_key))
     theirs = [{"name": e.name, "value": e.value} for e in spec.engine.env]
     overridden = {e["name"] for e in theirs}
     # Last occurrence wins within the spec's own list, as the kubelet would do.
@@ -409,14 +522,10 @@ def _env(spec: MultimodalModelSpec) -> list[dict[str, Any]]:
     return [e for e in ours if e["name"] not in overridden] + deduped
 
 
-def _port(plan: Plan) -> int:
-    """The port vLLM listens on: the plan's --port, else vLLM's default."""
-    for i, arg in enumerate(plan.args):
-        if arg.startswith("--port="):
-            return int(arg.split("=", 1)[1])
-        if arg == "--port" and i + 1 < len(plan.args):
-            return int(plan.args[i + 1])
-    return OPENAI_PORT
+def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
+    """An env var read from a Secret's key (not optional: a missing Secret stops the container
+    with CreateContainerConfigError rather than starting vLLM without it)."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
 def _sorted(mapping: dict[str, Any]) -> dict[str, Any]:

@@ -1,17 +1,57 @@
-"""Every argv mmop renders for the examples is accepted by the pinned vLLM's own serve parser
-and pre-load checks; a renamed or dropped flag fails here first."""
+"""Every argv mmop renders for the examples (mmop.render.vllm_args) is accepted by the pinned
+vLLM's own serve parser and pre-load checks; a renamed or dropped flag fails here first, and so
+does a flag name in mmop.vllm that the pinned vLLM does not know."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from e2e.engine.launcher import ADDED_FLAGS, CPU_INCOMPATIBLE_FLAGS, engine_argv
-from e2e.engine.scenario import PRESSURE_FLAGS, example_argv, example_files
+from e2e.engine.scenario import EXAMPLES, PRESSURE_FLAGS, example_files
 from e2e.engine.venv import EngineVenv
 
+from mmop import vllm
+from mmop.api import MultimodalModel
+from mmop.inventory import default_inventory
+from mmop.planner import plan
+from mmop.render import vllm_args
+
 CHECK = Path(__file__).resolve().parents[2] / "e2e" / "engine" / "scripts" / "check_args.py"
+
+
+@functools.cache
+def example_argv(example: str) -> list[str]:
+    """The argv mmop renders for ``examples/<example>`` on the default inventory."""
+    manifest = MultimodalModel.model_validate(yaml.safe_load((EXAMPLES / example).read_text()))
+    return vllm_args(plan(manifest, default_inventory()))
+
+
+def flag_samples() -> list[str]:
+    """One argument per flag name of mmop.vllm, with a value vLLM's parser accepts."""
+    values = {
+        vllm.FLAG_SERVED_MODEL_NAME: "m",
+        vllm.FLAG_PORT: str(vllm.OPENAI_PORT),
+        vllm.FLAG_TENSOR_PARALLEL_SIZE: "1",
+        vllm.FLAG_MAX_MODEL_LEN: "4096",
+        vllm.FLAG_MAX_NUM_SEQS: "8",
+        vllm.FLAG_MAX_NUM_BATCHED_TOKENS: "4096",
+        vllm.FLAG_GPU_MEMORY_UTILIZATION: "0.9",
+        vllm.FLAG_QUANTIZATION: "fp8",
+        vllm.FLAG_KV_CACHE_DTYPE: "fp8",
+        vllm.FLAG_LIMIT_MM_PER_PROMPT: '{"image":1}',
+        vllm.FLAG_MM_PROCESSOR_KWARGS: '{"max_pixels":1003520}',
+        vllm.FLAG_MM_PROCESSOR_CACHE_GB: str(vllm.DEFAULT_MM_PROCESSOR_CACHE_GB),
+        vllm.FLAG_REVISION: "main",
+    }
+    names = {v for k, v in vars(vllm).items() if k.startswith("FLAG_")}
+    assert names == {*values, vllm.FLAG_TRUST_REMOTE_CODE}
+    return [*(f"{k}={v}" for k, v in values.items()), vllm.FLAG_TRUST_REMOTE_CODE]
+
+
 # A value mmop could render for each flag the launcher drops on a CPU.
 DROPPED_SAMPLES = {
     "--quantization": "fp8",
@@ -36,6 +76,8 @@ def verdicts(engine: EngineVenv) -> dict[str, Any]:
     argvs["launcher"] = engine_argv(["org/model", *PRESSURE_FLAGS], "/models/x", 8000).argv
     # the flags it drops must still be vLLM flags (else the list is stale)
     argvs["dropped"] = ["org/model", *(f"{f}={v}" for f, v in DROPPED_SAMPLES.items())]
+    # every flag name mmop.vllm holds, at once
+    argvs["mmop.vllm"] = ["org/model", *flag_samples()]
     return check(engine, argvs)
 
 
@@ -51,6 +93,10 @@ def test_the_check_rejects_unknown_flags_and_bad_values(verdicts: dict[str, Any]
     assert "--no-such-flag" in verdicts["control:unknown-flag"]["error"]
     assert not verdicts["control:bad-json"]["ok"]
     assert "--limit-mm-per-prompt" in verdicts["control:bad-json"]["error"]
+
+
+def test_every_flag_name_mmop_renders_is_a_pinned_vllm_flag(verdicts: dict[str, Any]) -> None:
+    assert verdicts["mmop.vllm"]["ok"], verdicts["mmop.vllm"]["error"]
 
 
 def test_the_launchers_flag_lists_are_vllm_flags(verdicts: dict[str, Any]) -> None:

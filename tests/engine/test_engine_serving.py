@@ -23,10 +23,10 @@ from e2e.engine.scenario import (
     pressure,
 )
 
-from mmop.estimator import PINNED_VLLM_VERSION
 from mmop.metrics import METRICS, family_names, parse_exposition, parse_startup_log, signals
 from mmop.modalities import image_tokens
 from mmop.model import load_profile_from_dir
+from mmop.vllm import PINNED_VLLM_VERSION
 
 EXAMPLE = "qwen2.5-vl-7b.yaml"
 NAME = "qwen-vl"  # the example's served model name

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from e2e.engine.venv import EngineVenv
 
-from mmop.api import DEFAULT_VLLM_IMAGE
-from mmop.estimator import PINNED_VLLM_VERSION
+from mmop import api, estimator
+from mmop.vllm import DEFAULT_VLLM_IMAGE, PINNED_VLLM_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +20,9 @@ def test_serving_image_follows_the_pin() -> None:
     assert match is not None and match.group(1) == PINNED_VLLM_VERSION
     assert re.search(r"^ARG VLLM_IMAGE=vllm/vllm-openai:v\$\{VLLM_VERSION\}$", dockerfile, re.M)
     assert f"vllm/vllm-openai:v{PINNED_VLLM_VERSION}" == DEFAULT_VLLM_IMAGE
+    # one pin: the spec's default image and the estimator's release are mmop.vllm's
+    assert api.DEFAULT_VLLM_IMAGE == DEFAULT_VLLM_IMAGE
+    assert estimator.PINNED_VLLM_VERSION == PINNED_VLLM_VERSION
 
 
 def test_engine_venv_runs_the_pinned_release(engine: EngineVenv) -> None:

@@ -32,8 +32,9 @@ from e2e.waiting import wait_for
 from mmop.api import MultimodalModel
 from mmop.inventory import default_inventory
 from mmop.metrics import parse_exposition, parse_startup_log
-from mmop.planner import OPENAI_PORT, plan
+from mmop.planner import plan
 from mmop.render import RenderOptions, render
+from mmop.vllm import OPENAI_PORT
 
 EXAMPLE_QWEN = "qwen2.5-vl-7b.yaml"
 
@@ -162,8 +163,6 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
         in_process_operator,
     )
 
-    from mmop.controller import telemetry
-
     annotations = {"sandbox.mmop.dev/engine-args": " ".join(PRESSURE_FLAGS)}
     doc = example(EXAMPLE_QWEN)
     name = doc["metadata"]["name"]
@@ -174,7 +173,7 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
         "maxReplicas": 2,
         "behavior": {"windowSeconds": 5, "scaleUpCooldownSeconds": 0},
     }
-    with in_process_operator(sandbox, annotations, serve=REAL_ENGINE):
+    with in_process_operator(sandbox, annotations, serve=REAL_ENGINE) as operator:
         apply_manifest(sandbox, namespace, doc)
         wait_for(
             lambda: (
@@ -213,11 +212,11 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
         reasons = ("Saturated", "LowSpareCapacity", "SloMissed")
         assert any(r in decision["message"] for r in reasons), decision
         labels = {"namespace": namespace, "model": name}
-        observed = telemetry.REGISTRY.get_sample_value(
+        observed = operator.telemetry.registry.get_sample_value(
             "mmop_model_kv_cache_tokens", {**labels, "source": "observed"}
         )
         assert observed == PRESSURE_KV_TOKENS  # the engine's own cache_config_info
-        predicted = telemetry.REGISTRY.get_sample_value(
+        predicted = operator.telemetry.registry.get_sample_value(
             "mmop_model_kv_cache_tokens", {**labels, "source": "predicted"}
         )
         assert predicted is not None and predicted > PRESSURE_KV_TOKENS  # planned for a GPU

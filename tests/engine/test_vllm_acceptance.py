@@ -26,6 +26,7 @@ from mmop.catalog import GpuSpec, resolve_gpu
 from mmop.inventory import load_inventory
 from mmop.model import CATALOG_MODELS_DIR, ModelProfile, catalog_ids, load_profile
 from mmop.planner import Plan, PlanningError, plan
+from mmop.render import vllm_args
 
 CHECK = Path(__file__).resolve().parents[2] / "e2e" / "engine" / "scripts" / "check_config.py"
 # One GPU per generation in the catalog (Turing, Ampere, Ada, Hopper, Blackwell).
@@ -200,7 +201,7 @@ def matrix(engine: EngineVenv, tmp_path_factory: pytest.TempPathFactory) -> dict
     for case in cases:
         if case.plan is not None:
             requests[case.name] = {
-                "argv": catalog_argv(case.plan.args),
+                "argv": catalog_argv(vllm_args(case.plan)),
                 "compute_capability": case.gpu.compute_capability,
                 "gpu": case.gpu.name,
             }
@@ -260,7 +261,9 @@ def test_models_that_need_remote_code_are_planned_with_it(matrix: dict[str, Any]
     for case in planned(matrix):
         assert case.verdict is not None
         if case.verdict["trust_remote_code_required"]:
-            assert case.plan is not None and "--trust-remote-code" in case.plan.args, case.name
+            assert case.plan is not None and "--trust-remote-code" in vllm_args(case.plan), (
+                case.name
+            )
             # the catalog has config.json only: vLLM stops at the remote config class
             assert offline_remote_code(case), case.verdict
 
@@ -284,9 +287,9 @@ def planned_model(case: Case) -> tuple[ModelProfile, str | None, bool]:
     """The served checkpoint's profile, the quantization vLLM resolves for the plan, and whether
     vLLM runs the model as a multimodal-prefix LM."""
     assert case.plan is not None
-    profile = load_profile(case.plan.args[0])
+    profile = load_profile(vllm_args(case.plan)[0])
     flag = next(
-        (a.split("=", 1)[1] for a in case.plan.args if a.startswith("--quantization=")), None
+        (a.split("=", 1)[1] for a in vllm_args(case.plan) if a.startswith("--quantization=")), None
     )
     checkpoint = profile.quantization.method if profile.quantization else None
     method = capabilities.checkpoint_quantization(flag, checkpoint)

@@ -33,10 +33,7 @@ SIM_ANNOTATIONS = {
 @pytest.fixture(scope="module")
 def scaler(sandbox: SandboxState) -> Iterator[Any]:
     """The operator in-process, its autoscaler ticking every 2 s, engines that saturate."""
-    import os
-
-    assert os.environ["MMOP_AUTOSCALE_INTERVAL_SECONDS"] == "2"
-    with in_process_operator(sandbox, SIM_ANNOTATIONS) as state:
+    with in_process_operator(sandbox, SIM_ANNOTATIONS, autoscale_interval_seconds=2) as state:
         yield state
 
 
@@ -176,9 +173,9 @@ def test_saturation_scales_up_new_replicas_take_traffic_then_scale_down(
     if source == "prometheus":
         # The sandbox's Prometheus scrapes every served pod (file_sd, labels namespace and pod).
         assert sandbox.prometheus_url, "the sandbox runs Prometheus (Debian's package)"
-        monkeypatch.setenv("MMOP_PROMETHEUS_URL", sandbox.prometheus_url)
+        scaler.config = scaler.config.model_copy(update={"prometheus_url": sandbox.prometheus_url})
     else:
-        monkeypatch.delenv("MMOP_PROMETHEUS_URL", raising=False)
+        scaler.config = scaler.config.model_copy(update={"prometheus_url": None})
     name = "busy"
     apply_manifest(sandbox, namespace, model(name))
     wait_for(lambda: len(ready_pod_urls(sandbox, namespace, name)) == 1, "one Ready replica", 120)
@@ -195,10 +192,8 @@ def test_saturation_scales_up_new_replicas_take_traffic_then_scale_down(
         wait_for(lambda: len(load.by_pod) >= 2, "answers from more than one replica", 60)
         # mmop's own metrics: what the plan predicted against what the engines hold (the
         # stand-in reports 1024 blocks of 16 tokens), and the decision counted.
-        from mmop.controller import telemetry
-
         labels = {"namespace": namespace, "model": name}
-        sample = telemetry.REGISTRY.get_sample_value
+        sample = scaler.telemetry.registry.get_sample_value
         if source == "scrape":
             observed = {**labels, "source": "observed"}
             assert sample("mmop_model_kv_cache_tokens", observed) == 16384
@@ -353,3 +348,71 @@ def test_an_idle_fleet_is_consolidated_onto_a_cheaper_plan_until_the_spec_change
         "the plan for the peak after the edit",
         60,
     )
+
+
+def test_a_refused_scale_is_shown_and_not_recorded_as_a_change(
+    sandbox: SandboxState, scaler: Any, namespace: str
+) -> None:
+    """R2: a scale the API server refuses (the chart's RBAC lacked patch on deployments/scale)
+    was recorded as a change that never happened — its cooldown and reversal count then acted
+    on it — and nothing reached status or Events. Here an admission policy refuses every
+    scale in the namespace while the engines saturate."""
+    scaler.config = scaler.config.model_copy(update={"prometheus_url": None})
+    policy = f"deny-scale-{namespace}"
+    docs = [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["apps"],
+                            "apiVersions": ["v1"],
+                            "operations": ["UPDATE"],
+                            "resources": ["deployments/scale"],
+                        }
+                    ]
+                },
+                "validations": [{"expression": "false", "message": "injected scale fault"}],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                },
+            },
+        },
+    ]
+    kubectl(sandbox, "apply", "-f", "-", stdin="\n---\n".join(json.dumps(d) for d in docs))
+    name = "refused"
+    try:
+        apply_manifest(sandbox, namespace, model(name))
+        wait_for(lambda: len(ready_pod_urls(sandbox, namespace, name)) == 1, "one replica", 120)
+        with Load(sandbox, namespace, name, clients=12):
+
+            def degraded() -> dict[str, Any] | None:
+                mm = get_mm(sandbox, namespace, name)
+                for c in mm["status"].get("conditions") or []:
+                    if c["type"] == "Degraded" and c["reason"] == "ScaleRefused":
+                        return mm
+                return None
+
+            mm = wait_for(degraded, "Degraded=True, ScaleRefused", 90)
+        assert replicas(sandbox, namespace, name) == 1
+        saved = mm["status"].get("autoscaler") or {}
+        assert not saved.get("lastChangeTime"), saved  # no change recorded
+        assert any(d["reason"] == "ScaleRefused" for d in decisions(mm)), decisions(mm)
+        events = json.loads(kubectl(sandbox, "get", "events", "-n", namespace, "-o", "json"))
+        assert any(e["reason"] == "ScaleRefused" for e in events["items"])
+    finally:
+        kubectl(sandbox, "delete", "validatingadmissionpolicybinding", policy)
+        kubectl(sandbox, "delete", "validatingadmissionpolicy", policy)

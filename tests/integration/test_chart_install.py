@@ -1,6 +1,8 @@
 """The Helm chart against the sandbox: lint, render with several values files and validate every
 object with the API server's server-side dry-run, install, and run the operator with the chart's
-ServiceAccount token (TokenRequest) to show it can do what it needs and nothing more; peering."""
+ServiceAccount token (TokenRequest) to show it can do what it needs and nothing more (scaling a
+Deployment through its scale subresource included); the rendered RBAC never grants Secrets,
+deletes, escalation, binding or impersonation; the policy values reach `mmop run`; peering."""
 
 from __future__ import annotations
 
@@ -353,6 +355,7 @@ def test_cluster_mode_install_and_the_token_does_what_mmop_needs_and_no_more(
         ("list", "nodes"),
         ("watch", "pods", "--all-namespaces"),
         ("patch", "deployments.apps", "-n", "default"),
+        ("patch", "deployments.apps", "--subresource=scale", "-n", "default"),
         ("create", "poddisruptionbudgets.policy", "-n", "default"),
         ("create", "events", "-n", "default"),
         ("patch", f"clusterkopfpeerings.kopf.dev/{release}"),
@@ -512,3 +515,187 @@ def test_peering_one_reconciles_and_the_other_takes_over(
         timeout=30,
     )
     helm(sandbox, "uninstall", release, "-n", ns, "--wait")
+
+
+# ------------------------------------------------------------------------------------------------
+# Scaling through the chart's ServiceAccount (the autoscaler's write), the RBAC's limits, policy
+
+
+def plain_deployment(name: str) -> str:
+    """A Deployment no model owns: what the autoscaler's patch meets, without an operator that
+    could write the replicas back."""
+    labels = {"app": name}
+    return yaml.safe_dump(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "c", "image": "registry.example.com/x:1"}]},
+                },
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize("mode", ["cluster", "namespaced"])
+def test_the_service_account_can_scale_a_deployment_as_the_autoscaler_does(
+    sandbox: SandboxState, chart_crds: None, tmp_path: Path, mode: str
+) -> None:
+    from kubernetes import client, config
+
+    from mmop.controller.kube import Kube
+
+    work = unique("scale")
+    create_namespace(sandbox, work)
+    release = f"mmop-scale-{mode[:2]}"
+    values: dict[str, Any] = {"replicaCount": 1, "peering": {"enabled": False}}
+    if mode == "namespaced":
+        values["watch"] = {"mode": "namespaced", "namespaces": [work]}
+    ns = install(sandbox, tmp_path, release, **values)
+    sa = f"system:serviceaccount:{ns}:{release}"
+    assert can_i(sandbox, sa, "patch", "deployments.apps", "--subresource=scale", "-n", work)
+    # the grant is the scale subresource's patch, nothing more
+    assert not can_i(sandbox, sa, "update", "deployments.apps", "--subresource=scale", "-n", work)
+    assert not can_i(sandbox, sa, "delete", "deployments.apps", "-n", work)
+    kubectl(sandbox, "apply", "-n", work, "-f", "-", stdin=plain_deployment("engine"))
+    token = token_kubeconfig(sandbox, tmp_path, ns, release)
+    # the operator's own call (controller/kube.py), authenticated as the chart's ServiceAccount
+    Kube(config.new_client_from_config(str(token))).scale_deployment(work, "engine", 3)
+    admin = client.AppsV1Api(config.new_client_from_config(sandbox.kubeconfig))
+    assert admin.read_namespaced_deployment("engine", work).spec.replicas == 3
+    helm(sandbox, "uninstall", release, "-n", ns, "--wait")
+
+
+FORBIDDEN_VERBS = {"delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
+
+
+def rendered_rules(sandbox: SandboxState, values: Path | None) -> list[tuple[str, dict[str, Any]]]:
+    args = ["template", "rbac", str(CHART), "-n", "mmop-system"]
+    if values is not None:
+        args += ["-f", str(values)]
+    out = []
+    for doc in docs(helm(sandbox, *args)):
+        if doc["kind"] in ("Role", "ClusterRole"):
+            out += [(f"{doc['kind']}/{doc['metadata']['name']}", r) for r in doc["rules"]]
+    return out
+
+
+@pytest.mark.parametrize(
+    "values", [None, *VALUES_FILES], ids=lambda p: "defaults" if p is None else p.stem
+)
+def test_rendered_rbac_grants_no_secrets_no_deletes_and_no_escalation(
+    sandbox: SandboxState, values: Path | None
+) -> None:
+    rules = rendered_rules(sandbox, values)
+    assert rules
+    for where, rule in rules:
+        verbs, resources = set(rule["verbs"]), set(rule["resources"])
+        assert not verbs & FORBIDDEN_VERBS, (where, rule)
+        assert not {"secrets", "*"} & resources, (where, rule)
+        assert not {r for r in resources if r.startswith(("secrets/", "serviceaccounts"))}, rule
+        assert not {"roles", "clusterroles", "rolebindings", "clusterrolebindings"} & resources
+        assert "*" not in rule.get("apiGroups", []), (where, rule)
+        assert not rule.get("nonResourceURLs"), (where, rule)
+    scale = [r for _, r in rules if "deployments/scale" in r["resources"]]
+    assert scale and all(set(r["verbs"]) == {"patch"} for r in scale), scale
+
+
+def test_policy_values_become_run_flags(sandbox: SandboxState, tmp_path: Path) -> None:
+    values = tmp_path / "policy.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {"policy": {"allowedImages": ["registry.example.com/", "vllm/vllm-openai"],
+                        "allowedSecrets": ["hf-token", "vllm-api-key"]}}
+        )
+    )  # fmt: skip
+    rendered = docs(helm(sandbox, "template", "p", str(CHART), "-f", str(values)))
+    (deployment,) = [d for d in rendered if d["kind"] == "Deployment"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--allowed-")] == [
+        "--allowed-image=registry.example.com/",
+        "--allowed-image=vllm/vllm-openai",
+        "--allowed-secret=hf-token",
+        "--allowed-secret=vllm-api-key",
+    ]
+    defaults = docs(helm(sandbox, "template", "p", str(CHART)))
+    (deployment,) = [d for d in defaults if d["kind"] == "Deployment"]
+    assert not [a for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+                if a.startswith("--allowed-")]  # fmt: skip
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"policy": {"allowedSecrets": ["Not_A_Name"]}}))
+    proc = subprocess.run(
+        [sandbox.bin_dir["helm"], "template", "p", str(CHART), "-f", str(bad)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "allowedSecrets" in proc.stderr, proc.stderr
+
+
+def admission_policy_example() -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicy and its binding, as docs/install.md shows them."""
+    text = (ROOT / "docs" / "install.md").read_text()
+    after = text.split("**An admission policy**", 1)[1]
+    block = after.split("```yaml\n", 1)[1].split("```", 1)[0]
+    return docs(block)
+
+
+def test_the_documented_admission_policy_refuses_what_the_operator_policy_refuses(
+    sandbox: SandboxState, chart_crds: None
+) -> None:
+    policy, binding = admission_policy_example()
+    assert (policy["kind"], binding["kind"]) == (
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    )
+    work = unique("vap")
+    create_namespace(sandbox, work)
+    kubectl(sandbox, "label", "namespace", work, f"mmop.dev/vap-test={work}")
+    suffix = uuid.uuid4().hex[:6]
+    policy["metadata"]["name"] += f"-{suffix}"
+    binding["metadata"]["name"] += f"-{suffix}"
+    binding["spec"]["policyName"] = policy["metadata"]["name"]
+    # bound to the test namespace only: other tests share the API server
+    binding["spec"]["matchResources"] = {
+        "namespaceSelector": {"matchLabels": {"mmop.dev/vap-test": work}}
+    }
+    kubectl(sandbox, "apply", "-f", "-", stdin=yaml.safe_dump_all([policy, binding]))
+    try:
+
+        def verdict(spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+            doc = {"apiVersion": "mmop.dev/v1alpha1", "kind": "MultimodalModel",
+                   "metadata": {"name": "v"}, "spec": {"model": {"id": "a/b"}, **spec}}  # fmt: skip
+            return subprocess.run(
+                [sandbox.bin_dir["kubectl"], f"--kubeconfig={sandbox.kubeconfig}", "create",
+                 "--dry-run=server", "-n", work, "-f", "-"],
+                input=yaml.safe_dump(doc), capture_output=True, text=True, check=False,
+            )  # fmt: skip
+
+        refused = [
+            ({"engine": {"image": "evil.example.com/x:1"}}, "spec.engine.image"),
+            ({"model": {"id": "a/b", "tokenSecretRef": {"name": "db"}}}, "tokenSecretRef"),
+            ({"engine": {"apiKeySecretRef": {"name": "db"}}}, "apiKeySecretRef"),
+            ({"engine": {"env": [{"name": "LD_PRELOAD", "value": "/x.so"}]}}, "spec.engine.env"),
+        ]
+        # the binding takes a moment to reach the admission plugin
+        wait_for(lambda: verdict(refused[0][0]).returncode != 0, "the policy in force")
+        for spec, words in refused:
+            proc = verdict(spec)
+            assert proc.returncode != 0 and words in proc.stderr, (spec, proc.stderr)
+            assert "ValidatingAdmissionPolicy" in proc.stderr
+        for spec in (
+            {},
+            {"engine": {"image": "registry.example.com/vllm/vllm-openai:v0.32.0"}},
+            {"engine": {"image": "vllm/vllm-openai:v0.32.0"}},
+            {"model": {"id": "a/b", "tokenSecretRef": {"name": "hf-token"}},
+             "engine": {"apiKeySecretRef": {"name": "vllm-api-key"},
+                        "env": [{"name": "OMP_NUM_THREADS", "value": "4"}]}},
+        ):  # fmt: skip
+            proc = verdict(spec)
+            assert proc.returncode == 0, (spec, proc.stderr)
+    finally:
+        kubectl(sandbox, "delete", "validatingadmissionpolicybinding", binding["metadata"]["name"])
+        kubectl(sandbox, "delete", "validatingadmissionpolicy", policy["metadata"]["name"])

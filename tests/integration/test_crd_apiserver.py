@@ -212,6 +212,77 @@ AGREEMENT: dict[str, tuple[bool, dict[str, Any]]] = {
     "unknown-quantization": (REFUSED, {"placement": {"quantizations": ["int3"]}}),
     "node-selector": (ACCEPTED, {"placement": {"nodeSelector": {"pool": "gpu"}}}),
     "node-selector-not-string": (REFUSED, {"placement": {"nodeSelector": {"pool": 1}}}),
+    # R4: what no pod can carry is refused at apply
+    "node-selector-label-syntax": (
+        ACCEPTED,
+        {"placement": {"nodeSelector": {"example.com/pool": "", "a.b-c_d": "A.b-1_2"}}},
+    ),
+    "node-selector-null-value-is-dropped": (ACCEPTED, {"placement": {"nodeSelector": {"a": None}}}),
+    "node-selector-key-two-slashes": (REFUSED, {"placement": {"nodeSelector": {"a/b/c": "x"}}}),
+    "node-selector-key-name-64": (REFUSED, {"placement": {"nodeSelector": {"n" * 64: "x"}}}),
+    "node-selector-key-prefix-254": (
+        REFUSED,
+        {"placement": {"nodeSelector": {".".join(["p" * 63] * 3 + ["p" * 62]) + "/x": "x"}}},
+    ),
+    "node-selector-key-prefix-253": (
+        ACCEPTED,
+        {"placement": {"nodeSelector": {".".join(["p" * 63] * 3 + ["p" * 61]) + "/x": "x"}}},
+    ),
+    "node-selector-key-uppercase-prefix": (
+        REFUSED,
+        {"placement": {"nodeSelector": {"Example.com/x": "x"}}},
+    ),
+    "node-selector-value-64": (REFUSED, {"placement": {"nodeSelector": {"pool": "v" * 64}}}),
+    "node-selector-value-syntax": (REFUSED, {"placement": {"nodeSelector": {"pool": "-v"}}}),
+    "node-selector-17-labels": (
+        REFUSED,
+        {"placement": {"nodeSelector": {f"k{i}": "v" for i in range(17)}}},
+    ),
+    "token-secret-name-uppercase": (
+        REFUSED,
+        {"model": {"id": "org/model", "tokenSecretRef": {"name": "Hf"}}},
+    ),
+    "token-secret-key-dotdot": (
+        REFUSED,
+        {"model": {"id": "org/model", "tokenSecretRef": {"name": "hf", "key": "..k"}}},
+    ),
+    "token-secret-key-dot-prefixed": (
+        ACCEPTED,
+        {"model": {"id": "org/model", "tokenSecretRef": {"name": "hf.t", "key": ".k"}}},
+    ),
+    "empty-image": (REFUSED, {"engine": {"image": ""}}),
+    "non-bmp-text": (
+        ACCEPTED,
+        {"engine": {"env": [{"name": "G", "value": "\U0001f600"}], "image": "r/\U0001f600"}},
+    ),
+    # R8: model ids are Hugging Face repo ids
+    "model-id-path": (REFUSED, {"model": {"id": "/models/x"}}),
+    "model-id-home": (REFUSED, {"model": {"id": "~/x"}}),
+    "model-id-dot-dot-segment": (REFUSED, {"model": {"id": "Qwen/../Qwen/Qwen2-VL-7B-Instruct"}}),
+    "model-id-double-slash": (REFUSED, {"model": {"id": "a//b"}}),
+    "model-id-trailing-slash": (REFUSED, {"model": {"id": "a/b/"}}),
+    "model-id-double-dash": (REFUSED, {"model": {"id": "org/a--b"}}),
+    "model-id-git": (REFUSED, {"model": {"id": "org/a.git"}}),
+    "model-id-part-97": (REFUSED, {"model": {"id": "org/" + "x" * 97}}),
+    "model-id-parts-96": (ACCEPTED, {"model": {"id": "o" * 96 + "/" + "x" * 96}}),
+    "model-id-name-only": (ACCEPTED, {"model": {"id": "gpt2"}}),
+    "variant-id-path": (
+        REFUSED,
+        {"model": {"id": "org/model", "variants": [{"id": "./x", "quantization": "fp8"}]}},
+    ),
+    # R5: the API key is a Secret reference, never an argument
+    "api-key-flag": (REFUSED, {"engine": {"extraArgs": ["--api-key=s3cret"]}}),
+    "api-key-secret-ref": (ACCEPTED, {"engine": {"apiKeySecretRef": {"name": "vllm-key"}}}),
+    # the API server's reading of types, nulls and bounds (found by the drill, specs.py)
+    "workload-null-is-pruned": (ACCEPTED, {"workload": None}),
+    "replicas-null-is-pruned": (ACCEPTED, {"replicas": None}),
+    "replicas-integral-float": (REFUSED, {"replicas": 2.0}),
+    "cel-read-integer-as-float": (REFUSED, {"scaling": {"maxReplicas": 3.0}}),
+    "integral-float-for-integer": (ACCEPTED, {"workload": {"images": {"perRequest": 2.0}}}),
+    "string-for-integer": (REFUSED, {"workload": {"images": {"perRequest": "2"}}}),
+    "integer-for-boolean": (REFUSED, {"model": {"id": "org/model", "trustRemoteCode": 1}}),
+    "integer-under-a-fractional-minimum": (REFUSED, {"workload": {"slo": {"margin": 0}}}),
+    "integer-at-a-fractional-range": (ACCEPTED, {"workload": {"slo": {"margin": 1}}}),
 }
 
 

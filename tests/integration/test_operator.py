@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import yaml
 from e2e.sandbox import SandboxState
@@ -36,15 +34,18 @@ def kubectl(sandbox: SandboxState, *args: str, stdin: str | None = None) -> str:
 
 @contextlib.contextmanager
 def in_process_operator(
-    sandbox: SandboxState, pod_annotations: dict[str, str] | None = None, serve: str = "sim"
+    sandbox: SandboxState,
+    pod_annotations: dict[str, str] | None = None,
+    serve: str = "sim",
+    **config: Any,
 ) -> Iterator[Any]:
-    """The operator running in-process (kopf's KopfRunner) against the sandbox, its pods
+    """The operator running in a thread of this process against the sandbox, its pods
     labelled for the sandbox's pod server (``serve``: the stand-in ``sim`` or the real engine
-    ``vllm``) and annotated to shape them; yields its state."""
-    from kopf.testing import KopfRunner
-
-    from mmop.controller import handlers
-    from mmop.controller.kube import Kube
+    ``vllm``) and annotated to shape them; ``config``: OperatorConfig fields. Yields its
+    OperatorContext."""
+    from mmop.controller import runner
+    from mmop.controller.config import from_environment
+    from mmop.controller.context import OperatorContext
     from mmop.render import RenderOptions
 
     kubectl(
@@ -54,28 +55,15 @@ def in_process_operator(
         sandbox, "wait", "--for=condition=Established", "crd/multimodalmodels.mmop.dev",
         "--timeout=60s",
     )  # fmt: skip
-    old = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = sandbox.kubeconfig
-    from kubernetes import config
-
-    handlers.STATE.kube = Kube(config.new_client_from_config(sandbox.kubeconfig))
-    handlers.STATE.render_options = RenderOptions(
+    render = RenderOptions(
         extra_pod_labels={"sandbox.mmop.dev/serve": serve},
         extra_pod_annotations=dict(pod_annotations or {}),
     )
-    runner = KopfRunner(
-        ["run", "--standalone", "--all-namespaces", "-m", "mmop.controller.handlers"]
+    ctx = OperatorContext(
+        config=from_environment(kubeconfig=sandbox.kubeconfig, render=render, **config)
     )
-    runner.__enter__()
-    try:
-        yield handlers.STATE
-    finally:
-        runner.__exit__(None, None, None)
-        handlers.STATE.render_options = RenderOptions()
-        if old is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = old
+    with runner.background(ctx):
+        yield ctx
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +232,7 @@ def test_unchanged_models_cause_no_writes_on_resume(
         "Ready=True on qwen-audio",
         timeout=120,
     )
-    from mmop.controller import handlers
+    from mmop.controller.reconcile import reconcile_model
 
     def versions() -> dict[str, str]:
         out = {"mm": get_mm(sandbox, namespace, "qwen-audio")["metadata"]["resourceVersion"]}
@@ -257,10 +245,9 @@ def test_unchanged_models_cause_no_writes_on_resume(
 
     before = versions()
     body = get_mm(sandbox, namespace, "qwen-audio")
-    patch = kopf.Patch()
-    action = handlers.reconcile_model(body, patch, logging.getLogger("test"))
+    assert operator.indexes is not None
+    action = reconcile_model(operator, body, operator.indexes, logging.getLogger("test"))
     assert action == "unchanged"
-    assert not patch, dict(patch)
     # Nothing was written to the model or its children (every write bumps a resourceVersion;
     # the operator running beside this test writes for other models, so its counter is no use).
     assert versions() == before
@@ -317,7 +304,9 @@ def test_later_models_plan_around_gpus_earlier_ones_took(
 def test_operator_restart_converges_without_duplicate_writes(
     sandbox: SandboxState, operator: Any, namespace: str
 ) -> None:
-    from kopf.testing import KopfRunner
+    from mmop.controller import runner
+    from mmop.controller.config import from_environment
+    from mmop.controller.context import OperatorContext
 
     apply_manifest(sandbox, namespace, example("internvl2.5-8b.yaml"))
     wait_for(
@@ -341,7 +330,8 @@ def test_operator_restart_converges_without_duplicate_writes(
     before = versions()
     # A second operator process resuming the same objects must find everything in place and
     # write nothing to them (every write would bump a resourceVersion).
-    with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "mmop.controller.handlers"]):
+    second = OperatorContext(config=from_environment(kubeconfig=sandbox.kubeconfig))
+    with runner.background(second):
         import time
 
         deadline = time.monotonic() + 8
@@ -355,8 +345,6 @@ def test_refused_writes_are_retried_with_backoff_and_converge_without_duplicates
     sandbox: SandboxState, operator: Any, namespace: str
 ) -> None:
     """Fault injection: an admission policy refuses mmop's Deployments for a while."""
-    from mmop.controller import telemetry
-
     policy = f"deny-deployments-{namespace}"
     docs = [
         {
@@ -406,7 +394,7 @@ def test_refused_writes_are_retried_with_backoff_and_converge_without_duplicates
     def errors() -> float:
         return sum(
             m.value
-            for family in telemetry.REGISTRY.collect()
+            for family in operator.telemetry.registry.collect()
             if family.name == "mmop_reconcile_errors"
             for m in family.samples
             if m.name.endswith("_total")
@@ -432,3 +420,90 @@ def test_refused_writes_are_retried_with_backoff_and_converge_without_duplicates
                     "-o", "json")
         )["items"]  # fmt: skip
         assert len(items) == 1, (kind, [i["metadata"]["name"] for i in items])
+
+
+def test_characters_outside_the_basic_plane_reach_the_pods(
+    sandbox: SandboxState, operator: Any, namespace: str
+) -> None:
+    """R4: an emoji in a user value (here an env value) used to make every apply a 400 (the
+    client escaped it as a surrogate pair, which the API server's apply-YAML reader refuses)
+    and the model got no status at all."""
+    doc = example("qwen2.5-vl-7b.yaml")
+    doc["spec"].setdefault("engine", {})["env"] = [{"name": "GREETING", "value": "hi 🙂 𝄞"}]
+    apply_manifest(sandbox, namespace, doc)
+    dep = wait_for(lambda: deployment(sandbox, namespace, "qwen-vl"), "the Deployment", 60)
+    env = {
+        e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["GREETING"] == "hi 🙂 𝄞"
+    wait_for(
+        lambda: (
+            (c := condition(get_mm(sandbox, namespace, "qwen-vl"), "Planned"))
+            and c["status"] == "True"
+        ),
+        "Planned=True",
+    )
+
+
+def test_pods_the_replicaset_cannot_create_say_why_on_the_model(
+    sandbox: SandboxState, operator: Any, namespace: str
+) -> None:
+    """R6: a model whose pods are refused at creation (here a ResourceQuota allowing no pods)
+    showed only "0/1 ready"; the reason stayed on the ReplicaSet."""
+    kubectl(
+        sandbox, "create", "quota", "no-pods", "--hard=pods=0", "-n", namespace,
+    )  # fmt: skip
+    apply_manifest(sandbox, namespace, example("qwen2.5-vl-7b.yaml"))
+
+    def refused() -> dict[str, Any] | None:
+        ready = condition(get_mm(sandbox, namespace, "qwen-vl"), "Ready")
+        return ready if ready and ready["reason"] == "PodCreationFailed" else None
+
+    ready = wait_for(refused, "Ready=False, PodCreationFailed", 90)
+    assert ready is not None and ready["status"] == "False"
+    assert "exceeded quota" in ready["message"], ready
+    kubectl(sandbox, "delete", "quota", "no-pods", "-n", namespace)
+    wait_for(
+        lambda: (
+            (c := condition(get_mm(sandbox, namespace, "qwen-vl"), "Ready"))
+            and c["status"] == "True"
+        ),
+        "Ready=True once pods may be created",
+        180,
+    )
+
+
+def test_the_operators_policy_refuses_images_secrets_and_env_it_does_not_allow(
+    sandbox: SandboxState, operator: Any, namespace: str
+) -> None:
+    """R5: a user who may only create MultimodalModels could run any image with any
+    environment and point the Hub token at any Secret of the namespace. With the operator's
+    policy (the chart's policy.* values → mmop run --allowed-image / --allowed-secret) such a
+    model is not planned: Planned=False, PolicyDenied, naming each field; nothing is created."""
+    from mmop.policy import Policy
+
+    before = operator.config
+    operator.config = before.model_copy(
+        update={"policy": Policy(allowed_images=("registry.example/",), allowed_secrets=("hf",))}
+    )
+    try:
+        doc = example("qwen2.5-vl-7b.yaml")
+        doc["metadata"]["name"] = "deputy"
+        doc["spec"]["engine"] = {
+            "image": "evil.example/vllm:latest",
+            "env": [{"name": "LD_PRELOAD", "value": "/tmp/x.so"}],
+        }
+        doc["spec"]["model"]["tokenSecretRef"] = {"name": "someone-elses", "key": "token"}
+        apply_manifest(sandbox, namespace, doc)
+
+        def denied() -> dict[str, Any] | None:
+            c = condition(get_mm(sandbox, namespace, "deputy"), "Planned")
+            return c if c and c["reason"] == "PolicyDenied" else None
+
+        planned = wait_for(denied, "Planned=False, PolicyDenied", 60)
+        assert planned is not None and planned["status"] == "False"
+        for field in ("spec.engine.image", "spec.model.tokenSecretRef.name", "env[0].name"):
+            assert field in planned["message"], planned["message"]
+        assert deployment(sandbox, namespace, "deputy") is None
+    finally:
+        operator.config = before

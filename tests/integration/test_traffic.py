@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,8 +50,7 @@ PATTERN = step(1.0, 12.0, at=STEP_AT, hold=STEP_HOLD, after=45, end_rate=1.5)
 @pytest.fixture(scope="module")
 def operator(sandbox: SandboxState) -> Iterator[Any]:
     """The operator in-process (autoscaler tick 2 s, tests/conftest.py), engines that queue."""
-    assert os.environ["MMOP_AUTOSCALE_INTERVAL_SECONDS"] == "2"
-    with in_process_operator(sandbox, SIM_ANNOTATIONS) as state:
+    with in_process_operator(sandbox, SIM_ANNOTATIONS, autoscale_interval_seconds=2) as state:
         yield state
 
 

@@ -7,6 +7,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmop import autoscaler
 from mmop.api import Scaling, ScalingMode, Slo
 from mmop.autoscaler import (
     Action,
@@ -333,3 +334,52 @@ def test_a_consolidated_fleet_that_costs_more_than_the_peak_plan_goes_back_to_it
     plain = {**cheap, "consolidated": False}
     d, _ = decide(CONSOLIDATING, NO_SLO, quiet(0, [60] * 5, **plain), State())
     assert d.action != Action.REPLAN
+
+
+# ----------------------------------------------------------------------------- engine faults
+
+
+def test_non_finite_or_negative_gauges_leave_their_replica_out_instead_of_failing() -> None:
+    """An engine that reports NaN, ±Inf or a negative count must not fail the tick (the
+    ReplicaLoad model refuses such values): its replica is simply not measured."""
+    nan, inf = float("nan"), float("inf")
+    loads = autoscaler.loads_from(
+        [
+            ("ok", 0.5, 1.0, 2.0),
+            ("nan-kv", nan, 0.0, 0.0),
+            ("inf-waiting", 0.2, inf, 0.0),
+            ("negative", 0.2, -1.0, 0.0),
+            ("nan-running", 0.2, 0.0, nan),
+        ]
+    )
+    assert [load.pod for load in loads] == ["ok"]
+    obs = autoscaler.observation(
+        now_seconds=0,
+        desired_replicas=1,
+        ready_replicas=1,
+        loads=loads,
+        ttft_p95_seconds=nan,
+        preemptions_per_second=-inf,
+        oom_killed=(),
+        plan={"performance": {"concurrency_per_replica": 8}, "replicas": 2, "costPerHourUsd": 4},
+        saved={},
+        consolidated=False,
+    )
+    assert obs.ttft_p95_seconds is None and obs.preemptions_per_second is None
+    assert obs.planned_concurrency == 8 and obs.replica_cost_per_hour == 2.0
+
+
+def test_a_consolidation_is_taken_only_when_it_saves_enough() -> None:
+    obs = autoscaler.Observation(
+        now_seconds=0, desired_replicas=4, ready_replicas=4, replica_cost_per_hour=2.0
+    )  # a fleet of $8/h
+    assert autoscaler.consolidation_saves(obs, "A", "B", 5.0, 0.3)
+    assert not autoscaler.consolidation_saves(obs, "A", "B", 6.0, 0.3)
+    assert not autoscaler.consolidation_saves(obs, "A", "A", 1.0, 0.3)  # the same configuration
+
+
+def test_new_oom_kills_are_the_ones_after_the_last_handled() -> None:
+    pods = [("a", "2026-01-01T00:00:05Z"), ("b", None), ("c", "2026-01-01T00:00:01Z")]
+    killed, newest = autoscaler.new_oom_kills(pods, "2026-01-01T00:00:02Z")
+    assert killed == ("a",) and newest == "2026-01-01T00:00:05Z"
+    assert autoscaler.new_oom_kills(pods, newest) == ((), newest)

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
-from mmop.catalog import GpuError, load_gpus, resolve_gpu
+from mmop.catalog import (
+    CatalogError,
+    GpuCatalog,
+    GpuError,
+    default_catalog,
+    load_catalog,
+    load_gpus,
+    resolve_gpu,
+)
 from mmop.model import CATALOG_MODELS_DIR, catalog_ids, catalog_source, load_profile
 
 REQUIRED_MODELS = [
@@ -231,3 +241,52 @@ def test_bf16_and_fp8_support_follow_the_architecture() -> None:
     assert not resolve_gpu("T4").supports.bf16
     assert not resolve_gpu("A100-80GB").supports.fp8
     assert resolve_gpu("L4").supports.fp8 and resolve_gpu("H100").supports.fp8
+
+
+# ------------------------------------------------------------------------------------------------
+# The catalog as a value
+
+
+def test_a_catalog_is_an_immutable_value() -> None:
+    packaged = default_catalog()
+    assert load_catalog() is packaged and packaged.gpus == load_gpus()
+    assert packaged.names() == [gpu.name for gpu in packaged.gpus]
+    copy = GpuCatalog(packaged.gpus, "a copy")
+    assert copy == packaged and hash(copy) == hash(packaged) and copy is not packaged
+    assert GpuCatalog(packaged.gpus[:3]) != packaged
+    with pytest.raises(AttributeError):
+        packaged.gpus = ()  # type: ignore[misc]
+    assert packaged.resolve("nvidia-l4") is packaged.find("L4") is resolve_gpu("L4")
+    assert packaged.find("H300") is None
+    with pytest.raises(GpuError, match="unknown GPU 'H300'"):
+        packaged.resolve("H300")
+
+
+def test_a_later_entry_takes_a_name_an_earlier_one_claimed() -> None:
+    l4 = resolve_gpu("L4")
+    other = l4.model_copy(update={"name": "L4-bis", "price_per_hour_usd": 9.0})
+    catalog = GpuCatalog((l4, other))
+    assert catalog.resolve("NVIDIA-L4").name == "L4-bis" and catalog.resolve("L4").name == "L4"
+
+
+def test_unreadable_or_invalid_catalog_files_name_the_problem(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(CatalogError, match=r"missing\.yaml: cannot read"):
+        load_catalog(missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gpus: [{name: X1000, memory_gib: 96}]\n")
+    with pytest.raises(
+        CatalogError, match=r"bad.yaml: gpus\[0\] \('X1000'\): vendor: Field required"
+    ):
+        load_catalog(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("gpus: []\n")
+    with pytest.raises(CatalogError, match="expected `gpus:`"):
+        load_catalog(empty)
+
+
+def test_a_catalog_file_is_read_once_per_path(tmp_path: Path) -> None:
+    path = tmp_path / "gpus.yaml"
+    path.write_text(yaml.safe_dump({"gpus": [resolve_gpu("L4").model_dump()]}))
+    first = load_catalog(path)
+    assert first.names() == ["L4"] and load_catalog(path) is first

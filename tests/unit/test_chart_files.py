@@ -14,8 +14,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from mmop import catalog
-from mmop.cli import UsageError, _build_parser, load_catalog_overrides, use_catalog_overrides
-from mmop.controller import telemetry
+from mmop.cli import UsageError, _build_parser, catalog_file, load_catalog_overrides
+from mmop.controller.telemetry import Telemetry
 from mmop.estimator import PINNED_VLLM_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_dashboard_queries_use_only_known_metrics() -> None:
     dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert exprs
-    ours = {m.name for m in telemetry.REGISTRY.collect()}
+    ours = {m.name for m in Telemetry().registry.collect()}
     vllm = {
         "vllm:kv_cache_usage_perc",
         "vllm:gpu_cache_usage_perc",
@@ -135,9 +135,13 @@ def test_run_accepts_the_options_the_chart_renders() -> None:
         ["run", "--all-namespaces", "--peering=mmop", "--liveness=http://0.0.0.0:8080/healthz",
          "--log-level=warning", "--log-format=json", "--metrics-port=9090",
          "--gpu-catalog=/etc/mmop/gpus.yaml", "--prices=/etc/mmop/prices.yaml",
-         "--vllm-image=registry.example.com/vllm:v1", "--pod-label=a=b"]
+         "--vllm-image=registry.example.com/vllm:v1", "--pod-label=a=b",
+         "--allowed-image=registry.example.com/", "--allowed-image=vllm/vllm-openai",
+         "--allowed-secret=hf-token"]
     )  # fmt: skip
     assert ns.peering == "mmop" and ns.metrics_port == 9090 and ns.log_format == "json"
+    assert ns.allowed_image == ["registry.example.com/", "vllm/vllm-openai"]
+    assert ns.allowed_secret == ["hf-token"]
     plain = _build_parser().parse_args(["run", "-n", "team-a"])
     assert plain.peering is None and plain.log_level == "info" and plain.metrics_port is None
 
@@ -183,18 +187,15 @@ def test_bad_price_tables_are_usage_errors(tmp_path: Path, prices: Any, message:
         load_catalog_overrides(None, str(file), _base())
 
 
-def test_overrides_reach_the_planner_catalog(tmp_path: Path) -> None:
+def test_overrides_become_a_catalog_file_and_the_packaged_one_is_left_alone(
+    tmp_path: Path,
+) -> None:
     prices = tmp_path / "prices.yaml"
     prices.write_text(yaml.safe_dump({"L4": 0.123}))
-    original = catalog.GPUS_FILE
-    try:
-        written = use_catalog_overrides(None, str(prices))
-        assert written is not None and written.is_file()
-        assert catalog.resolve_gpu("L4").price_per_hour_usd == 0.123
-    finally:
-        catalog.GPUS_FILE = original
-        catalog.load_gpus.cache_clear()
-        catalog._index.cache_clear()
+    assert catalog_file(None, None) is None
+    written = catalog_file(None, str(prices))
+    assert written is not None and written.is_file()
+    assert catalog.load_catalog(written).resolve("L4").price_per_hour_usd == 0.123
     assert catalog.resolve_gpu("L4").price_per_hour_usd != 0.123
 
 
@@ -202,24 +203,25 @@ def test_overrides_reach_the_planner_catalog(tmp_path: Path) -> None:
 # mmop's own metrics
 
 
-def _samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def _samples(telemetry: Telemetry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     from prometheus_client import generate_latest
 
     out = {}
-    for family in text_string_to_metric_families(generate_latest(telemetry.REGISTRY).decode()):
+    for family in text_string_to_metric_families(generate_latest(telemetry.registry).decode()):
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
 
 
 def test_telemetry_records_and_forgets_a_model() -> None:
+    telemetry = Telemetry()
     telemetry.record_reconcile("created", 0.2)
     telemetry.record_error(RuntimeError("boom"))
     telemetry.record_decision("ns1", "m1", "Applied", "PlanFound")
     telemetry.set_replicas("ns1", "m1", desired=3, current=2, ready=1)
     telemetry.set_plan("ns1", "m1", "L4", 1, "fp8", "auto", 2.1)
     telemetry.set_plan("ns1", "m1", "L40S", 1, "none", "auto", 3.6)  # a re-plan replaces
-    s = _samples()
+    s = _samples(telemetry)
     assert s[("mmop_reconciles_total", (("result", "created"),))] >= 1
     assert s[("mmop_reconcile_errors_total", (("error", "RuntimeError"),))] >= 1
     key = (("decision", "Applied"), ("model", "m1"), ("namespace", "ns1"), ("reason", "PlanFound"))
@@ -230,5 +232,43 @@ def test_telemetry_records_and_forgets_a_model() -> None:
     plans = [dict(k[1])["gpu"] for k in ours if k[0] == "mmop_model_plan_info"]
     assert plans == ["L40S"]
     telemetry.forget_model("ns1", "m1")
-    left = [k for k in _samples() if ("model", "m1") in k[1]]
+    left = [k for k in _samples(telemetry) if ("model", "m1") in k[1]]
     assert left == []
+
+
+# ------------------------------------------------------------------------------------------------
+# RBAC and policy, read from the templates (the rendered form: tests/integration)
+
+
+def _rule_lines(kind: str) -> list[str]:
+    text = (CHART / "templates" / "rbac.yaml").read_text()
+    return [
+        line.split(":", 1)[1].strip()
+        for line in text.splitlines()
+        if line.strip().startswith(("- " + kind + ":", kind + ":"))
+    ]
+
+
+def test_rbac_templates_grant_no_secrets_deletes_or_escalation() -> None:
+    verbs = {v.strip() for line in _rule_lines("verbs") for v in line.strip("[]").split(",")}
+    resources = {
+        r.strip() for line in _rule_lines("resources") for r in line.strip("[]").split(",")
+    }
+    assert verbs and resources
+    assert not verbs & {"delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
+    assert not {r for r in resources if r == "*" or r.startswith(("secrets", "serviceaccounts"))}
+    assert not resources & {"roles", "clusterroles", "rolebindings", "clusterrolebindings"}
+    assert "deployments/scale" in resources  # the autoscaler's write (R2)
+    assert "*" not in "".join(_rule_lines("apiGroups"))
+
+
+def test_policy_values_are_documented_and_passed_as_run_flags() -> None:
+    values = load(CHART / "values.yaml")
+    assert values["policy"] == {"allowedImages": [], "allowedSecrets": []}
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert set(schema["properties"]["policy"]["properties"]) == {"allowedImages", "allowedSecrets"}
+    template = (CHART / "templates" / "deployment.yaml").read_text()
+    assert "- --allowed-image={{ . }}" in template and "- --allowed-secret={{ . }}" in template
+    install = (ROOT / "docs" / "install.md").read_text()
+    for word in ("policy.allowedImages", "policy.allowedSecrets", "ValidatingAdmissionPolicy"):
+        assert word in install

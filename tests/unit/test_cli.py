@@ -424,7 +424,6 @@ NEW_PLAN_FIELDS = (
     "tokens_per_audio",
     "native_tokens_per_image",
     "native_cost_per_hour_usd",
-    "trust_remote_code",
     "notes",
 )
 
@@ -507,3 +506,34 @@ def test_plan_table_without_the_new_fields(
     assert code == 0, err
     assert f"image {data['max_tokens_per_image']:,}" in out and "tokens per item" in out
     assert "native would cost" not in out and "note:" not in out
+
+
+def test_plan_reads_a_local_directory_named_as_the_model_id(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The operator refuses a path as spec.model.id (the schema allows Hugging Face ids only),
+    but `mmop plan` still plans a directory of this machine (a fine-tune's config)."""
+    model_dir = tmp_path / "my-finetune"
+    model_dir.mkdir()
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 1024,
+        "intermediate_size": 2816,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 4,
+        "vocab_size": 32000,
+        "max_position_embeddings": 4096,
+        "torch_dtype": "bfloat16",
+    }
+    (model_dir / "config.json").write_text(json.dumps(config))
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        MANIFEST.replace("MODEL", str(model_dir)).replace(
+            "placement:", "workload: {images: {perRequest: 0}}\n  placement:"
+        )
+    )
+    code, out, err = run(capsys, "plan", str(path), "--json")
+    assert code == 0, err
+    assert json.loads(out)["max_model_len"] > 0

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import types
 from typing import Any
 
 import pytest
 
 from mmop.controller import handlers
+from mmop.controller.context import OperatorContext
 from mmop.inventory import inventory_from_objects, parse_quantity
+from mmop.status import limits_from_status
 
 Obj = dict[str, Any]
 LOG = logging.getLogger("test")
@@ -47,6 +50,8 @@ class Indexes:
     index function gets the indexes as keyword arguments."""
 
     def __init__(self) -> None:
+        self.ctx = OperatorContext()
+        self.memo = types.SimpleNamespace(context=self.ctx)
         self.nodes: dict[str, list[Any]] = {}
         self.pods: dict[str, list[Any]] = {}
 
@@ -62,7 +67,12 @@ class Indexes:
         name = obj["metadata"]["name"]
         out = asyncio.run(
             handlers.gpu_nodes(
-                body=obj, name=name, logger=LOG, gpu_nodes=self.nodes, gpu_pods=self.pods
+                body=obj,
+                name=name,
+                memo=self.memo,
+                logger=LOG,
+                gpu_nodes=self.nodes,
+                gpu_pods=self.pods,
             )
         )
         self._store(self.nodes, name, out)
@@ -74,6 +84,7 @@ class Indexes:
                 body=obj,
                 namespace="ns",
                 name=meta["name"],
+                memo=self.memo,
                 logger=LOG,
                 gpu_nodes=self.nodes,
                 gpu_pods=self.pods,
@@ -85,12 +96,11 @@ class Indexes:
         self.pods.pop(f"ns/{name}", None)
 
     def inventory(self, exclude: tuple[str, str] = ("ns", "none")) -> Any:
-        return handlers._inventory_from_indexes(self.nodes, self.pods, exclude)
+        return self.ctx.inventory.inventory(self.nodes, self.pods, exclude)
 
 
 @pytest.fixture
-def idx(monkeypatch: pytest.MonkeyPatch) -> Indexes:
-    monkeypatch.setattr(handlers, "INVENTORY", handlers.InventoryCache())
+def idx() -> Indexes:
     return Indexes()
 
 
@@ -256,12 +266,12 @@ def test_pods_not_bound_yet_hold_their_gpus(idx: Indexes) -> None:
     idx.add_node(node("b"))
     deployments = {("ns", "m1"): [deployment_entry(3, 4, "NVIDIA-H100-80GB-HBM3")]}
     idx.add_pod(pod("m1-0", "a", 4, "m1"))  # one of three bound
-    handlers.INVENTORY.changed()
-    inv = handlers._inventory_from_indexes(idx.nodes, idx.pods, ("ns", "other"), deployments)
+    idx.ctx.inventory.changed()
+    inv = idx.ctx.inventory.inventory(idx.nodes, idx.pods, ("ns", "other"), deployments)
     # 12 GPUs claimed on 16: the two pending pods go where the scheduler would put them.
     assert sum(free(inv).values()) == 4
     # The model itself is planned without its own claims, bound or pending.
-    mine = handlers._inventory_from_indexes(idx.nodes, idx.pods, ("ns", "m1"), deployments)
+    mine = idx.ctx.inventory.inventory(idx.nodes, idx.pods, ("ns", "m1"), deployments)
     assert sum(free(mine).values()) == 16
 
 
@@ -271,7 +281,7 @@ def test_pods_not_bound_yet_hold_cpu_and_memory_too(idx: Indexes) -> None:
     for n in (small, big):
         idx.add_node(n)
     deployments = {("ns", "m1"): [deployment_entry(2, 1, "NVIDIA-H100-80GB-HBM3", 10_000, 2**30)]}
-    inv = handlers._inventory_from_indexes(idx.nodes, idx.pods, ("ns", "other"), deployments)
+    inv = idx.ctx.inventory.inventory(idx.nodes, idx.pods, ("ns", "other"), deployments)
     # Both pending pods need 10 CPU: the 8-CPU node (most free GPUs, listed first) takes neither.
     by_name = {n.name: n for n in inv.pools[0].nodes}
     assert (by_name["small"].gpus_requested, by_name["small"].cpu_requested_millicores) == (0, 0)
@@ -291,12 +301,20 @@ def test_rendered_deployment_is_indexed_with_its_gpus_and_product() -> None:
     p = plan(m, default_inventory())
     objs = render("m", "ns", "uid", m.spec, p, RenderOptions(), 1, replicas=2).objects()
     dep = next(o for o in objs if o["kind"] == "Deployment")
-    entry = asyncio.run(handlers.mmop_deployments(body=dep, namespace="ns", name="m"))[("ns", "m")]
+    memo = types.SimpleNamespace(context=OperatorContext())
+    indexed = asyncio.run(handlers.mmop_deployments(body=dep, namespace="ns", name="m", memo=memo))
+    entry = indexed[("ns", "m")]
     assert entry["gpus"] == p.tensor_parallel_size and entry["replicas"] == 2
     assert entry["product"] == p.gpu_product
     assert entry["cpu"] == int(parse_quantity(p.resources.cpu) * 1000)
     assert entry["memory"] == int(parse_quantity(p.resources.memory))
     assert entry["ephemeral"] == 0
+    # The child record a reconcile compares with: owned by the model, its template's hash.
+    assert entry["child"].owner_uid == "uid"
+    assert (
+        entry["child"].fields["templateHash"]
+        == dep["spec"]["template"]["metadata"]["annotations"]["mmop.dev/template-hash"]
+    )
 
 
 def test_bearer_tokens_are_found_under_either_client_key() -> None:
@@ -315,9 +333,9 @@ def test_a_consolidated_demand_holds_only_for_its_generation() -> None:
             "demandGeneration": 3,
         }
     }
-    same = handlers.limits_from_status(status, 3)
+    same = limits_from_status(status, 3)
     assert same.demand == 4 and same.avoid == frozenset({"a"}) and same.min_kv_cache_tokens == 10
     # A spec edit (new generation) plans for spec.workload again; what failed stays avoided.
-    edited = handlers.limits_from_status(status, 4)
+    edited = limits_from_status(status, 4)
     assert edited.demand is None and edited.avoid == frozenset({"a"})
-    assert handlers.limits_from_status(status).demand is None
+    assert limits_from_status(status).demand is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,15 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from mmop.api import EXTRA_ARGS_ALLOWED, MultimodalModel
+from mmop.api import (
+    EXTRA_ARGS_ALLOWED,
+    LABEL_KEY_MAX,
+    LABEL_KEY_PATTERN,
+    LABEL_VALUE_PATTERN,
+    MODEL_ID_PATTERN,
+    NODE_SELECTOR_MAX,
+    MultimodalModel,
+)
 from mmop.cli import main
 from mmop.crd import CRD_FILENAME, build_crd, render_crd
 
@@ -228,10 +238,13 @@ def test_json_schema_idioms_become_kubernetes_ones(schema: dict[str, Any]) -> No
     assert "default" not in preferred
     kv = spec["scaling"]["properties"]["targets"]["properties"]["kvCacheUsage"]
     assert (kv["minimum"], kv["exclusiveMinimum"], kv["maximum"]) == (0, True, 1)
-    assert spec["placement"]["properties"]["nodeSelector"] == {
-        "type": "object",
-        "description": "Extra node labels the pods must match",
-        "additionalProperties": {"type": "string"},
+    selector = spec["placement"]["properties"]["nodeSelector"]
+    assert selector["type"] == "object"
+    assert selector["maxProperties"] == NODE_SELECTOR_MAX
+    assert selector["additionalProperties"] == {
+        "type": "string",
+        "maxLength": 63,
+        "pattern": LABEL_VALUE_PATTERN,
     }
     quant = spec["model"]["properties"]["variants"]["items"]["properties"]["quantization"]
     assert quant["enum"] == ["none", "fp8", "awq", "gptq", "compressed-tensors"]
@@ -297,9 +310,11 @@ def test_cross_field_rules_are_cel_with_messages(schema: dict[str, Any]) -> None
     assert context["message"] == "contextLength.min must hold promptTokens + outputTokens"
     (preferred,) = rules_at(schema, "workload", "contextLength")
     assert preferred["message"] == "contextLength.preferred must be >= contextLength.min"
-    remote, extra = rules_at(schema, "engine", "extraArgs")
+    remote, api_key, extra = rules_at(schema, "engine", "extraArgs")
     assert "--trust-remote-code" in remote["rule"]
     assert "spec.model.trustRemoteCode" in remote["message"]
+    assert "--api-key" in api_key["rule"] and "--api-key" not in extra["rule"]
+    assert "spec.engine.apiKeySecretRef" in api_key["message"]
     assert all(flag in extra["rule"] for flag in EXTRA_ARGS_ALLOWED)
     assert extra["message"].startswith("engine.extraArgs: only these vLLM flags are allowed")
     assert "is not allowed" in extra["messageExpression"]
@@ -317,9 +332,132 @@ def test_cel_rules_guard_optional_fields(schema: dict[str, Any]) -> None:
 
 
 def test_cel_rules_have_bounded_inputs(schema: dict[str, Any]) -> None:
-    """The API server estimates a rule's cost from maxItems/maxLength; unbounded inputs fail."""
+    """The API server estimates a rule's cost from maxItems/maxLength/maxProperties; unbounded
+    inputs fail (a CRD over the cost budget is refused)."""
     extra = schema["properties"]["spec"]["properties"]["engine"]["properties"]["extraArgs"]
     assert extra["maxItems"] <= 64 and extra["items"]["maxLength"] <= 4096
+    for path, node in walk(schema["properties"]["spec"], ".spec"):
+        if "x-kubernetes-validations" not in node:
+            continue
+        if node["type"] == "array":
+            assert "maxItems" in node, path
+        if node["type"] == "object" and "additionalProperties" in node:
+            assert "maxProperties" in node, path
+        if node["type"] == "string":
+            assert "maxLength" in node, path
+
+
+def cel_patterns(node: dict[str, Any]) -> list[str]:
+    """The regular expressions a node's CEL rules match `self` against."""
+    out = []
+    for rule in node.get("x-kubernetes-validations", []):
+        for literal in re.findall(r"self\.matches\('((?:[^'\\]|\\.)*)'\)", rule["rule"]):
+            out.append(re.sub(r"\\(.)", r"\1", literal))
+    return out
+
+
+def test_ids_and_label_keys_are_checked_by_cel_with_the_api_patterns(
+    schema: dict[str, Any],
+) -> None:
+    spec = schema["properties"]["spec"]["properties"]
+    model = spec["model"]["properties"]
+    assert cel_patterns(model["id"]) == [MODEL_ID_PATTERN]
+    assert cel_patterns(model["variants"]["items"]["properties"]["id"]) == [MODEL_ID_PATTERN]
+    for node in (model["id"], model["variants"]["items"]["properties"]["id"]):
+        (rule,) = node["x-kubernetes-validations"]
+        assert "!self.contains('--')" in rule["rule"] and "!self.contains('..')" in rule["rule"]
+        assert "!self.endsWith('.git')" in rule["rule"]
+        assert "Hugging Face repo id" in rule["message"]
+    (keys,) = spec["placement"]["properties"]["nodeSelector"]["x-kubernetes-validations"]
+    assert LABEL_KEY_PATTERN.replace("\\", "\\\\") in keys["rule"]
+    assert keys["message"].startswith("placement.nodeSelector: every key must be a label key")
+
+
+# --- the largest spec the schema admits ----------------------------------------------------------
+
+# One character of each kind whose JSON costs differ: ASCII, a control character (\u0001 in every
+# JSON encoder), a quote, '<' (Go's encoder writes \u003c), Latin, CJK and one outside the Basic
+# Multilingual Plane (4 bytes of UTF-8; 12 bytes in Python's ASCII-escaped JSON).
+PROBES = ("a", "\x01", '"', "<", "\u00e9", "\u4e2d", "\U0001f600")
+KIB = 1024
+ANNOTATIONS_LIMIT = 256 * KIB  # all of an object's annotations together (API server)
+
+
+def json_bytes(value: Any, encoding: str) -> int:
+    """Bytes of `value` as JSON: "utf8" (UTF-8 JSON), "kopf" (Python's json.dumps, ASCII-escaped,
+    as kopf writes its last-handled-configuration annotation), "go" (Go's encoding/json, as
+    kubectl writes last-applied-configuration: <, > and & escaped, UTF-8 otherwise)."""
+    if encoding == "go":
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return len(text.encode()) + 5 * sum(text.count(c) for c in "<>&")
+    ascii_only = encoding == "kopf"
+    return len(json.dumps(value, ensure_ascii=ascii_only, separators=(",", ":")).encode())
+
+
+def costliest_char(node: dict[str, Any], encoding: str) -> str:
+    """The probe character costliest in `encoding` that the node's patterns let through."""
+    patterns = [p for p in [node.get("pattern"), *cel_patterns(node)] if p]
+
+    def admitted(c: str) -> bool:
+        return all(re.search(p, c) or re.search(p, f"a{c}a") for p in patterns)
+
+    return max((c for c in PROBES if admitted(c)), key=lambda c: json_bytes(c, encoding))
+
+
+def largest(node: dict[str, Any], encoding: str) -> Any:
+    """A value at least as large as any the schema admits: every property present, every string
+    at maxLength in its costliest character, every list at maxItems, every map at
+    maxProperties with keys as long as a label key; unbounded strings and lists fail."""
+    kind = node["type"]
+    if kind == "object" and "properties" in node:
+        return {name: largest(sub, encoding) for name, sub in node["properties"].items()}
+    if kind == "object":
+        assert "maxProperties" in node, node
+        value = largest(node["additionalProperties"], encoding)
+        return {f"{i:04d}".ljust(LABEL_KEY_MAX, "k"): value for i in range(node["maxProperties"])}
+    if kind == "array":
+        assert "maxItems" in node, node
+        return [largest(node["items"], encoding) for _ in range(node["maxItems"])]
+    if kind == "string":
+        if "enum" in node:
+            return max(node["enum"], key=len)
+        assert "maxLength" in node, node
+        return costliest_char(node, encoding) * node["maxLength"]
+    if kind == "integer":
+        return -(2**53 - 1)
+    if kind == "number":
+        return -1.7976931348623157e308
+    assert kind == "boolean"
+    return False
+
+
+def test_every_spec_string_list_and_map_is_bounded(schema: dict[str, Any]) -> None:
+    for path, node in walk(schema["properties"]["spec"], ".spec"):
+        if node["type"] == "string" and "enum" not in node:
+            assert "maxLength" in node, f"{path}: a string without maxLength"
+        if node["type"] == "array":
+            assert "maxItems" in node, f"{path}: a list without maxItems"
+        if node["type"] == "object" and "additionalProperties" in node:
+            assert "maxProperties" in node, f"{path}: a map without maxProperties"
+
+
+def test_the_largest_admissible_spec_stays_well_under_the_annotation_limit(
+    schema: dict[str, Any],
+) -> None:
+    """kopf keeps the spec in its mmop.dev/last-handled-configuration annotation, and `kubectl
+    apply` (client-side) keeps it in kubectl.kubernetes.io/last-applied-configuration: both count
+    toward the 256 KiB the API server allows for all annotations. The largest spec is under
+    100 KiB of UTF-8 JSON, and both copies together, each in its writer's encoding, leave at
+    least 32 KiB for the user's own labels and annotations (which kopf copies too)."""
+    spec = schema["properties"]["spec"]
+    utf8 = json_bytes(largest(spec, "utf8"), "utf8")
+    kopf = json_bytes(largest(spec, "kopf"), "kopf")
+    go = json_bytes(largest(spec, "go"), "go")
+    assert utf8 < 100 * KIB, f"the largest spec is {utf8 / KIB:.1f} KiB of UTF-8 JSON"
+    both = kopf + go
+    assert both <= ANNOTATIONS_LIMIT - 32 * KIB, (
+        f"kopf's copy {kopf / KIB:.1f} KiB + kubectl's {go / KIB:.1f} KiB"
+    )
 
 
 # --- the examples and the schema agree with pydantic ------------------------------------------------
@@ -400,3 +538,46 @@ def test_status_written_by_the_operator_validates(
     }
     MultimodalModel.model_validate(document)
     assert not list(validator.iter_errors(document))
+
+
+def test_integers_a_cel_rule_reads_are_refused_as_floats_by_pydantic_too(
+    schema: dict[str, Any],
+) -> None:
+    """The API server takes an integral float (2.0) for an integer field, but a CEL rule reading
+    that field fails ("expected int, got float64") and the object is refused: pydantic must
+    refuse the float in exactly those fields."""
+    checked = 0
+    for path, node in walk(schema["properties"]["spec"]):
+        for rule in node.get("x-kubernetes-validations", []):
+            for name in set(re.findall(r"self\.(\w+)", rule["rule"])):
+                sub = node.get("properties", {}).get(name)
+                if sub is None or sub["type"] != "integer":
+                    continue
+                value = float(sub.get("default", sub.get("minimum", 1)))
+                spec: dict[str, Any] = {"model": {"id": "a/b"}}
+                target = spec
+                for part in [p for p in path.split(".") if p]:
+                    target = target.setdefault(part, {})
+                target[name] = value
+                with pytest.raises(ValidationError, match=name):
+                    MultimodalModel.model_validate(manifest(spec))
+                target[name] = int(value)
+                checked += 1
+    assert checked >= 6
+
+
+def test_fractional_bounds_of_numbers_are_repeated_in_cel(schema: dict[str, Any]) -> None:
+    """The API server compares an integer value with a bound truncated to an integer (so 0
+    passes minimum 0.5): a CEL rule repeats every fractional bound with real numbers."""
+    found = 0
+    for path, node in walk(schema["properties"]["spec"], "spec"):
+        for bound in ("minimum", "maximum"):
+            if node.get("type") == "number" and not float(node.get(bound, 0)).is_integer():
+                rules = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+                assert any(repr(float(node[bound])) in r for r in rules), (path, bound, rules)
+                found += 1
+    assert found >= 1
+    with pytest.raises(ValidationError, match="margin"):
+        MultimodalModel.model_validate(
+            manifest({"model": {"id": "a"}, "workload": {"slo": {"margin": 0}}})
+        )

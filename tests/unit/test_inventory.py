@@ -11,9 +11,10 @@ import pytest
 import yaml
 from e2e.sandbox.pools import DEFAULT_POOLS, load_pools, node_objects
 
-from mmop.catalog import GpuError, resolve_gpu
+from mmop.catalog import GpuCatalog, GpuError, default_catalog, resolve_gpu
 from mmop.inventory import (
     DEFAULT_INVENTORY_FILE,
+    PLACEMENT_LABELS,
     Inventory,
     InventoryError,
     NodeGpus,
@@ -31,6 +32,27 @@ from mmop.inventory import (
 )
 
 Obj = dict[str, Any]
+
+
+def placement_view(inventory: Inventory) -> Inventory:
+    """The inventory with each node's labels cut to the placement labels: a file inventory
+    knows only those (and the hostname), the cluster's nodes carry many more."""
+    pools = tuple(
+        pool.model_copy(
+            update={
+                "nodes": tuple(
+                    n.model_copy(
+                        update={
+                            "labels": {k: n.labels[k] for k in PLACEMENT_LABELS if k in n.labels}
+                        }
+                    )
+                    for n in pool.nodes
+                )
+            }
+        )
+        for pool in inventory.pools
+    )
+    return inventory.model_copy(update={"pools": pools})
 
 
 def sandbox_nodes() -> list[Obj]:
@@ -158,7 +180,10 @@ def test_sandbox_nodes_become_one_pool_per_gpu_type(cluster: Inventory) -> None:
     assert node.name == "l4-0" and node.gpu == "L4"
     assert node.cpu_allocatable_millicores == 16_000
     assert node.memory_allocatable_bytes == 64 * 2**30
-    assert node.labels == l4.node_selector  # the sandbox's own labels are not placement labels
+    # every label is kept (a spec's nodeSelector may name any); only placement labels select
+    assert node.labels["kubernetes.io/hostname"] == "l4-0"
+    assert node.labels["type"] == "kwok"
+    assert {k: node.labels[k] for k in l4.node_selector} == l4.node_selector
 
 
 def test_pods_hold_gpus_until_they_terminate(cluster: Inventory) -> None:
@@ -677,8 +702,9 @@ def test_malformed_yaml_names_the_file(tmp_path: Path, text: str) -> None:
 def test_default_inventory_is_the_sandbox_cluster() -> None:
     assert DEFAULT_INVENTORY_FILE.is_file()
     from_sandbox = inventory_from_objects(node_objects(load_pools(DEFAULT_POOLS), 7), [])
-    assert default_inventory() == from_sandbox
-    assert load_inventory(DEFAULT_POOLS) == from_sandbox  # the sandbox's file reads as is
+    assert placement_view(default_inventory()) == placement_view(from_sandbox)
+    # the sandbox's file reads as is
+    assert placement_view(load_inventory(DEFAULT_POOLS)) == placement_view(from_sandbox)
     summary = {
         p.name: (p.node_count, p.gpus_per_node, p.free_gpus) for p in default_inventory().pools
     }
@@ -703,7 +729,7 @@ def test_sandbox_nodes_with_pods_match_file_free_counts(tmp_path: Path) -> None:
             entry["freeGpusPerNode"] = [8, 0]
     path = tmp_path / "inventory.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert load_inventory(path) == from_objects
+    assert placement_view(load_inventory(path)) == placement_view(from_objects)
 
 
 def test_models_are_frozen_and_reject_unknown_fields(cluster: Inventory) -> None:
@@ -860,3 +886,73 @@ def test_pending_placement_matches_the_scan_over_every_node() -> None:
             for _ in range(20)
         ]
         assert place_pending(nodes, requested, pending) == scan(nodes, requested, pending)
+
+
+def test_matching_keeps_only_nodes_whose_labels_match(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "pools": [
+                    {"name": "a", "gpu": "L4", "nodes": 2, "gpusPerNode": 1, "labels": {"z": "1"}},
+                    {"name": "b", "gpu": "L4", "nodes": 1, "gpusPerNode": 1, "labels": {"z": "2"}},
+                    {"name": "c", "gpu": "T4", "nodes": 1, "gpusPerNode": 1},
+                ]
+            }
+        )
+    )
+    inv = load_inventory(path)
+    assert inv.matching({}) is inv
+    one = inv.matching({"z": "1"})
+    assert [p.name for p in one.pools] == ["L4"]
+    assert [n.name for n in one.pools[0].nodes] == ["a-0", "a-1"]
+    assert one.matching({"kubernetes.io/hostname": "a-1"}).pools[0].node_count == 1
+    assert inv.matching({"z": "3"}).pools == ()
+    l4 = inv.pool("L4")
+    assert l4 is not None and l4.nodes[0].labels["z"] == "1"
+
+
+def test_node_records_keep_every_label_interned() -> None:
+    def node(name: str) -> Obj:
+        return {
+            "metadata": {
+                "name": name,
+                "labels": {"nvidia.com/gpu.product": "NVIDIA-L4", "team": "vision" + "-a"},
+            },
+            "status": {"allocatable": {"nvidia.com/gpu": "1"}},
+        }
+
+    a, b = node_record(node("a")), node_record(node("b"))
+    assert isinstance(a, NodeGpus) and isinstance(b, NodeGpus)
+    assert a.labels["team"] == "vision-a"
+    assert a.labels["team"] is b.labels["team"]  # one copy shared by every node
+
+
+# ------------------------------------------------------------------------------------------------
+# The catalog an inventory is built with
+
+
+def test_an_inventory_resolves_and_orders_in_its_own_catalog(cluster: Inventory) -> None:
+    packaged = default_catalog()
+    assert cluster.catalog == packaged and all(p.catalog == packaged for p in cluster.pools)
+    reversed_catalog = GpuCatalog(tuple(reversed(packaged.gpus)), "reversed")
+    nodes = [l4_node("l4-0"), gpu_node("t4-0", {"nvidia.com/gpu.product": "Tesla-T4"}, gpus=4)]
+    ordered = inventory_from_objects(nodes, [])
+    backwards = inventory_from_objects(nodes, [], reversed_catalog)
+    assert list(backwards.gpu_types()) == list(reversed(ordered.gpu_types()))
+    assert backwards.catalog is reversed_catalog
+
+
+def test_pool_specs_and_prices_come_from_the_inventorys_catalog() -> None:
+    packaged = default_catalog()
+    l4 = resolve_gpu("L4")
+    cheap = l4.model_copy(update={"price_per_hour_usd": 0.01, "memory_gib": 20.0})
+    catalog = GpuCatalog(tuple(cheap if g.name == "L4" else g for g in packaged.gpus), "cheap")
+    record = node_record(l4_node("l4-0"), catalog)
+    assert isinstance(record, NodeGpus)
+    inventory = inventory_from_records([record], {}, catalog=catalog)
+    pool = inventory.pool("NVIDIA-L4")
+    assert pool is not None and pool.gpu_spec() is cheap and pool.price_per_hour_usd == 0.01
+    assert inventory.price("L4") == 0.01
+    assert inventory.price("H100") == resolve_gpu("H100").price_per_hour_usd  # no pool: catalog
+    assert inventory_from_records([record], {}).price("L4") == l4.price_per_hour_usd

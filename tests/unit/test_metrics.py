@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmop.estimator import PINNED_VLLM_VERSION
 from mmop.metrics import (
     METRICS,
     Histogram,
@@ -23,6 +22,7 @@ from mmop.metrics import (
     parse_exposition,
     signals,
 )
+from mmop.vllm import PINNED_VLLM_VERSION
 
 GOLDEN = Path(__file__).parent / "golden"
 PINNED = GOLDEN / f"vllm-{PINNED_VLLM_VERSION}"
@@ -56,6 +56,12 @@ def test_every_name_mmop_reads_is_in_the_pinned_exposition() -> None:
     # Names of older releases that the pinned vLLM no longer writes.
     assert "vllm:gpu_cache_usage_perc" not in names
     assert "vllm:time_per_output_token_seconds" not in names
+
+
+@pytest.mark.parametrize("name", ["idle", "loaded", "after"])
+def test_what_the_pinned_vllm_writes_is_valid(name: str) -> None:
+    assert golden(name).invalid == ()
+    assert parse_exposition(STAND_IN.read_text(), "sim", 0.0).invalid == ()
 
 
 def test_idle_server_reads_as_zeros() -> None:
@@ -168,10 +174,9 @@ def test_an_exposition_without_vllm_metrics_gives_no_signals() -> None:
     text = "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 3.5\n"
     before, after = parse_exposition(text, "p", 0.0), parse_exposition(text, "p", 10.0)
     s = signals([before], [after])
-    assert s.pods == 1
-    assert s.model_dump(exclude={"pods", "window_seconds"}) == dict.fromkeys(
-        s.model_dump(exclude={"pods", "window_seconds"})
-    )
+    assert s.pods == 1 and s.unusable_pods == 0
+    counts = {"pods", "unusable_pods", "window_seconds"}
+    assert s.model_dump(exclude=counts) == dict.fromkeys(s.model_dump(exclude=counts))
 
 
 def _pod(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mmop.estimator import PINNED_VLLM_VERSION
 from mmop.metrics import parse_startup_log
+from mmop.vllm import PINNED_VLLM_VERSION
 
 GOLDEN_LOG = Path(__file__).parent / "golden" / f"vllm-{PINNED_VLLM_VERSION}" / "startup.log"
 

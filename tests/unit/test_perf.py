@@ -10,8 +10,8 @@ from mmop import modalities
 from mmop.catalog import resolve_gpu
 from mmop.model import load_profile
 from mmop.perf import (
-    Performance,
-    Workload,
+    PerfWorkload,
+    ReplicaPerformance,
     estimate_performance,
     replica_capacity,
 )
@@ -27,10 +27,10 @@ QWEN3_MOE = load_profile("Qwen/Qwen3-VL-30B-A3B-Instruct")
 QWEN3_8B = load_profile("Qwen/Qwen3-VL-8B-Instruct")
 MISTRAL = load_profile("mistralai/Mistral-7B-Instruct-v0.3")
 
-CHAT = Workload(prompt_tokens=1024, output_tokens=256)
+CHAT = PerfWorkload(prompt_tokens=1024, output_tokens=256)
 
 
-def _fields(p: Performance) -> list[float]:
+def _fields(p: ReplicaPerformance) -> list[float]:
     return [float(v) for v in p.model_dump().values()]
 
 
@@ -44,7 +44,7 @@ def test_more_concurrency_raises_throughput_and_tpot() -> None:
 
 
 def test_tensor_parallel_lowers_tpot_of_a_big_model() -> None:
-    w = Workload(prompt_tokens=512, output_tokens=256)
+    w = PerfWorkload(prompt_tokens=512, output_tokens=256)
     one = estimate_performance(QWEN_VL_72B, H100, w, quantization="fp8")
     two = estimate_performance(QWEN_VL_72B, H100, w, tensor_parallel_size=2, quantization="fp8")
     assert two.tpot_seconds < 0.7 * one.tpot_seconds
@@ -52,14 +52,14 @@ def test_tensor_parallel_lowers_tpot_of_a_big_model() -> None:
 
 
 def test_tensor_parallel_is_less_than_linear() -> None:
-    w = Workload(prompt_tokens=512, output_tokens=256)
+    w = PerfWorkload(prompt_tokens=512, output_tokens=256)
     one = estimate_performance(QWEN_VL_72B, H100, w, tensor_parallel_size=2)
     two = estimate_performance(QWEN_VL_72B, H100, w, tensor_parallel_size=4)
     assert two.tpot_seconds > one.tpot_seconds / 2
 
 
 def test_pcie_pays_more_for_tensor_parallel_than_nvlink() -> None:
-    w = Workload(prompt_tokens=512, output_tokens=256)
+    w = PerfWorkload(prompt_tokens=512, output_tokens=256)
     pcie = resolve_gpu("H100-PCIe")
     nv = estimate_performance(LLAMA8B, H100, w, tensor_parallel_size=2, concurrency=64)
     pc = estimate_performance(LLAMA8B, pcie, w, tensor_parallel_size=2, concurrency=64)
@@ -77,7 +77,7 @@ def test_fp8_on_h100_decodes_and_prefills_faster_than_bf16() -> None:
 
 
 def test_fp8_on_ampere_is_weight_only() -> None:
-    long_prompt = Workload(prompt_tokens=8192, output_tokens=64)
+    long_prompt = PerfWorkload(prompt_tokens=8192, output_tokens=64)
     bf16 = estimate_performance(LLAMA8B, A100_80, long_prompt)
     fp8 = estimate_performance(LLAMA8B, A100_80, long_prompt, quantization="fp8")
     assert fp8.tpot_seconds < bf16.tpot_seconds  # fewer bytes per step
@@ -86,7 +86,7 @@ def test_fp8_on_ampere_is_weight_only() -> None:
 
 
 def test_int4_weights_decode_faster_but_prefill_at_bf16() -> None:
-    long_prompt = Workload(prompt_tokens=8192, output_tokens=64)
+    long_prompt = PerfWorkload(prompt_tokens=8192, output_tokens=64)
     bf16 = estimate_performance(LLAMA8B, H100, long_prompt)
     awq = estimate_performance(LLAMA8B, H100, long_prompt, quantization="awq_marlin")
     assert awq.tpot_seconds < 0.6 * bf16.tpot_seconds
@@ -94,7 +94,7 @@ def test_int4_weights_decode_faster_but_prefill_at_bf16() -> None:
 
 
 def test_fp8_kv_cache_helps_long_context_decode() -> None:
-    w = Workload(prompt_tokens=32768, output_tokens=256)
+    w = PerfWorkload(prompt_tokens=32768, output_tokens=256)
     auto = estimate_performance(LLAMA8B, H100, w, concurrency=16)
     fp8 = estimate_performance(LLAMA8B, H100, w, concurrency=16, kv_cache_dtype="fp8")
     assert fp8.decode_step_seconds < auto.decode_step_seconds
@@ -106,7 +106,7 @@ def test_more_image_tokens_raise_ttft_and_encoder_time() -> None:
     assert large.tokens > small.tokens
     runs = [
         estimate_performance(
-            QWEN_VL_7B, H100, Workload(prompt_tokens=64, output_tokens=128, mm_items=items)
+            QWEN_VL_7B, H100, PerfWorkload(prompt_tokens=64, output_tokens=128, mm_items=items)
         )
         for items in ((), (small,), (large,), (large, large))
     ]
@@ -120,16 +120,16 @@ def test_items_need_the_matching_encoder() -> None:
     image = modalities.image_cost(QWEN_VL_7B, 448, 448)
     with pytest.raises(ValueError, match="no vision encoder"):
         estimate_performance(
-            MISTRAL, H100, Workload(prompt_tokens=8, output_tokens=8, mm_items=(image,))
+            MISTRAL, H100, PerfWorkload(prompt_tokens=8, output_tokens=8, mm_items=(image,))
         )
     with pytest.raises(ValueError, match="no audio encoder"):
         estimate_performance(
-            QWEN_VL_7B, H100, Workload(prompt_tokens=8, output_tokens=8, audio_items=(image,))
+            QWEN_VL_7B, H100, PerfWorkload(prompt_tokens=8, output_tokens=8, audio_items=(image,))
         )
 
 
 def test_moe_decode_reads_active_parameters() -> None:
-    w = Workload(prompt_tokens=512, output_tokens=256)
+    w = PerfWorkload(prompt_tokens=512, output_tokens=256)
     moe = estimate_performance(QWEN3_MOE, H100, w)  # 30B total, 3B active
     dense = estimate_performance(QWEN3_8B, H100, w)
     assert QWEN3_MOE.params.language_model > 3 * QWEN3_8B.params.language_model
@@ -142,7 +142,7 @@ def test_moe_decode_reads_active_parameters() -> None:
 @pytest.mark.parametrize("concurrency", [1, 7, 64, 512])
 @pytest.mark.parametrize("output_tokens", [1, 2, 300])
 def test_nothing_is_negative_or_nan(concurrency: int, output_tokens: int) -> None:
-    w = Workload(
+    w = PerfWorkload(
         prompt_tokens=0,
         output_tokens=output_tokens,
         mm_items=(modalities.image_cost(QWEN_VL_7B, 640, 480),),
@@ -161,9 +161,9 @@ def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match="kv-cache-dtype"):
         estimate_performance(LLAMA8B, H100, CHAT, kv_cache_dtype="int4")
     with pytest.raises(ValueError):
-        Workload(prompt_tokens=-1, output_tokens=1)
+        PerfWorkload(prompt_tokens=-1, output_tokens=1)
     with pytest.raises(ValueError):
-        Workload(prompt_tokens=1, output_tokens=1, images=3)  # type: ignore[call-arg]
+        PerfWorkload(prompt_tokens=1, output_tokens=1, images=3)  # type: ignore[call-arg]
 
 
 def test_capacity_respects_tpot_slo_and_is_the_largest_such_concurrency() -> None:
@@ -176,7 +176,7 @@ def test_capacity_respects_tpot_slo_and_is_the_largest_such_concurrency() -> Non
 
 
 def test_capacity_respects_ttft_slo() -> None:
-    w = Workload(prompt_tokens=4096, output_tokens=128)
+    w = PerfWorkload(prompt_tokens=4096, output_tokens=128)
     cap = replica_capacity(LLAMA8B, H100, w, max_concurrency=512, ttft_p95_seconds=1.0)
     assert cap.concurrency >= 1
     assert cap.ttft_p95_seconds <= 1.0
@@ -206,13 +206,13 @@ def test_capacity_is_zero_when_one_request_misses() -> None:
 
 def test_llama8b_single_stream_decode_on_h100() -> None:
     # yobitelcomm.github.io/bench/recipes/concurrency-sweep: vLLM 0.21.0, TPOT p50 6.48 ms.
-    p = estimate_performance(LLAMA8B, H100, Workload(prompt_tokens=128, output_tokens=128))
+    p = estimate_performance(LLAMA8B, H100, PerfWorkload(prompt_tokens=128, output_tokens=128))
     assert p.tpot_seconds == pytest.approx(0.00648, rel=0.10)
 
 
 def test_llama8b_concurrency_sweep_on_a100() -> None:
     # johnmusgrave.com/p/vllm-throughput-latency-sweep-on: ~75 tok/s at C=1, 6.6x at C=8.
-    w = Workload(prompt_tokens=1024, output_tokens=128)
+    w = PerfWorkload(prompt_tokens=1024, output_tokens=128)
     one = estimate_performance(LLAMA8B, A100, w)
     eight = estimate_performance(LLAMA8B, A100, w, concurrency=8)
     assert 1 / one.tpot_seconds == pytest.approx(75, rel=0.10)
@@ -223,7 +223,7 @@ def test_llama8b_concurrency_sweep_on_a100() -> None:
 @pytest.mark.parametrize(("prompt", "ttft_ms"), [(4096, 505.1), (8192, 1063.8)])
 def test_qwen72b_tp2_prefill_on_h100(prompt: int, ttft_ms: float) -> None:
     # tenstorrent/tt-inference-server#143 (GPU reference, 2xH100), concurrency 1.
-    w = Workload(prompt_tokens=prompt, output_tokens=128)
+    w = PerfWorkload(prompt_tokens=prompt, output_tokens=128)
     p = estimate_performance(QWEN_VL_72B, H100, w, tensor_parallel_size=2)
     assert p.ttft_seconds == pytest.approx(ttft_ms / 1000, rel=0.15)
     assert p.tpot_seconds == pytest.approx(0.0309, rel=0.10)
@@ -232,6 +232,6 @@ def test_qwen72b_tp2_prefill_on_h100(prompt: int, ttft_ms: float) -> None:
 @pytest.mark.parametrize(("concurrency", "tokens_per_s"), [(4, 210), (16, 644), (48, 1190)])
 def test_mistral7b_throughput_on_rtx4090(concurrency: int, tokens_per_s: float) -> None:
     # mushfiqrahman.dev/?p=1668: 256 prompt tokens, ~100 output tokens (tok/s ÷ req/s).
-    w = Workload(prompt_tokens=256, output_tokens=100)
+    w = PerfWorkload(prompt_tokens=256, output_tokens=100)
     p = estimate_performance(MISTRAL, RTX4090, w, concurrency=concurrency)
     assert p.decode_tokens_per_second == pytest.approx(tokens_per_s, rel=0.20)

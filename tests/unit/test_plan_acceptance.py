@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,6 +18,7 @@ from mmop.estimator import EngineArgs, estimate
 from mmop.inventory import default_inventory
 from mmop.model import CATALOG_MODELS_DIR, load_profile
 from mmop.planner import PlanningError, plan, pod_resources
+from mmop.render import vllm_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,19 +67,19 @@ def test_a_model_that_needs_remote_code_is_not_planned_without_consent(model_id:
 def test_with_consent_the_flag_is_rendered_and_the_plan_says_so() -> None:
     spec = {**INTERNVL, "model": {"id": "OpenGVLab/InternVL2_5-8B", "trustRemoteCode": True}}
     result = plan(manifest(spec), default_inventory())
-    assert "--trust-remote-code" in result.args
+    assert "--trust-remote-code" in vllm_args(result)
     assert result.trust_remote_code
     assert any("remote code" in note or "code from the model" in note for note in result.notes)
 
 
 def test_the_internvl_example_allows_remote_code_and_renders_the_flag() -> None:
     result = plan(example("internvl2.5-8b.yaml"), default_inventory())
-    assert "--trust-remote-code" in result.args
+    assert "--trust-remote-code" in vllm_args(result)
 
 
 def test_models_without_remote_code_never_get_the_flag() -> None:
     result = plan(example("qwen2.5-vl-7b.yaml"), default_inventory())
-    assert "--trust-remote-code" not in result.args
+    assert "--trust-remote-code" not in vllm_args(result)
     assert not result.trust_remote_code
 
 
@@ -182,7 +184,7 @@ def test_max_num_seqs_is_the_in_slo_concurrency_with_a_margin() -> None:
     m = example("qwen2.5-vl-7b.yaml")
     result = plan(m, default_inventory())
     assert result.max_num_seqs == result.performance.concurrency_per_replica
-    assert flag(result.args, "--max-num-seqs") == str(result.max_num_seqs)
+    assert flag(vllm_args(result), "--max-num-seqs") == str(result.max_num_seqs)
     slo = m.spec.workload.slo
     if slo.ttft_p95_seconds:
         assert result.performance.ttft_p95_seconds <= 0.9 * slo.ttft_p95_seconds + 1e-6
@@ -214,8 +216,8 @@ def test_the_plans_memory_is_vllms_at_exactly_the_rendered_flags(name: str) -> N
     assert gpu is not None
     args = EngineArgs(
         tensor_parallel_size=result.tensor_parallel_size,
-        quantization="fp8" if flag(result.args, "--quantization") == "fp8" else None,
-        kv_cache_dtype=flag(result.args, "--kv-cache-dtype") or "auto",
+        quantization="fp8" if flag(vllm_args(result), "--quantization") == "fp8" else None,
+        kv_cache_dtype=flag(vllm_args(result), "--kv-cache-dtype") or "auto",
         gpu_memory_utilization=result.gpu_memory_utilization,
         max_model_len=result.max_model_len,
         max_num_seqs=result.max_num_seqs,
@@ -231,16 +233,29 @@ def test_the_plans_memory_is_vllms_at_exactly_the_rendered_flags(name: str) -> N
 # --- a local directory is planned offline; the pod never serves its path -----------------------
 
 
+def with_model_id(spec: dict[str, Any], model_id: str) -> MultimodalModel:
+    """A manifest whose spec.model.id is `model_id`, set past the schema (which refuses paths:
+    the planner must be safe on its own, and `mmop plan` plans local directories)."""
+    m = manifest({"model": {"id": "placeholder"}, **spec})
+    source = m.spec.model.model_copy(update={"id": model_id})
+    return m.model_copy(update={"spec": m.spec.model_copy(update={"model": source})})
+
+
 def test_a_local_directory_never_reaches_the_pods_argv(tmp_path: Path) -> None:
     local = tmp_path / "my-finetune"
     shutil.copytree(CATALOG_MODELS_DIR / "Qwen/Qwen2.5-VL-7B-Instruct", local)
-    spec = {"model": {"id": str(local)}, "workload": {"images": {"perRequest": 1}}}
-    result = plan(manifest(spec), default_inventory(), allow_local=True)
-    assert all(str(tmp_path) not in arg for arg in result.args)
-    assert result.args[0] == "MODEL"
+    spec: dict[str, Any] = {"model": {"id": "x"}, "workload": {"images": {"perRequest": 1}}}
+    result = plan(with_model_id(spec, str(local)), default_inventory(), allow_local=True)
+    assert all(str(tmp_path) not in arg for arg in vllm_args(result))
+    assert vllm_args(result)[0] == "MODEL"
     assert any("local directory" in note for note in result.notes)
-    named = plan(manifest(spec), default_inventory(), allow_local=True, model_ref="acme/qwen-vl-ft")
-    assert named.args[0] == "acme/qwen-vl-ft"
+    named = plan(
+        with_model_id(spec, str(local)),
+        default_inventory(),
+        allow_local=True,
+        model_ref="acme/qwen-vl-ft",
+    )
+    assert vllm_args(named)[0] == "acme/qwen-vl-ft"
     assert named.model == "acme/qwen-vl-ft"
 
 
@@ -248,8 +263,83 @@ def test_the_operator_does_not_read_paths_of_its_own_filesystem(tmp_path: Path) 
     local = tmp_path / "m"
     shutil.copytree(CATALOG_MODELS_DIR / "Qwen/Qwen2.5-VL-7B-Instruct", local)
     with pytest.raises(PlanningError) as err:
-        plan(manifest({"model": {"id": str(local)}}), default_inventory())
+        plan(with_model_id({}, str(local)), default_inventory())
     assert err.value.reason == "UnknownModel"
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_operator_answers_the_same_whether_or_not_a_path_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relative: bool
+) -> None:
+    """R8: an id naming a directory of the operator's machine gets the same message as one that
+    names nothing, and the planner never asks the filesystem about it."""
+    shutil.copytree(CATALOG_MODELS_DIR / "Qwen/Qwen2.5-VL-7B-Instruct", tmp_path / "org" / "m")
+    monkeypatch.chdir(tmp_path)
+    there = "org/m" if relative else str(tmp_path / "org" / "m")
+    absent = "gro/m" if relative else str(tmp_path / "gro" / "m")
+    assert Path(there).is_dir() and not Path(absent).exists()
+    messages = []
+    for model_id in (there, absent):
+        with pytest.raises(PlanningError) as err:
+            plan(with_model_id({}, model_id), default_inventory())
+        assert err.value.reason == "UnknownModel"
+        messages.append(str(err.value).replace(model_id, "ID"))
+    assert messages[0] == messages[1]
+    looked: list[str] = []
+    real_is_dir, real_exists = Path.is_dir, Path.exists
+
+    def is_dir(self: Path) -> bool:
+        looked.append(str(self))
+        return real_is_dir(self)
+
+    def exists(self: Path, **kwargs: Any) -> bool:
+        looked.append(str(self))
+        return real_exists(self, **kwargs)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    monkeypatch.setattr(Path, "exists", exists)
+    with pytest.raises(PlanningError):
+        plan(with_model_id({}, there), default_inventory())
+    assert not [p for p in looked if "org/m" in p and "catalog" not in p], looked
+
+
+def test_the_operator_reads_no_local_variant_either(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listed variant that names a directory of the operator's machine is not read from it:
+    it is planned as the base model's shape with the listed method, as any non-catalog id."""
+    local = tmp_path / "awq"
+    shutil.copytree(CATALOG_MODELS_DIR / "Qwen/Qwen2.5-VL-7B-Instruct-AWQ", local)
+    m = manifest(
+        {
+            "model": {
+                "id": "Qwen/Qwen2.5-VL-7B-Instruct",
+                "variants": [{"id": "x/y", "quantization": "awq"}],
+            },
+            "placement": {"quantizations": ["awq"]},
+        }
+    )
+    listed = m.spec.model.variants[0].model_copy(update={"id": str(local)})
+    source = m.spec.model.model_copy(update={"variants": [listed]})
+    m = m.model_copy(update={"spec": m.spec.model_copy(update={"model": source})})
+    looked: list[str] = []
+    real_is_dir, real_is_file = Path.is_dir, Path.is_file
+
+    def is_dir(self: Path) -> bool:
+        looked.append(str(self))
+        return real_is_dir(self)
+
+    def is_file(self: Path) -> bool:
+        looked.append(str(self))
+        return real_is_file(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    monkeypatch.setattr(Path, "is_file", is_file)
+    operator = plan(m, default_inventory())
+    assert operator.model == str(local)
+    assert not [p for p in looked if p.startswith(str(tmp_path))], looked
+    plan(m, default_inventory(), allow_local=True)  # the CLI reads it
+    assert [p for p in looked if p.startswith(str(local))]
 
 
 # --- a listed pre-quantized variant beats online quantization of the same method --------------
@@ -267,8 +357,8 @@ def test_a_listed_fp8_checkpoint_is_preferred_over_online_fp8(tmp_path: Path) ->
     inv = inventory(tmp_path, [{"name": "l4", "gpu": "L4", "nodes": 2, "gpusPerNode": 1}])
     result = plan(manifest(spec), inv)
     assert result.model == "Qwen/Qwen3-VL-4B-Instruct-FP8"
-    assert result.args[0] == "Qwen/Qwen3-VL-4B-Instruct-FP8"
-    assert flag(result.args, "--quantization") is None  # the checkpoint says it
+    assert vllm_args(result)[0] == "Qwen/Qwen3-VL-4B-Instruct-FP8"
+    assert flag(vllm_args(result), "--quantization") is None  # the checkpoint says it
     assert any("pre-quantized" in note for note in result.notes)
 
 
@@ -308,7 +398,7 @@ def test_a_tight_node_gets_a_smaller_multimodal_cache_and_the_plan_says_so(
         [{"name": "l4", "gpu": "L4", "nodes": 1, "gpusPerNode": 1, "cpu": "4", "memory": "13Gi"}],
     )
     result = plan(manifest(spec), inv)
-    cache = flag(result.args, "--mm-processor-cache-gb")
+    cache = flag(vllm_args(result), "--mm-processor-cache-gb")
     assert cache is not None and int(cache) < 4
     assert result.resources.memory_bytes <= 13 * 1024**3
     assert any("--mm-processor-cache-gb" in note for note in result.notes)
@@ -372,7 +462,7 @@ def test_no_fp8_kv_cache_is_planned_on_a_t4(tmp_path: Path) -> None:
     }
     result = plan(manifest(spec), inventory(tmp_path, T4_POOL))
     assert result.kv_cache_dtype == "auto"
-    assert flag(result.args, "--kv-cache-dtype") is None
+    assert flag(vllm_args(result), "--kv-cache-dtype") is None
     refused = [a for a in result.alternatives if a.kv_cache_dtype == "fp8"]
     assert all(a.cost_per_hour_usd is None for a in refused)
 

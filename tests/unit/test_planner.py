@@ -12,7 +12,8 @@ import yaml
 
 from mmop.api import MultimodalModel
 from mmop.inventory import Inventory, default_inventory, load_inventory
-from mmop.planner import Limits, PlanningError, clear_cache, plan
+from mmop.planner import AssessmentCache, Limits, PlanningError, plan
+from mmop.render import vllm_args
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -49,7 +50,7 @@ def golden_view(p: Any) -> dict[str, Any]:
         "kv_cache_dtype": p.kv_cache_dtype,
         "image_cap": p.image_cap,
         "max_model_len": p.max_model_len,
-        "args": p.args,
+        "args": vllm_args(p),
         "cost_per_hour_usd": p.cost_per_hour_usd,
     }
 
@@ -88,8 +89,8 @@ def test_plan_fits_what_the_estimator_says_and_args_are_vllm_flags() -> None:
     )
     p = plan(m, default_inventory())
     assert p.memory.fits
-    assert p.args[0] == "Qwen/Qwen2.5-VL-7B-Instruct"
-    flags = {a.split("=", 1)[0] for a in p.args[1:]}
+    assert vllm_args(p)[0] == "Qwen/Qwen2.5-VL-7B-Instruct"
+    flags = {a.split("=", 1)[0] for a in vllm_args(p)[1:]}
     assert {
         "--tensor-parallel-size",
         "--max-model-len",
@@ -99,7 +100,7 @@ def test_plan_fits_what_the_estimator_says_and_args_are_vllm_flags() -> None:
         "--limit-mm-per-prompt",
     } <= flags
     limit = json.loads(
-        next(a for a in p.args if a.startswith("--limit-mm-per-prompt=")).split("=", 1)[1]
+        next(a for a in vllm_args(p) if a.startswith("--limit-mm-per-prompt=")).split("=", 1)[1]
     )
     assert limit["video"] == 0  # not used by the workload: not profiled
     assert limit["image"]["count"] == 2
@@ -226,10 +227,11 @@ def test_alternatives_say_why_they_lost() -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_cached_assessments_give_the_same_plan_as_a_cold_planner(path: Path) -> None:
     m = MultimodalModel.model_validate(yaml.safe_load(path.read_text()))
-    clear_cache()
-    cold = plan(m, default_inventory())
-    warm = plan(m, default_inventory())
-    assert warm.model_dump() == cold.model_dump()
+    cache = AssessmentCache()
+    cold = plan(m, default_inventory(), cache=cache)
+    assert len(cache) > 0
+    warm = plan(m, default_inventory(), cache=cache)
+    assert warm.model_dump() == cold.model_dump() == plan(m, default_inventory()).model_dump()
 
 
 def test_cached_assessments_still_see_the_cluster_fill_up(tmp_path: Path) -> None:
@@ -240,11 +242,22 @@ def test_cached_assessments_still_see_the_cluster_fill_up(tmp_path: Path) -> Non
         tmp_path,
         [{"name": "l4", "gpu": "L4", "nodes": 1, "gpusPerNode": 1, "freeGpusPerNode": [0]}],
     )
-    assert plan(spec, free).gpu == "L4"
+    cache = AssessmentCache()
+    assert plan(spec, free, cache=cache).gpu == "L4"
     with pytest.raises(PlanningError) as info:
-        plan(spec, full)
+        plan(spec, full, cache=cache)
     assert info.value.reason == "InsufficientCapacity"
-    assert plan(spec, free).gpu == "L4"
+    assert plan(spec, free, cache=cache).gpu == "L4"
+
+
+def test_the_assessment_cache_drops_the_least_recently_used() -> None:
+    cache = AssessmentCache(size=3)
+    plan(
+        manifest({"model": {"id": "Qwen/Qwen2.5-0.5B-Instruct"}}), default_inventory(), cache=cache
+    )
+    assert len(cache) == 3
+    cache.clear()
+    assert len(cache) == 0
 
 
 def test_avoided_configurations_and_a_kv_floor_move_the_plan() -> None:
@@ -302,3 +315,121 @@ def test_a_demand_plan_must_still_carry_the_peak_within_max_replicas() -> None:
     # kind (or one as large) remains, sized down to one replica.
     assert idle.tensor_parallel_size == peak.tensor_parallel_size
     assert idle.replicas == 1
+
+
+# --- typed reasons: the planner never reads its own messages ----------------------------------
+
+LONG_CONTEXT = {
+    "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
+    "workload": {"contextLength": {"min": 131072}},
+    "placement": {"quantizations": ["none"], "kvCacheDtypes": ["auto"], "maxGpusPerReplica": 1},
+}
+
+
+def test_planning_reasons_are_typed_and_keep_their_names() -> None:
+    from mmop.planner import PlanningReason
+
+    assert [str(r) for r in PlanningReason] == [
+        "UnknownModel",
+        "UnsupportedModality",
+        "ContextTooLong",
+        "RemoteCodeRequired",
+        "InvalidSpec",
+        "Infeasible",
+        "InsufficientCapacity",
+    ]
+    with pytest.raises(PlanningError) as info:
+        plan(manifest({"model": {"id": "acme/none"}}), default_inventory())
+    assert info.value.reason is PlanningReason.UNKNOWN_MODEL
+    assert info.value.reason == "UnknownModel" and info.value.bad_input
+    assert PlanningError("x", reason="Infeasible").reason is PlanningReason.INFEASIBLE
+
+
+def test_a_refusal_is_classified_by_its_kind_not_by_vllms_wording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM's start-up message ("max seq len") may change wording between releases: the
+    nearest miss and its hint follow the estimator's typed failure, whatever the words."""
+    from mmop import planner
+
+    inv = inventory(tmp_path, [{"name": "l4", "gpu": "L4", "nodes": 1, "gpusPerNode": 1}])
+    with pytest.raises(PlanningError) as before:
+        plan(manifest(LONG_CONTEXT), inv)
+    assert "a shorter contextLength" in str(before.value)
+    real = planner.estimate
+
+    def reworded(*args: Any, **kwargs: Any) -> Any:
+        est = real(*args, **kwargs)
+        if est.fits:
+            return est
+        return est.model_copy(update={"reason": "the KV pool is smaller than one sequence"})
+
+    monkeypatch.setattr(planner, "estimate", reworded)
+    with pytest.raises(PlanningError) as after:
+        plan(manifest(LONG_CONTEXT), inv)
+    assert "the KV pool is smaller than one sequence" in str(after.value)
+    assert "a shorter contextLength" in str(after.value)
+    assert after.value.reason == "Infeasible"
+
+
+# --- spec.placement.nodeSelector (R6) ---------------------------------------------------------
+
+
+def labelled_inventory(tmp_path: Path) -> Inventory:
+    return inventory(tmp_path, [
+        {"name": "l4", "gpu": "L4", "nodes": 2, "gpusPerNode": 1, "labels": {"team": "a"}},
+        {"name": "l40s", "gpu": "L40S", "nodes": 1, "gpusPerNode": 4, "labels": {"team": "b"}},
+    ])  # fmt: skip
+
+
+def test_the_plan_uses_only_nodes_the_node_selector_matches(tmp_path: Path) -> None:
+    small = {"model": {"id": "Qwen/Qwen2.5-VL-3B-Instruct"}, "workload": {"concurrency": 2}}
+    inv = labelled_inventory(tmp_path)
+    assert plan(manifest(small), inv).gpu == "L4"  # cheapest without a selector
+    placed = plan(manifest({**small, "placement": {"nodeSelector": {"team": "b"}}}), inv)
+    assert placed.gpu == "L40S"
+    assert all(a.gpu == "L40S" for a in placed.alternatives)
+    on_host = {"nodeSelector": {"kubernetes.io/hostname": "l4-1"}}
+    assert plan(manifest({**small, "placement": on_host}), inv).gpu == "L4"
+
+
+def test_a_node_selector_no_gpu_node_matches_is_not_planned(tmp_path: Path) -> None:
+    spec = {
+        "model": {"id": "Qwen/Qwen2.5-VL-3B-Instruct"},
+        "placement": {"nodeSelector": {"team": "c", "zone": "z1"}},
+    }
+    with pytest.raises(PlanningError) as info:
+        plan(manifest(spec), labelled_inventory(tmp_path))
+    assert info.value.reason == "InsufficientCapacity"
+    assert "nodeSelector (team=c, zone=z1)" in str(info.value)
+    # a selector that matches nodes of a type the spec does not allow says both
+    spec["placement"] = {"nodeSelector": {"team": "b"}, "gpuTypes": ["L4"]}
+    with pytest.raises(PlanningError) as info:
+        plan(manifest(spec), labelled_inventory(tmp_path))
+    assert info.value.reason == "InsufficientCapacity"
+    assert "types L4" in str(info.value) and "nodeSelector team=b" in str(info.value)
+
+
+def test_node_selector_matches_any_label_of_cluster_nodes() -> None:
+    from mmop.inventory import inventory_from_objects
+
+    def node(name: str, labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": name,
+                "labels": {"nvidia.com/gpu.product": "NVIDIA-L4", **labels},
+            },
+            "status": {
+                "allocatable": {"nvidia.com/gpu": "1", "cpu": "16", "memory": "64Gi"},
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+
+    inv = inventory_from_objects(
+        [node("a", {"example.com/tier": "gold"}), node("b", {"example.com/tier": "silver"})], []
+    )
+    spec = {"model": {"id": "Qwen/Qwen2.5-VL-3B-Instruct"}, "scaling": {"minReplicas": 2}}
+    with pytest.raises(PlanningError) as info:
+        plan(manifest({**spec, "placement": {"nodeSelector": {"example.com/tier": "gold"}}}), inv)
+    assert info.value.reason == "InsufficientCapacity"  # one matching node for two replicas
+    assert plan(manifest(spec), inv).replicas == 2

@@ -22,6 +22,7 @@ from mmop.render import (
     RenderOptions,
     render,
     startup_budget_seconds,
+    vllm_args,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,9 +156,9 @@ def test_model_cache_pvc_is_mounted_at_hf_home() -> None:
     cache = next(v for v in pod_spec(r)["volumes"] if v["name"] == "model-cache")
     assert cache["persistentVolumeClaim"] == {"claimName": "hf-cache"}
     mounts = {m["mountPath"]: m["name"] for m in container(r)["volumeMounts"]}
-    assert mounts["/root/.cache/huggingface"] == "model-cache"
+    assert mounts["/home/vllm/.cache/huggingface"] == "model-cache"
     env = {e["name"]: e.get("value") for e in container(r)["env"]}
-    assert env["HF_HOME"] == "/root/.cache/huggingface"
+    assert env["HF_HOME"] == "/home/vllm/.cache/huggingface"
 
 
 def test_owner_reference_points_at_the_multimodal_model() -> None:
@@ -226,18 +227,18 @@ def test_plan_args_appear_verbatim_after_vllm_serve() -> None:
     r = render("qwen-vl", "serving", UID, spec.spec, p, RenderOptions())
     c = container(r)
     assert c["command"] == ["vllm", "serve"]
-    assert c["args"] == p.args
+    assert c["args"] == vllm_args(p)
     assert c["args"][0] == p.model
     assert c["args"][-2:] == ["--enable-prefix-caching", "--seed=7"]
     assert c["image"] == spec.spec.engine.image
     assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
-    assert p0.args != p.args
+    assert vllm_args(p0) != vllm_args(p)
 
 
 def test_hash_changes_with_args_but_not_with_replicas() -> None:
     base = rendered()
     _, p = planned("qwen2.5-vl-7b")
-    other_args = rendered(plan_update={"args": [*p.args, "--seed=1"]})
+    other_args = rendered(plan_update={"extra_args": [*p.extra_args, "--seed=1"]})
     more_replicas = rendered(plan_update={"replicas": p.replicas + 3})
     overridden = rendered(replicas=7, generation=12)
     assert other_args.template_hash != base.template_hash
@@ -387,11 +388,228 @@ def test_service_and_pdb() -> None:
     assert r.selector_string == "app.kubernetes.io/instance=qwen-vl,mmop.dev/model=qwen-vl"
 
 
+# --- Pod Security Standard "restricted" (R6) ------------------------------------------------
+
+RESTRICTED_VOLUMES = frozenset(
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+)
+SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+    }
+)
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What the Pod Security Standard `restricted` (baseline included) refuses in a pod spec, as
+    the Kubernetes documentation lists its controls (Pod Security Standards, v1.30+)."""
+    out: list[str] = []
+    psc = pod.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            out.append(key)
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            out.append(f"volume {volume['name']}: {sorted(kinds)}")
+    for sysctl in psc.get("sysctls", []):
+        if sysctl["name"] not in SAFE_SYSCTLS:
+            out.append(f"sysctl {sysctl['name']}")
+    containers = [*pod.get("initContainers", []), *pod["containers"]]
+    for c in containers:
+        sc = c.get("securityContext", {})
+        name = c["name"]
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation must be false")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            out.append(f"{name}: capabilities must drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: capabilities added")
+        if not (sc.get("runAsNonRoot") is True or psc.get("runAsNonRoot") is True):
+            out.append(f"{name}: runAsNonRoot must be true")
+        if sc.get("runAsNonRoot") is False:
+            out.append(f"{name}: runAsNonRoot false")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f"{name}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccompProfile {seccomp}")
+        if sc.get("procMount", "Default") != "Default":
+            out.append(f"{name}: procMount")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append(f"{name}: hostPort")
+    return out
+
+
+def test_the_restricted_check_catches_what_it_should() -> None:
+    bad = {
+        "hostNetwork": True,
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "containers": [{"name": "c", "securityContext": {"privileged": True}}],
+    }
+    found = " ".join(restricted_violations(bad))
+    for word in ("hostNetwork", "hostPath", "privileged", "ALL", "runAsNonRoot", "seccomp"):
+        assert word in found
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_pods_pass_pod_security_restricted(path: Path) -> None:
+    assert restricted_violations(pod_spec(rendered(path.stem))) == []
+    with_pvc = rendered(path.stem, options=RenderOptions(model_cache_pvc="hf-cache"))
+    assert restricted_violations(pod_spec(with_pvc)) == []
+
+
+def test_the_engine_runs_as_a_configurable_non_root_user() -> None:
+    sc = pod_spec(rendered())["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (1000, 1000, 1000)
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    options = RenderOptions(run_as_user=2000, run_as_group=3000, fs_group=4000)
+    sc = pod_spec(rendered(options=options))["securityContext"]
+    assert (sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]) == (2000, 3000, 4000)
+    for field in ("run_as_user", "run_as_group", "fs_group"):
+        with pytest.raises(ValidationError):
+            RenderOptions.model_validate({field: 0})
+
+
+def test_home_and_every_cache_root_are_on_writable_volumes() -> None:
+    """A non-root engine writes only below its volumes: HOME (an emptyDir: ~/.cache, ~/.config,
+    ~/.triton, ~/.nv, torch.compile and FlashInfer JIT caches) and HF_HOME (the model cache)."""
+    for options in (RenderOptions(), RenderOptions(model_cache_pvc="hf-cache")):
+        r = rendered(options=options)
+        env = {e["name"]: e.get("value") for e in container(r)["env"]}
+        volumes = {v["name"]: v for v in pod_spec(r)["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container(r)["volumeMounts"]}
+        assert all(not m.get("readOnly") for m in container(r)["volumeMounts"])
+
+        def volume_of(path: str, mounts: dict[str, str] = mounts) -> str:
+            best = max((m for m in mounts if path == m or path.startswith(m + "/")), key=len)
+            return mounts[best]
+
+        assert env["HOME"] == "/home/vllm"
+        assert volumes[volume_of(env["HOME"])]["emptyDir"] == {}
+        for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT"):
+            assert env[name].startswith(env["HOME"] + "/"), name
+            assert volume_of(env[name]) == "home", name
+        assert volume_of(env["HF_HOME"]) == "model-cache"
+        assert "/root" not in json.dumps(r.deployment)
+
+
+def test_api_key_comes_from_the_secret_and_never_from_argv() -> None:
+    m, p = planned("qwen2.5-vl-7b")
+    engine = type(m.spec.engine).model_validate(
+        {"apiKeySecretRef": {"name": "vllm-key", "key": "api-key"}}
+    )
+    r = rendered(spec_update={"engine": engine})
+    c = container(r)
+    env = {e["name"]: e for e in c["env"]}
+    assert env["VLLM_API_KEY"] == {
+        "name": "VLLM_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "vllm-key", "key": "api-key"}},
+    }
+    assert not any(a.startswith("--api-key") for a in c["args"])
+    assert not any(a.startswith("--api-key") for a in vllm_args(p))
+    assert "vllm-key" not in json.dumps(c["args"])
+    # the probes stay outside vLLM's key-guarded prefixes (/v1, /v2, /inference, /cohere)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/health"
+    assert "VLLM_API_KEY" not in {e["name"] for e in container(rendered())["env"]}
+
+
 def test_container_security() -> None:
     r = rendered()
     sc = container(r)["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False
     assert sc.get("privileged") is False
-    assert "runAsNonRoot" not in sc  # the official vLLM image runs as root
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True
     assert pod_spec(r)["enableServiceLinks"] is False  # no VLLM_PORT from a Service named vllm
     assert pod_spec(r)["automountServiceAccountToken"] is False
+
+
+# --- the vLLM argv is built here, from the plan's fields --------------------------------------
+
+
+def test_vllm_args_are_built_from_the_plans_fields() -> None:
+    _, p = planned("qwen2.5-vl-7b")
+    args = vllm_args(p)
+    assert args[0] == p.model
+    flags = dict(a.split("=", 1) for a in args[1:])
+    assert flags["--served-model-name"] == p.served_model_name
+    assert flags["--port"] == "8000"
+    assert flags["--tensor-parallel-size"] == str(p.tensor_parallel_size)
+    assert flags["--max-model-len"] == str(p.max_model_len)
+    assert flags["--max-num-seqs"] == str(p.max_num_seqs)
+    assert flags["--max-num-batched-tokens"] == str(p.max_num_batched_tokens)
+    assert flags["--gpu-memory-utilization"] == str(p.gpu_memory_utilization)
+    assert flags["--quantization"] == p.quantization_method == "fp8"
+    assert flags["--kv-cache-dtype"] == p.kv_cache_dtype
+    assert json.loads(flags["--limit-mm-per-prompt"]) == p.limit_mm_per_prompt
+    assert json.loads(flags["--mm-processor-kwargs"]) == p.mm_processor_kwargs
+    changed = p.model_copy(
+        update={
+            "quantization_method": None,
+            "kv_cache_dtype": "auto",
+            "revision": "abc123",
+            "trust_remote_code": True,
+            "extra_args": ["--seed=3"],
+            "resources": p.resources.model_copy(update={"mm_processor_cache_gb": 1}),
+        }
+    )
+    args = vllm_args(changed)
+    assert not any(a.startswith(("--quantization", "--kv-cache-dtype")) for a in args)
+    assert args[-4:] == [
+        "--mm-processor-cache-gb=1",
+        "--revision=abc123",
+        "--trust-remote-code",
+        "--seed=3",
+    ]
+
+
+def test_startup_budget_doubles_the_download_only_for_fp8_on_load() -> None:
+    _, p = planned("qwen2.5-vl-7b")
+    assert p.quantization_method == "fp8"
+    online = startup_budget_seconds(p, RenderOptions(startup_budget_factor=10))
+    checkpoint = p.model_copy(update={"quantization_method": None})
+    assert startup_budget_seconds(checkpoint, RenderOptions(startup_budget_factor=10)) < online
+
+
+def test_companions_are_the_rendered_service_and_pdb() -> None:
+    from mmop.render import companions
+
+    r = rendered()
+    assert companions("qwen-vl", "serving", UID) == [r.service, r.pod_disruption_budget]
+    orphan = companions("qwen-vl", "serving", None)
+    assert all("ownerReferences" not in o["metadata"] for o in orphan)
+
+
+def test_the_vllm_module_imports_nothing_of_mmop() -> None:
+    """mmop.vllm (the pin, flag names, port) sits below everything: it imports no mmop module."""
+    import ast
+
+    import mmop.vllm
+
+    tree = ast.parse(Path(mmop.vllm.__file__).read_text())
+    imported = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert not [name for name in imported if name and name.split(".")[0] == "mmop"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mmop.metrics.scrape import Target, scrape
+from mmop.metrics.scrape import FailureReason, Target, scrape
 
 GOLDEN = Path(__file__).parent / "golden" / "llm-d-inference-sim-0.10.2-metrics.txt"
 
@@ -61,10 +61,17 @@ def test_good_engines_are_parsed_and_bad_ones_reported(engine: str) -> None:
     result = asyncio.run(scrape(targets, timeout_seconds=0.5))
     assert sorted(s.pod for s in result.scrapes) == ["a", "b"]
     assert all("kv_cache_usage" in s.gauges for s in result.scrapes)
-    assert result.failures["slow"] == "timed out"
-    assert result.failures["broken"] == "HTTP 500"
+    assert result.failures["slow"] == "/metrics timed out after 0.5 s"
+    assert result.failures["broken"] == "/metrics answered HTTP 500"
     assert "ClientConnectorError" in result.failures["gone"]
     assert set(result.failures) == {"slow", "garbage", "broken", "gone"}
+    assert result.reasons == {
+        "slow": FailureReason.TIMEOUT,
+        "garbage": FailureReason.UNPARSABLE,
+        "broken": FailureReason.HTTP_ERROR,
+        "gone": FailureReason.UNREACHABLE,
+    }
+    assert [t.pod for t in result.targets] == [t.pod for t in targets]  # in the targets' order
 
 
 def test_nothing_to_scrape() -> None:

@@ -1,4 +1,5 @@
-"""Check vLLM argv lists with the installed vLLM's own serve parser (runs in the engine venv).
+"""Check vLLM argv lists (``mmop.render.vllm_args`` of plans, passed in by the caller) with the
+installed vLLM's own serve parser (runs in the engine venv).
 
 Reads a JSON object {name: [arg, ...]} on stdin; for each, parses the argv as ``vllm serve``
 would (``make_arg_parser`` on a ``FlexibleArgumentParser``), runs vLLM's pre-load validation

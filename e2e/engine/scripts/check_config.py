@@ -1,5 +1,7 @@
 """Check planned vLLM argv with the pinned vLLM's own configuration code, as it would run on a CUDA
-GPU of a given compute capability (runs in the engine venv: vLLM's CPU build).
+GPU of a given compute capability (runs in the engine venv: vLLM's CPU build). The argv is the one
+mmop renders for a plan (``mmop.render.vllm_args``); the caller passes it in, as this script runs
+where mmop is not installed.
 
 Reads a JSON object ``{name: case}`` on stdin, where a case is
 ``{"argv": [...], "compute_capability": "8.9", "gpu": "L4"}`` and ``argv[0]`` is a model

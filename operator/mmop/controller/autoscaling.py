@@ -1,196 +1,90 @@
-"""kopf glue for the autoscaler: scrape the engines, ask the pure policy, act, and record.
+"""The operator's periodic loop: autoscaler ticks, placement retries and child checks.
 
 One loop per operator (started with it, not a per-object kopf timer, so models carry no
-finalizer and no timer bookkeeping): every ``MMOP_AUTOSCALE_INTERVAL_SECONDS`` (default 10; 0
-turns the autoscaler off) each placed MultimodalModel gets a tick, and every 15 s each model
-that could not be placed is planned again (it is placed once capacity appears). A tick scrapes
-the model's Ready pods' ``/metrics`` concurrently (podIP and the ``http`` container port) — or,
-with ``MMOP_PROMETHEUS_URL`` set, queries the same signals from Prometheus (falling back to
-scraping when it fails) — turns them into per-replica loads and window signals
-(``spec.scaling.behavior.windowSeconds``), reads OOM kills from the pods' container states, and
-asks ``mmop.autoscaler.decide``. mmop then sets the Deployment's replicas (mode Auto), re-plans
-with what the engines proved (status.autoscaler.avoid / minKvCacheTokens), or holds. Non-hold
-decisions become Events and entries of status.decisions (the last 10); of the holds, only a
-reached re-plan limit and the recommendation in External mode are recorded, once.
-status.autoscaler keeps what a restart must not forget (last change, reversals, re-plans,
-avoided configurations, the newest OOM handled); the short stabilisation history lives in
-memory and starts again after a restart, which only delays a scale-down. The loop sees models
-through a watch-event handler, so a standby (kopf peering) that receives no events ticks
-nothing.
+finalizer and no timer bookkeeping). Once a second it looks at the models the watches last
+showed (``OperatorContext.models``):
+
+- a placed model is ticked every ``autoscale_interval_seconds`` (default 10; 0 turns the
+  autoscaler off): its Ready pods' ``/metrics`` are scraped concurrently (podIP and the ``http``
+  container port) — or, with a Prometheus URL configured, the same signals are queried from
+  Prometheus (falling back to scraping when it fails) — and ``mmop.autoscaler.decide`` says to
+  scale (mode Auto), re-plan with what the engines proved, or hold. A scale is recorded only
+  once the API server accepted it;
+- a model that could not be placed is planned again every ``unplaced_retry_seconds`` (15);
+- a placed model's Service and PodDisruptionBudget are compared with what the watches show
+  every ``children_check_seconds`` (5): one that is missing or changed is re-applied.
+
+Non-hold decisions become Events and entries of status.decisions (the last 10); of the holds,
+only the notable ones are recorded, once. status.autoscaler keeps what a restart must not
+forget; the short stabilisation history lives in memory (``ModelHistory``) and starts again
+after a restart, which only delays a scale-down. A standby (kopf peering) receives no events,
+so it ticks nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import datetime as dt
 import logging
-import os
-import re
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import aiohttp
-import kopf
 from pydantic import ValidationError
 
-from mmop import autoscaler
-from mmop.api import API_GROUP, API_VERSION, Decision, Scaling, Slo
-from mmop.controller import handlers, telemetry
-from mmop.controller.kube import MODEL_LABEL
+from mmop import autoscaler, children
+from mmop.api import Scaling, Slo
+from mmop.autoscaler import Action, ScalingDecision
+from mmop.controller.context import Indexes, ModelHistory, ModelKey, OperatorContext
+from mmop.controller.reconcile import (
+    CHILD_REASONS,
+    UNPLACED_REASONS,
+    Logger,
+    observe,
+    plan_model,
+    reconcile_model,
+)
+from mmop.controller.report import post_event, write_status
 from mmop.metrics import Scrape, Signals, signals
 from mmop.metrics.promql import PromQLError, query_model
-from mmop.metrics.scrape import ScrapeResult, Target, scrape
-from mmop.planner import OPENAI_PORT, Limits, PlanningError
-from mmop.render import CONTAINER_NAME, PORT_NAME
+from mmop.metrics.scrape import ScrapeResult, Target, scrape, unusable_message
+from mmop.planner import Limits, PlanningError
+from mmop.render import companions
+from mmop.status import (
+    Cond,
+    autoscaler_status,
+    decisions_log,
+    find_condition,
+    limits_from_status,
+    ready_condition,
+    restore_history,
+)
 
-INTERVAL_SECONDS = float(os.environ.get("MMOP_AUTOSCALE_INTERVAL_SECONDS", "10"))
-SCRAPE_TIMEOUT_SECONDS = 2.0
-PROMETHEUS_ENV = "MMOP_PROMETHEUS_URL"  # set: signals come from PromQL instead of scraping
-DECISIONS_KEPT = 10
-NOTABLE_HOLDS = ("ReplanLimitReached", "ExternalScaling", "NoCheaperPlan")
-# How a CUDA OOM reads in a termination message (vLLM's own, torch's, the CUDA runtime's).
-OOM_MESSAGE = re.compile(r"CUDA out of memory|OutOfMemoryError|out of memory", re.IGNORECASE)
+NOTABLE_HOLDS = ("ReplanLimitReached", "ExternalScaling", "NoCheaperPlan", "ScaleRefused")
+CONCURRENT_TICKS = 32
+METRICS_CONDITION = "MetricsUsable"
 
 log = logging.getLogger("mmop.autoscaler")
 
 
-@dataclass
-class ModelMemory:
-    """What the autoscaler keeps in memory per model between ticks."""
-
-    state: autoscaler.State
-    scrapes: deque[tuple[float, list[Scrape]]] = field(default_factory=lambda: deque(maxlen=64))
-    last_oom: str = ""
-    signals: Signals | None = None
-    failures: dict[str, str] = field(default_factory=dict)
-
-
-MEMORY: dict[tuple[str, str], ModelMemory] = {}
-
-
-# ----------------------------------------------------------------------------- time
-
-
-def _rfc3339(seconds: float) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-# ----------------------------------------------------------------------------- pods
-
-
-@kopf.index("", "v1", "pods", labels={"app.kubernetes.io/managed-by": "mmop"})
-async def model_pods(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
-    """Pods of each model: address, readiness and the newest OOM kill of its engine."""
-    meta = body.get("metadata") or {}
-    model = (meta.get("labels") or {}).get(MODEL_LABEL)
-    if not model:
-        return None
-    status = body.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
-    port = OPENAI_PORT
-    for container in (body.get("spec") or {}).get("containers") or []:
-        if container.get("name") == CONTAINER_NAME:
-            for p in container.get("ports") or []:
-                if p.get("name") == PORT_NAME:
-                    port = int(p.get("containerPort") or OPENAI_PORT)
-    return {
-        (namespace, model): {
-            "name": name,
-            "ip": status.get("podIP"),
-            "port": port,
-            "ready": ready,
-            "deleting": bool(meta.get("deletionTimestamp")),
-            "oom": _newest_oom(status),
-        }
-    }
-
-
-def _newest_oom(status: Mapping[str, Any]) -> str | None:
-    """finishedAt of the newest termination for memory of any container (None: none)."""
-    found: list[str] = []
-    for cs in status.get("containerStatuses") or []:
-        for state in (cs.get("lastState") or {}, cs.get("state") or {}):
-            term = state.get("terminated") or {}
-            if not term:
-                continue
-            if term.get("reason") == "OOMKilled" or OOM_MESSAGE.search(term.get("message") or ""):
-                found.append(str(term.get("finishedAt") or term.get("startedAt") or "unknown"))
-    return max(found) if found else None
-
-
-# ----------------------------------------------------------------------------- the tick
-
-
-def _planned(status: Mapping[str, Any]) -> dict[str, Any] | None:
-    conditions = (status or {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == "Planned"), None)
-
-
-# The models this operator handles, as their last watch event showed them, and the indexes
-# the loop reads (kopf hands them to every handler; the loop is not a handler).
-MODELS: dict[tuple[str, str], dict[str, Any]] = {}
-INDEXES: dict[str, Any] = {}
-INDEX_NAMES = ("mmop_deployments", "model_pods", "gpu_nodes", "gpu_pods")
-UNPLACED_RETRY_SECONDS = 15.0
-CONCURRENT_TICKS = 32
-
-
-@kopf.on.event(API_GROUP, API_VERSION, handlers.PLURAL)
-async def track_model(body: kopf.Body, type: str | None, **kwargs: Any) -> None:
-    """Keep the loop's view of each model current (an event handler: no finalizer, no
-    bookkeeping written to the object — a per-object kopf timer would add both)."""
-    for index in INDEX_NAMES:
-        INDEXES[index] = kwargs[index]
-    meta = body.get("metadata") or {}
-    key = (str(meta.get("namespace")), str(meta.get("name")))
-    if type == "DELETED" or meta.get("deletionTimestamp"):
-        MODELS.pop(key, None)
-        forget(*key)
-        return
-    MODELS[key] = _slim(body)
-
-
-# What the loop (a tick, or a placement retry through the reconcile) reads of a model: not
-# managedFields, kopf's annotations, nor the plan's arguments, alternatives and explanation.
+# What the loop reads of a model: not managedFields, kopf's annotations, nor the plan's
+# arguments, alternatives and explanation.
 _PLAN_KEPT = (
     "config", "memory", "performance", "templateHash", "replicas", "gpu", "costPerHourUsd",
 )  # fmt: skip
+_STATUS_KEPT = (
+    "conditions", "observedGeneration", "decisions", "autoscaler", "replicas", "readyReplicas",
+)  # fmt: skip
 
 
-def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
+def slim_model(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The copy of a model the loop keeps (a fresh one per watch event: never changed in
+    place, so a tick's view needs no copy of its own)."""
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
     plan = status.get("plan") or {}
-    slim_status = {
-        k: copy.deepcopy(v)
-        for k, v in status.items()
-        if k
-        in (
-            "conditions",
-            "observedGeneration",
-            "decisions",
-            "autoscaler",
-            "replicas",
-            "readyReplicas",
-        )
-    }
+    slim_status = {k: copy.deepcopy(v) for k, v in status.items() if k in _STATUS_KEPT}
     if plan:
         slim_status["plan"] = {k: copy.deepcopy(plan[k]) for k in _PLAN_KEPT if k in plan}
     return {
@@ -204,175 +98,237 @@ def _slim(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# ----------------------------------------------------------------------------- the loop
+
+
 @dataclass
 class _Due:
-    """When each model is next due for an autoscaler tick or a placement retry."""
+    """When each model is next due for a tick, a placement retry or a child check."""
 
-    tick: dict[tuple[str, str], float] = field(default_factory=dict)
-    place: dict[tuple[str, str], float] = field(default_factory=dict)
+    tick: dict[ModelKey, float] = field(default_factory=dict)
+    place: dict[ModelKey, float] = field(default_factory=dict)
+    check: dict[ModelKey, float] = field(default_factory=dict)
+
+    def forget_all_but(self, live: set[ModelKey]) -> None:
+        for due in (self.tick, self.place, self.check):
+            for gone in set(due) - live:
+                due.pop(gone, None)
 
 
-async def run_loop(interval: float = INTERVAL_SECONDS) -> None:
-    """The autoscaler and placement-retry loop: once a second, tick the placed models that are
-    due (every ``interval`` seconds each) and plan again the unplaced ones (every 15 s)."""
+def _take(due: dict[ModelKey, float], key: ModelKey, now: float, every: float) -> bool:
+    """Whether ``key`` is due now (the first time: ``every`` from now); re-arms it."""
+    if now >= due.setdefault(key, now + every):
+        due[key] = now + every
+        return True
+    return False
+
+
+async def run_loop(ctx: OperatorContext) -> None:
+    """Once a second, do the work that is due (see the module's docstring)."""
     due = _Due()
     gate = asyncio.Semaphore(CONCURRENT_TICKS)
-
-    async def one(key: tuple[str, str], body: dict[str, Any], unplaced: bool) -> None:
-        async with gate:
-            try:
-                if unplaced:
-                    await asyncio.to_thread(
-                        handlers.reconcile_model,
-                        body,
-                        None,  # type: ignore[arg-type]
-                        log,
-                        INDEXES["gpu_nodes"],
-                        INDEXES["gpu_pods"],
-                        INDEXES["mmop_deployments"],
-                    )
-                else:
-                    await tick(
-                        body,
-                        log,
-                        deployments=INDEXES["mmop_deployments"],
-                        pods=INDEXES["model_pods"],
-                        nodes_index=INDEXES["gpu_nodes"],
-                        pods_index=INDEXES["gpu_pods"],
-                    )
-            except Exception:  # one model's trouble never stops the loop
-                log.exception(f"{key[0]}/{key[1]}: {'placement' if unplaced else 'tick'} failed")
-
+    cfg = ctx.config
     while True:
         await asyncio.sleep(1.0)
-        if not all(name in INDEXES for name in INDEX_NAMES):
+        idx = ctx.indexes
+        if idx is None:
             continue
         now = time.monotonic()
         work = []
-        for key, body in list(MODELS.items()):
-            planned = _planned(body.get("status") or {})
+        for key, body in list(ctx.models.items()):
+            planned = find_condition(body.get("status") or {}, "Planned")
             if planned is None:
                 continue
             if planned.get("status") == "True":
                 due.place.pop(key, None)
-                if interval <= 0:
+                checking = _take(due.check, key, now, cfg.children_check_seconds)
+                if checking and not children_in_place(idx, body):
+                    work.append(_guarded(gate, key, "repair", _reconcile(ctx, body, idx)))
                     continue
-                if now >= due.tick.setdefault(key, now + interval):
-                    due.tick[key] = now + interval
-                    work.append(one(key, body, unplaced=False))
-            elif planned.get("reason") in handlers.UNPLACED_REASONS:
+                if checking and ready_behind(idx, body):
+                    work.append(_guarded(gate, key, "readiness", _sync_ready(ctx, body, idx)))
+                interval = cfg.autoscale_interval_seconds
+                if interval > 0 and _take(due.tick, key, now, interval):
+                    work.append(_guarded(gate, key, "tick", tick(ctx, body, idx, log)))
+            elif planned.get("reason") in UNPLACED_REASONS:
                 due.tick.pop(key, None)
-                if now >= due.place.setdefault(key, now + UNPLACED_RETRY_SECONDS):
-                    due.place[key] = now + UNPLACED_RETRY_SECONDS
-                    work.append(one(key, body, unplaced=True))
-        for gone in set(due.tick) - set(MODELS):
-            due.tick.pop(gone, None)
-        for gone in set(due.place) - set(MODELS):
-            due.place.pop(gone, None)
+                if _take(due.place, key, now, cfg.unplaced_retry_seconds):
+                    work.append(_guarded(gate, key, "placement", _reconcile(ctx, body, idx)))
+        due.forget_all_but(set(ctx.models))
         if work:
             await asyncio.gather(*work)
 
 
-_loops: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+async def _guarded(gate: asyncio.Semaphore, key: ModelKey, what: str, job: Any) -> None:
+    async with gate:
+        try:
+            await job
+        except Exception as err:  # one model's trouble never stops the loop
+            log.warning(f"{key[0]}/{key[1]}: {what} failed: {type(err).__name__}: {err}")
 
 
-@kopf.on.startup()
-async def start_loop(**_: Any) -> None:
-    loop = asyncio.get_running_loop()
-    _loops[loop] = loop.create_task(run_loop())
+async def _reconcile(ctx: OperatorContext, body: dict[str, Any], idx: Indexes) -> None:
+    await asyncio.to_thread(reconcile_model, ctx, body, idx, log)
 
 
-@kopf.on.cleanup()
-async def stop_loop(**_: Any) -> None:
-    task = _loops.pop(asyncio.get_running_loop(), None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
-
-
-async def _session() -> aiohttp.ClientSession:
-    """One HTTP client session per event loop, for every scrape (kept-alive connections)."""
-    loop = asyncio.get_running_loop()
-    session = _sessions.get(loop)
-    if session is None or session.closed:
-        for other in [lp for lp in _sessions if lp.is_closed()]:
-            _sessions.pop(other, None)
-        session = _sessions[loop] = aiohttp.ClientSession()
-    return session
-
-
-@kopf.on.cleanup()
-async def close_sessions(**_: Any) -> None:
-    loop = asyncio.get_running_loop()
-    session = _sessions.pop(loop, None)
-    if session is not None:
-        await session.close()
-
-
-def _restore(status: Mapping[str, Any]) -> ModelMemory:
-    saved = status.get("autoscaler") or {}
-
-    def times(key: str) -> tuple[float, ...]:
-        out = [_seconds(t) for t in saved.get(key) or ()]
-        return tuple(t for t in out if t is not None)
-
-    state = autoscaler.State(
-        last_change_seconds=_seconds(saved.get("lastChangeTime")),
-        last_direction=int(saved.get("lastDirection") or 0),
-        reversals=times("reversals"),
-        replans=times("replans"),
+def ready_behind(idx: Indexes, body: Mapping[str, Any]) -> bool:
+    """Whether the model's Ready condition or replica counts lag behind its Deployment as the
+    watch shows it (a Deployment event that came before the plan was written is not written
+    by the event handler; this catches it up)."""
+    wanted = _ready_from_deployment(idx, body)
+    if wanted is None:
+        return False
+    status = body.get("status") or {}
+    ready, fields = wanted
+    have = find_condition(status, "Ready") or {}
+    if have.get("reason") in CHILD_REASONS:
+        return False
+    same = (have.get("status"), have.get("reason"), have.get("message")) == (
+        ready.status,
+        ready.reason,
+        ready.message,
     )
-    return ModelMemory(state=state, last_oom=str(saved.get("lastOomTime") or ""))
+    return not same or any(status.get(k) != v for k, v in fields.items())
 
 
-def _window_start(memory: ModelMemory, now: float, window: float) -> list[Scrape]:
+def _ready_from_deployment(
+    idx: Indexes, body: Mapping[str, Any]
+) -> tuple[Cond, dict[str, int]] | None:
+    meta = body["metadata"]
+    deployment = observe(idx, str(meta["namespace"]), str(meta["name"])).deployment
+    if deployment is None or not (body.get("status") or {}).get("plan"):
+        return None
+    st = deployment.get("status") or {}
+    ready, current = int(st.get("readyReplicas") or 0), int(st.get("replicas") or 0)
+    cond = ready_condition(int(deployment.get("replicas") or 0), ready, deployment.get(
+        "conditions") or ())  # fmt: skip
+    return cond, {"replicas": current, "readyReplicas": ready}
+
+
+async def _sync_ready(ctx: OperatorContext, body: Mapping[str, Any], idx: Indexes) -> None:
+    wanted = _ready_from_deployment(idx, body)
+    if wanted is None:
+        return
+    cond, fields = wanted
+    meta = body["metadata"]
+    key = (str(meta["namespace"]), str(meta["name"]))
+    await asyncio.to_thread(write_status, ctx.kube(), *key, fields, [cond])
+
+
+def children_in_place(idx: Indexes, body: Mapping[str, Any]) -> bool:
+    """Whether a placed model's Service and PodDisruptionBudget exist, are its own and hold
+    what mmop sets, as the watches show them."""
+    meta = body["metadata"]
+    name, namespace, uid = str(meta["name"]), str(meta["namespace"]), str(meta.get("uid"))
+    observed = observe(idx, namespace, name)
+    return all(
+        children.in_place(obj, observed.children.get(str(obj["kind"])), uid)
+        for obj in companions(name, namespace, uid)
+    )
+
+
+# ----------------------------------------------------------------------------- the tick
+
+
+def _history(ctx: OperatorContext, key: ModelKey, status: Mapping[str, Any]) -> ModelHistory:
+    history = ctx.history.get(key)
+    if history is None:
+        state, last_oom = restore_history(status.get("autoscaler") or {})
+        history = ctx.history[key] = ModelHistory(state=state, last_oom=last_oom)
+    return history
+
+
+def window_start(history: ModelHistory, now: float, window: float) -> list[Scrape]:
     """The scrapes that open the window: the newest at least ``window`` old, else the oldest."""
     chosen: list[Scrape] = []
-    for t, scrapes in memory.scrapes:
+    for t, scrapes in history.scrapes:
         if now - t >= window or not chosen:
             chosen = scrapes
     return chosen
 
 
-def _remember(memory: ModelMemory, now: float, window: float, scrapes: list[Scrape]) -> None:
+def remember(history: ModelHistory, now: float, window: float, scrapes: list[Scrape]) -> None:
     """Add this tick's scrapes; keep only what later windows can open with (the newest
     scrapes at least a window old, and the ones after them)."""
-    memory.scrapes.append((now, scrapes))
-    while len(memory.scrapes) > 1 and now - memory.scrapes[1][0] >= window:
-        memory.scrapes.popleft()
+    history.scrapes.append((now, scrapes))
+    while len(history.scrapes) > 1 and now - history.scrapes[1][0] >= window:
+        history.scrapes.popleft()
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """One tick's view of the engines."""
+
+    signals: Signals
+    loads: tuple[autoscaler.ReplicaLoad, ...]
+    result: ScrapeResult
+
+
+async def _read_engines(
+    ctx: OperatorContext,
+    key: ModelKey,
+    targets: list[Target],
+    history: ModelHistory,
+    window: float,
+    now: float,
+    logger: Logger,
+) -> _Reading:
+    """Signals and per-replica loads from Prometheus when configured, else from the pods."""
+    url = ctx.config.prometheus_url
+    timeout = ctx.config.scrape_timeout_seconds
+    if url and targets:
+        try:
+            prom = await query_model(url, *key, int(window), timeout, await ctx.session())
+        except (PromQLError, ValueError, TimeoutError) as err:
+            logger.warning(f"Prometheus at {url} failed ({err}); scraping the pods instead")
+        else:
+            ready = {t.pod for t in targets}
+            loaded = [
+                (pod, load.kv_cache_usage, load.requests_waiting, load.requests_running)
+                for pod, load in sorted(prom.pods.items())
+                if pod in ready
+            ]
+            sig = Signals(
+                pods=len(loaded),
+                window_seconds=window,
+                ttft_p95_seconds=prom.ttft_p95_seconds,
+                preemptions_per_second=prom.preemptions_per_second,
+            )
+            return _Reading(sig, autoscaler.loads_from(loaded), ScrapeResult())
+    result = await scrape(targets, timeout_seconds=timeout, session=await ctx.session())
+    before = window_start(history, now, window)
+    remember(history, now, window, result.scrapes)
+    unusable = len(result.failures)
+    try:
+        sig = signals(before, result.scrapes, unusable=unusable)
+    except ValueError:
+        sig = signals([], result.scrapes, unusable=unusable)
+    gauges = [
+        (s.pod, s.gauges.get("kv_cache_usage"), s.gauges.get("requests_waiting"),
+         s.gauges.get("requests_running"))
+        for s in result.scrapes
+    ]  # fmt: skip
+    return _Reading(sig, autoscaler.loads_from(gauges), result)
 
 
 async def tick(
+    ctx: OperatorContext,
     body: Mapping[str, Any],
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    *,
-    deployments: Mapping[Any, Any],
-    pods: Mapping[Any, Any],
-    nodes_index: Any = None,
-    pods_index: Any = None,
+    idx: Indexes,
+    logger: Logger,
     now: float | None = None,
-) -> autoscaler.Decision | None:
+) -> ScalingDecision | None:
     """One autoscaler tick for one model; returns the decision (None: nothing to decide on)."""
-    # The loop's bodies (MODELS) are never changed in place — each watch event replaces the
-    # model's entry with a fresh copy — so this moment's view needs no copy of its own.
     meta, spec = dict(body["metadata"]), dict(body.get("spec") or {})
     status = dict(body.get("status") or {})
-    namespace, name = str(meta["namespace"]), str(meta["name"])
-    key = (namespace, name)
-    deployment = handlers._deployment_from_index(deployments, namespace, name)
+    key = (str(meta["namespace"]), str(meta["name"]))
+    deployment = observe(idx, *key).deployment
     if deployment is None:
         return None
     scaling = Scaling.model_validate(spec.get("scaling") or {})
     slo = Slo.model_validate(((spec.get("workload") or {}).get("slo")) or {})
-    memory = MEMORY.get(key)
-    if memory is None:
-        memory = MEMORY[key] = _restore(status)
-
-    store = pods.get(key)
+    history = _history(ctx, key, status)
+    store = idx.model_pods.get(key)
     members = [dict(p) for p in (list(store) if store is not None else [])]
     targets = [
         Target(p["name"], f"http://{p['ip']}:{p['port']}/metrics")
@@ -381,163 +337,140 @@ async def tick(
     ]
     now = time.time() if now is None else now
     window = float(scaling.behavior.window_seconds)
-    prom_url = os.environ.get(PROMETHEUS_ENV)
-    from_prometheus = None
-    if prom_url and targets:
-        try:
-            from_prometheus = await query_model(
-                prom_url, namespace, name, int(window), SCRAPE_TIMEOUT_SECONDS, await _session()
-            )
-        except (PromQLError, ValueError, TimeoutError) as err:
-            logger.warning(f"Prometheus at {prom_url} failed ({err}); scraping the pods instead")
-    if from_prometheus is not None:
-        ready = {t.pod for t in targets}
-        loaded = [
-            (pod, load.kv_cache_usage, load.requests_waiting, load.requests_running)
-            for pod, load in sorted(from_prometheus.pods.items())
-            if pod in ready
-        ]
-        sig = Signals(
-            pods=len(loaded),
-            window_seconds=window,
-            ttft_p95_seconds=from_prometheus.ttft_p95_seconds,
-            preemptions_per_second=from_prometheus.preemptions_per_second,
-        )
-        result = ScrapeResult()
-    else:
-        result = await scrape(
-            targets, timeout_seconds=SCRAPE_TIMEOUT_SECONDS, session=await _session()
-        )
-        before = _window_start(memory, now, window)
-        _remember(memory, now, window, result.scrapes)
-        try:
-            sig = signals(before, result.scrapes)
-        except ValueError:
-            sig = signals([], result.scrapes)
-        loaded = [
-            (
-                s.pod,
-                s.gauges.get("kv_cache_usage"),
-                s.gauges.get("requests_waiting"),
-                s.gauges.get("requests_running"),
-            )
-            for s in result.scrapes
-        ]
-    memory.signals, memory.failures = sig, dict(result.failures)
-    if result.failures:
-        logger.debug(f"scrapes failed: {result.failures}")
-
-    ooms = sorted(p["name"] for p in members if p.get("oom") and str(p["oom"]) > memory.last_oom)
-    newest_oom = max([memory.last_oom, *(str(p["oom"]) for p in members if p.get("oom"))])
-    loads = autoscaler.loads_from(loaded)
-    plan_status = status.get("plan") or {}
-    planned = (plan_status.get("performance") or {}).get("concurrency_per_replica")
-    plan_replicas = int(plan_status.get("replicas") or 0)
-    plan_cost = plan_status.get("costPerHourUsd")
-    saved = status.get("autoscaler") or {}
-    consolidated = handlers.limits_from_status(status, meta.get("generation")).demand is not None
-    peak_cost = saved.get("peakCostPerHourUsd") if consolidated else None
-    obs = autoscaler.Observation(
+    reading = await _read_engines(ctx, key, targets, history, window, now, logger)
+    history.signals, history.failures = reading.signals, dict(reading.result.failures)
+    ooms, newest_oom = autoscaler.new_oom_kills(
+        [(str(p["name"]), p.get("oom")) for p in members], history.last_oom
+    )
+    consolidated = limits_from_status(status, meta.get("generation")).demand is not None
+    obs = autoscaler.observation(
         now_seconds=now,
-        desired_replicas=int((deployment.get("spec") or {}).get("replicas") or 0),
+        desired_replicas=int(deployment.get("replicas") or 0),
         ready_replicas=int((deployment.get("status") or {}).get("readyReplicas") or 0),
-        loads=loads,
-        ttft_p95_seconds=sig.ttft_p95_seconds,
-        preemptions_per_second=sig.preemptions_per_second,
-        oom_killed=tuple(ooms),
-        planned_concurrency=int(planned) if planned else None,
-        replica_cost_per_hour=(
-            float(plan_cost) / plan_replicas if plan_cost is not None and plan_replicas else None
-        ),
+        loads=reading.loads,
+        ttft_p95_seconds=reading.signals.ttft_p95_seconds,
+        preemptions_per_second=reading.signals.preemptions_per_second,
+        oom_killed=ooms,
+        plan=status.get("plan") or {},
+        saved=status.get("autoscaler") or {},
         consolidated=consolidated,
-        peak_cost_per_hour=float(peak_cost) if peak_cost is not None else None,
     )
-    decision, memory.state = autoscaler.decide(scaling, slo, obs, memory.state)
-    memory.last_oom = newest_oom
-    observed = [
-        s.gauges["kv_cache_tokens"] for s in result.scrapes if "kv_cache_tokens" in s.gauges
-    ]
-    predicted = (plan_status.get("memory") or {}).get("kv_cache_tokens")
-    telemetry.set_kv_tokens(
-        namespace,
-        name,
-        int(predicted) if predicted is not None else None,
-        sum(observed) / len(observed) if observed else None,
-    )
+    decision, state = autoscaler.decide(scaling, slo, obs, history.state)
+    _observe_kv(ctx, key, status, reading.result)
     snapshot = {"metadata": meta, "spec": spec, "status": status}
-    peak_plan_cost: float | None = None
-    if decision.action == autoscaler.Action.REPLAN and decision.headroom in ("cost", "peak"):
-        decision, learned, peak_plan_cost = await asyncio.to_thread(
-            _rightsize, snapshot, logger, decision, obs, scaling, nodes_index, pods_index,
-            deployments,
-        )  # fmt: skip
-        if decision.action == autoscaler.Action.REPLAN:
-            memory.state = autoscaler.replanned(memory.state, now)
-    else:
-        replan = decision.action == autoscaler.Action.REPLAN
-        learned = _learned(status, meta.get("generation"), decision) if replan else None
-        await _act(snapshot, logger, decision, learned, nodes_index, pods_index, deployments)
-    if decision.action != autoscaler.Action.HOLD or decision.reason in NOTABLE_HOLDS:
-        telemetry.record_decision(namespace, name, str(decision.action), decision.reason)
+    decision, learned, peak_cost, state = await _act(
+        ctx, snapshot, idx, logger, decision, obs, scaling, state, now
+    )
+    history.state, history.last_oom = state, newest_oom
+    if decision.action != Action.HOLD or decision.reason in NOTABLE_HOLDS:
+        ctx.telemetry.record_decision(*key, str(decision.action), decision.reason)
+    metrics = metrics_condition(reading.result, find_condition(status, METRICS_CONDITION))
     await asyncio.to_thread(
-        _record, snapshot, status, decision, learned, memory, now, peak_plan_cost
+        _record, ctx, snapshot, decision, learned, history, now, peak_cost, metrics
     )
     return decision
 
 
-async def _act(
-    body: Mapping[str, Any],
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    decision: autoscaler.Decision,
-    learned: Limits | None,
-    nodes_index: Any,
-    pods_index: Any,
-    deployments: Any,
+def metrics_condition(result: ScrapeResult, current: Mapping[str, Any] | None) -> Cond | None:
+    """MetricsUsable=False naming the replicas whose /metrics could not be used and why; True
+    again once they all report (None: nothing to say — all usable and never reported
+    otherwise, so a healthy model carries no such condition)."""
+    message = unusable_message(result.targets)
+    if message is None:
+        if current is None or current.get("status") == "True":
+            return None
+        return Cond(METRICS_CONDITION, "True", "AllReplicasReporting", "every Ready replica's "
+                    "/metrics is usable")  # fmt: skip
+    reasons = {str(t.failure.reason) for t in result.targets if t.failure is not None}
+    reason = reasons.pop() if len(reasons) == 1 else "MetricsUnusable"
+    return Cond(METRICS_CONDITION, "False", reason, message)
+
+
+def _observe_kv(
+    ctx: OperatorContext, key: ModelKey, status: Mapping[str, Any], result: ScrapeResult
 ) -> None:
+    observed = [
+        s.gauges["kv_cache_tokens"] for s in result.scrapes if "kv_cache_tokens" in s.gauges
+    ]
+    predicted = ((status.get("plan") or {}).get("memory") or {}).get("kv_cache_tokens")
+    ctx.telemetry.set_kv_tokens(
+        *key,
+        int(predicted) if predicted is not None else None,
+        sum(observed) / len(observed) if observed else None,
+    )
+
+
+async def _act(
+    ctx: OperatorContext,
+    body: dict[str, Any],
+    idx: Indexes,
+    logger: Logger,
+    decision: ScalingDecision,
+    obs: autoscaler.Observation,
+    scaling: Scaling,
+    state: autoscaler.State,
+    now: float,
+) -> tuple[ScalingDecision, Limits | None, float | None, autoscaler.State]:
+    """Carry the decision out: (the decision as taken, the planner limits now in force, the
+    peak plan's $/h, the autoscaler state to keep). A scale the API server refuses is not
+    recorded as a change: it becomes a ScaleRefused hold and the state stays as it was."""
+    from kubernetes.client.exceptions import ApiException
+
     meta = body["metadata"]
     namespace, name = str(meta["namespace"]), str(meta["name"])
-    kube = handlers._kube()
-    if decision.action in (autoscaler.Action.SCALE_UP, autoscaler.Action.SCALE_DOWN):
-        await asyncio.to_thread(kube.scale_deployment, namespace, name, decision.replicas)
+    status = body.get("status") or {}
+    if decision.action in (Action.SCALE_UP, Action.SCALE_DOWN):
+        try:
+            await asyncio.to_thread(ctx.kube().scale_deployment, namespace, name, decision.replicas)
+        except ApiException as err:
+            refused = ScalingDecision(
+                action=Action.HOLD,
+                replicas=obs.desired_replicas,
+                reason="ScaleRefused",
+                message=f"{decision.action} to {decision.replicas} refused by the API server: "
+                f"{err.status} {err.reason}",
+            )
+            previous = ctx.history[(namespace, name)].state
+            return refused, None, None, previous
         logger.info(f"{decision.action} to {decision.replicas}: {decision.message}")
-    elif decision.action == autoscaler.Action.REPLAN:
-        await asyncio.to_thread(
-            _replan, body, logger, decision, learned, nodes_index, pods_index, deployments
+        return decision, None, None, state
+    if decision.action != Action.REPLAN:
+        return decision, None, None, state
+    if decision.headroom in ("cost", "peak"):
+        taken, learned, peak = await asyncio.to_thread(
+            _rightsize, ctx, body, idx, logger, decision, obs, scaling
         )
+        if taken.action == Action.REPLAN:
+            state = autoscaler.replanned(state, now)
+        return taken, learned, peak, state
+    learned = learned_limits(status, meta.get("generation"), decision)
+    await asyncio.to_thread(_replan, ctx, body, idx, logger, decision, learned)
+    return decision, learned, None, state
 
 
 def _replan(
+    ctx: OperatorContext,
     body: Mapping[str, Any],
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    decision: autoscaler.Decision,
+    idx: Indexes,
+    logger: Logger,
+    decision: ScalingDecision,
     limits: Limits | None,
-    nodes_index: Any,
-    pods_index: Any,
-    deployments: Any,
     replicas_from_plan: bool = False,
 ) -> None:
     """Re-plan and roll the model now, under what the engines taught (``limits``)."""
     logger.info(f"re-planning ({decision.reason}): {decision.message}")
-    handlers.reconcile_model(
-        body,
-        None,  # type: ignore[arg-type]
-        logger,
-        nodes_index,
-        pods_index,
-        deployments,
-        limits=limits,
-        force=True,
-        replicas_from_plan=replicas_from_plan,
+    reconcile_model(
+        ctx, body, idx, logger, limits=limits, force=True, replicas_from_plan=replicas_from_plan
     )
 
 
-def _learned(
-    status: Mapping[str, Any], generation: int | None, decision: autoscaler.Decision
+def learned_limits(
+    status: Mapping[str, Any], generation: int | None, decision: ScalingDecision
 ) -> Limits:
     """Planner limits after a re-plan decision: the current configuration is avoided when it
     ran out of memory; the KV cache must grow when it was too small (a consolidated fleet
     stays sized for its demand)."""
-    limits = handlers.limits_from_status(status, generation)
+    limits = limits_from_status(status, generation)
     plan = status.get("plan") or {}
     config = str(plan.get("config") or "")
     if decision.headroom == "memory" and config:
@@ -551,45 +484,42 @@ def _learned(
 
 
 def _rightsize(
+    ctx: OperatorContext,
     body: Mapping[str, Any],
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-    decision: autoscaler.Decision,
+    idx: Indexes,
+    logger: Logger,
+    decision: ScalingDecision,
     obs: autoscaler.Observation,
     scaling: Scaling,
-    nodes_index: Any,
-    pods_index: Any,
-    deployments: Any,
-) -> tuple[autoscaler.Decision, Limits | None, float | None]:
+) -> tuple[ScalingDecision, Limits | None, float | None]:
     """Carry out a 'cost' re-plan (consolidation) or a 'peak' one (back to the plan for
     spec.workload's peak): (the decision as taken — a NoCheaperPlan hold when no plan saves
     enough —, the limits now in force, the peak plan's $/h)."""
     status = body.get("status") or {}
-    current = handlers.limits_from_status(status, body["metadata"].get("generation"))
+    current = limits_from_status(status, body["metadata"].get("generation"))
     peak_limits = replace(current, demand=None)
     config = str((status.get("plan") or {}).get("config") or "")
     try:
-        peak = handlers.plan_model(body, nodes_index, pods_index, deployments, peak_limits)
+        peak = plan_model(ctx, body, idx, peak_limits)
         chosen, limits = peak, peak_limits
         if decision.headroom == "cost":
             limits = replace(peak_limits, demand=decision.demand)
-            chosen = handlers.plan_model(body, nodes_index, pods_index, deployments, limits)
+            chosen = plan_model(ctx, body, idx, limits)
     except (PlanningError, ValidationError) as err:
-        return _no_cheaper(obs, f"no plan for spec.workload's peak fits now: {err}"), None, None
-    if decision.headroom == "cost":
+        message = f"no plan for spec.workload's peak fits now: {err}"
+        return autoscaler.no_cheaper_plan(obs, message), None, None
+    savings = scaling.consolidation.min_savings
+    if decision.headroom == "cost" and not autoscaler.consolidation_saves(
+        obs, config, chosen.config, chosen.cost_per_hour_usd, savings
+    ):
         fleet = obs.desired_replicas * (obs.replica_cost_per_hour or 0.0)
-        savings = scaling.consolidation.min_savings
-        if chosen.config == config or chosen.cost_per_hour_usd > (1 - savings) * fleet + 1e-9:
-            return (
-                _no_cheaper(
-                    obs,
-                    f"the cheapest plan for {decision.demand} requests in flight, "
-                    f"{chosen.replicas} × {chosen.config} at ${chosen.cost_per_hour_usd:.2f}/h, "
-                    f"does not save {savings:.0%} of the fleet's ${fleet:.2f}/h",
-                ),
-                None,
-                None,
-            )
-    _replan(body, logger, decision, limits, nodes_index, pods_index, deployments, True)
+        message = (
+            f"the cheapest plan for {decision.demand} requests in flight, "
+            f"{chosen.replicas} × {chosen.config} at ${chosen.cost_per_hour_usd:.2f}/h, "
+            f"does not save {savings:.0%} of the fleet's ${fleet:.2f}/h"
+        )
+        return autoscaler.no_cheaper_plan(obs, message), None, None
+    _replan(ctx, body, idx, logger, decision, limits, replicas_from_plan=True)
     message = (
         f"{decision.message}; now {chosen.replicas} × {chosen.config} at "
         f"${chosen.cost_per_hour_usd:.2f}/h"
@@ -598,90 +528,55 @@ def _rightsize(
     return taken, limits, peak.cost_per_hour_usd
 
 
-def _no_cheaper(obs: autoscaler.Observation, message: str) -> autoscaler.Decision:
-    return autoscaler.Decision(
-        action=autoscaler.Action.HOLD,
-        replicas=obs.desired_replicas,
-        reason="NoCheaperPlan",
-        message=message,
-    )
-
-
 def _record(
+    ctx: OperatorContext,
     body: Mapping[str, Any],
-    status: Mapping[str, Any],
-    decision: autoscaler.Decision,
+    decision: ScalingDecision,
     learned: Limits | None,
-    memory: ModelMemory,
+    history: ModelHistory,
     now: float,
     peak_cost: float | None = None,
+    metrics: Cond | None = None,
 ) -> None:
     """status.decisions, status.autoscaler, an Event and conditions, only when they change.
-    ``status`` is the status the tick decided on; ``body`` only addresses the Event (and
-    gives the generation a consolidated plan was made for)."""
-    meta = body["metadata"]
-    namespace, name = str(meta["namespace"]), str(meta["name"])
-    decisions = list(status.get("decisions") or [])
-    last = decisions[-1] if decisions else {}
-    hold = decision.action == autoscaler.Action.HOLD
+    ``body`` is the model as the tick decided on it."""
+    meta, status = body["metadata"], body.get("status") or {}
     fields: dict[str, Any] = {}
-    conditions: list[dict[str, Any]] = []
-    # Holds are the steady state: only the ones a user must see are recorded, once each.
-    notable = decision.reason in NOTABLE_HOLDS and (
-        last.get("reason") != decision.reason or last.get("message") != decision.message[:1000]
-    )
-    if not hold or notable:
-        entry = Decision(
-            time=_rfc3339(now),
-            action=str(decision.action),
-            replicas=decision.replicas,
-            reason=decision.reason,
-            message=decision.message[:1000],
-        ).model_dump(by_alias=True, exclude_none=True)
-        fields["decisions"] = [*decisions, entry][-DECISIONS_KEPT:]
-    saved = dict(status.get("autoscaler") or {})
-    state = memory.state
-    update: dict[str, Any] = {
-        "lastChangeTime": (
-            _rfc3339(state.last_change_seconds) if state.last_change_seconds else None
-        ),
-        "lastDirection": state.last_direction,
-        "reversals": [_rfc3339(t) for t in state.reversals],
-        "replans": [_rfc3339(t) for t in state.replans],
-        "lastOomTime": memory.last_oom or None,
-    }
-    if learned is not None:
-        update["avoid"] = sorted(learned.avoid)
-        update["minKvCacheTokens"] = learned.min_kv_cache_tokens
-        update["demand"] = learned.demand
-        update["demandGeneration"] = meta.get("generation") if learned.demand else None
-        if peak_cost is not None or learned.demand is None:
-            update["peakCostPerHourUsd"] = peak_cost if learned.demand else None
-
-    def meaningful(fields: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in fields.items() if v not in (None, [], "", 0)}
-
-    merged = meaningful({**saved, **update})
-    if merged != meaningful(saved):
-        fields["autoscaler"] = merged
-    if decision.reason == "ReplanLimitReached":
-        conditions.append(handlers._cond("Degraded", "True", decision.reason, decision.message))
-    elif decision.action == autoscaler.Action.REPLAN:
-        conditions.append(handlers._cond("Degraded", "False", "Replanned", decision.message))
-    if not fields and not conditions:
+    decisions = decisions_log(status.get("decisions") or [], decision, now, NOTABLE_HOLDS)
+    if decisions is not None:
+        fields["decisions"] = decisions
+    saved = autoscaler_status(
+        status.get("autoscaler") or {}, history.state, history.last_oom, learned,
+        meta.get("generation"), peak_cost,
+    )  # fmt: skip
+    if saved is not None:
+        fields["autoscaler"] = saved
+    conds = _degraded(decision, find_condition(status, "Degraded"))
+    if metrics is not None:
+        conds.append(metrics)
+    if not fields and not conds:
         return
-    wrote = handlers._write_status(handlers._kube(), namespace, name, fields, conditions)
-    if wrote and not hold:
-        handlers.post_event(
-            body, "Normal", decision.reason, f"{decision.action}: {decision.message}"
-        )
-    elif wrote and decision.reason == "ReplanLimitReached":
-        handlers.post_event(body, "Warning", decision.reason, decision.message)
+    kube = ctx.kube()
+    wrote = write_status(kube, str(meta["namespace"]), str(meta["name"]), fields, conds)
+    if not wrote:
+        return
+    was = find_condition(status, METRICS_CONDITION) or {}
+    if metrics is not None and metrics.status == "False" and was.get("status") != "False":
+        post_event(kube, body, "Warning", metrics.reason, metrics.message)
+    if decision.action != Action.HOLD:
+        post_event(kube, body, "Normal", decision.reason, f"{decision.action}: {decision.message}")
+    elif decision.reason in ("ReplanLimitReached", "ScaleRefused"):
+        post_event(kube, body, "Warning", decision.reason, decision.message)
 
 
-def forget(namespace: str, name: str) -> None:
-    MEMORY.pop((namespace, name), None)
-
-
-def recent_signals() -> Sequence[tuple[tuple[str, str], Signals | None]]:
-    return [(k, m.signals) for k, m in MEMORY.items()]
+def _degraded(decision: ScalingDecision, current: Mapping[str, Any] | None) -> list[Cond]:
+    """The Degraded condition a decision sets: True when the re-plan limit is reached or a
+    scale was refused; False again after a re-plan, or after a scale that went through when
+    the last one was refused."""
+    if decision.reason in ("ReplanLimitReached", "ScaleRefused"):
+        return [Cond("Degraded", "True", decision.reason, decision.message)]
+    if decision.action == Action.REPLAN:
+        return [Cond("Degraded", "False", "Replanned", decision.message)]
+    if current and current.get("reason") == "ScaleRefused" and decision.action != Action.HOLD:
+        return [Cond("Degraded", "False", "ScaleAccepted", decision.message)]
+    return []

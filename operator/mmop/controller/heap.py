@@ -5,24 +5,18 @@ and returns only the top of each heap, so after a burst of watch events (hundred
 parsed at once) the operator's RSS stays near the burst's peak while Python holds a fraction of
 it: the operator benchmark's memory report (``MMOP_MEMORY_REPORT``) showed 52 MB traced at
 441 MiB RSS after 400 models. ``malloc_trim(0)`` returns the free pages of every arena. The
-operator calls it every ``MMOP_HEAP_TRIM_SECONDS`` (default 30; 0 turns it off), in a worker
-thread; where the C library has no ``malloc_trim`` (musl), nothing is done.
+operator calls it every ``heap_trim_seconds`` of its configuration (``MMOP_HEAP_TRIM_SECONDS``,
+default 30; 0 turns it off), in a worker thread; where the C library has no ``malloc_trim``
+(musl), nothing is done.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import logging
-import os
 from collections.abc import Callable
-from typing import Any
-
-import kopf
-
-INTERVAL_SECONDS = float(os.environ.get("MMOP_HEAP_TRIM_SECONDS", "30"))
 
 log = logging.getLogger("mmop.heap")
 
@@ -50,27 +44,10 @@ def trim() -> bool:
     return True
 
 
-async def trim_loop(interval: float = INTERVAL_SECONDS) -> None:
+async def trim_loop(interval: float) -> None:
+    """Trim every ``interval`` seconds until cancelled (nothing when 0 or unsupported)."""
     if interval <= 0 or _MALLOC_TRIM is None:
         return
     while True:
         await asyncio.sleep(interval)
         await asyncio.to_thread(trim)
-
-
-_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
-
-
-@kopf.on.startup()
-async def start_trimming(**_: Any) -> None:
-    loop = asyncio.get_running_loop()
-    _tasks[loop] = loop.create_task(trim_loop())
-
-
-@kopf.on.cleanup()
-async def stop_trimming(**_: Any) -> None:
-    task = _tasks.pop(asyncio.get_running_loop(), None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

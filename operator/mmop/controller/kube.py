@@ -1,7 +1,8 @@
-"""Kubernetes I/O for the operator: reading the inventory, server-side apply, status patches.
+"""Kubernetes I/O for the operator: server-side apply, reads of one child, scale, status
+patches, Events.
 
-Everything that talks to the API server lives here (and in handlers.py); the planner and the
-renderer stay pure.
+Everything the operator sends to the API server goes through ``Kube``; what it reads of the
+cluster otherwise comes from kopf's watches (handlers.py's indexes). The core stays pure.
 """
 
 from __future__ import annotations
@@ -11,11 +12,20 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mmop.inventory import Inventory, inventory_from_objects
+from mmop.api import API_GROUP as GROUP
+from mmop.api import API_VERSION as VERSION
+from mmop.crd import PLURAL
 
 FIELD_MANAGER = "mmop"
-MODEL_LABEL = "mmop.dev/model"
-GROUP, VERSION, PLURAL = "mmop.dev", "v1alpha1", "multimodalmodels"
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+# The children mmop applies, by (apiVersion, kind): their API paths.
+APPLY_PATHS = {
+    ("apps/v1", "Deployment"): "/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+    ("v1", "Service"): "/api/v1/namespaces/{namespace}/services/{name}",
+    ("policy/v1", "PodDisruptionBudget"): (
+        "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}"
+    ),
+}
 
 log = logging.getLogger("mmop.controller")
 
@@ -31,50 +41,21 @@ class Kube:
         self.apps: Any = client.AppsV1Api(api_client)
         self.custom: Any = client.CustomObjectsApi(api_client)
         self.writes = 0  # API writes this process made (tests and benchmarks count them)
-        self._dynamic: Any = None
-        self._resources: dict[tuple[str, str], Any] = {}
-        self._typed_patch: dict[tuple[str, str], Callable[..., Any]] = {
-            ("apps/v1", "Deployment"): self.apps.patch_namespaced_deployment,
-            ("v1", "Service"): self.core.patch_namespaced_service,
-            ("policy/v1", "PodDisruptionBudget"): client.PolicyV1Api(
-                api_client
-            ).patch_namespaced_pod_disruption_budget,
+        policy = client.PolicyV1Api(api_client)
+        self._typed_read: dict[tuple[str, str], Callable[..., Any]] = {
+            ("apps/v1", "Deployment"): self.apps.read_namespaced_deployment,
+            ("v1", "Service"): self.core.read_namespaced_service,
+            ("policy/v1", "PodDisruptionBudget"): policy.read_namespaced_pod_disruption_budget,
         }
 
     # ------------------------------------------------------------------ reads
-    def inventory(self, exclude_model: tuple[str, str] | None = None) -> Inventory:
-        """GPU pools from nodes and pods; the excluded model's own pods do not hold GPUs (they
-        are being re-planned)."""
-        # Raw JSON: building the client's typed objects for hundreds of nodes and pods and
-        # converting them back to dicts costs far more CPU than the planning itself.
-        nodes = self._list_json(self.core.list_node)
-        pods = self._list_json(
-            self.core.list_pod_for_all_namespaces,
-            field_selector="status.phase!=Succeeded,status.phase!=Failed",
-        )
-        if exclude_model is not None:
-            ns, name = exclude_model
-            pods = [
-                p
-                for p in pods
-                if not (
-                    p["metadata"].get("namespace") == ns
-                    and (p["metadata"].get("labels") or {}).get(MODEL_LABEL) == name
-                )
-            ]
-        return inventory_from_objects(nodes, pods)
-
-    @staticmethod
-    def _list_json(call: Callable[..., Any], **kwargs: Any) -> list[dict[str, Any]]:
-        response = call(_preload_content=False, **kwargs)
-        items: list[dict[str, Any]] = json.loads(response.data)["items"]
-        return items
-
-    def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def read(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object of a child kind as JSON (None: it does not exist)."""
         from kubernetes.client.exceptions import ApiException
 
+        read = self._typed_read[(api_version, kind)]
         try:
-            response = self.apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+            response = read(name, namespace, _preload_content=False)
         except ApiException as err:
             if err.status == 404:
                 return None
@@ -84,32 +65,32 @@ class Kube:
 
     # ------------------------------------------------------------------ writes
     def apply(self, obj: Mapping[str, Any]) -> None:
-        """Server-side apply with mmop's field manager (force: mmop owns these fields)."""
+        """Server-side apply with mmop's field manager (force: mmop owns these fields; the
+        reconcile never applies an object the model does not own).
+
+        The body goes as UTF-8 JSON text: the client's own encoding escapes characters
+        outside the Basic Multilingual Plane (an emoji in a user's value) as surrogate pairs,
+        which JSON allows but the API server's YAML reader of apply patches refuses (400). The
+        response is left raw: turning a Deployment back into the client's objects costs more
+        CPU than rendering it."""
+        from kubernetes.client.exceptions import ApiException
+
         meta = obj["metadata"]
-        typed = self._typed_patch.get((obj["apiVersion"], obj["kind"]))
-        if typed is not None:
-            # The typed call with the response left raw: turning a Deployment back into the
-            # client's objects costs more CPU than rendering it.
-            _release(
-                typed(
-                    meta["name"],
-                    meta["namespace"],
-                    dict(obj),
-                    field_manager=FIELD_MANAGER,
-                    force=True,
-                    _content_type="application/apply-patch+yaml",
-                    _preload_content=False,
-                )
-            )
-        else:
-            resource = self._resource(obj["apiVersion"], obj["kind"])
-            resource.server_side_apply(
-                body=dict(obj),
-                name=meta["name"],
-                namespace=meta["namespace"],
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-            )
+        path = APPLY_PATHS[(str(obj["apiVersion"]), str(obj["kind"]))]
+        method, url, headers, _, _ = self.api_client.param_serialize(
+            method="PATCH",
+            resource_path=path,
+            path_params={"namespace": meta["namespace"], "name": meta["name"]},
+            query_params=[("fieldManager", FIELD_MANAGER), ("force", True)],
+            header_params={"Content-Type": APPLY_CONTENT_TYPE, "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        body = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        response = self.api_client.call_api(method, url, header_params=headers, body=body)
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        _release(response.response)
         self.writes += 1
 
     def event(self, obj: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
@@ -153,16 +134,6 @@ class Kube:
             )
         )
         self.writes += 1
-
-    def _resource(self, api_version: str, kind: str) -> Any:
-        key = (api_version, kind)
-        if key not in self._resources:
-            from kubernetes.dynamic import DynamicClient
-
-            if self._dynamic is None:
-                self._dynamic = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
-            self._resources[key] = self._dynamic.resources.get(api_version=api_version, kind=kind)
-        return self._resources[key]
 
     def update_status(
         self,

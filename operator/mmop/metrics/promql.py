@@ -6,11 +6,18 @@ PodMonitor, a ServiceMonitor or a ``kubernetes_sd`` relabelling attach), pods ma
 name prefix their Deployment gives them; the caller keeps only the pods it knows are Ready
 (Prometheus keeps a stopped pod's last sample for minutes). Metric names come from the one
 table in ``names.py``.
+
+As with scraping, redirects are never followed (the URL is the operator's configuration, and
+an answer should not send the operator elsewhere: a 3xx is a PromQLError, "redirect refused"),
+an answer over ``MAX_BODY_BYTES`` is an error, and a value the pinned vLLM cannot produce —
+NaN, ±Inf, negative (all of these are gauges, quantiles or rates of counts and durations) —
+reads as no value.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -20,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from mmop.metrics.names import BY_KEY
+from mmop.metrics.scrape import MAX_BODY_BYTES, read_capped
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -71,9 +79,15 @@ def queries(namespace: str, model: str, window_seconds: int) -> dict[str, str]:
 
 
 async def _query(session: aiohttp.ClientSession, base: str, expr: str) -> list[dict[str, Any]]:
+    url = f"{base.rstrip('/')}/api/v1/query"
     try:
-        async with session.get(f"{base.rstrip('/')}/api/v1/query", params={"query": expr}) as r:
-            body = await r.json(content_type=None)
+        async with session.get(url, params={"query": expr}, allow_redirects=False) as r:
+            if 300 <= r.status < 400:
+                raise PromQLError(f"Prometheus answered HTTP {r.status}: redirect refused")
+            raw = await read_capped(r)
+        if raw is None:
+            raise PromQLError(f"Prometheus' answer is larger than {MAX_BODY_BYTES} bytes")
+        body = json.loads(raw)
     except (TimeoutError, aiohttp.ClientError, ValueError) as err:
         raise PromQLError(f"{type(err).__name__}: {err}") from err
     if not isinstance(body, Mapping) or body.get("status") != "success":
@@ -88,7 +102,7 @@ def _value(sample: Mapping[str, Any]) -> float | None:
         value = float(sample["value"][1])
     except (KeyError, IndexError, TypeError, ValueError):
         return None
-    return None if math.isnan(value) or math.isinf(value) else value
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 async def query_model(

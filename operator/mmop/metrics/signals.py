@@ -7,6 +7,13 @@ inside the window (bucket deltas, summed over pods, interpolated as Prometheus'
 ``histogram_quantile`` does). A pod with no scrape at the start counts for gauges only. A counter
 that went down (the server restarted) counts from zero, as Prometheus' ``rate`` does.
 Everything a source does not expose is None, never a guess.
+
+A scrape holding a value the pinned vLLM cannot report (``exposition.invalid_values``: NaN, ±Inf,
+negative, …) is left out: at the end of the window its pod is counted in ``unusable_pods``, not
+in ``pods``; at the start, its pod counts for gauges only. So no such value reaches a Signals.
+The caller adds the pods whose scrape failed outright (``unusable=``, e.g.
+``len(ScrapeResult.failures)``), so ``pods == 0`` with ``unusable_pods > 0`` says that pods were
+scraped and none of their metrics was usable.
 """
 
 from __future__ import annotations
@@ -16,7 +23,13 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmop.metrics.exposition import Histogram, Scrape, histogram_quantile, merge_histograms
+from mmop.metrics.exposition import (
+    Histogram,
+    Scrape,
+    histogram_quantile,
+    invalid_values,
+    merge_histograms,
+)
 
 LATENCIES = ("ttft", "itl", "tpot", "e2e")
 
@@ -26,7 +39,13 @@ class Signals(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pods: int = Field(ge=0, description="pods with a scrape at the end of the window")
+    pods: int = Field(ge=0, description="pods with a usable scrape at the end of the window")
+    unusable_pods: int = Field(
+        default=0,
+        ge=0,
+        description="pods scraped but left out: the scrape failed or held a value the pinned "
+        "vLLM cannot report",
+    )
     window_seconds: float | None = Field(
         default=None, ge=0, description="mean length of the pods' windows"
     )
@@ -69,12 +88,16 @@ def _sum(values: Sequence[float | None]) -> float | None:
     return math.fsum(present) if present else None
 
 
-def signals(before: Sequence[Scrape], after: Sequence[Scrape]) -> Signals:
-    """Signals of the pods in ``after`` over the window since their scrape in ``before``."""
-    start = {s.pod: s for s in before}
+def signals(before: Sequence[Scrape], after: Sequence[Scrape], unusable: int = 0) -> Signals:
+    """Signals of the pods in ``after`` over the window since their scrape in ``before``
+    (scrapes with invalid values left out); ``unusable``: pods whose scrape failed outright."""
+    usable = [s for s in after if not invalid_values(s)]
+    unusable_pods = unusable + len(after) - len(usable)
+    after = usable
+    start = {s.pod: s for s in before if not invalid_values(s)}
     pairs = [(start[s.pod], s) for s in after if s.pod in start]
     windows = [b_after.time_seconds - b.time_seconds for b, b_after in pairs]
-    if any(w <= 0 for w in windows):
+    if any(not 0 < w < math.inf for w in windows):
         raise ValueError("every pod's end scrape must be later than its start scrape")
 
     usage = [s.gauges["kv_cache_usage"] for s in after if "kv_cache_usage" in s.gauges]
@@ -91,7 +114,10 @@ def signals(before: Sequence[Scrape], after: Sequence[Scrape]) -> Signals:
             for (b, a), w in zip(pairs, windows, strict=True)
             if (delta := _counter_delta(b, a, key)) is not None
         ]
-        return math.fsum(parts) if parts else None
+        try:
+            return math.fsum(parts) if parts else None
+        except OverflowError:  # only over a vanishing window; such a rate is no signal
+            return None
 
     values["preemptions_per_second"] = rate("preemptions")
     values["requests_per_second"] = rate("request_success")
@@ -113,8 +139,11 @@ def signals(before: Sequence[Scrape], after: Sequence[Scrape]) -> Signals:
     queries = _sum([_counter_delta(b, a, "mm_cache_queries") for b, a in pairs])
     hits = _sum([_counter_delta(b, a, "mm_cache_hits") for b, a in pairs])
     values["mm_cache_hit_rate"] = min(1.0, hits / queries) if queries and hits is not None else None
+    # Valid inputs give finite values; a rate over a vanishing window could still overflow.
+    finite = {k: v if v is None or math.isfinite(v) else None for k, v in values.items()}
     return Signals(
         pods=len(after),
+        unusable_pods=unusable_pods,
         window_seconds=math.fsum(windows) / len(windows) if windows else None,
-        **values,
+        **finite,
     )

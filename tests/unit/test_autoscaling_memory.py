@@ -46,3 +46,25 @@ def test_history_comes_back_from_status_after_a_restart() -> None:
     assert state.last_change_seconds == 1795341600.0
     assert len(state.reversals) == 1 and len(state.replans) == 1
     assert last_oom == "2026-11-22T08:00:00Z"
+
+
+def test_unusable_metrics_are_named_on_the_model_and_cleared_once_they_report() -> None:
+    """R7: a replica whose /metrics times out or holds NaN used to fail its model's tick
+    invisibly; now the model says which replica and why (MetricsUsable=False)."""
+    from mmop.controller.autoscaling import metrics_condition
+    from mmop.metrics.scrape import FailureReason, ScrapeFailure, ScrapeResult, TargetResult
+
+    ok = TargetResult("pod-a", scrape=Scrape(pod="pod-a", time_seconds=1))
+    slow = TargetResult(
+        "pod-b", failure=ScrapeFailure(FailureReason.TIMEOUT, "/metrics timed out after 2 s")
+    )
+    cond = metrics_condition(ScrapeResult([ok, slow]), None)
+    assert cond is not None and (cond.type, cond.status, cond.reason) == (
+        "MetricsUsable", "False", "Timeout",
+    )  # fmt: skip
+    assert "pod-b: /metrics timed out after 2 s" in cond.message and "1/2" in cond.message
+    healthy = ScrapeResult([ok])
+    assert metrics_condition(healthy, None) is None  # a healthy model carries no condition
+    back = metrics_condition(healthy, {"type": "MetricsUsable", "status": "False"})
+    assert back is not None and (back.status, back.reason) == ("True", "AllReplicasReporting")
+    assert metrics_condition(healthy, {"type": "MetricsUsable", "status": "True"}) is None

@@ -40,6 +40,7 @@ from mmop.controller.context import Indexes, ModelHistory, ModelKey, OperatorCon
 from mmop.controller.reconcile import (
     CHILD_REASONS,
     UNPLACED_REASONS,
+    ChildrenNotApplied,
     Logger,
     observe,
     plan_model,
@@ -163,6 +164,8 @@ async def _guarded(gate: asyncio.Semaphore, key: ModelKey, what: str, job: Any) 
     async with gate:
         try:
             await job
+        except ChildrenNotApplied as err:  # already on the model (Ready=False); retried
+            log.debug(f"{key[0]}/{key[1]}: {what}: {err}")
         except Exception as err:  # one model's trouble never stops the loop
             log.warning(f"{key[0]}/{key[1]}: {what} failed: {type(err).__name__}: {err}")
 

@@ -9,9 +9,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from mmop.policy import Policy
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmop.policy import Policy
 from mmop.render import RenderOptions
 
 # The environment variables the operator reads (at start-up, in ``from_environment``).

@@ -629,6 +629,12 @@ class PlanStatus(ApiModel):
     """The plan in force, as kubectl shows it."""
 
     model: str = Field(description="Checkpoint served")
+    model_source: str | None = Field(
+        default=None, description="Where its config was read: catalog, hub or directory"
+    )
+    model_commit: str | None = Field(
+        default=None, description="The Hub commit its config was read at"
+    )
     gpu: str = Field(description="Catalog GPU name")
     gpu_product: str = Field(description="nvidia.com/gpu.product of the nodes used")
     gpus_per_replica: int = Field(ge=0, description="Tensor-parallel size")

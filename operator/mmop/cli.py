@@ -10,12 +10,14 @@ way: the answer, or ``{"error", "reason", "exit_code", "nearest_miss"}``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -30,7 +32,10 @@ from mmop.estimator import (
     EstimateError,
     estimate,
 )
-from mmop.model import ModelError, load_profile
+from mmop.model import ModelError, ModelProfile, is_catalog_id, load_profile
+
+if TYPE_CHECKING:
+    from mmop.api import MultimodalModel
 
 EXIT_USAGE = 2
 EXIT_INFEASIBLE = 3
@@ -154,7 +159,12 @@ def _build_parser() -> argparse.ArgumentParser:
             "vLLM's own."
         ),
     )
-    est.add_argument("model", help="catalog id (e.g. Qwen/Qwen2.5-VL-7B-Instruct) or a directory")
+    est.add_argument(
+        "model",
+        help="catalog id (e.g. Qwen/Qwen2.5-VL-7B-Instruct), a directory, or a Hugging Face Hub "
+        "id (read from $HF_ENDPOINT, token $HF_TOKEN)",
+    )
+    est.add_argument("--revision", help="the Hub revision (branch, tag or commit)")
     est.add_argument("--gpu", required=True, help="catalog GPU name or nvidia.com/gpu.product")
     est.add_argument("--gpu-memory-gib", type=float, help="override device memory (GiB)")
     est.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
@@ -274,6 +284,21 @@ def _build_parser() -> argparse.ArgumentParser:
         "default: any in the model's namespace)",
     )
     rn.add_argument(
+        "--hub-endpoint",
+        metavar="URL",
+        default=None,
+        help="the Hugging Face Hub (or a mirror) configs of models outside the catalog are read "
+        "from (default: $HF_ENDPOINT, else https://huggingface.co)",
+    )
+    rn.add_argument(
+        "--hub-token-secret",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a Secret the operator may read a model's Hub token from (spec.model."
+        "tokenSecretRef) to read a gated model's config (repeatable; default: none)",
+    )
+    rn.add_argument(
         "--prices",
         metavar="FILE",
         default=None,
@@ -292,11 +317,58 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_estimate(ns: argparse.Namespace) -> Estimate:
+def _hub_profile(model_id: str, revision: str | None) -> ModelProfile:
+    """A model outside the catalog, read from the Hub as the operator reads it (the endpoint
+    from $HF_ENDPOINT, the token from $HF_TOKEN: the user's own)."""
+    from mmop.hub import DEFAULT_ENDPOINT, HubError, HubResolver
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise UsageError(
+            f"{model_id!r} is neither a catalog id nor a directory, and HF_HUB_OFFLINE is set",
+            reason="UnknownModel",
+        )
+    resolver = HubResolver(endpoint=os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT)
     try:
-        profile = load_profile(ns.model)
+        return resolver.resolve(model_id, revision, os.environ.get("HF_TOKEN") or None).profile()
+    except HubError as err:
+        raise UsageError(str(err), reason=str(err.reason)) from err
+
+
+def _is_hub_id(model_id: str) -> bool:
+    """Not the catalog's, not a directory here, and shaped like a Hub repository id."""
+    from mmop.api import model_id_problem
+
+    if is_catalog_id(model_id) or Path(model_id).expanduser().is_dir():
+        return False
+    return model_id_problem(model_id) is None
+
+
+def cli_profile(model_id: str, revision: str | None = None) -> ModelProfile:
+    """The profile `mmop estimate` and `mmop plan` use: the catalog, a local directory, or
+    the Hub."""
+    if _is_hub_id(model_id):
+        return _hub_profile(model_id, revision)
+    try:
+        return load_profile(model_id)
     except ModelError as err:
         raise UsageError(str(err), reason="UnknownModel") from err
+
+
+def _resolved(manifest: MultimodalModel) -> dict[str, ModelProfile]:
+    """Profiles of the manifest's Hub models (the model, and the variants that can be read)."""
+    source = manifest.spec.model
+    out: dict[str, ModelProfile] = {}
+    if _is_hub_id(source.id):
+        out[source.id] = _hub_profile(source.id, source.revision)
+    for variant in source.variants:
+        if variant.id not in out and _is_hub_id(variant.id):
+            with contextlib.suppress(UsageError):
+                out[variant.id] = _hub_profile(variant.id, None)
+    return out
+
+
+def run_estimate(ns: argparse.Namespace) -> Estimate:
+    profile = cli_profile(ns.model, ns.revision)
     try:
         gpu = resolve_gpu(ns.gpu)
     except GpuError as err:
@@ -496,6 +568,7 @@ def run_plan(ns: argparse.Namespace) -> int:
             vllm_version=ns.vllm_version,
             allow_local=True,
             model_ref=ns.model_ref,
+            resolved=_resolved(manifest),
         )
     except GpuError as err:
         raise UsageError(str(err), reason="UnknownGpu") from err
@@ -795,6 +868,8 @@ def run_operator(ns: argparse.Namespace) -> int:
             allowed_images=tuple(ns.allowed_image or ()),
             allowed_secrets=tuple(ns.allowed_secret or ()),
         ),
+        hub_endpoint=ns.hub_endpoint,
+        hub_token_secrets=frozenset(ns.hub_token_secret or ()),
     )
     ctx = OperatorContext(config=config)
     level = "debug" if ns.verbose else ns.log_level

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field
 CATALOG_MODELS_DIR = Path(__file__).parent / "catalog" / "models"
 
 Json = Mapping[str, Any]
+
+ModelOrigin = Literal["catalog", "hub", "directory"]
+
+# The files of a model repository mmop reads, in the order they are merged: the model config
+# (Mistral's native layout has params.json instead), then what the processor is built from.
+CONFIG_FILES = ("config.json", "params.json")
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+VIDEO_PROCESSOR_FILE = "video_preprocessor_config.json"
+MODEL_FILES = (*CONFIG_FILES, *PROCESSOR_FILES, VIDEO_PROCESSOR_FILE)
 
 
 NATIVE_CONFIG_TYPES = frozenset(
@@ -183,6 +192,12 @@ class ModelProfile(BaseModel):
     params: ParamCounts
     config: dict[str, Any] = Field(default_factory=dict, repr=False, description="Raw config")
     preprocessor: dict[str, Any] = Field(default_factory=dict, repr=False)
+    origin: ModelOrigin = Field(
+        default="catalog", description="Where the config came from: catalog, hub or directory"
+    )
+    commit: str | None = Field(
+        default=None, description="The repository commit the config was read at (the Hub)"
+    )
 
     @property
     def multimodal(self) -> bool:
@@ -705,7 +720,28 @@ def _text_cfg_of(cfg: Json) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("vision_config", "text_config")}
 
 
+# What a config of a model type mmop has no defaults for must state itself: the generic path
+# never sizes a model from another family's defaults.
+GENERIC_REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+# Sub-configs of a multimodal model: the generic path cannot size their towers.
+TOWER_KEYS = ("vision_config", "audio_config", "vision_tower", "visual", "speech_config")
+
+
 def _build_text(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    mtype = str(cfg.get("model_type") or "")
+    towers = [k for k in TOWER_KEYS if k in cfg]
+    if towers:
+        raise ModelError(
+            f"{model_id}: model_type {mtype!r} is a multimodal family mmop does not know "
+            f"({', '.join(towers)}): its encoder cannot be sized, so no verdict is given"
+        )
+    if mtype not in _TEXT_DEFAULTS:
+        missing = [k for k in GENERIC_REQUIRED_KEYS if k not in cfg]
+        if missing:
+            raise ModelError(
+                f"{model_id}: model_type {mtype!r} is unknown and its config.json lacks "
+                f"{', '.join(missing)}: it cannot be sized, so no verdict is given"
+            )
     return _profile(model_id, "text", cfg, pre, cfg)
 
 
@@ -986,27 +1022,46 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_profile_from_dir(directory: Path, model_id: str | None = None) -> ModelProfile:
-    """Read config.json (or Mistral's params.json) and preprocessor_config.json from a directory."""
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        config_path = directory / "params.json"
-    if not config_path.is_file():
-        raise ModelError(f"{directory}: no config.json or params.json")
-    cfg = _read_json(config_path)
+def profile_from_files(
+    model_id: str,
+    files: Mapping[str, Json],
+    origin: ModelOrigin = "catalog",
+    commit: str | None = None,
+) -> ModelProfile:
+    """A ModelProfile from a repository's parsed files (named as in MODEL_FILES; the others
+    are ignored): config.json (or params.json), then the processor's configs."""
+    cfg = next((files[n] for n in CONFIG_FILES if n in files), None)
+    if cfg is None:
+        raise ModelError(f"{model_id}: no config.json or params.json")
     pre: dict[str, Any] = {}
-    for name in ("preprocessor_config.json", "processor_config.json"):
-        if (directory / name).is_file():
-            pre.update(_read_json(directory / name))
-    if (directory / "video_preprocessor_config.json").is_file():
-        pre["video"] = _read_json(directory / "video_preprocessor_config.json")
-    return build_profile(model_id or str(directory), cfg, pre)
+    for name in PROCESSOR_FILES:
+        pre.update(files.get(name) or {})
+    if VIDEO_PROCESSOR_FILE in files:
+        pre["video"] = dict(files[VIDEO_PROCESSOR_FILE])
+    profile = build_profile(model_id, cfg, pre)
+    if origin == "catalog" and commit is None:
+        return profile
+    return profile.model_copy(update={"origin": origin, "commit": commit})
+
+
+def read_model_files(directory: Path) -> dict[str, dict[str, Any]]:
+    """The MODEL_FILES a directory holds, parsed."""
+    return {n: _read_json(directory / n) for n in MODEL_FILES if (directory / n).is_file()}
+
+
+def load_profile_from_dir(
+    directory: Path, model_id: str | None = None, origin: ModelOrigin = "directory"
+) -> ModelProfile:
+    """Read config.json (or Mistral's params.json) and the processor configs from a directory."""
+    if not any((directory / n).is_file() for n in CONFIG_FILES):
+        raise ModelError(f"{directory}: no config.json or params.json")
+    return profile_from_files(model_id or str(directory), read_model_files(directory), origin)
 
 
 @cache
 def _catalog_profile(model: str) -> ModelProfile:
     """Catalog files ship with the package and never change while it runs: read each once."""
-    return load_profile_from_dir(CATALOG_MODELS_DIR / model, model)
+    return load_profile_from_dir(CATALOG_MODELS_DIR / model, model, origin="catalog")
 
 
 def is_catalog_id(model: str) -> bool:
@@ -1050,4 +1105,6 @@ __all__ = [
     "ceil_div",
     "is_catalog_id",
     "load_profile",
+    "profile_from_files",
+    "read_model_files",
 ]

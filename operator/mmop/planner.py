@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -248,6 +248,12 @@ class Plan(BaseModel):
         "method, or it has none)",
     )
     revision: str | None = Field(default=None, description="--revision: spec.model.revision")
+    model_origin: str = Field(
+        default="catalog", description="Where the model's config was read: catalog, hub, directory"
+    )
+    model_commit: str | None = Field(
+        default=None, description="The Hub commit the model's config was read at"
+    )
     extra_args: list[str] = Field(
         default_factory=list, description="spec.engine.extraArgs, after mmop's flags"
     )
@@ -368,12 +374,16 @@ class _Option:
 
 
 def _weights_options(
-    spec: MultimodalModelSpec, profile: ModelProfile, allow_local: bool = False
+    spec: MultimodalModelSpec,
+    profile: ModelProfile,
+    allow_local: bool = False,
+    resolved: Mapping[str, ModelProfile] | None = None,
 ) -> list[_Weights]:
     """The checkpoint's own precision, online fp8 of an unquantized checkpoint, and the listed
     pre-quantized variants. A listed variant replaces online quantization with the same method:
-    the user named the checkpoint they want for it. A variant outside the catalog is read from
-    a local directory only with `allow_local` (the CLI); the operator never looks."""
+    the user named the checkpoint they want for it. A variant outside the catalog is taken from
+    ``resolved`` (read by the caller, e.g. from the Hub), else read from a local directory only
+    with `allow_local` (the CLI); the operator never looks."""
     allowed = set(spec.placement.quantizations)
     options: list[_Weights] = []
     native = profile.quantization.method if profile.quantization else "none"
@@ -386,9 +396,12 @@ def _weights_options(
         if variant.quantization not in allowed:
             continue
         try:
-            if not (allow_local or is_catalog_id(variant.id)):
+            if resolved and variant.id in resolved:
+                vprof = resolved[variant.id]
+            elif not (allow_local or is_catalog_id(variant.id)):
                 raise ModelError(f"{variant.id} is not in the catalog")
-            vprof = load_profile(variant.id)
+            else:
+                vprof = load_profile(variant.id)
         except ModelError:
             # Not in the catalog: the base model's shape with the listed method in its config,
             # as a pre-quantized checkpoint of it has (vLLM reads the method from there).
@@ -664,6 +677,7 @@ def _evaluate(
         cand.tp,
         cand.weights.label,
         cand.weights.model_id,
+        cand.weights.profile.commit,  # a Hub model's config at another commit is another model
         cand.kv,
         cand.cap.label,
     )
@@ -863,12 +877,16 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
 
 
 def _candidates(
-    spec: MultimodalModelSpec, profile: ModelProfile, inventory: Inventory, allow_local: bool
+    spec: MultimodalModelSpec,
+    profile: ModelProfile,
+    inventory: Inventory,
+    allow_local: bool,
+    resolved: Mapping[str, ModelProfile] | None = None,
 ) -> list[_Candidate]:
     allowed = {inventory.catalog.resolve(name).name for name in spec.placement.gpu_types}
     out: list[_Candidate] = []
     kv_options = [str(k.value) for k in spec.placement.kv_cache_dtypes]
-    weights = _weights_options(spec, profile, allow_local)
+    weights = _weights_options(spec, profile, allow_local, resolved)
     caps = {wopt.label: _caps(wopt.profile, spec) for wopt in weights}
     for pool in inventory.pools:
         gpu = pool.gpu_spec()
@@ -1006,14 +1024,21 @@ def _describe(c: _Candidate) -> str:
     return f"{c.tp}× {c.gpu.name}, weights {c.weights.label}, KV {c.kv}, image cap {c.cap.label}"
 
 
-def _load(spec: MultimodalModelSpec, allow_local: bool) -> tuple[ModelProfile, bool]:
+def _load(
+    spec: MultimodalModelSpec,
+    allow_local: bool,
+    resolved: Mapping[str, ModelProfile] | None = None,
+) -> tuple[ModelProfile, bool]:
     """The model's profile, and whether it was read from a directory of this machine.
 
-    Without `allow_local` (the operator) only the catalog is consulted (``is_catalog_id`` looks
-    inside the package's catalog directory only): nothing of this machine's filesystem is
-    looked at, and the answer for an unknown id is the same whether or not a path of that name
-    exists here."""
+    A profile in ``resolved`` (what the caller read for this id, e.g. from the Hub) comes
+    first. Without `allow_local` (the operator) only the catalog is consulted otherwise
+    (``is_catalog_id`` looks inside the package's catalog directory only): nothing of this
+    machine's filesystem is looked at, and the answer for an unknown id is the same whether or
+    not a path of that name exists here."""
     model_id = spec.model.id
+    if resolved and model_id in resolved:
+        return resolved[model_id], False
     if is_catalog_id(model_id):
         return load_profile(model_id), False
     if not allow_local:
@@ -1021,9 +1046,9 @@ def _load(spec: MultimodalModelSpec, allow_local: bool) -> tuple[ModelProfile, b
         close = [m for m in catalog_ids() if last and last in m.lower()]
         hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
         raise PlanningError(
-            f"unknown model {model_id!r}: not a catalog id{hint}; the operator plans catalog "
-            "models only and reads no paths of its own filesystem (`mmop plan` and "
-            "`mmop estimate` read a local directory)",
+            f"unknown model {model_id!r}: not a catalog id{hint} and no config was read for it "
+            "(the operator reads other ids from the Hub and no paths of its own filesystem; "
+            "`mmop plan` and `mmop estimate` also read a local directory)",
             reason=PlanningReason.UNKNOWN_MODEL,
         )
     local = Path(model_id).expanduser().is_dir()
@@ -1089,6 +1114,7 @@ def plan(
     allow_local: bool = False,
     model_ref: str | None = None,
     cache: AssessmentCache | None = None,
+    resolved: Mapping[str, ModelProfile] | None = None,
 ) -> Plan:
     """Plan a MultimodalModel on an inventory; raise PlanningError when nothing fits.
 
@@ -1103,12 +1129,16 @@ def plan(
 
     `cache` keeps what candidates are worth between calls (:class:`AssessmentCache`; the
     operator holds one); without it the plan assesses every candidate afresh.
+
+    `resolved` holds the profiles of models outside the catalog that the caller read (the
+    model and its variants, by id: from the Hub, a model volume or a ConfigMap); the planner
+    itself reads no network and, without `allow_local`, no file outside its catalog.
     """
     if isinstance(manifest, MultimodalModel):
         spec, name = manifest.spec, name or manifest.metadata.name
     else:
         spec, name = manifest, name or "model"
-    profile, local = _load(spec, allow_local)
+    profile, local = _load(spec, allow_local, resolved)
     notes = _check_spec(spec, profile)
     if local and model_ref is None:
         model_ref = LOCAL_MODEL_PLACEHOLDER
@@ -1128,7 +1158,7 @@ def plan(
                 "its pods could never be scheduled",
                 reason=PlanningReason.INSUFFICIENT_CAPACITY,
             )
-    cands = _candidates(spec, profile, inventory, allow_local)
+    cands = _candidates(spec, profile, inventory, allow_local, resolved)
     if not cands:
         raise PlanningError(
             "no GPU in the cluster matches spec.placement (types "
@@ -1239,6 +1269,8 @@ def plan(
         notes=notes,
         quantization_method=chosen.weights.quantization_flag,
         revision=spec.model.revision or None,
+        model_origin=profile.origin,
+        model_commit=profile.commit,
         extra_args=list(spec.engine.extra_args),
         vllm_version=vllm_version,
         resources=acc.resources,

@@ -141,6 +141,8 @@ def plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
     """``status.plan`` for the plan in force (camelCase, as kubectl shows it)."""
     status = PlanStatus(
         model=p.model,
+        model_source=p.model_origin,
+        model_commit=p.model_commit,
         gpu=p.gpu,
         gpu_product=p.gpu_product,
         gpus_per_replica=p.tensor_parallel_size,

@@ -14,7 +14,7 @@ CORE = (
     "api", "capabilities", "catalog", "model", "modalities", "estimator", "perf", "inventory",
     "inventory_cache", "planner", "render", "children", "status", "autoscaler", "policy", "vllm",
 )  # fmt: skip
-SHELL = ("controller", "metrics")
+SHELL = ("controller", "metrics", "hub")
 MAX_CONTROLLER_FUNCTION_LINES = 60
 
 
@@ -50,6 +50,19 @@ def test_the_core_imports_neither_controller_nor_metrics() -> None:
         assert tree is not None, f"mmop.{name} is listed as core but does not exist"
         bad = {m for m in imports(tree) if m.count(".") and m.split(".")[1] in SHELL}
         assert not bad, f"mmop.{name} imports {sorted(bad)}"
+
+
+def test_no_core_module_does_network_io() -> None:
+    """The Hub client and HTTP stay in the shell (hub.py, metrics/, controller/)."""
+    for name in CORE:
+        tree = ALL[f"mmop.{name}"]
+        used = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                used.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                used.update(a.name.split(".")[0] for a in node.names)
+        assert not used & {"huggingface_hub", "aiohttp", "httpx", "requests", "urllib3"}, name
 
 
 def test_metrics_never_imports_the_controller() -> None:

@@ -249,14 +249,23 @@ def _rule_lines(kind: str) -> list[str]:
     ]
 
 
-def test_rbac_templates_grant_no_secrets_deletes_or_escalation() -> None:
+def test_rbac_templates_grant_no_deletes_escalation_or_unnamed_secrets() -> None:
     verbs = {v.strip() for line in _rule_lines("verbs") for v in line.strip("[]").split(",")}
     resources = {
         r.strip() for line in _rule_lines("resources") for r in line.strip("[]").split(",")
     }
     assert verbs and resources
     assert not verbs & {"delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
-    assert not {r for r in resources if r == "*" or r.startswith(("secrets", "serviceaccounts"))}
+    assert not {r for r in resources if r == "*" or r.startswith("serviceaccounts")}
+    # Secrets: only `get`, only on the names an administrator lists in hub.tokenSecrets, and
+    # only when the list is not empty.
+    assert [r for r in resources if r.startswith("secrets")] == ["secrets"]
+    text = (CHART / "templates" / "rbac.yaml").read_text()
+    block = text[text.index("{{- with .Values.hub.tokenSecrets }}") :]
+    block = block[: block.index("{{- end }}")]
+    assert "resources: [secrets]" in block and "resourceNames: {{ toJson . }}" in block
+    assert "verbs: [get]" in block
+    assert text.count("[secrets]") == 1
     assert not resources & {"roles", "clusterroles", "rolebindings", "clusterrolebindings"}
     assert "deployments/scale" in resources  # the autoscaler's write (R2)
     assert "*" not in "".join(_rule_lines("apiGroups"))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e.hub import HubStandIn
 from pydantic import ValidationError
 
 from mmop.catalog import gpu_names
@@ -86,7 +87,7 @@ def test_limit_mm_per_prompt_accepts_both_json_forms(capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["estimate", "nobody/NoSuchModel", "--gpu", "L4"], "unknown model 'nobody/NoSuchModel'"),
+        (["estimate", "./no/such/dir", "--gpu", "L4"], "unknown model './no/such/dir'"),
         (["estimate", "Qwen/Qwen3-0.6B", "--gpu", "H300"], "unknown GPU 'H300'"),
         (["estimate", "Qwen/Qwen3-0.6B", "--gpu", "L4", "--limit-mm-per-prompt", "{image: 2"], "malformed JSON"),
         (["estimate", "Qwen/Qwen3-0.6B", "--gpu", "L4", "--mm-processor-kwargs", "[1]"], "expected a JSON object"),
@@ -231,10 +232,14 @@ def _json_error(out: str, err: str, code: int) -> dict[str, Any]:
     return data
 
 
-def test_plan_unknown_model_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_plan_unknown_model_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, hub: HubStandIn
+) -> None:
     code, out, err = run(capsys, "plan", _manifest(tmp_path, "nobody/NoSuchModel"))
     assert code == 2 and out == ""
-    assert "UnknownModel" in err and len(err.strip().splitlines()) == 1
+    assert len(err.strip().splitlines()) == 1 and "nobody/NoSuchModel was not found" in err
+    code, out, err = run(capsys, "plan", "--json", _manifest(tmp_path, "nobody/NoSuchModel"))
+    assert code == 2 and _json_error(out, err, 2)["reason"] == "ModelNotFound"
 
 
 @pytest.mark.parametrize(
@@ -289,13 +294,13 @@ def test_plan_json_prints_the_error_object_when_nothing_fits(
 @pytest.mark.parametrize(
     ("argv", "reason"),
     [
-        (["plan", "MANIFEST:nobody/NoSuchModel"], "UnknownModel"),
+        (["plan", "MANIFEST:./no/such/dir"], "UnknownModel"),
         (["plan", "/nonexistent.yaml"], "InvalidManifest"),
         (["plan", "examples/gemma-3-27b.yaml", "--inventory", "/nonexistent.yaml"], "InvalidInventory"),
         (["plan", "examples/gemma-3-27b.yaml", "--no-such-flag"], "InvalidArgument"),
         (["plan"], "InvalidArgument"),
         (["plan", "examples/gemma-3-27b.yaml", "--vllm-version", "banana"], "InvalidArgument"),
-        (["estimate", "nobody/NoSuchModel", "--gpu", "L4"], "UnknownModel"),
+        (["estimate", "./no/such/dir", "--gpu", "L4"], "UnknownModel"),
         (["estimate", "Qwen/Qwen3-0.6B", "--gpu", "H300"], "UnknownGpu"),
         (["estimate", "Qwen/Qwen3-0.6B", "--gpu", "L4", "--max-model-len", "-5"], "InvalidArgument"),
         (["estimate", "Qwen/Qwen3-0.6B", "--gpu", "L4", "--quantization", "magic"], "InvalidArgument"),

@@ -40,6 +40,7 @@ from mmop.controller.context import Indexes, ModelHistory, ModelKey, OperatorCon
 from mmop.controller.reconcile import (
     CHILD_REASONS,
     UNPLACED_REASONS,
+    UNRESOLVED_REASONS,
     ChildrenNotApplied,
     Logger,
     observe,
@@ -47,6 +48,7 @@ from mmop.controller.reconcile import (
     reconcile_model,
 )
 from mmop.controller.report import post_event, write_status
+from mmop.hub import HubError
 from mmop.metrics import Scrape, Signals, signals
 from mmop.metrics.promql import PromQLError, query_model
 from mmop.metrics.scrape import ScrapeResult, Target, scrape, unusable_message
@@ -151,7 +153,7 @@ async def run_loop(ctx: OperatorContext) -> None:
                 interval = cfg.autoscale_interval_seconds
                 if interval > 0 and _take(due.tick, key, now, interval):
                     work.append(_guarded(gate, key, "tick", tick(ctx, body, idx, log)))
-            elif planned.get("reason") in UNPLACED_REASONS:
+            elif planned.get("reason") in (*UNPLACED_REASONS, *UNRESOLVED_REASONS):
                 due.tick.pop(key, None)
                 if _take(due.place, key, now, cfg.unplaced_retry_seconds):
                     work.append(_guarded(gate, key, "placement", _reconcile(ctx, body, idx)))
@@ -508,7 +510,7 @@ def _rightsize(
         if decision.headroom == "cost":
             limits = replace(peak_limits, demand=decision.demand)
             chosen = plan_model(ctx, body, idx, limits)
-    except (PlanningError, ValidationError) as err:
+    except (PlanningError, HubError, ValidationError) as err:
         message = f"no plan for spec.workload's peak fits now: {err}"
         return autoscaler.no_cheaper_plan(obs, message), None, None
     savings = scaling.consolidation.min_savings

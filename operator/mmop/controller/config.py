@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmop.hub import DEFAULT_ENDPOINT
 from mmop.policy import Policy
 from mmop.render import RenderOptions
 
@@ -19,6 +20,8 @@ ENV_AUTOSCALE_INTERVAL = "MMOP_AUTOSCALE_INTERVAL_SECONDS"
 ENV_PROMETHEUS_URL = "MMOP_PROMETHEUS_URL"
 ENV_HANDLER_THREADS = "MMOP_HANDLER_THREADS"
 ENV_HEAP_TRIM = "MMOP_HEAP_TRIM_SECONDS"
+# The Hub (or a mirror) models outside the catalog are read from: huggingface_hub's own name.
+ENV_HUB_ENDPOINT = "HF_ENDPOINT"
 
 
 class OperatorConfig(BaseModel):
@@ -70,6 +73,24 @@ class OperatorConfig(BaseModel):
     gpu_catalog: Path | None = Field(
         default=None, description="The GPU catalog file to plan with (None: the packaged one)"
     )
+    hub_endpoint: str = Field(
+        default=DEFAULT_ENDPOINT,
+        description="The Hugging Face Hub (or a mirror) configs of models outside the catalog "
+        "are read from ($HF_ENDPOINT)",
+    )
+    hub_cache_dir: Path | None = Field(
+        default=None,
+        description="Where Hub configs are cached on disk (None: huggingface_hub's default)",
+    )
+    hub_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120, description="Timeout of one Hub request"
+    )
+    hub_token_secrets: frozenset[str] = Field(
+        default=frozenset(),
+        description="Secret names the operator may read a model's Hub token from "
+        "(spec.model.tokenSecretRef) to read a gated or private model's config; empty: it reads "
+        "no Secret and resolves every model anonymously",
+    )
 
     @property
     def api_connections(self) -> int:
@@ -92,6 +113,8 @@ def from_environment(
         values["handler_threads"] = int(env[ENV_HANDLER_THREADS])
     if env.get(ENV_HEAP_TRIM):
         values["heap_trim_seconds"] = float(env[ENV_HEAP_TRIM])
+    if env.get(ENV_HUB_ENDPOINT):
+        values["hub_endpoint"] = env[ENV_HUB_ENDPOINT]
     if env.get("KUBECONFIG"):
         values["kubeconfig"] = env["KUBECONFIG"]
     values.update({k: v for k, v in overrides.items() if v is not None})

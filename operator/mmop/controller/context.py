@@ -19,6 +19,7 @@ from mmop.catalog import load_catalog
 from mmop.controller.config import OperatorConfig
 from mmop.controller.kube import Kube
 from mmop.controller.telemetry import Telemetry
+from mmop.hub import HubResolver
 from mmop.inventory_cache import InventoryCache
 from mmop.metrics import Scrape, Signals
 from mmop.planner import AssessmentCache
@@ -74,6 +75,8 @@ class OperatorContext:
     inventory: InventoryCache = field(default_factory=InventoryCache)
     # What candidate configurations are worth per spec, shared by every plan (planner.py).
     assessments: AssessmentCache = field(default_factory=AssessmentCache)
+    # Configs of models outside the catalog, read from the Hub (hub.py), per (id, revision).
+    hub: HubResolver = field(default_factory=HubResolver)
     # The models as their last watch event showed them (slimmed), for the periodic loop.
     models: dict[ModelKey, dict[str, Any]] = field(default_factory=dict)
     indexes: Indexes | None = None
@@ -86,6 +89,11 @@ class OperatorContext:
     def __post_init__(self) -> None:
         # The GPU catalog the operator plans with: the packaged one, or --gpu-catalog/--prices.
         self.inventory.catalog = load_catalog(self.config.gpu_catalog)
+        self.hub = HubResolver(
+            endpoint=self.config.hub_endpoint,
+            cache_dir=self.config.hub_cache_dir,
+            timeout=self.config.hub_timeout_seconds,
+        )
 
     def kube(self) -> Kube:
         """The API client, made on first use from the in-cluster account or the kubeconfig."""

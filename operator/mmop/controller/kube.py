@@ -63,6 +63,22 @@ class Kube:
         out: dict[str, Any] = json.loads(response.data)
         return out
 
+    def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded (None: no such Secret or key). The caller checks that
+        the operator may read this Secret; the value is never logged."""
+        import base64
+
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        data = (json.loads(response.data).get("data") or {}).get(key)
+        return base64.b64decode(data).decode("utf-8").strip() if data else None
+
     # ------------------------------------------------------------------ writes
     def apply(self, obj: Mapping[str, Any]) -> None:
         """Server-side apply with mmop's field manager (force: mmop owns these fields; the

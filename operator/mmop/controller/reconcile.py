@@ -27,6 +27,8 @@ from mmop.api import API_GROUP, API_VERSION, KIND, MultimodalModel
 from mmop.children import ChildRecord
 from mmop.controller.context import Indexes, OperatorContext
 from mmop.controller.report import post_event, write_status
+from mmop.controller.resolve import resolve_models
+from mmop.hub import HubError, HubReason
 from mmop.inventory import Inventory
 from mmop.planner import Limits, Plan, PlanningError, plan
 from mmop.render import Rendered, companions, render
@@ -43,6 +45,9 @@ from mmop.status import (
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 UNPLACED_REASONS = ("Infeasible", "InsufficientCapacity")
+# Planned=False reasons the loop retries (the Hub's own backoff bounds how often it is asked):
+# the Hub unreachable, or a license, token or repository someone may fix without an edit.
+UNRESOLVED_REASONS = tuple(str(r) for r in HubReason if r != HubReason.UNREADABLE)
 # Ready reasons a reconcile sets (a Deployment event must not replace them with the replicas'
 # count: the model is not ready while a child is missing).
 CHILD_REASONS = ("ChildConflict", "ApplyFailed")
@@ -131,12 +136,17 @@ def inventory_for(ctx: OperatorContext, idx: Indexes, namespace: str, name: str)
 
 def plan_model(ctx: OperatorContext, body: Mapping[str, Any], idx: Indexes, limits: Limits) -> Plan:
     """The plan a reconcile would make now under ``limits``, without acting on it. Raises
-    PlanningError (nothing fits) or ValidationError (invalid spec)."""
+    PlanningError (nothing fits), HubError (the model's config could not be read) or
+    ValidationError (invalid spec)."""
     meta = body["metadata"]
     name, namespace = str(meta["name"]), str(meta["namespace"])
     manifest = manifest_of(ctx, name, namespace, body.get("spec") or {})
     return plan(
-        manifest, inventory_for(ctx, idx, namespace, name), limits=limits, cache=ctx.assessments
+        manifest,
+        inventory_for(ctx, idx, namespace, name),
+        limits=limits,
+        cache=ctx.assessments,
+        resolved=resolve_models(ctx, manifest),
     )
 
 
@@ -304,8 +314,9 @@ def _plan_or_report(
     name, namespace = str(meta["name"]), str(meta["namespace"])
     try:
         inventory = inventory_for(ctx, idx, namespace, name)
-        return plan(manifest, inventory, limits=limits, cache=ctx.assessments)
-    except PlanningError as err:
+        resolved = resolve_models(ctx, manifest)
+        return plan(manifest, inventory, limits=limits, cache=ctx.assessments, resolved=resolved)
+    except (PlanningError, HubError) as err:
         was = find_condition(body.get("status") or {}, "Planned") or {}
         kube = ctx.kube()
         write_status(

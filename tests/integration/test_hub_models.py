@@ -1,0 +1,154 @@
+"""Models outside the catalog in the sandbox: the operator reads their configs from a Hub
+stand-in on 127.0.0.1 with the real huggingface_hub client, plans them, and says on the model
+what stops it (a gated repository, a token it may not read, the Hub down)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from e2e.hub import HubStandIn, Repo
+from e2e.sandbox import SandboxState
+from e2e.waiting import wait_for
+from tests.integration.test_operator import (
+    apply_manifest,
+    condition,
+    deployment,
+    example,
+    get_mm,
+    in_process_operator,
+    kubectl,
+)
+
+from mmop.model import CATALOG_MODELS_DIR
+
+BASE = "Qwen/Qwen2-VL-2B-Instruct"
+FINE_TUNE = "acme/qwen2-vl-2b-receipts"
+GATED = "acme/qwen2-vl-2b-gated"
+TOKEN = "hf_stand_in_accepted_0123456789"
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[HubStandIn]:
+    base = CATALOG_MODELS_DIR / BASE
+    stand_in = HubStandIn(
+        {
+            FINE_TUNE: Repo.from_dir(FINE_TUNE, base),
+            GATED: Repo.from_dir(GATED, base, gated=True, tokens=frozenset({TOKEN})),
+        }
+    )
+    with stand_in.serve():
+        yield stand_in
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: SandboxState, hub: HubStandIn) -> Iterator[Any]:
+    with in_process_operator(
+        sandbox,
+        hub_endpoint=hub.url,
+        hub_token_secrets=frozenset({"hf-token"}),
+        unplaced_retry_seconds=2.0,
+    ) as ctx:
+        yield ctx
+
+
+def model(name: str, model_id: str, secret: str | None = None) -> dict[str, Any]:
+    doc = example("qwen2.5-vl-7b.yaml")
+    doc["metadata"]["name"] = name
+    doc["spec"]["model"] = {"id": model_id}
+    if secret:
+        doc["spec"]["model"]["tokenSecretRef"] = {"name": secret, "key": "token"}
+    return doc
+
+
+def secret(sandbox: SandboxState, namespace: str, name: str, value: str) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"token": base64.b64encode(value.encode()).decode()},
+    }
+    kubectl(sandbox, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+
+
+def planned(sandbox: SandboxState, namespace: str, name: str, status: str, reason: str) -> Any:
+    def probe() -> dict[str, Any] | None:
+        mm = get_mm(sandbox, namespace, name)
+        cond = condition(mm, "Planned")
+        return mm if cond and (cond["status"], cond["reason"]) == (status, reason) else None
+
+    try:
+        return wait_for(probe, f"Planned={status} {reason} on {name}", timeout=90)
+    except AssertionError:
+        mm = get_mm(sandbox, namespace, name)
+        raise AssertionError(f"{name}: {(mm.get('status') or {}).get('conditions')}") from None
+
+
+def test_a_fine_tune_on_the_hub_is_planned_and_served_by_its_hub_id(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    apply_manifest(sandbox, namespace, model("receipts", FINE_TUNE))
+    mm = planned(sandbox, namespace, "receipts", "True", "PlanFound")
+    plan = mm["status"]["plan"]
+    assert plan["model"] == FINE_TUNE and plan["modelSource"] == "hub"
+    assert plan["modelCommit"] == hub.repos[FINE_TUNE].revisions["main"]
+    dep = wait_for(lambda: deployment(sandbox, namespace, "receipts"), "the Deployment")
+    assert FINE_TUNE in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    wait_for(
+        lambda: (
+            (c := condition(get_mm(sandbox, namespace, "receipts"), "Ready"))
+            and c["status"] == "True"
+        ),
+        "Ready=True",
+        timeout=120,
+    )
+
+
+def test_a_gated_model_is_read_with_the_token_the_operator_may_read_and_never_shown(
+    sandbox: SandboxState, operator: Any, namespace: str
+) -> None:
+    secret(sandbox, namespace, "hf-token", TOKEN)
+    apply_manifest(sandbox, namespace, model("gated", GATED, secret="hf-token"))
+    mm = planned(sandbox, namespace, "gated", "True", "PlanFound")
+    assert mm["status"]["plan"]["modelSource"] == "hub"
+    events = kubectl(sandbox, "get", "events", "-n", namespace, "-o", "json")
+    assert TOKEN not in json.dumps(mm) and TOKEN not in events
+
+
+def test_a_token_secret_the_operator_may_not_read_is_named_on_the_model(
+    sandbox: SandboxState, operator: Any, namespace: str
+) -> None:
+    secret(sandbox, namespace, "team-token", TOKEN)
+    apply_manifest(sandbox, namespace, model("not-listed", GATED, secret="team-token"))
+    mm = planned(sandbox, namespace, "not-listed", "False", "TokenUnavailable")
+    message = condition(mm, "Planned")["message"]  # type: ignore[index]
+    assert "gated" in message and "team-token" in message and "hub.tokenSecrets" in message
+    assert deployment(sandbox, namespace, "not-listed") is None
+    events = json.loads(kubectl(sandbox, "get", "events", "-n", namespace, "-o", "json"))
+    assert any(e["reason"] == "TokenUnavailable" for e in events["items"])
+
+
+def test_an_unreachable_hub_is_shown_and_the_model_is_planned_once_it_is_back(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    hub.add(Repo.from_dir("acme/later", CATALOG_MODELS_DIR / BASE))
+    hub.down = True
+    try:
+        apply_manifest(sandbox, namespace, model("later", "acme/later"))
+        mm = planned(sandbox, namespace, "later", "False", "HubUnreachable")
+        assert "503" in condition(mm, "Planned")["message"]  # type: ignore[index]
+    finally:
+        hub.down = False
+    # Retried by the operator's loop within the Hub's first backoff (15 s) and a retry period.
+    planned(sandbox, namespace, "later", "True", "PlanFound")
+
+
+def test_an_unknown_repository_is_refused_with_the_hubs_answer(
+    sandbox: SandboxState, operator: Any, namespace: str
+) -> None:
+    apply_manifest(sandbox, namespace, model("typo", "acme/qwen2-vl-2b-reciepts"))
+    mm = planned(sandbox, namespace, "typo", "False", "ModelNotFound")
+    assert "acme/qwen2-vl-2b-reciepts was not found" in condition(mm, "Planned")["message"]  # type: ignore[index]

@@ -546,14 +546,30 @@ def settled_restart(
     api: Api, op: OperatorProcess, namespaces: Sequence[str], observe: float = 10.0
 ) -> RestartWrites:
     """Wait (at most 60 s) until every planned model's Ready condition agrees with its
-    Deployment (kwok's pods turn Ready on their own time: that write is the cluster's, not the
-    restart's), stop the operator (SIGTERM), start it again on the settled cluster, wait (at most
-    90 s) for kopf to have resumed every model of ``namespaces``, observe ``observe`` s more, and
-    count what it wrote: resourceVersions of the models and their children, the API server's
-    write counters, Events about the models."""
+    Deployment (kwok's pods turn Ready on their own time: that write is the cluster's, not
+    the restart's) and then until nothing has been written for 15 s (at most 120 s), stop
+    the operator (SIGTERM), start it again on the settled cluster, wait (at most 90 s) for
+    kopf to have resumed every model of ``namespaces``, observe ``observe`` s more, and
+    count what it wrote: resourceVersions of the models and their children, the API
+    server's write counters, Events about the models."""
     with contextlib.suppress(AssertionError):
         wait_until("every model's readiness settled", lambda: not unsettled(api, namespaces), 60)
     stale = unsettled(api, namespaces)
+    # Settled also means quiet: the periodic loop's first ticks (MetricsUsable on pods that
+    # serve no metrics here) are the running operator's work, not the restart's.
+    quiet_for = 15.0  # longer than an autoscaler tick (10 s)
+    with contextlib.suppress(AssertionError):
+        last: dict[str, str] = {}
+        since = [time.monotonic()]
+
+        def quiet() -> bool:
+            nonlocal last
+            now = versions(api, namespaces)
+            if now != last:
+                last, since[0] = now, time.monotonic()
+            return time.monotonic() - since[0] >= quiet_for
+
+        wait_until("no writes for 15 s", quiet, 120, interval=1.0)
     op.kill(signal.SIGTERM)
     before = versions(api, namespaces)
     models_before = {f"{ns}/{m['metadata']['name']}": m for ns in namespaces

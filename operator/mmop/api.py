@@ -269,6 +269,15 @@ class SecretKeyRef(SpecModel):
     )
 
 
+class ConfigMapRef(SpecModel):
+    name: str = Field(
+        min_length=1,
+        max_length=DNS1123_SUBDOMAIN_MAX,
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        description="ConfigMap name (a DNS-1123 subdomain) in the model's namespace",
+    )
+
+
 def _model_id_field(description: str) -> Any:
     return Field(
         min_length=1,
@@ -303,6 +312,11 @@ class ModelSource(SpecModel):
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret holding a Hugging Face token"
+    )
+    config_map_ref: ConfigMapRef | None = Field(
+        default=None,
+        description="ConfigMap holding the model's config.json and processor configs (keys "
+        "named as the files), read instead of the Hub: for clusters that cannot reach it",
     )
     trust_remote_code: bool = Field(
         default=False,
@@ -630,7 +644,7 @@ class PlanStatus(ApiModel):
 
     model: str = Field(description="Checkpoint served")
     model_source: str | None = Field(
-        default=None, description="Where its config was read: catalog, hub or directory"
+        default=None, description="Where its config was read: catalog, hub, directory or configmap"
     )
     model_commit: str | None = Field(
         default=None, description="The Hub commit its config was read at"

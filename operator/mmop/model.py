@@ -23,7 +23,7 @@ CATALOG_MODELS_DIR = Path(__file__).parent / "catalog" / "models"
 
 Json = Mapping[str, Any]
 
-ModelOrigin = Literal["catalog", "hub", "directory"]
+ModelOrigin = Literal["catalog", "hub", "directory", "configmap"]
 
 # The files of a model repository mmop reads, in the order they are merged: the model config
 # (Mistral's native layout has params.json instead), then what the processor is built from.
@@ -193,7 +193,8 @@ class ModelProfile(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict, repr=False, description="Raw config")
     preprocessor: dict[str, Any] = Field(default_factory=dict, repr=False)
     origin: ModelOrigin = Field(
-        default="catalog", description="Where the config came from: catalog, hub or directory"
+        default="catalog",
+        description="Where the config came from: catalog, hub, directory or configmap",
     )
     commit: str | None = Field(
         default=None, description="The repository commit the config was read at (the Hub)"
@@ -1044,6 +1045,25 @@ def profile_from_files(
     return profile.model_copy(update={"origin": origin, "commit": commit})
 
 
+def parse_model_files(texts: Mapping[str, str], where: str) -> dict[str, dict[str, Any]]:
+    """The MODEL_FILES among ``texts`` (file name → its text, as a ConfigMap holds them),
+    parsed; the other names are ignored."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in MODEL_FILES:
+        if name not in texts:
+            continue
+        try:
+            data = json.loads(texts[name])
+        except json.JSONDecodeError as err:
+            raise ModelError(
+                f"{where}: {name} is not JSON ({err.msg} at line {err.lineno})"
+            ) from None
+        if not isinstance(data, dict):
+            raise ModelError(f"{where}: {name} is not a JSON object")
+        out[name] = data
+    return out
+
+
 def read_model_files(directory: Path) -> dict[str, dict[str, Any]]:
     """The MODEL_FILES a directory holds, parsed."""
     return {n: _read_json(directory / n) for n in MODEL_FILES if (directory / n).is_file()}
@@ -1105,6 +1125,7 @@ __all__ = [
     "ceil_div",
     "is_catalog_id",
     "load_profile",
+    "parse_model_files",
     "profile_from_files",
     "read_model_files",
 ]

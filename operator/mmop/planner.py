@@ -249,7 +249,8 @@ class Plan(BaseModel):
     )
     revision: str | None = Field(default=None, description="--revision: spec.model.revision")
     model_origin: str = Field(
-        default="catalog", description="Where the model's config was read: catalog, hub, directory"
+        default="catalog",
+        description="Where the model's config was read: catalog, hub, directory, configmap",
     )
     model_commit: str | None = Field(
         default=None, description="The Hub commit the model's config was read at"

@@ -152,3 +152,30 @@ def test_an_unknown_repository_is_refused_with_the_hubs_answer(
     apply_manifest(sandbox, namespace, model("typo", "acme/qwen2-vl-2b-reciepts"))
     mm = planned(sandbox, namespace, "typo", "False", "ModelNotFound")
     assert "acme/qwen2-vl-2b-reciepts was not found" in condition(mm, "Planned")["message"]  # type: ignore[index]
+
+
+def config_map(sandbox: SandboxState, namespace: str, name: str, files: dict[str, str]) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": files,
+    }
+    kubectl(sandbox, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+
+
+def test_a_model_read_from_a_config_map_needs_no_hub(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    """Air-gapped: the id is nowhere on the Hub; its configs are in a ConfigMap."""
+    doc = model("offline", "internal/qwen2-vl-2b-mirror")
+    doc["spec"]["model"]["configMapRef"] = {"name": "qwen-configs"}
+    apply_manifest(sandbox, namespace, doc)
+    mm = planned(sandbox, namespace, "offline", "False", "ModelConfigMissing")
+    assert "qwen-configs" in condition(mm, "Planned")["message"]  # type: ignore[index]
+    base = CATALOG_MODELS_DIR / BASE
+    files = {p.name: p.read_text() for p in base.iterdir() if p.suffix == ".json"}
+    config_map(sandbox, namespace, "qwen-configs", files)
+    mm = planned(sandbox, namespace, "offline", "True", "PlanFound")
+    assert mm["status"]["plan"]["modelSource"] == "configmap"
+    assert not any("qwen2-vl-2b-mirror" in r for r in hub.requests)  # the Hub was never asked

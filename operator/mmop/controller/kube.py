@@ -63,6 +63,19 @@ class Kube:
         out: dict[str, Any] = json.loads(response.data)
         return out
 
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data (None: no such ConfigMap)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        data = json.loads(response.data).get("data") or {}
+        return {str(k): str(v) for k, v in data.items()}
+
     def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret, decoded (None: no such Secret or key). The caller checks that
         the operator may read this Secret; the value is never logged."""

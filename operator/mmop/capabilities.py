@@ -243,13 +243,25 @@ _QUANT_CLASS = {
     "awq": "awq", "awq_marlin": "awq", "auto_awq": "awq",
     "gptq": "gptq", "gptq_marlin": "gptq", "auto_gptq": "gptq",
     "fp8": "fp8", "compressed-tensors": "compressed-tensors",
+    "mxfp4": "mxfp4", "gpt_oss_mxfp4": "mxfp4", "modelopt": "modelopt",
+    "modelopt_fp4": "modelopt_fp4",
 }  # fmt: skip
-MIN_CAPABILITY: Mapping[str, int] = {"awq": 75, "gptq": 60, "fp8": 75, "compressed-tensors": 70}
+# get_min_capability of each config class; mxfp4: quantization/mxfp4.py Mxfp4Config (line 71)
+# = 80; modelopt: quantization/modelopt.py ModelOptFp8Config (line 445) = 80,
+# ModelOptNvFp4Config (line 768) = 75.
+MIN_CAPABILITY: Mapping[str, int] = {
+    "awq": 75, "gptq": 60, "fp8": 75, "compressed-tensors": 70, "mxfp4": 80, "modelopt": 80,
+    "modelopt_fp4": 75,
+}  # fmt: skip
+# get_supported_act_dtypes: mxfp4.py line 79 (bfloat16 only); modelopt.py lines 441 and 764.
 ACT_DTYPES: Mapping[str, tuple[str, ...]] = {
     "awq": ("float16", "bfloat16"),
     "gptq": ("float16", "bfloat16"),
     "fp8": ("bfloat16", "float16"),
     "compressed-tensors": ("float32", "float16", "bfloat16"),
+    "mxfp4": ("bfloat16",),
+    "modelopt": ("bfloat16", "float16"),
+    "modelopt_fp4": ("bfloat16", "float16"),
 }
 # --quantization values a checkpoint's quant_method accepts (override_quantization_method).
 _OVERRIDES = {

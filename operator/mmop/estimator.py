@@ -318,7 +318,11 @@ def _dtype_bytes(dtype: str) -> int:
 
 
 def _quant_bytes_per_param(method: str, bits: int, group: int | None) -> float:
-    if method in ("fp8",) or (method == "compressed-tensors" and bits == 8):
+    if method == "modelopt_fp4":
+        # NVFP4: two 4-bit values per byte and one FP8 (e4m3) scale per 16 values
+        # (vllm/model_executor/layers/quantization/modelopt.py lines 907-960 and 2003)
+        return 0.5 + 1 / (group or 16)
+    if method in ("fp8", "modelopt") or (method == "compressed-tensors" and bits == 8):
         scale = 4 / group if group else 0.0
         return 1.0 + scale
     g = group or 128
@@ -361,8 +365,43 @@ def weights_bytes_per_gpu(
         vision_bytes = (params.vision + params.audio) * wbytes
     embed_bytes = params.embedding * wbytes
     vision_split = 1 if args.mm_encoder_tp_mode == "data" else tp
-    total = (lm_bytes + embed_bytes) / tp + vision_bytes / vision_split
+    experts_per_gpu = 0.0
+    if quant is not None and quant.method == "mxfp4" and method == "mxfp4":
+        # Only the routed experts are MXFP4; the rest of the decoder and the towers load in
+        # the model's dtype (vLLM's Mxfp4Config.get_quant_method).
+        expert_params = profile.text.routed_expert_params
+        lm_bytes = (lm_linear - expert_params) * wbytes
+        vision_bytes = (params.vision + params.audio) * wbytes
+        experts_per_gpu = mxfp4_expert_bytes_per_gpu(profile, tp)
+    total = (lm_bytes + embed_bytes) / tp + vision_bytes / vision_split + experts_per_gpu
     return int(total + cal.weights_overhead_gib * GIB)
+
+
+# vLLM's MXFP4 experts: uint8 weights holding two 4-bit values and one uint8 (E8M0) scale per
+# 32 values (vllm/model_executor/layers/quantization/mxfp4.py, Mxfp4MoEMethod.create_weights:
+# ``hidden_size // 2`` and ``hidden_size // mxfp4_block`` with ``mxfp4_block = 32``). The
+# kernel backend pads the sizes first (vllm/model_executor/layers/fused_moe/oracle/mxfp4.py,
+# mxfp4_round_up_hidden_size_and_intermediate_size): on NVIDIA GPUs at most the hidden size to a
+# multiple of 256 and the per-GPU intermediate size to a multiple of 128 (Marlin, TRT-LLM). The
+# backend depends on the GPU and vLLM's choice at start-up, so mmop takes that largest padding:
+# an upper bound, never a false fit.
+MXFP4_BYTES_PER_VALUE = 0.5 + 1 / 32
+MXFP4_HIDDEN_ALIGN = 256
+MXFP4_INTERMEDIATE_ALIGN = 128
+
+
+def mxfp4_expert_bytes_per_gpu(profile: ModelProfile, tp: int) -> float:
+    """Bytes of the routed experts on one GPU under tensor parallelism ``tp`` (the experts'
+    intermediate size is split across GPUs, every GPU holds every expert)."""
+    moe = profile.text.moe
+    if moe is None:
+        return 0.0
+    hidden = -(-profile.text.hidden_size // MXFP4_HIDDEN_ALIGN) * MXFP4_HIDDEN_ALIGN
+    inter = -(-moe.expert_intermediate_size // tp)
+    inter = -(-inter // MXFP4_INTERMEDIATE_ALIGN) * MXFP4_INTERMEDIATE_ALIGN
+    values = moe.moe_layers * moe.num_experts * 3 * hidden * inter  # gate+up (2) and down (1)
+    biases = moe.moe_layers * moe.num_experts * (2 * inter + hidden) * 2  # bf16, when present
+    return values * MXFP4_BYTES_PER_VALUE + biases
 
 
 # ----------------------------------------------------------------------------------------------

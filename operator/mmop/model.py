@@ -19,6 +19,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmop import capabilities
+from mmop.vllm import PINNED_VLLM_VERSION
+
 CATALOG_MODELS_DIR = Path(__file__).parent / "catalog" / "models"
 
 Json = Mapping[str, Any]
@@ -110,6 +113,14 @@ class TextModel(BaseModel):
     moe: MoE | None = None
     kv_lora_rank: int | None = None
     qk_rope_head_dim: int | None = None
+
+    @property
+    def routed_expert_params(self) -> int:
+        """Parameters of the routed experts' matrices (gate, up, down), all MoE layers."""
+        if self.moe is None:
+            return 0
+        m = self.moe
+        return m.moe_layers * m.num_experts * 3 * self.hidden_size * m.expert_intermediate_size
 
 
 class VisionTower(BaseModel):
@@ -574,11 +585,32 @@ def _internvit(vc: Json, lm_hidden: int, downsample: float, image_size: int) -> 
 # Quantization
 
 
+# Checkpoint quantization methods whose weights mmop sizes (estimator.weights_bytes_per_gpu), as
+# the pinned vLLM names them in a config's quantization_config.quant_method; bitsandbytes is
+# kept so that the estimator can give vLLM's own refusal of it.
+SIZED_CHECKPOINT_METHODS = frozenset(
+    {"fp8", "fbgemm_fp8", "compressed-tensors", "gptq", "auto_gptq", "gptq_marlin", "awq",
+     "auto_awq", "awq_marlin", "modelopt", "modelopt_fp4", "mxfp4", "bitsandbytes"}
+)  # fmt: skip
+# ModelOpt's quant_algo values mmop sizes: weight bits and elements per scale.
+MODELOPT_ALGOS = {"FP8": (8, None), "FP8_PB_WO": (8, None), "NVFP4": (4, 16)}
+
+
 def _quantization(cfg: Json) -> CheckpointQuantization | None:
     q = cfg.get("quantization_config") or (cfg.get("text_config") or {}).get("quantization_config")
     if not q:
         return None
     method = str(q.get("quant_method", "")).lower()
+    if method and method not in SIZED_CHECKPOINT_METHODS:
+        known = method in capabilities.VLLM_QUANTIZATION_METHODS
+        raise ValueError(
+            f"quantization_config.quant_method {method!r}: "
+            + (
+                "mmop does not size this method's weights, so no verdict is given"
+                if known
+                else f"not a quantization method of vLLM {PINNED_VLLM_VERSION}"
+            )
+        )
     skip = tuple(
         q.get("modules_to_not_convert")
         or q.get("ignored_layers")
@@ -595,6 +627,23 @@ def _quantization(cfg: Json) -> CheckpointQuantization | None:
             group = weights.get("group_size") or group
         return CheckpointQuantization(
             method=method, weight_bits=bits, group_size=group, unquantized_modules=skip
+        )
+    if method in ("modelopt", "modelopt_fp4"):
+        algo = str(q.get("quant_algo") or (q.get("quantization") or {}).get("quant_algo") or "")
+        if algo.upper() not in MODELOPT_ALGOS:
+            raise ValueError(f"ModelOpt quant_algo {algo!r}: not sized by mmop, no verdict")
+        bits, per_scale = MODELOPT_ALGOS[algo.upper()]
+        return CheckpointQuantization(
+            method="modelopt_fp4" if bits == 4 else "modelopt",  # vLLM's override for NVFP4
+            weight_bits=bits,
+            group_size=per_scale,
+            unquantized_modules=skip,
+        )
+    if method == "mxfp4":
+        # vLLM quantizes only the routed experts (Mxfp4Config.get_quant_method: linear
+        # layers and attention stay unquantized); 4-bit values with one 8-bit scale per 32.
+        return CheckpointQuantization(
+            method="mxfp4", weight_bits=4, group_size=32, unquantized_modules=skip
         )
     if method == "fp8":
         block = q.get("weight_block_size")

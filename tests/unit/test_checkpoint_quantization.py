@@ -1,0 +1,96 @@
+"""Checkpoint quantization as the pinned vLLM loads it: weights sized by what vLLM keeps in
+memory, and no verdict on a method mmop cannot size (each rule cites vLLM 0.32.0's source in
+model.py, estimator.py and capabilities.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mmop.catalog import resolve_gpu
+from mmop.estimator import (
+    GIB,
+    MXFP4_BYTES_PER_VALUE,
+    EngineArgs,
+    hardware_refusal,
+    weights_bytes_per_gpu,
+)
+from mmop.model import ModelError, build_profile
+
+# A synthetic MoE shaped like the open MXFP4 releases: sliding and full attention alternating,
+# 64 experts of 2880 (not a multiple of vLLM's kernel tiles), untied embeddings, bf16.
+MOE: dict[str, Any] = {
+    "model_type": "gpt_oss", "architectures": ["GptOssForCausalLM"], "torch_dtype": "bfloat16",
+    "hidden_size": 2880, "intermediate_size": 2880, "num_hidden_layers": 12,
+    "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
+    "num_local_experts": 64, "num_experts_per_tok": 4, "vocab_size": 201088,
+    "tie_word_embeddings": False, "max_position_embeddings": 131072, "sliding_window": 128,
+    "layer_types": ["sliding_attention", "full_attention"] * 6,
+}  # fmt: skip
+
+
+def with_quant(cfg: dict[str, Any], quant: dict[str, Any]) -> dict[str, Any]:
+    return {**cfg, "quantization_config": quant}
+
+
+@pytest.mark.parametrize(
+    ("method", "words"),
+    [
+        ("weird", "not a quantization method of vLLM 0.32.0"),
+        ("quark", "mmop does not size this method's weights, so no verdict"),
+        ("torchao", "mmop does not size this method's weights, so no verdict"),
+    ],
+)
+def test_a_method_mmop_cannot_size_gets_no_verdict(method: str, words: str) -> None:
+    with pytest.raises(ModelError) as err:
+        build_profile("acme/q", with_quant(MOE, {"quant_method": method, "bits": 3}), {})
+    assert words in str(err.value)
+
+
+def test_modelopt_fp8_is_eight_bit_and_nvfp4_is_vllms_modelopt_fp4() -> None:
+    fp8 = build_profile("a/fp8", with_quant(MOE, {"quant_method": "modelopt", "quant_algo": "FP8"}))
+    assert fp8.quantization is not None
+    assert (fp8.quantization.method, fp8.quantization.weight_bits) == ("modelopt", 8)
+    nv = build_profile(
+        "a/nv",
+        with_quant(MOE, {"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16}),
+    )
+    assert nv.quantization is not None
+    assert (nv.quantization.method, nv.quantization.weight_bits) == ("modelopt_fp4", 4)
+    with pytest.raises(ModelError, match="quant_algo 'W4A8_AWQ'"):
+        build_profile(
+            "a/x", with_quant(MOE, {"quant_method": "modelopt", "quant_algo": "W4A8_AWQ"})
+        )
+
+
+def test_mxfp4_quantizes_only_the_routed_experts_padded_to_the_kernel_tiles() -> None:
+    profile = build_profile(
+        "acme/moe-mxfp4",
+        with_quant(MOE, {"quant_method": "mxfp4", "modules_to_not_convert": ["lm_head"]}),
+    )
+    bf16 = build_profile("acme/moe", MOE)
+    args = EngineArgs()
+    got = weights_bytes_per_gpu(profile, args, "bfloat16")
+    # By hand: experts at 4.25 bits after padding (hidden 2880 -> 3072, intermediate 2880 ->
+    # 2944), plus their bf16 biases; everything else bf16.
+    experts = 12 * 64 * 3 * 3072 * 2944 * MXFP4_BYTES_PER_VALUE + 12 * 64 * (2 * 2944 + 3072) * 2
+    dense = (bf16.params.language_model - bf16.text.routed_expert_params) * 2
+    embed = bf16.params.embedding * 2
+    assert got == int(experts + dense + embed + 0.05 * GIB)
+    # Sizing every decoder weight at 4 bits (what a nominal-bits reading does) is far below:
+    nominal = bf16.params.language_model * 0.5 + embed
+    assert got > nominal + 0.9 * dense
+    # Two GPUs split the experts' intermediate size (1440 -> 1536 per GPU after padding).
+    two = weights_bytes_per_gpu(profile, EngineArgs(tensor_parallel_size=2), "bfloat16")
+    assert two == int(
+        12 * 64 * 3 * 3072 * 1536 * MXFP4_BYTES_PER_VALUE + 12 * 64 * (2 * 1536 + 3072) * 2
+        + (dense + embed) / 2 + 0.05 * GIB
+    )  # fmt: skip
+
+
+def test_mxfp4_needs_ampere_as_vllm_says() -> None:
+    profile = build_profile("acme/moe-mxfp4", with_quant(MOE, {"quant_method": "mxfp4"}))
+    refusal = hardware_refusal(profile, EngineArgs(dtype="float16"), resolve_gpu("T4"))
+    assert refusal is not None and "Minimum capability: 80" in refusal
+    assert hardware_refusal(profile, EngineArgs(), resolve_gpu("A100-80GB")) is None

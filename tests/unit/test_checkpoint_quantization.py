@@ -4,6 +4,7 @@ model.py, estimator.py and capabilities.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +14,11 @@ from mmop.estimator import (
     GIB,
     MXFP4_BYTES_PER_VALUE,
     EngineArgs,
+    estimate,
     hardware_refusal,
     weights_bytes_per_gpu,
 )
-from mmop.model import ModelError, build_profile
+from mmop.model import ModelError, build_profile, load_profile
 
 # A synthetic MoE shaped like the open MXFP4 releases: sliding and full attention alternating,
 # 64 experts of 2880 (not a multiple of vLLM's kernel tiles), untied embeddings, bf16.
@@ -94,3 +96,19 @@ def test_mxfp4_needs_ampere_as_vllm_says() -> None:
     refusal = hardware_refusal(profile, EngineArgs(dtype="float16"), resolve_gpu("T4"))
     assert refusal is not None and "Minimum capability: 80" in refusal
     assert hardware_refusal(profile, EngineArgs(), resolve_gpu("A100-80GB")) is None
+
+
+FAMILIES = Path(__file__).resolve().parents[2] / "bench" / "families"
+
+
+def test_gpt_oss_120b_is_not_a_false_fit_on_one_80gb_gpu() -> None:
+    """Issue finding: a large MXFP4 MoE predicted to fit one 80 GB GPU with ~7 GiB of KV cache
+    where vLLM reported negative available memory and refused to start. With the published
+    config (bench/families/openai/gpt-oss-120b, a verbatim copy), the experts alone are MXFP4
+    and the rest bf16: no KV memory left, the verdict vLLM gave."""
+    profile = load_profile(str(FAMILIES / "openai" / "gpt-oss-120b"))
+    est = estimate(profile, resolve_gpu("H100-80GB"), EngineArgs())
+    assert not est.fits and est.kv_cache_gib < 0
+    assert est.weights_gib > 60  # all-4-bit reading: 58 GiB, and a confident 7.5 GiB KV cache
+    two = estimate(profile, resolve_gpu("H100-80GB"), EngineArgs(tensor_parallel_size=2))
+    assert two.fits and two.kv_cache_gib > 30

@@ -649,6 +649,11 @@ class PlanStatus(ApiModel):
     model_commit: str | None = Field(
         default=None, description="The Hub commit its config was read at"
     )
+    kv_memory_scale: float | None = Field(
+        default=None,
+        description="Observed / predicted KV cache of this configuration on earlier engines' "
+        "start-ups, applied to memory (absent: not calibrated)",
+    )
     gpu: str = Field(description="Catalog GPU name")
     gpu_product: str = Field(description="nvidia.com/gpu.product of the nodes used")
     gpus_per_replica: int = Field(ge=0, description="Tensor-parallel size")

@@ -72,6 +72,10 @@ class Observation(BaseModel):
     oom_killed: tuple[str, ...] = Field(
         default=(), description="Pods whose engine was killed for memory since the last tick"
     )
+    kv_below_prediction: str | None = Field(
+        default=None,
+        description="A new engine's KV cache far below the plan's prediction (what it reported)",
+    )
     planned_concurrency: int | None = Field(
         default=None, ge=1, description="Requests in flight per replica the plan was sized for"
     )
@@ -117,7 +121,8 @@ class ScalingDecision(BaseModel):
     headroom: str | None = Field(
         default=None,
         description="For a re-plan: 'memory' or 'kv' — what the new plan needs more of; "
-        "'cost' — a cheaper plan sized for ``demand``; 'peak' — back to the plan for the peak",
+        "'cost' — a cheaper plan sized for ``demand``; 'peak' — back to the plan for the peak; "
+        "'calibration' — planned again with the KV cache the engines reported",
     )
     demand: int | None = Field(
         default=None, ge=1, description="For a 'cost' re-plan: requests in flight to size for"
@@ -360,6 +365,8 @@ def _replan(
         headroom, reason = "memory", "OOMKilled"
         message = f"engine killed for memory in {', '.join(sorted(obs.oom_killed))}"
         state = state.model_copy(update={"pressure_since_seconds": None})
+    elif obs.kv_below_prediction:
+        headroom, reason, message = "calibration", "KvBelowPrediction", obs.kv_below_prediction
     else:
         pressure = _kv_pressure(obs)
         if pressure is None:
@@ -532,6 +539,7 @@ def observation(
     plan: Mapping[str, Any],
     saved: Mapping[str, Any],
     consolidated: bool,
+    kv_below_prediction: str | None = None,
 ) -> Observation:
     """One tick's Observation from the Deployment's counts, the engines' signals and what the
     model's status holds: ``plan`` is status.plan (planned concurrency per replica, replicas,
@@ -552,6 +560,7 @@ def observation(
         ttft_p95_seconds=finite(ttft_p95_seconds),
         preemptions_per_second=finite(preemptions_per_second),
         oom_killed=tuple(oom_killed),
+        kv_below_prediction=kv_below_prediction,
         planned_concurrency=int(planned) if planned else None,
         replica_cost_per_hour=(
             float(plan_cost) / plan_replicas if plan_cost is not None and plan_replicas else None

@@ -291,6 +291,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "from (default: $HF_ENDPOINT, else https://huggingface.co)",
     )
     rn.add_argument(
+        "--calibration-configmap",
+        metavar="NAMESPACE/NAME",
+        default=None,
+        help="keep the KV caches engines reported at start-up in this ConfigMap (cluster-wide, "
+        "across restarts; default: in memory only)",
+    )
+    rn.add_argument(
         "--hub-token-secret",
         metavar="NAME",
         action="append",
@@ -869,6 +876,7 @@ def run_operator(ns: argparse.Namespace) -> int:
             allowed_secrets=tuple(ns.allowed_secret or ()),
         ),
         hub_endpoint=ns.hub_endpoint,
+        calibration_configmap=ns.calibration_configmap,
         hub_token_secrets=frozenset(ns.hub_token_secret or ()),
     )
     ctx = OperatorContext(config=config)

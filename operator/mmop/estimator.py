@@ -194,6 +194,9 @@ class Calibration:
     # CUDA-graph pool estimate: base and per decoder layer (GiB); MoE layers count double.
     cudagraph_base_gib: float = 0.2
     cudagraph_per_layer_gib: float = 0.01
+    # Observed / predicted KV cache of this configuration on the engines' own start-ups
+    # (mmop.calibration); 1.0 until an engine of it has started.
+    kv_memory_scale: float = 1.0
 
 
 DEFAULT_CALIBRATION = Calibration()
@@ -705,6 +708,8 @@ def estimate(
         available = args.kv_cache_memory_bytes
     else:
         available = requested - weights - non_torch - activation - applied_graphs
+        if cal.kv_memory_scale != 1.0 and available > 0:
+            available = int(available * cal.kv_memory_scale)
 
     kv_dtype_bytes = KV_DTYPE_BYTES[args.kv_cache_dtype] or _dtype_bytes(dtype)
     per_layer = kv_bytes_per_token_per_layer(profile, tp, kv_dtype_bytes)

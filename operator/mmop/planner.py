@@ -27,8 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mmop import modalities, perf
 from mmop.api import MultimodalModel, MultimodalModelSpec, Quantization
+from mmop.calibration import Calibrated, CalibrationStore, MemoryKey
 from mmop.catalog import GpuSpec
 from mmop.estimator import (
+    DEFAULT_CALIBRATION,
     EngineArgs,
     Estimate,
     EstimateError,
@@ -254,6 +256,11 @@ class Plan(BaseModel):
     )
     model_commit: str | None = Field(
         default=None, description="The Hub commit the model's config was read at"
+    )
+    kv_memory_scale: float = Field(
+        default=1.0,
+        description="Observed / predicted KV cache of this configuration on earlier start-ups, "
+        "applied to the estimate (1.0: not calibrated)",
     )
     extra_args: list[str] = Field(
         default_factory=list, description="spec.engine.extraArgs, after mmop's flags"
@@ -584,6 +591,16 @@ class Limits:
     avoid: frozenset[str] = frozenset()
     min_kv_cache_tokens: int | None = None
     demand: int | None = None
+    # The KV caches engines reported at start-up, cluster-wide (mmop.calibration): a candidate
+    # whose MemoryKey was observed is planned with the observed figure.
+    kv_calibration: CalibrationStore | None = None
+
+    def calibrated(
+        self, cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str
+    ) -> Calibrated | None:
+        if self.kv_calibration is None:
+            return None
+        return self.kv_calibration.lookup(memory_key(cand, spec, vllm_version))
 
 
 @dataclass(frozen=True)
@@ -681,8 +698,9 @@ def _evaluate(
         cand.weights.profile.commit,  # a Hub model's config at another commit is another model
         cand.kv,
         cand.cap.label,
+        scale := (c.ratio if (c := limits.calibrated(cand, spec, vllm_version)) else 1.0),
     )
-    found = cache.lookup(key, lambda: _assess(cand, spec, vllm_version))
+    found = cache.lookup(key, lambda: _assess(cand, spec, vllm_version, scale))
     if found.rejection is not None:
         return found.refused(found.rejection, found.message)
     assert found.est is not None and found.perf is not None and found.replicas is not None
@@ -740,8 +758,25 @@ def _evaluate(
     )
 
 
-def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _Assessment:
+def memory_key(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> MemoryKey:
+    """The calibration key of a candidate (mmop.calibration)."""
+    return MemoryKey(
+        model=cand.weights.model_id,
+        commit=cand.weights.profile.commit,
+        gpu=cand.gpu.name,
+        tensor_parallel_size=cand.tp,
+        weights=cand.weights.label,
+        kv_cache_dtype=cand.kv,
+        vllm_version=vllm_version,
+        extra_args=tuple(spec.engine.extra_args),
+    )
+
+
+def _assess(
+    cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str, kv_scale: float = 1.0
+) -> _Assessment:
     profile = cand.weights.profile
+    cal = replace(DEFAULT_CALIBRATION, kv_memory_scale=kv_scale)
     w = spec.workload
     try:
         items, audio, mm_tokens = request_items(spec, profile, cand.cap.kwargs)
@@ -791,7 +826,7 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
     misfit: Estimate | None = None
     for length in lengths:
         try:
-            est = estimate(profile, cand.gpu, engine_args(length, default_seqs))
+            est = estimate(profile, cand.gpu, engine_args(length, default_seqs), cal)
         except EstimateError as err:
             return replace(base, rejection=Rejection.VLLM_REFUSES, message=str(err))
         if est.fits:
@@ -864,7 +899,7 @@ def _assess(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -> _
     max_num_seqs = max(1, min(default_seqs, cap_perf.concurrency))
     rendered = found
     if max_num_seqs != default_seqs:
-        rendered = estimate(profile, cand.gpu, engine_args(max_model_len, max_num_seqs))
+        rendered = estimate(profile, cand.gpu, engine_args(max_model_len, max_num_seqs), cal)
         if not rendered.fits:  # fewer sequences never need more memory; keep vLLM's default
             rendered, max_num_seqs = found, default_seqs
     return replace(
@@ -1189,6 +1224,9 @@ def plan(
     feasible = ranked()
     alts = _alternatives(best, feasible, cands, outcomes, alternatives)
     chosen, acc = best.cand, best.acc
+    calibrated = limits.calibrated(chosen, spec, vllm_version)
+    if calibrated is not None:
+        notes.append(calibrated.note())
     native_tokens = native_image_tokens(profile, spec) if acc.image_tokens else None
     native_cost: float | None = None
     if native_tokens is not None and acc.image_tokens < native_tokens:
@@ -1270,8 +1308,9 @@ def plan(
         notes=notes,
         quantization_method=chosen.weights.quantization_flag,
         revision=spec.model.revision or None,
-        model_origin=profile.origin,
-        model_commit=profile.commit,
+        model_origin=chosen.weights.profile.origin,
+        model_commit=chosen.weights.profile.commit,
+        kv_memory_scale=round(calibrated.ratio, 4) if calibrated else 1.0,
         extra_args=list(spec.engine.extra_args),
         vllm_version=vllm_version,
         resources=acc.resources,

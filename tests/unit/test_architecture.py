@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "mmop"
 CORE = (
     "api", "capabilities", "catalog", "model", "modalities", "estimator", "perf", "inventory",
     "inventory_cache", "planner", "render", "children", "status", "autoscaler", "policy", "vllm",
+    "calibration",
 )  # fmt: skip
 SHELL = ("controller", "metrics", "hub")
 MAX_CONTROLLER_FUNCTION_LINES = 60

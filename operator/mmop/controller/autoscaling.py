@@ -348,6 +348,7 @@ async def tick(
         [(str(p["name"]), p.get("oom")) for p in members], history.last_oom
     )
     consolidated = limits_from_status(status, meta.get("generation")).demand is not None
+    below = await asyncio.to_thread(_calibrate, ctx, body, reading.result)
     obs = autoscaler.observation(
         now_seconds=now,
         desired_replicas=int(deployment.get("replicas") or 0),
@@ -359,9 +360,9 @@ async def tick(
         plan=status.get("plan") or {},
         saved=status.get("autoscaler") or {},
         consolidated=consolidated,
+        kv_below_prediction=below,
     )
     decision, state = autoscaler.decide(scaling, slo, obs, history.state)
-    _observe_kv(ctx, key, status, reading.result)
     snapshot = {"metadata": meta, "spec": spec, "status": status}
     decision, learned, peak_cost, state = await _act(
         ctx, snapshot, idx, logger, decision, obs, scaling, state, now
@@ -391,18 +392,34 @@ def metrics_condition(result: ScrapeResult, current: Mapping[str, Any] | None) -
     return Cond(METRICS_CONDITION, "False", reason, message)
 
 
-def _observe_kv(
-    ctx: OperatorContext, key: ModelKey, status: Mapping[str, Any], result: ScrapeResult
-) -> None:
-    observed = [
-        s.gauges["kv_cache_tokens"] for s in result.scrapes if "kv_cache_tokens" in s.gauges
-    ]
+def _calibrate(ctx: OperatorContext, body: Mapping[str, Any], result: ScrapeResult) -> str | None:
+    """Record each engine's KV cache against the plan (cluster-wide, for later plans of the
+    same configuration), an Event per new engine; returns what to say when a new engine's is
+    far below the prediction (the model then re-plans with it)."""
+    meta, status = body["metadata"], body.get("status") or {}
+    key = (str(meta["namespace"]), str(meta["name"]))
+    engines = [(s.pod, s.gauges["kv_cache_tokens"]) for s in result.scrapes
+               if "kv_cache_tokens" in s.gauges]  # fmt: skip
     predicted = ((status.get("plan") or {}).get("memory") or {}).get("kv_cache_tokens")
     ctx.telemetry.set_kv_tokens(
         *key,
         int(predicted) if predicted is not None else None,
-        sum(observed) / len(observed) if observed else None,
+        sum(t for _, t in engines) / len(engines) if engines else None,
     )
+    below = []
+    planned = int(predicted or 0)
+    for pod, seen in ctx.calibration.observe_engines(body.get("spec") or {}, status, engines):
+        tokens = dict(engines)[pod]
+        message = (
+            f"engine {pod} reported {int(tokens):,} KV tokens, {tokens / planned:.0%} of the "
+            f"{planned:,} planned; plans of {seen.record.key} now use what "
+            f"{seen.record.startups} start-up(s) showed"
+        )
+        post_event(ctx.kube(), body, "Warning" if seen.far_below else "Normal",
+                   "KvCacheObserved", message)  # fmt: skip
+        if seen.far_below:
+            below.append(message)
+    return "; ".join(below) or None
 
 
 async def _act(
@@ -480,6 +497,8 @@ def learned_limits(
     config = str(plan.get("config") or "")
     if decision.headroom == "memory" and config:
         return replace(limits, avoid=limits.avoid | {config})
+    if decision.headroom == "calibration":
+        return limits  # the reconcile plans with the engines' figures (reconcile.calibrated)
     if decision.headroom == "kv":
         tokens = (plan.get("memory") or {}).get("kv_cache_tokens")
         if tokens is not None:

@@ -85,6 +85,12 @@ class OperatorConfig(BaseModel):
     hub_timeout_seconds: float = Field(
         default=10.0, gt=0, le=120, description="Timeout of one Hub request"
     )
+    calibration_configmap: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description="NAMESPACE/NAME of the ConfigMap the KV caches engines reported are kept "
+        "in, cluster-wide, across restarts (None: kept in memory only)",
+    )
     hub_token_secrets: frozenset[str] = Field(
         default=frozenset(),
         description="Secret names the operator may read a model's Hub token from "

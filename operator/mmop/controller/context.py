@@ -16,6 +16,7 @@ import aiohttp
 
 from mmop.autoscaler import State
 from mmop.catalog import load_catalog
+from mmop.controller.calibration import CalibrationState
 from mmop.controller.config import OperatorConfig
 from mmop.controller.kube import Kube
 from mmop.controller.telemetry import Telemetry
@@ -77,6 +78,8 @@ class OperatorContext:
     assessments: AssessmentCache = field(default_factory=AssessmentCache)
     # Configs of models outside the catalog, read from the Hub (hub.py), per (id, revision).
     hub: HubResolver = field(default_factory=HubResolver)
+    # The KV caches engines reported at start-up, per configuration (calibration.py).
+    calibration: CalibrationState = field(default_factory=CalibrationState)
     # The models as their last watch event showed them (slimmed), for the periodic loop.
     models: dict[ModelKey, dict[str, Any]] = field(default_factory=dict)
     indexes: Indexes | None = None

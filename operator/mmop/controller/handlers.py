@@ -25,7 +25,7 @@ import kopf
 from mmop import children
 from mmop.api import API_GROUP, API_VERSION
 from mmop.autoscaler import oom_time
-from mmop.controller import autoscaling, heap
+from mmop.controller import autoscaling, calibration, heap
 from mmop.controller.config import from_environment
 from mmop.controller.context import Indexes, OperatorContext, context_of
 from mmop.controller.diffbase import LightDiffBaseStorage
@@ -74,8 +74,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.execution.max_workers = ctx.config.handler_threads
     await asyncio.to_thread(ctx.kube)
+    await asyncio.to_thread(calibration.load, ctx)
     loop = asyncio.get_running_loop()
     ctx.tasks.append(loop.create_task(autoscaling.run_loop(ctx)))
+    ctx.tasks.append(loop.create_task(calibration.save_loop(ctx)))
     ctx.tasks.append(loop.create_task(heap.trim_loop(ctx.config.heap_trim_seconds)))
 
 
@@ -88,6 +90,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     ctx.tasks.clear()
+    with contextlib.suppress(Exception):  # what the last engines showed, kept
+        await asyncio.to_thread(calibration.save, ctx)
     if ctx.http is not None:
         await ctx.http.close()
 

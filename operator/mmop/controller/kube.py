@@ -27,6 +27,8 @@ APPLY_PATHS = {
     ),
 }
 
+CONFIG_MAP_PATH = "/api/v1/namespaces/{namespace}/configmaps/{name}"
+
 log = logging.getLogger("mmop.controller")
 
 
@@ -93,7 +95,11 @@ class Kube:
         return base64.b64decode(data).decode("utf-8").strip() if data else None
 
     # ------------------------------------------------------------------ writes
-    def apply(self, obj: Mapping[str, Any]) -> None:
+    def apply_config_map(self, obj: Mapping[str, Any]) -> None:
+        """Server-side apply of one of the operator's own ConfigMaps (the calibration store)."""
+        self.apply(obj, CONFIG_MAP_PATH)
+
+    def apply(self, obj: Mapping[str, Any], path: str | None = None) -> None:
         """Server-side apply with mmop's field manager (force: mmop owns these fields; the
         reconcile never applies an object the model does not own).
 
@@ -105,7 +111,7 @@ class Kube:
         from kubernetes.client.exceptions import ApiException
 
         meta = obj["metadata"]
-        path = APPLY_PATHS[(str(obj["apiVersion"]), str(obj["kind"]))]
+        path = path or APPLY_PATHS[(str(obj["apiVersion"]), str(obj["kind"]))]
         method, url, headers, _, _ = self.api_client.param_serialize(
             method="PATCH",
             resource_path=path,

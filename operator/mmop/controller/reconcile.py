@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
@@ -144,10 +144,15 @@ def plan_model(ctx: OperatorContext, body: Mapping[str, Any], idx: Indexes, limi
     return plan(
         manifest,
         inventory_for(ctx, idx, namespace, name),
-        limits=limits,
+        limits=calibrated(ctx, limits),
         cache=ctx.assessments,
         resolved=resolve_models(ctx, manifest),
     )
+
+
+def calibrated(ctx: OperatorContext, limits: Limits) -> Limits:
+    """``limits`` with the KV caches engines reported so far (every plan uses them)."""
+    return replace(limits, kv_calibration=ctx.calibration.store)
 
 
 def reconcile_model(
@@ -315,7 +320,13 @@ def _plan_or_report(
     try:
         inventory = inventory_for(ctx, idx, namespace, name)
         resolved = resolve_models(ctx, manifest)
-        return plan(manifest, inventory, limits=limits, cache=ctx.assessments, resolved=resolved)
+        return plan(
+            manifest,
+            inventory,
+            limits=calibrated(ctx, limits),
+            cache=ctx.assessments,
+            resolved=resolved,
+        )
     except (PlanningError, HubError) as err:
         was = find_condition(body.get("status") or {}, "Planned") or {}
         kube = ctx.kube()

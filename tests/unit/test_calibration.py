@@ -110,3 +110,12 @@ def test_a_new_engine_far_below_its_prediction_asks_for_a_bounded_replan() -> No
     # Spaced like every re-plan: the next tick does not re-plan again.
     again, _ = decide(Scaling(), Slo(), obs.model_copy(update={"now_seconds": 1010.0}), state)
     assert again.action != Action.REPLAN
+
+
+def test_the_loops_slim_copy_of_a_model_keeps_what_the_calibration_key_is_made_of() -> None:
+    from mmop.controller.autoscaling import slim_model
+
+    status = {"plan": plan_status(plan(manifest(), default_inventory()), "h")}
+    full = key_of_plan(status["plan"], [], "0.32.0")
+    slim = slim_model({"metadata": {"name": "m"}, "spec": {}, "status": status})
+    assert full is not None and key_of_plan(slim["status"]["plan"], [], "0.32.0") == full

@@ -75,6 +75,8 @@ log = logging.getLogger("mmop.autoscaler")
 # arguments, alternatives and explanation.
 _PLAN_KEPT = (
     "config", "memory", "performance", "templateHash", "replicas", "gpu", "costPerHourUsd",
+    # what the calibration key is made of (calibration.key_of_plan)
+    "model", "modelCommit", "gpusPerReplica", "quantization", "kvCacheDtype", "kvMemoryScale",
 )  # fmt: skip
 _STATUS_KEPT = (
     "conditions", "observedGeneration", "decisions", "autoscaler", "replicas", "readyReplicas",

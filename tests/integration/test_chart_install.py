@@ -596,13 +596,52 @@ def test_rendered_rbac_grants_no_secrets_no_deletes_and_no_escalation(
     for where, rule in rules:
         verbs, resources = set(rule["verbs"]), set(rule["resources"])
         assert not verbs & FORBIDDEN_VERBS, (where, rule)
-        assert not {"secrets", "*"} & resources, (where, rule)
+        assert "*" not in resources, (where, rule)
+        if "secrets" in resources:  # only hub.tokenSecrets: get on exactly those names
+            assert resources == {"secrets"} and verbs == {"get"}, (where, rule)
+            assert rule.get("resourceNames"), (where, rule)
         assert not {r for r in resources if r.startswith(("secrets/", "serviceaccounts"))}, rule
         assert not {"roles", "clusterroles", "rolebindings", "clusterrolebindings"} & resources
         assert "*" not in rule.get("apiGroups", []), (where, rule)
         assert not rule.get("nonResourceURLs"), (where, rule)
     scale = [r for _, r in rules if "deployments/scale" in r["resources"]]
     assert scale and all(set(r["verbs"]) == {"patch"} for r in scale), scale
+
+
+def test_hub_and_calibration_values_become_flags_and_narrow_rules(
+    sandbox: SandboxState, tmp_path: Path
+) -> None:
+    values = tmp_path / "hub.yaml"
+    values.write_text(yaml.safe_dump({"hub": {"endpoint": "https://hub.example.com",
+                                              "tokenSecrets": ["hf-token"]}}))  # fmt: skip
+    rendered = docs(helm(sandbox, "template", "p", str(CHART), "-n", "mmop-system",
+                         "-f", str(values)))  # fmt: skip
+    (deployment,) = [d for d in rendered if d["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--hub-token-secret=hf-token" in container["args"]
+    assert "--hub-endpoint=https://hub.example.com" in container["args"]
+    assert "--calibration-configmap=$(POD_NAMESPACE)/mmop-calibration" in container["args"]
+    assert any(e["name"] == "POD_NAMESPACE" for e in container["env"])
+    rules = rendered_rules(sandbox, values)
+    secrets = [r for _, r in rules if "secrets" in r["resources"]]
+    assert secrets and all(
+        r["resourceNames"] == ["hf-token"] and r["verbs"] == ["get"] for r in secrets
+    ), secrets
+    calibration = [
+        d for d in rendered if d["kind"] == "Role" and "calibration" in d["metadata"]["name"]
+    ]
+    (role,) = calibration
+    assert role["metadata"]["namespace"] == "mmop-system"
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert named == [{"apiGroups": [""], "resources": ["configmaps"],
+                      "resourceNames": ["mmop-calibration"], "verbs": ["get", "patch"]}]  # fmt: skip
+    off = tmp_path / "off.yaml"
+    off.write_text(yaml.safe_dump({"calibration": {"enabled": False}}))
+    plain = docs(helm(sandbox, "template", "p", str(CHART), "-f", str(off)))
+    (deployment,) = [d for d in plain if d["kind"] == "Deployment"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith(("--calibration", "--hub-token"))]
+    assert not [d for d in plain if d["kind"] == "Role" and "calibration" in d["metadata"]["name"]]
 
 
 def test_policy_values_become_run_flags(sandbox: SandboxState, tmp_path: Path) -> None:

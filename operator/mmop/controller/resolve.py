@@ -73,7 +73,18 @@ def _from_config_map(ctx: OperatorContext, manifest: MultimodalModel) -> ModelPr
     assert ref is not None
     namespace = manifest.metadata.namespace or "default"
     where = f"ConfigMap {namespace}/{ref.name} (spec.model.configMapRef)"
-    data = ctx.kube().config_map_data(namespace, ref.name)
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        data = ctx.kube().config_map_data(namespace, ref.name)
+    except ApiException as err:
+        if err.status != 403:
+            raise
+        raise HubError(
+            HubReason.NO_CONFIG,
+            f"{where}: the operator may not read ConfigMaps (an administrator grants it with "
+            "the chart's hub.configMaps)",
+        ) from None
     if data is None:
         raise HubError(HubReason.NO_CONFIG, f"{where} does not exist")
     try:

@@ -222,3 +222,79 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
         assert predicted is not None and predicted > PRESSURE_KV_TOKENS  # planned for a GPU
         # Only a recommendation: the Deployment keeps the one replica spec.replicas asks for.
         assert get_mm(sandbox, namespace, name)["status"]["replicas"] == 1
+
+
+def test_the_real_engines_kv_cache_calibrates_later_plans(
+    sandbox: SandboxState, namespace: str
+) -> None:
+    """The calibration loop on the real engine: vLLM's CPU build serves the Qwen2.5-VL example
+    with a KV cache of 90 % of what mmop planned for the GPU (``--num-gpu-blocks-override``);
+    the operator reads it from the engine's own ``vllm:cache_config_info``, records it against
+    the plan in its ConfigMap, posts a KvCacheObserved Event, and the next plan of that
+    configuration uses the engine's figure. (At 90 % no re-plan is due, so one engine runs:
+    the sandbox test shows the re-plan with the stand-in.)"""
+    import json as _json
+
+    from tests.integration.test_operator import (
+        apply_manifest,
+        example,
+        get_mm,
+        in_process_operator,
+        kubectl,
+    )
+
+    from mmop.calibration import key_of_plan
+    from mmop.inventory import inventory_from_objects
+    from mmop.planner import Limits
+
+    doc = example(EXAMPLE_QWEN)
+    name = doc["metadata"]["name"]
+    doc["spec"]["replicas"] = 1
+    doc["spec"]["scaling"] = {"mode": "Off", "minReplicas": 1, "maxReplicas": 1}
+    nodes = _json.loads(kubectl(sandbox, "get", "nodes", "-o", "json"))["items"]
+    inventory = inventory_from_objects(nodes, [])
+    manifest = MultimodalModel.model_validate(doc)
+    predicted = plan(manifest, inventory).memory.kv_cache_tokens
+    blocks = int(predicted * 0.9) // 128  # the CPU backend's block size
+    engine_args = f"--max-model-len=2048 --max-num-seqs=8 --num-gpu-blocks-override={blocks}"
+    annotations = {"sandbox.mmop.dev/engine-args": engine_args}
+    store = f"{namespace}/mmop-calibration"
+    with in_process_operator(
+        sandbox, annotations, serve=REAL_ENGINE, calibration_configmap=store,
+        autoscale_interval_seconds=2.0,
+    ) as operator:  # fmt: skip
+        apply_manifest(sandbox, namespace, doc)
+        status = wait_for(
+            lambda: (
+                (s := get_mm(sandbox, namespace, name).get("status") or {}).get("readyReplicas")
+                == 1
+                and s
+            ),
+            "the real engine's pod Ready",
+            timeout=300,
+            interval=1.0,
+        )
+        assert status["plan"]["memory"]["kv_cache_tokens"] == predicted
+        key = key_of_plan(status["plan"], [], "0.32.0")
+        assert key is not None
+        found = wait_for(
+            lambda: operator.calibration.store.lookup(key), "the engine's KV cache recorded", 60
+        )
+        assert found.observed_tokens == blocks * 128 and found.startups == 1
+        events = _json.loads(kubectl(sandbox, "get", "events", "-n", namespace, "-o", "json"))
+        assert any(
+            e["reason"] == "KvCacheObserved" and e["type"] == "Normal" for e in events["items"]
+        )
+        later = plan(manifest, inventory, limits=Limits(kv_calibration=operator.calibration.store))
+        assert abs(later.kv_memory_scale - blocks * 128 / predicted) < 1e-3
+        assert abs(later.memory.kv_cache_tokens - blocks * 128) <= 0.02 * blocks * 128
+        assert any("calibrated from 1 start-up(s)" in n for n in later.notes)
+        saved = wait_for(
+            lambda: _json.loads(
+                kubectl(sandbox, "get", "configmap", "mmop-calibration", "-n", namespace,
+                        "-o", "json", "--ignore-not-found") or "{}"
+            ).get("data"),
+            "the calibration ConfigMap",
+            60,
+        )  # fmt: skip
+        assert [_json.loads(v)["observed_tokens"] for v in saved.values()] == [blocks * 128]

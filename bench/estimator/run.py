@@ -3,10 +3,14 @@
 Usage:
     python bench/estimator/run.py                 # table on stdout
     python bench/estimator/run.py --markdown OUT  # also write a markdown report
-    python bench/estimator/run.py --rows          # per-row predictions
 
-Each row of dataset.yaml is one observed vLLM start-up (model, GPU, TP, version, flags) with what
-vLLM logged ("Available KV cache memory", "GPU KV cache size", or a refusal), and its source URL.
+Two splits, reported apart: dataset.yaml (rows the estimator's constants were set from) and
+dataset_heldout.yaml (rows never looked at while tuning). Models outside the catalog are read
+from bench/families/<id> or bench/estimator/configs/<id> (published configs with their
+provenance); a row whose model has no config here, or one mmop cannot read, is listed and left
+out of the metrics. Each row is one observed vLLM start-up (model, GPU, TP, version, flags) with
+what vLLM logged ("Available KV cache memory", "GPU KV cache size", or a refusal), and its
+source URL.
 For every row we predict available KV memory per GPU, KV tokens and fit/no-fit with:
 
 - mmop: ``mmop.estimator.estimate`` with the row's flags and vLLM version;
@@ -17,7 +21,8 @@ For every row we predict available KV memory per GPU, KV tokens and fit/no-fit w
 
 The dataset's GPU memory is the runtime total the log prints where it prints one, else the
 catalog's. Metrics: median and p90 of |predicted − observed| / observed, per quantity; fit
-accuracy; false "fits" (predicted to fit, vLLM refused).
+accuracy; false "fits" (predicted to fit, vLLM refused); rows where mmop gives no verdict (a
+vLLM whose V0 engine runs: ``estimator.NoVerdict``) count in neither.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ from typing import Any
 import yaml
 
 from mmop.catalog import GIB, GpuSpec, resolve_gpu
-from mmop.estimator import EngineArgs, EstimateError, estimate
-from mmop.model import ModelProfile, load_profile
+from mmop.estimator import EngineArgs, EstimateError, NoVerdict, estimate
+from mmop.model import ModelError, ModelProfile, load_profile, load_profile_from_dir
 
 HERE = Path(__file__).parent
+HELD_OUT = HERE / "dataset_heldout.yaml"
+CONFIG_DIRS = (HERE.parent / "families", HERE / "configs")
 DATASET = HERE / "dataset.yaml"
 
 ENGINE_FLAGS = {
@@ -129,6 +136,8 @@ def _engine_args(row: dict[str, Any]) -> EngineArgs:
     return EngineArgs(
         tensor_parallel_size=int(row.get("tensor_parallel_size") or 1),
         vllm_version=version,
+        # what the row's log shows ran; a user of vLLM 0.8-0.10 forces it with VLLM_USE_V1=1
+        vllm_use_v1=str(row.get("engine", "v1")) == "v1",
         **flags,
     )
 
@@ -136,6 +145,8 @@ def _engine_args(row: dict[str, Any]) -> EngineArgs:
 def predict_mmop(profile: ModelProfile, gpu: GpuSpec, args: EngineArgs) -> Prediction:
     try:
         est = estimate(profile, gpu, args)
+    except NoVerdict:
+        return Prediction(None, None, None)
     except EstimateError:
         return Prediction(None, None, False)
     return Prediction(est.kv_cache_gib, est.kv_cache_tokens, est.fits)
@@ -206,11 +217,29 @@ PREDICTORS: dict[str, Callable[[ModelProfile, GpuSpec, EngineArgs], Prediction]]
 }
 
 
+def _profile(raw: dict[str, Any]) -> tuple[ModelProfile | None, str]:
+    """The row's model, or why there is none."""
+    model = str(raw["model"])
+    try:
+        if raw.get("catalog", True):
+            return load_profile(model), ""
+        for base in CONFIG_DIRS:
+            if (base / model / "config.json").is_file():
+                return load_profile_from_dir(base / model, model), ""
+    except ModelError as err:
+        return None, f"mmop cannot read it (no verdict): {err}"
+    return None, "no published config here"
+
+
+SKIPPED: dict[str, str] = {}
+
+
 def evaluate(dataset: Path = DATASET) -> list[Row]:
     rows = []
     for raw in yaml.safe_load(dataset.read_text()):
-        profile = load_profile(raw["model"]) if raw.get("catalog", True) else None
+        profile, why = _profile(raw)
         if profile is None:
+            SKIPPED[str(raw["id"])] = why
             continue
         gpu = _gpu(raw)
         args = _engine_args(raw)
@@ -262,7 +291,11 @@ def summarize(rows: list[Row], engine: str | None = "v1") -> list[dict[str, Any]
             for r in chosen
             if r.started and (e := _rel(r.predictions[name].tokens, r.observed_tokens)) is not None
         ]
-        verdicts = [(r.predictions[name].fits, r.started) for r in chosen]
+        verdicts = [
+            (r.predictions[name].fits, r.started)
+            for r in chosen
+            if r.predictions[name].fits is not None
+        ]
         correct = sum(1 for p, o in verdicts if p == o)
         false_fits = sum(1 for p, o in verdicts if p and not o)
         out.append(
@@ -277,6 +310,7 @@ def summarize(rows: list[Row], engine: str | None = "v1") -> list[dict[str, Any]
                 "tok_p90": _quantile(tok, 0.9),
                 "fit_accuracy": correct / len(verdicts) if verdicts else float("nan"),
                 "false_fits": false_fits,
+                "no_verdict": len(chosen) - len(verdicts),
             }
         )
     return out
@@ -286,21 +320,22 @@ def _pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f}%"
 
 
-def markdown(rows: list[Row]) -> str:
-    lines = []
+def markdown(rows: list[Row], heading: str = "") -> str:
+    lines = [heading] if heading else []
     for engine, title in (("v1", "V1-engine rows"), (None, "All rows (V0 included)")):
         summary = summarize(rows, engine)
         lines.append(f"### {title}\n")
         lines.append(
             "| estimator | rows | KV memory n | median err | p90 err | KV tokens n | median err "
-            "| p90 err | fit accuracy | false fits |"
+            "| p90 err | fit accuracy | false fits | no verdict |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for s in summary:
             lines.append(
                 f"| {s['estimator']} | {s['rows']} | {s['kv_n']} | {_pct(s['kv_median'])} | "
                 f"{_pct(s['kv_p90'])} | {s['tok_n']} | {_pct(s['tok_median'])} | "
-                f"{_pct(s['tok_p90'])} | {_pct(s['fit_accuracy'])} | {s['false_fits']} |"
+                f"{_pct(s['tok_p90'])} | {_pct(s['fit_accuracy'])} | {s['false_fits']} | "
+                f"{s['no_verdict']} |"
             )
         lines.append("")
     lines.append("### Per row (available KV GiB / KV tokens / fits)\n")
@@ -311,6 +346,8 @@ def markdown(rows: list[Row]) -> str:
         def cell(p: Prediction) -> str:
             kv = "–" if p.kv_gib is None else f"{p.kv_gib:.2f}"
             tokens = "–" if p.tokens is None else f"{p.tokens:,}"
+            if p.fits is None:
+                return "no verdict"
             return f"{kv} / {tokens} / {'fit' if p.fits else 'no'}"
 
         obs_kv = "–" if r.observed_kv_gib is None else f"{r.observed_kv_gib:.2f}"
@@ -327,10 +364,26 @@ def markdown(rows: list[Row]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", type=Path, help="write the report to this file")
-    parser.add_argument("--dataset", type=Path, default=DATASET)
+    parser.add_argument("--dataset", type=Path, help="one dataset only (default: both splits)")
     ns = parser.parse_args(argv)
-    rows = evaluate(ns.dataset)
-    report = markdown(rows)
+    if ns.dataset:
+        report = markdown(evaluate(ns.dataset))
+    else:
+        report = (
+            markdown(
+                evaluate(DATASET),
+                "## Tuning split (dataset.yaml: the constants were set from it)\n",
+            )
+            + "\n"
+            + markdown(
+                evaluate(HELD_OUT),
+                "## Held-out split (dataset_heldout.yaml: never looked at while tuning)\n",
+            )
+        )
+    if SKIPPED:
+        report += "\n### Rows left out\n\n" + "".join(
+            f"- {row}: {why}\n" for row, why in SKIPPED.items()
+        )
     print(report)
     if ns.markdown:
         ns.markdown.write_text(report)

@@ -30,6 +30,7 @@ from mmop.estimator import (
     EngineArgs,
     Estimate,
     EstimateError,
+    NoVerdict,
     estimate,
 )
 from mmop.model import ModelError, ModelProfile, is_catalog_id, load_profile
@@ -182,6 +183,12 @@ def _build_parser() -> argparse.ArgumentParser:
     est.add_argument("--enforce-eager", action="store_true")
     est.add_argument("--skip-mm-profiling", action="store_true")
     est.add_argument("--vllm-version", default=PINNED_VLLM_VERSION)
+    est.add_argument(
+        "--vllm-use-v1",
+        action="store_true",
+        help="vLLM 0.8-0.10 run with VLLM_USE_V1=1 (V1 forced); without it they may run V0 "
+        "and get no verdict",
+    )
     est.add_argument("--json", action="store_true", help="print one JSON object")
 
     pl = sub.add_parser(
@@ -400,6 +407,7 @@ def run_estimate(ns: argparse.Namespace) -> Estimate:
         "enforce_eager": ns.enforce_eager,
         "skip_mm_profiling": ns.skip_mm_profiling,
         "vllm_version": ns.vllm_version,
+        "vllm_use_v1": ns.vllm_use_v1,
     }
     try:
         args = EngineArgs.model_validate(raw)
@@ -407,6 +415,8 @@ def run_estimate(ns: argparse.Namespace) -> Estimate:
         raise UsageError(_validation_message(err)) from err
     try:
         return estimate(profile, gpu, args)
+    except NoVerdict as err:
+        raise UsageError(str(err), reason="NoVerdict") from err
     except EstimateError as err:
         raise UsageError(str(err)) from err
     except ValueError as err:  # a processor rule refusing an input (e.g. aspect ratio)

@@ -124,6 +124,11 @@ class EngineArgs(BaseModel):
     skip_mm_profiling: bool = Field(default=False, description="--skip-mm-profiling")
     kv_cache_memory_bytes: int | None = Field(default=None, gt=0, description="--kv-cache-memory")
     vllm_version: str = Field(default=PINNED_VLLM_VERSION, description="vLLM release modelled")
+    vllm_use_v1: bool = Field(
+        default=False,
+        description="VLLM_USE_V1=1 (vLLM 0.8-0.10): the V1 engine is forced, so mmop's model of "
+        "it holds; without it those releases may run V0 and get no verdict",
+    )
 
     @field_validator("quantization")
     @classmethod
@@ -272,6 +277,18 @@ class Estimate(BaseModel):
 
 class EstimateError(ValueError):
     """Flags that vLLM itself would reject before loading anything."""
+
+
+class NoVerdict(EstimateError):
+    """A start-up mmop does not model, so it says nothing rather than guess (e.g. vLLM's V0
+    engine)."""
+
+
+# vLLM's V1 engine became the default in 0.8.0; V0 was removed in 0.11.0 (its code gone:
+# vllm-project/vllm PR #25033 "Remove LLMEngine", released in 0.11.0). mmop models V1's
+# start-up accounting only.
+VERSION_V1_DEFAULT = (0, 8, 0)
+VERSION_V0_REMOVED = (0, 11, 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -682,6 +699,17 @@ def estimate(
     """
     args = args or EngineArgs()
     version = parse_version(args.vllm_version)
+    if version < VERSION_V1_DEFAULT:
+        raise NoVerdict(
+            f"vLLM {args.vllm_version} runs its V0 engine by default, whose memory accounting "
+            "mmop does not model: no verdict (vLLM 0.8.0 and later run V1)"
+        )
+    if version < VERSION_V0_REMOVED and not args.vllm_use_v1:
+        raise NoVerdict(
+            f"vLLM {args.vllm_version} falls back to its V0 engine (whose memory accounting mmop "
+            "does not model) for models and features V1 lacks there: no verdict unless V1 is "
+            "forced (VLLM_USE_V1=1; mmop estimate --vllm-use-v1)"
+        )
     dtype = resolve_dtype(profile, args, gpu)
     _check_flags(profile, args)
     tp = args.tensor_parallel_size

@@ -214,8 +214,29 @@ def test_default_utilization_follows_the_version() -> None:
 
 def test_older_versions_report_blocks_over_groups() -> None:
     profile = load_profile("google/gemma-3-4b-it")
-    old = estimate(profile, H100, EngineArgs(max_model_len=8192, vllm_version="0.10.0"))
+    old = estimate(
+        profile, H100, EngineArgs(max_model_len=8192, vllm_version="0.10.0", vllm_use_v1=True)
+    )
     assert old.kv_cache_tokens == old.kv_cache_blocks // len(old.kv_groups) * old.block_size
+
+
+@pytest.mark.parametrize(
+    ("version", "use_v1", "words"),
+    [("0.6.4", False, "runs its V0 engine by default"), ("0.6.4", True, "runs its V0 engine"),
+     ("0.8.4", False, "falls back to its V0 engine"), ("0.10.2", False, "VLLM_USE_V1=1")],
+)  # fmt: skip
+def test_a_release_whose_v0_engine_may_run_gets_no_verdict(
+    version: str, use_v1: bool, words: str
+) -> None:
+    """Issue finding: start-ups of vLLM's V0 engine got a confident wrong verdict (a fit where
+    V0 refused). mmop models V1 only: releases that may run V0 get none."""
+    from mmop.estimator import NoVerdict
+
+    with pytest.raises(NoVerdict, match=words):
+        estimate(QWEN25, H100, EngineArgs(vllm_version=version, vllm_use_v1=use_v1))
+    forced = estimate(QWEN25, H100, EngineArgs(vllm_version="0.10.2", vllm_use_v1=True))
+    assert forced.fits
+    assert estimate(QWEN25, H100, EngineArgs(vllm_version="0.11.0")).fits  # V0 gone
 
 
 def test_kv_cache_memory_flag_overrides_the_budget() -> None:

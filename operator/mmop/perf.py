@@ -74,7 +74,12 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmop.catalog import GpuSpec
-from mmop.estimator import KV_DTYPE_BYTES, QUANTIZATIONS, kv_bytes_per_token_per_layer
+from mmop.estimator import (
+    KV_DTYPE_BYTES,
+    MXFP4_BYTES_PER_VALUE,
+    QUANTIZATIONS,
+    kv_bytes_per_token_per_layer,
+)
 from mmop.modalities import ItemCost
 from mmop.model import AttentionKind, ModelProfile
 
@@ -172,16 +177,20 @@ class _Engine:
     cal: PerfCalibration
     # (sliding window or None for full attention, number of such attention layers)
     windows: tuple[tuple[int | None, int], ...] = ()
+    # Routed experts stored differently from the rest (MXFP4 quantizes only them); None: same.
+    expert_bytes_per_param: float | None = None
 
 
 def _weight_bytes_per_param(profile: ModelProfile, method: str | None) -> float:
     quant = profile.quantization
     bits = quant.weight_bits if quant is not None and quant.method == method else None
     group = quant.group_size if quant is not None and quant.method == method else None
-    if method is None:
+    if method is None or method == "mxfp4":  # MXFP4: only the experts (expert_bytes_per_param)
         return 2.0
-    if method == "fp8":
+    if method in ("fp8", "modelopt"):
         return 1.0
+    if method == "modelopt_fp4":
+        return 0.5 + 1 / (group or 16)
     if method == "bitsandbytes":
         return 0.5 + 2 / 64
     if method == "compressed-tensors" and (bits is None or bits >= 8):
@@ -211,7 +220,8 @@ def _engine(
 ) -> _Engine:
     if tp < 1:
         raise ValueError("tensor_parallel_size must be at least 1")
-    if quantization is not None and quantization not in QUANTIZATIONS:
+    checkpoint = profile.quantization.method if profile.quantization else None
+    if quantization is not None and quantization not in (*QUANTIZATIONS, checkpoint):
         raise ValueError(
             f"unsupported quantization {quantization!r}; one of {', '.join(QUANTIZATIONS)}"
         )
@@ -244,6 +254,7 @@ def _engine(
         moe_layers=moe.moe_layers if moe else 0,
         head_params=head,
         weight_bytes_per_param=_weight_bytes_per_param(profile, method),
+        expert_bytes_per_param=MXFP4_BYTES_PER_VALUE if method == "mxfp4" else None,
         flops_per_second=peak_tflops * 1e12 * cal.mfu * tp_eff,
         encoder_flops_per_second=gpu.bf16_tflops * 1e12 * cal.encoder_mfu * tp_eff,
         bytes_per_second=gpu.memory_bandwidth_gbps * 1e9 * cal.mbu * tp_eff,
@@ -283,7 +294,8 @@ def _active_params(e: _Engine) -> float:
 def _weight_bytes(e: _Engine, tokens: float) -> float:
     """Weight bytes one GPU reads in a step that runs `tokens` tokens."""
     experts = e.moe_layers * _distinct_experts(e, tokens) * e.expert_params
-    lm = (e.dense_params + experts) * e.weight_bytes_per_param
+    expert_bytes = e.expert_bytes_per_param or e.weight_bytes_per_param
+    lm = e.dense_params * e.weight_bytes_per_param + experts * expert_bytes
     return (lm + e.head_params * 2.0) / e.tp
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,13 +32,20 @@ GATED = "acme/qwen2-vl-2b-gated"
 TOKEN = "hf_stand_in_accepted_0123456789"
 
 
+# A family outside the catalog, from its published config (bench/families: a verbatim copy).
+GPT_OSS = "openai/gpt-oss-20b"
+FAMILIES = Path(__file__).resolve().parents[2] / "bench" / "families"
+
+
 @pytest.fixture(scope="module")
 def hub() -> Iterator[HubStandIn]:
     base = CATALOG_MODELS_DIR / BASE
+    gpt_oss = {"config.json": (FAMILIES / GPT_OSS / "config.json").read_bytes()}
     stand_in = HubStandIn(
         {
             FINE_TUNE: Repo.from_dir(FINE_TUNE, base),
             GATED: Repo.from_dir(GATED, base, gated=True, tokens=frozenset({TOKEN})),
+            GPT_OSS: Repo(GPT_OSS, gpt_oss),
         }
     )
     with stand_in.serve():
@@ -179,3 +187,18 @@ def test_a_model_read_from_a_config_map_needs_no_hub(
     mm = planned(sandbox, namespace, "offline", "True", "PlanFound")
     assert mm["status"]["plan"]["modelSource"] == "configmap"
     assert not any("qwen2-vl-2b-mirror" in r for r in hub.requests)  # the Hub was never asked
+
+
+def test_a_family_outside_the_catalog_plans_from_the_hub(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    """gpt-oss-20b (MXFP4 MoE, sliding-window layers), a text model: planned from the Hub
+    stand-in's copy of its published config, with vLLM's MXFP4 sizing."""
+    doc = model("gpt-oss", GPT_OSS)
+    doc["spec"]["workload"] = {"promptTokens": 2048, "outputTokens": 512, "concurrency": 8}
+    apply_manifest(sandbox, namespace, doc)
+    mm = planned(sandbox, namespace, "gpt-oss", "True", "PlanFound")
+    plan = mm["status"]["plan"]
+    assert plan["model"] == GPT_OSS and plan["modelSource"] == "hub"
+    assert plan["quantization"] == "mxfp4"
+    assert plan["memory"]["weights_gib"] > 12.5  # experts MXFP4, the rest bf16 (~13.7 GiB)

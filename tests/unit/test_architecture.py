@@ -168,3 +168,10 @@ def test_handlers_module_holds_registrations_and_their_helpers_only() -> None:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             registered += bool(node.decorator_list)
     assert registered >= 10
+
+
+def test_test_files_have_unique_names() -> None:
+    """tests/ has no packages: pytest imports every test file by its bare name, so two files of
+    one name in different folders make the whole run fail at collection."""
+    names = [p.name for p in (PACKAGE.parents[1] / "tests").rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

@@ -112,3 +112,26 @@ def test_gpt_oss_120b_is_not_a_false_fit_on_one_80gb_gpu() -> None:
     assert est.weights_gib > 60  # all-4-bit reading: 58 GiB, and a confident 7.5 GiB KV cache
     two = estimate(profile, resolve_gpu("H100-80GB"), EngineArgs(tensor_parallel_size=2))
     assert two.fits and two.kv_cache_gib > 30
+
+
+def test_an_mxfp4_model_from_the_hub_is_planned_not_a_crash() -> None:
+    """The performance model read only online --quantization values and raised on a checkpoint
+    quantized with MXFP4: planning gpt-oss crashed the reconcile."""
+    import yaml
+
+    from mmop.api import MultimodalModel
+    from mmop.inventory import default_inventory
+    from mmop.model import load_profile_from_dir
+    from mmop.planner import plan
+
+    root = Path(__file__).resolve().parents[2]
+    doc = yaml.safe_load((root / "examples" / "qwen2.5-vl-7b.yaml").read_text())
+    doc["spec"]["model"] = {"id": "openai/gpt-oss-20b"}
+    doc["spec"]["workload"] = {"promptTokens": 2048, "outputTokens": 512, "concurrency": 8}
+    profile = load_profile_from_dir(FAMILIES / "openai" / "gpt-oss-20b", "openai/gpt-oss-20b")
+    got = plan(
+        MultimodalModel.model_validate(doc), default_inventory(),
+        resolved={"openai/gpt-oss-20b": profile},
+    )  # fmt: skip
+    assert got.quantization == "mxfp4" and got.memory.weights_gib > 13
+    assert got.performance.tpot_p95_seconds > 0

@@ -290,3 +290,25 @@ def test_a_catalog_file_is_read_once_per_path(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"gpus": [resolve_gpu("L4").model_dump()]}))
     first = load_catalog(path)
     assert first.names() == ["L4"] and load_catalog(path) is first
+
+
+def test_the_readme_says_how_many_catalog_configs_are_verbatim_and_reconstructed() -> None:
+    """The README's claim about the catalog matches the source.yaml files."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from mmop.model import CATALOG_MODELS_DIR
+
+    counts = {"verbatim": 0, "reconstructed": 0}
+    for source in CATALOG_MODELS_DIR.glob("*/*/source.yaml"):
+        files = yaml.safe_load(source.read_text())["files"]
+        config = files.get("config.json") or files.get("params.json")
+        counts[config["provenance"]] += 1
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = " ".join(readme.split())
+    total = sum(counts.values())
+    assert f"ships the configs of {total} models" in text
+    assert re.search(rf"{counts['verbatim']} `config.json` files are verbatim copies", text)
+    assert f"and {counts['reconstructed']} are reconstructed" in text

@@ -654,6 +654,11 @@ class PlanStatus(ApiModel):
         description="Observed / predicted KV cache of this configuration on earlier engines' "
         "start-ups, applied to memory (absent: not calibrated)",
     )
+    approximate: bool | None = Field(
+        default=None,
+        description="The model was read by the generic path: planned with a KV margin until an "
+        "engine reports its own",
+    )
     gpu: str = Field(description="Catalog GPU name")
     gpu_product: str = Field(description="nvidia.com/gpu.product of the nodes used")
     gpus_per_replica: int = Field(ge=0, description="Tensor-parallel size")

@@ -267,6 +267,11 @@ class Estimate(BaseModel):
     mm_profile: str = Field(description="What the encoder profiling pass runs")
     fits: bool
     reason: str
+    approximate: bool = Field(
+        default=False,
+        description="The model was read by the generic path (a model type mmop has no family "
+        "for): the figures are approximate",
+    )
     warnings: list[str] = Field(default_factory=list)
     failure: FitFailure | None = Field(
         default=None,
@@ -720,6 +725,12 @@ def estimate(
     util = args.gpu_memory_utilization or default_utilization(version)
     block = args.block_size or 16
     warnings: list[str] = []
+    if profile.approximate:
+        warnings.append(
+            f"approximate: model_type {profile.text.model_type!r} is read by the generic path "
+            "(standard config keys only); a plan keeps a margin until an engine reports its own "
+            "KV cache"
+        )
 
     total = gpu.memory_bytes
     requested = math.ceil(total * util)
@@ -850,6 +861,7 @@ def estimate(
         mm_profile=mm.description,
         fits=fits,
         reason=reason,
+        approximate=profile.approximate,
         warnings=warnings,
         failure=failure,
     )

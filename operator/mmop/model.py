@@ -216,6 +216,13 @@ class ModelProfile(BaseModel):
         return self.vision is not None or self.audio is not None
 
     @property
+    def approximate(self) -> bool:
+        """Read by the generic path: a text model type mmop has no family for, sized from the
+        standard config keys alone (what it may miss: attention sinks, linear-attention state,
+        unusual layer layouts). Plans keep a margin (planner.APPROXIMATE_KV_SCALE)."""
+        return self.family == "text" and self.text.model_type not in GENERIC_KNOWN_TYPES
+
+    @property
     def max_position_embeddings(self) -> int:
         return self.text.max_position_embeddings
 
@@ -284,6 +291,10 @@ _TEXT_DEFAULTS: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": True,
     },
 }
+
+# Text model types whose architecture mmop knows, checked against start-ups of catalog models
+# (bench/estimator); the rest go through the generic path.
+GENERIC_KNOWN_TYPES = frozenset(_TEXT_DEFAULTS) | frozenset({"qwen3", "qwen3_moe"})
 
 _VISION_DEFAULTS: dict[str, dict[str, Any]] = {
     "clip_vision_model": {

@@ -51,6 +51,10 @@ from mmop.model import (
 from mmop.vllm import DEFAULT_MM_PROCESSOR_CACHE_GB, KV_CACHE_DTYPE_AUTO, PINNED_VLLM_VERSION
 
 PLANNER_UTILIZATION = 0.9  # leaves ~10% for CUDA context, fragmentation and spikes
+# A model read by the generic path (ModelProfile.approximate) is planned with this share of the
+# KV memory the estimate finds, until an engine of its configuration has reported its own
+# (mmop.calibration): what the standard config keys miss must not turn into a false fit.
+APPROXIMATE_KV_SCALE = 0.8
 TP_SIZES = (1, 2, 4, 8)
 MM_PROCESSOR_CACHE_GB = DEFAULT_MM_PROCESSOR_CACHE_GB
 # Smaller caches the planner may render (--mm-processor-cache-gb) when a node's memory cannot
@@ -260,7 +264,11 @@ class Plan(BaseModel):
     kv_memory_scale: float = Field(
         default=1.0,
         description="Observed / predicted KV cache of this configuration on earlier start-ups, "
-        "applied to the estimate (1.0: not calibrated)",
+        "applied to the estimate (1.0: not calibrated); the margin of an approximate plan",
+    )
+    approximate: bool = Field(
+        default=False,
+        description="The model was read by the generic path and no engine has calibrated it",
     )
     extra_args: list[str] = Field(
         default_factory=list, description="spec.engine.extraArgs, after mmop's flags"
@@ -698,7 +706,13 @@ def _evaluate(
         cand.weights.profile.commit,  # a Hub model's config at another commit is another model
         cand.kv,
         cand.cap.label,
-        scale := (c.ratio if (c := limits.calibrated(cand, spec, vllm_version)) else 1.0),
+        scale := (
+            c.ratio
+            if (c := limits.calibrated(cand, spec, vllm_version))
+            else APPROXIMATE_KV_SCALE
+            if cand.weights.profile.approximate
+            else 1.0
+        ),
     )
     found = cache.lookup(key, lambda: _assess(cand, spec, vllm_version, scale))
     if found.rejection is not None:
@@ -1227,6 +1241,14 @@ def plan(
     calibrated = limits.calibrated(chosen, spec, vllm_version)
     if calibrated is not None:
         notes.append(calibrated.note())
+    approximate = chosen.weights.profile.approximate and calibrated is None
+    kv_scale = calibrated.ratio if calibrated else APPROXIMATE_KV_SCALE if approximate else 1.0
+    if approximate:
+        notes.append(
+            f"approximate: model_type {chosen.weights.profile.text.model_type!r} is read by the "
+            f"generic path; planned with {APPROXIMATE_KV_SCALE:.0%} of the estimated KV memory "
+            "until an engine of this configuration reports its own"
+        )
     native_tokens = native_image_tokens(profile, spec) if acc.image_tokens else None
     native_cost: float | None = None
     if native_tokens is not None and acc.image_tokens < native_tokens:
@@ -1310,7 +1332,8 @@ def plan(
         revision=spec.model.revision or None,
         model_origin=chosen.weights.profile.origin,
         model_commit=chosen.weights.profile.commit,
-        kv_memory_scale=round(calibrated.ratio, 4) if calibrated else 1.0,
+        kv_memory_scale=round(kv_scale, 4),
+        approximate=approximate,
         extra_args=list(spec.engine.extra_args),
         vllm_version=vllm_version,
         resources=acc.resources,

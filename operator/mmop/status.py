@@ -144,6 +144,7 @@ def plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
         model_source=p.model_origin,
         model_commit=p.model_commit,
         kv_memory_scale=p.kv_memory_scale if p.kv_memory_scale != 1.0 else None,
+        approximate=True if p.approximate else None,
         gpu=p.gpu,
         gpu_product=p.gpu_product,
         gpus_per_replica=p.tensor_parallel_size,

@@ -197,8 +197,9 @@ def test_a_family_outside_the_catalog_plans_from_the_hub(
     doc = model("gpt-oss", GPT_OSS)
     doc["spec"]["workload"] = {"promptTokens": 2048, "outputTokens": 512, "concurrency": 8}
     apply_manifest(sandbox, namespace, doc)
-    mm = planned(sandbox, namespace, "gpt-oss", "True", "PlanFound")
+    mm = planned(sandbox, namespace, "gpt-oss", "True", "PlanFoundApproximate")
     plan = mm["status"]["plan"]
     assert plan["model"] == GPT_OSS and plan["modelSource"] == "hub"
+    assert plan["approximate"] is True and plan["kvMemoryScale"] == 0.8  # the generic path's margin
     assert plan["quantization"] == "mxfp4"
     assert plan["memory"]["weights_gib"] > 12.5  # experts MXFP4, the rest bf16 (~13.7 GiB)

@@ -135,3 +135,12 @@ def test_an_mxfp4_model_from_the_hub_is_planned_not_a_crash() -> None:
     )  # fmt: skip
     assert got.quantization == "mxfp4" and got.memory.weights_gib > 13
     assert got.performance.tpot_p95_seconds > 0
+    # Read by the generic path: approximate, planned with 80 % of the estimated KV memory.
+    assert got.approximate and got.kv_memory_scale == 0.8
+    assert any(n.startswith("approximate: model_type 'gpt_oss'") for n in got.notes)
+    full = estimate(profile, resolve_gpu(got.gpu), EngineArgs(
+        max_model_len=got.max_model_len, max_num_seqs=got.max_num_seqs,
+        gpu_memory_utilization=got.gpu_memory_utilization,
+        max_num_batched_tokens=got.max_num_batched_tokens))  # fmt: skip
+    assert full.approximate and any("generic path" in w for w in full.warnings)
+    assert got.memory.kv_cache_tokens < 0.85 * full.kv_cache_tokens

@@ -403,7 +403,8 @@ def _report_plan(
     meta = body["metadata"]
     name, namespace = str(meta["name"]), str(meta["namespace"])
     status = body.get("status") or {}
-    conds = [Cond("Planned", "True", "PlanFound", p.explanation)]
+    reason = "PlanFoundApproximate" if p.approximate else "PlanFound"
+    conds = [Cond("Planned", "True", reason, p.explanation)]
     ready = _ready(status, observed, replicas, problems)
     if ready is not None:
         conds.append(ready)

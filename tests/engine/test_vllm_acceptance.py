@@ -379,3 +379,53 @@ def test_the_table_grid_exercises_every_gate(matrix: dict[str, Any]) -> None:
         "does not match the quantization method",
     ):
         assert gate in errors, gate
+
+
+FAMILIES = Path(__file__).resolve().parents[2] / "bench" / "families"
+
+
+def test_a_hub_model_outside_the_catalog_is_judged_as_vllm_judges_it(
+    engine: EngineVenv, tmp_path: Path
+) -> None:
+    """gpt-oss-20b (its published config, bench/families; MXFP4 experts) planned as the operator
+    plans a Hub model: where mmop plans it vLLM's configuration code accepts the argv with the
+    dtype mmop planned for; where mmop refuses it (Turing), vLLM refuses it for the same
+    reason."""
+    from mmop.model import load_profile_from_dir
+
+    directory = FAMILIES / "openai" / "gpt-oss-20b"
+    profile = load_profile_from_dir(directory, "openai/gpt-oss-20b")
+    requests: dict[str, dict[str, Any]] = {}
+    planned_gpus, refused = set(), {}
+    for gpu_name in ("T4", "A100-80GB", "L4", "H100-80GB"):
+        gpu = resolve_gpu(gpu_name)
+        pool = {"name": "pool", "gpu": gpu.name, "nodes": 1, "gpusPerNode": 8}
+        path = tmp_path / f"inventory-{gpu.name}.yaml"
+        path.write_text(yaml.safe_dump({"pools": [pool]}))
+        spec = MultimodalModel.model_validate(
+            {"apiVersion": "mmop.dev/v1alpha1", "kind": "MultimodalModel",
+             "metadata": {"name": "gpt-oss"},
+             "spec": {"model": {"id": "openai/gpt-oss-20b"},
+                      "workload": {"promptTokens": 2048, "outputTokens": 512, "concurrency": 8}}}
+        )  # fmt: skip
+        try:
+            got = plan(spec, load_inventory(path), resolved={"openai/gpt-oss-20b": profile})
+            argv = [str(directory), *vllm_args(got)[1:]]
+            planned_gpus.add(gpu.name)
+        except PlanningError as err:
+            refused[gpu.name] = str(err)
+            argv = [str(directory), "--max-model-len=4096"]
+        requests[gpu.name] = {
+            "argv": argv,
+            "compute_capability": gpu.compute_capability,
+            "gpu": gpu.name,
+        }
+    verdicts = engine.run_json(CHECK, requests, offline=True)
+    assert planned_gpus == {resolve_gpu(g).name for g in ("A100-80GB", "L4", "H100-80GB")}
+    for name in planned_gpus:
+        assert verdicts[name]["error"] == "", (name, verdicts[name])
+        assert verdicts[name]["dtype"] == "bfloat16"
+        assert verdicts[name]["quantization"] in ("mxfp4", "gpt_oss_mxfp4")
+    (turing,) = refused
+    assert "Minimum capability: 80. Current capability: 75." in refused[turing]
+    assert "Minimum capability: 80. Current capability: 75." in verdicts[turing]["error"]

@@ -328,7 +328,10 @@ def cases(draw: st.DrawFn) -> Case:
         _set(base, path, draw(st.sampled_from([1, None, "x", {}])))
         return Case(base, (path,))
     if how == "siblings":
-        parents = [p for p, n in fields if "properties" in n and p not in SPECIAL]
+        parents = [
+            p for p, n in fields
+            if len(n.get("properties") or ()) >= 2 and p not in SPECIAL
+        ]  # fmt: skip
         parent = draw(st.sampled_from(parents))
         names = sorted(schema_at(schema, parent)["properties"])
         chosen = draw(st.lists(st.sampled_from(names), min_size=2, max_size=2, unique=True))

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmop import capabilities, modalities
 from mmop.catalog import GpuSpec
-from mmop.model import AttentionKind, ModelProfile
+from mmop.model import GENERIC_MM_FAMILY, AttentionKind, ModelProfile
 from mmop.vllm import (
     PINNED_VLLM_VERSION as PINNED_VLLM_VERSION,
 )  # re-exported: callers import it here
@@ -569,7 +569,7 @@ def mm_profile(
     dummy = _dummy_item_cost(profile, args, modality, item)
     enc = _encoder_bytes(profile, args, modality, dummy, items, cal)
     out_width = profile.text.hidden_size
-    if profile.family == "qwen3_vl":
+    if profile.family in ("qwen3_vl", GENERIC_MM_FAMILY):
         out_width *= 1 + len(
             profile.config.get("vision_config", {}).get("deepstack_visual_indexes") or []
         )
@@ -727,9 +727,8 @@ def estimate(
     warnings: list[str] = []
     if profile.approximate:
         warnings.append(
-            f"approximate: model_type {profile.text.model_type!r} is read by the generic path "
-            "(standard config keys only); a plan keeps a margin until an engine reports its own "
-            "KV cache"
+            f"approximate: {profile.approximate_what}; a plan keeps a margin until an engine "
+            "reports its own KV cache"
         )
 
     total = gpu.memory_bytes

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from mmop.model import ModelProfile
+from mmop.model import GENERIC_MM_FAMILY, ModelProfile
 
 # vLLM caps the frame count of the Qwen2-VL-family video dummy it profiles with.
 QWEN_VL_MAX_PROFILE_FRAMES = 14
@@ -707,6 +707,13 @@ def _image_fn(profile: ModelProfile, kw: Mapping[str, Any]) -> Callable[[int, in
         return lambda w, h: _idefics3_image(profile, w, h, kw)
     if fam == "minicpmv":
         return lambda w, h: _minicpmv_image(profile, w, h, kw)
+    if fam == GENERIC_MM_FAMILY and profile.vision.item_tokens_bound:
+        # The generic path knows no processor: every image costs the bound (model.py).
+        v = profile.vision
+        per_tile = v.item_tokens_bound or 0
+        seq = per_tile * v.spatial_merge_size**2
+        bound = ItemCost(per_tile * v.item_tiles_bound, seq * v.item_tiles_bound, seq)
+        return lambda w, h: bound
     raise ValueError(f"no image token rule for family {fam!r}")
 
 

@@ -10,6 +10,7 @@ parameters are counted from the shapes, the way the modules are built.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import cache
@@ -141,6 +142,14 @@ class VisionTower(BaseModel):
     full_attention_layers: int = Field(description="Layers attending over all patches of an item")
     params: int = Field(description="Encoder parameters")
     projector_params: int = Field(description="Projector/merger/resampler parameters")
+    item_tokens_bound: int | None = Field(
+        default=None,
+        description="Generic path only: an upper bound on one image's placeholder tokens "
+        "(the family's processor is not known, so every image is costed at the bound)",
+    )
+    item_tiles_bound: int = Field(
+        default=1, description="Generic path only: tiles (crops, slices) of that bound"
+    )
 
 
 class AudioEncoder(BaseModel):
@@ -219,8 +228,26 @@ class ModelProfile(BaseModel):
     def approximate(self) -> bool:
         """Read by the generic path: a text model type mmop has no family for, sized from the
         standard config keys alone (what it may miss: attention sinks, linear-attention state,
-        unusual layer layouts). Plans keep a margin (planner.APPROXIMATE_KV_SCALE)."""
+        unusual layer layouts), or a multimodal family mmop has no processor rule for, whose
+        encoder and image tokens are upper bounds (GENERIC_MM_FAMILY). Plans keep a margin
+        (planner.APPROXIMATE_KV_SCALE)."""
+        if self.family == GENERIC_MM_FAMILY:
+            return True
         return self.family == "text" and self.text.model_type not in GENERIC_KNOWN_TYPES
+
+    @property
+    def approximate_what(self) -> str:
+        """What the generic path read, for messages: the model type and how it was read."""
+        if self.family == GENERIC_MM_FAMILY:
+            return (
+                f"model_type {self.config.get('model_type')!r} is a multimodal family mmop has no "
+                "processor rule for, read by the generic path (encoder and image tokens are "
+                "upper bounds)"
+            )
+        return (
+            f"model_type {self.text.model_type!r} is read by the generic path (standard config "
+            "keys only)"
+        )
 
     @property
     def max_position_embeddings(self) -> int:
@@ -364,6 +391,10 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
 
     layer_list = _layer_types(c, layers)
     moe = _moe(c, layers)
+    # Llama 4: the dense layers' MLP has its own width; Gemma 4: every layer keeps a dense MLP
+    # beside its MoE block (enable_moe_block).
+    dense_inter = int(c.get("intermediate_size_mlp") or inter)
+    dense_beside_moe = bool(c.get("enable_moe_block"))
 
     # Attention projections; Qwen2-family attention has q/k/v biases.
     qkv_bias = mtype in {
@@ -379,7 +410,7 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
     if mtype.startswith("qwen3") or mtype.startswith("gemma3"):
         attn += 2 * head_dim  # q_norm / k_norm
     norms = (4 if mtype.startswith("gemma3") else 2) * hidden
-    dense_mlp = 3 * hidden * inter
+    dense_mlp = 3 * hidden * dense_inter
     per_layer_params = 0
     if moe is None:
         per_layer_params = layers * (attn + dense_mlp + norms)
@@ -389,7 +420,8 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         if moe.shared_expert_intermediate_size:
             moe_mlp += 3 * hidden * moe.shared_expert_intermediate_size + hidden
         per_layer_params = layers * (attn + norms) + moe.moe_layers * moe_mlp
-        per_layer_params += (layers - moe.moe_layers) * dense_mlp
+        dense_layers = layers if dense_beside_moe else layers - moe.moe_layers
+        per_layer_params += dense_layers * dense_mlp
     lm_params = per_layer_params + hidden  # final norm
     embed = vocab * hidden * (1 if tie else 2)
 
@@ -406,12 +438,29 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         max_position_embeddings=max_pos,
         layers=tuple(layer_list),
         moe=moe,
+        kv_lora_rank=int(c["kv_lora_rank"]) if c.get("kv_lora_rank") else None,
+        qk_rope_head_dim=int(c["qk_rope_head_dim"]) if c.get("qk_rope_head_dim") else None,
     )
     return text, embed, lm_params
 
 
 def _layer_types(c: Json, layers: int) -> list[Layer]:
     window = c.get("sliding_window")
+    chunk = c.get("attention_chunk_size")
+    if chunk and str(c.get("model_type", "")).startswith("llama4"):
+        # Llama 4: RoPE layers attend within chunks of attention_chunk_size tokens, every
+        # no_rope_layer_interval-th layer (NoPE) attends globally. vLLM keeps a chunked layer's
+        # KV like a sliding window's (at most one chunk), which this models it as.
+        interval = int(c.get("no_rope_layer_interval") or 4)
+        rope = c.get("no_rope_layers")
+        if not (isinstance(rope, list) and len(rope) == layers):
+            rope = [int((i + 1) % interval != 0) for i in range(layers)]
+        return [
+            Layer(kind=AttentionKind.SLIDING, window_tokens=int(chunk))
+            if rope[i]
+            else Layer(kind=AttentionKind.FULL)
+            for i in range(layers)
+        ]
     types = c.get("layer_types")
     if isinstance(types, list) and len(types) == layers:
         out = []
@@ -446,19 +495,44 @@ def _layer_types(c: Json, layers: int) -> list[Layer]:
     return [Layer(kind=AttentionKind.FULL)] * layers
 
 
+def _moe_layer_indexes(c: Json, layers: int) -> list[int]:
+    """Layers whose MLP is an MoE block, from the keys the families use: Qwen's
+    ``decoder_sparse_step``/``mlp_only_layers``, DeepSeek's ``first_k_dense_replace``/
+    ``moe_layer_freq``, Llama 4's ``interleave_moe_layer_step``."""
+    if c.get("moe_layers") and isinstance(c["moe_layers"], list):
+        return [int(i) for i in c["moe_layers"] if 0 <= int(i) < layers]
+    sparse_step = int(c.get("decoder_sparse_step") or c.get("interleave_moe_layer_step") or 1)
+    mlp_only = set(c.get("mlp_only_layers") or [])
+    first_dense = int(c.get("first_k_dense_replace") or 0)
+    freq = int(c.get("moe_layer_freq") or 1)
+    return [
+        i
+        for i in range(layers)
+        if i not in mlp_only
+        and (i + 1) % sparse_step == 0
+        and i >= first_dense
+        and (i - first_dense) % freq == 0
+    ]
+
+
 def _moe(c: Json, layers: int) -> MoE | None:
     experts = _get(c, "num_experts", "num_local_experts", "n_routed_experts")
-    if not experts:
+    if not experts or c.get("enable_moe_block") is False:
         return None
-    sparse_step = int(c.get("decoder_sparse_step", 1) or 1)
-    mlp_only = set(c.get("mlp_only_layers") or [])
-    moe_layers = sum(1 for i in range(layers) if i not in mlp_only and (i + 1) % sparse_step == 0)
+    expert_inter = int(_get(c, "moe_intermediate_size", "intermediate_size"))
+    shared = int(c.get("shared_expert_intermediate_size") or 0)
+    if not shared and c.get("n_shared_experts"):
+        shared = int(c["n_shared_experts"]) * expert_inter  # DeepSeek, GLM-4.5, Kimi
+    if not shared and str(c.get("model_type", "")).startswith("llama4"):
+        shared = expert_inter  # Llama 4: one shared expert the size of a routed one
     return MoE(
         num_experts=int(experts),
-        experts_per_token=int(_get(c, "num_experts_per_tok", "num_experts_per_token", default=1)),
-        expert_intermediate_size=int(_get(c, "moe_intermediate_size", "intermediate_size")),
-        shared_expert_intermediate_size=int(c.get("shared_expert_intermediate_size") or 0),
-        moe_layers=moe_layers,
+        experts_per_token=int(
+            _get(c, "num_experts_per_tok", "num_experts_per_token", "top_k_experts", default=1)
+        ),
+        expert_intermediate_size=expert_inter,
+        shared_expert_intermediate_size=shared,
+        moe_layers=len(_moe_layer_indexes(c, layers)),
     )
 
 
@@ -731,6 +805,8 @@ def build_profile(model_id: str, cfg: Json, preprocessor: Json | None = None) ->
         raise ModelError(f"{model_id}: unsupported model family {family!r}")
     try:
         return builder(model_id, cfg, dict(preprocessor or {}))
+    except ModelError:
+        raise
     except (KeyError, TypeError, ValueError) as err:
         raise ModelError(f"{model_id}: cannot read config.json ({err})") from err
 
@@ -785,17 +861,27 @@ def _text_cfg_of(cfg: Json) -> dict[str, Any]:
 # never sizes a model from another family's defaults.
 GENERIC_REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 # Sub-configs of a multimodal model: the generic path cannot size their towers.
-TOWER_KEYS = ("vision_config", "audio_config", "vision_tower", "visual", "speech_config")
+TOWER_KEYS = (
+    "vision_config",
+    "audio_config",
+    "vision_tower",
+    "visual",
+    "speech_config",
+    "thinker_config",
+    "img_processor",
+    "embd_layer",
+    "vision_encoder",
+    "audio_processor",
+    "mm_vision_tower",
+    "image_encoder",
+)
 
 
 def _build_text(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     mtype = str(cfg.get("model_type") or "")
-    towers = [k for k in TOWER_KEYS if k in cfg]
+    towers = [k for k in TOWER_KEYS if cfg.get(k)]
     if towers:
-        raise ModelError(
-            f"{model_id}: model_type {mtype!r} is a multimodal family mmop does not know "
-            f"({', '.join(towers)}): its encoder cannot be sized, so no verdict is given"
-        )
+        return _build_generic_mm(model_id, cfg, pre)
     if mtype not in _TEXT_DEFAULTS:
         missing = [k for k in GENERIC_REQUIRED_KEYS if k not in cfg]
         if missing:
@@ -804,6 +890,263 @@ def _build_text(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
                 f"{', '.join(missing)}: it cannot be sized, so no verdict is given"
             )
     return _profile(model_id, "text", cfg, pre, cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# The generic multimodal path: a family mmop has no processor rule for
+#
+# The language model is read like any generic text model. The vision tower is sized as an upper
+# bound from its sub-config's standard keys: a SwiGLU MLP with biases in every layer (at least
+# the weights of a plain GELU MLP), learned position embeddings for every patch of the native
+# side, a two-layer projector as wide as the merged patch (at least a linear one, a pixel
+# shuffle or a patch merger). One image is costed at an upper bound on its placeholder tokens:
+# the processor's own fixed count when the config states one, else every tile of the largest
+# tiling the processor config allows (plus a thumbnail) at the native side, else the largest
+# pixel budget it allows. A config whose tower or token count cannot be bounded this way gets
+# no verdict. Audio towers are sized (Whisper-style keys) but audio is not planned.
+
+GENERIC_MM_FAMILY = "generic_mm"
+# Keys that state one image's placeholder tokens (per tile where the family tiles).
+_FIXED_TOKEN_KEYS = (
+    "vision_soft_tokens_per_image",
+    "query_num",
+    "mm_tokens_per_image",
+    "num_image_tokens",
+    "image_seq_length",
+    "image_token_length",
+)
+# Processor keys that bound the number of tiles, crops or slices of one image.
+_TILE_KEYS = (
+    "max_dynamic_patch",
+    "max_patches",
+    "max_num_tiles",
+    "max_image_tiles",
+    "max_crops",
+    "pan_and_scan_max_num_crops",
+    "max_slice_nums",
+    "dynamic_hd",
+    "max_num",
+)
+# Processor keys that bound one image's pixels (dynamic-resolution processors).
+_PIXEL_KEYS = ("max_pixels", "longest_edge")
+LAYOUT_TOKENS_PER_TILE = 8
+# A processor's longest_edge above this is a pixel count, not a side.
+MAX_IMAGE_SIDE = 65536
+_SUB_TEXT = ("text_config", "llm_config", "language_config", "thinker_config")
+_SUB_VISION = ("vision_config", "vision_tower", "visual", "img_processor", "vision_encoder")
+_SUB_AUDIO = ("audio_config", "speech_config")
+
+
+def _sub(cfg: Json, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    for key in keys:
+        value = cfg.get(key)
+        if isinstance(value, dict) and value:
+            if key == "thinker_config":
+                value = value.get("text_config") or {}
+            return dict(value)
+    thinker = cfg.get("thinker_config")
+    if isinstance(thinker, dict):
+        for key in keys:
+            if isinstance(thinker.get(key), dict) and thinker[key]:
+                return dict(thinker[key])
+    return None
+
+
+def _merge_of(vc: Json, cfg: Json) -> int:
+    """Patches merged per output token side (pixel shuffle, patch merger, pooling)."""
+    for key in ("spatial_merge_size", "pooling_kernel_size", "merge_kernel_size"):
+        value = vc.get(key) or cfg.get(key)
+        if isinstance(value, list | tuple) and value:
+            value = value[0]
+        if value:
+            return max(1, int(value))
+    for key in ("downsample_ratio", "pixel_shuffle_ratio"):
+        ratio = vc.get(key) or cfg.get(key)
+        if ratio and 0 < float(ratio) < 1:
+            return max(1, round(1 / float(ratio)))
+    for key in ("scale_factor",):
+        value = cfg.get(key)
+        if value and int(value) > 1:
+            return int(value)
+    return 1
+
+
+def _processor_int(pre: Json, keys: tuple[str, ...]) -> int | None:
+    """The largest value the processor configs give any of `keys` (top level, ``size``,
+    ``images_kwargs``)."""
+    found: list[int] = []
+    scopes = [pre, pre.get("size") or {}, pre.get("images_kwargs") or {}]
+    for scope in scopes:
+        if not isinstance(scope, dict):
+            continue
+        for key in keys:
+            value = scope.get(key)
+            if isinstance(value, bool) or value is None:
+                continue
+            if isinstance(value, int | float) and value > 0:
+                found.append(int(value))
+    return max(found) if found else None
+
+
+def _generic_item_bound(vc: Json, cfg: Json, pre: Json, patch: int, merge: int) -> tuple[int, int]:
+    """(tokens per tile, tiles) bounding one image's placeholder tokens."""
+    tiles_max = _processor_int(pre, _TILE_KEYS) or _processor_int(cfg, _TILE_KEYS)
+    pins = cfg.get("image_grid_pinpoints") or pre.get("image_grid_pinpoints")
+    side = int(_get(vc, "image_size", default=0) or 0)
+    if isinstance(pins, list) and side:  # LLaVA-NeXT-style "anyres" grids of native tiles
+        grids = [-(-int(p[0]) // side) * -(-int(p[1]) // side) for p in pins if len(p) == 2]
+        tiles_max = max([tiles_max or 0, *grids])
+    tiles = tiles_max + 1 if tiles_max and tiles_max > 1 else 1  # + the thumbnail
+    fixed = [int(v) for k in _FIXED_TOKEN_KEYS for v in (cfg.get(k), vc.get(k)) if v]
+    if fixed:
+        return max(fixed), tiles
+    image = int(_get(vc, "image_size", default=0) or cfg.get("force_image_size") or 0)
+    if image and (tiles > 1 or not _processor_int(pre, _PIXEL_KEYS)):
+        side = -(-image // patch)
+        return ceil_div(side, merge) ** 2, tiles
+    pixels = _processor_int(pre, ("max_pixels",))
+    edge = _processor_int(pre, ("longest_edge",))
+    if not pixels and edge:
+        # A side in pixels, or (Qwen3-VL's processors) a pixel count.
+        pixels = edge if edge > MAX_IMAGE_SIDE else edge * edge
+    limit = _processor_int(pre, ("in_token_limit", "max_num_patches"))
+    if pixels:
+        tokens = -(-pixels // (patch * patch * merge * merge))
+        if image:  # a global view at the native side besides the resized image (Idefics3)
+            tokens += ceil_div(ceil_div(image, patch), merge) ** 2
+        return tokens, 1
+    if limit:
+        return -(-limit // (merge * merge)), 1
+    raise ValueError(
+        "the vision tower states no image size and its processor config no pixel, token or "
+        "tile budget: one image's tokens cannot be bounded"
+    )
+
+
+# embed_dim first: where a config states both (Qwen2-VL), hidden_size is the projector's output.
+_WIDTH_KEYS = ("embed_dim", "hidden_size", "width", "hidden_dim", "d_model")
+_DEPTH_KEYS = ("num_hidden_layers", "depth", "num_layers", "layers", "n_layers")
+
+
+def _encoders(vc: Json) -> list[dict[str, Any]]:
+    """The encoders of a vision config: itself, or the sub-encoders it nests (DeepSeek-OCR
+    keeps a SAM and a CLIP encoder under one key), each stating a width and a depth."""
+
+    def sized(c: Json) -> bool:
+        w, n = _get(c, *_WIDTH_KEYS), _get(c, *_DEPTH_KEYS)
+        return isinstance(w, int | float) and isinstance(n, int | float) and w > 0 and n > 0
+
+    if sized(vc):
+        return [dict(vc)]
+    found: list[dict[str, Any]] = []
+    for value in vc.values():
+        if isinstance(value, dict):
+            found += [dict(value)] if sized(value) else _encoders(value) if value else []
+    return found
+
+
+def _encoder_params(c: Json, default_image: int) -> tuple[int, int, int, int]:
+    """(parameters, width, patch, heads) of one encoder, as an upper bound."""
+    d, layers = int(_get(c, *_WIDTH_KEYS)), int(_get(c, *_DEPTH_KEYS))
+    dff = int(_get(c, "intermediate_size", default=0) or d * float(c.get("mlp_ratio", 4)))
+    heads = int(_get(c, "num_attention_heads", "num_heads", "heads", default=max(1, d // 64)))
+    patch = int(_get(c, "patch_size", default=14 if default_image < 1024 else 16))
+    temporal = int(c.get("temporal_patch_size") or 1)
+    image = int(_get(c, "image_size", default=0) or default_image)
+    positions = int(
+        _get(c, "num_position_embeddings", "position_embedding_size", default=0)
+        or ((image // patch) ** 2 + 1 if image else 0)
+    )
+    params = layers * _vit_layer_params(d, dff, gated=True, bias=True, norm_bias=True)
+    params += 3 * temporal * patch * patch * d + d + positions * d + 2 * d
+    return params, d, patch, heads
+
+
+def _generic_vision(vc: Json, cfg: Json, pre: Json, lm_hidden: int) -> VisionTower:
+    encoders = _encoders(vc)
+    if not encoders:
+        raise ValueError("the vision config states no hidden size or layer count")
+    image = int(_get(vc, "image_size", default=0) or 0)
+    sized = [_encoder_params(c, image) for c in encoders]
+    params = sum(p for p, _, _, _ in sized)
+    d = max(w for _, w, _, _ in sized)
+    patch = int(_get(vc, "patch_size", default=0) or min(p for _, _, p, _ in sized))
+    heads = max(h for _, _, _, h in sized)
+    layers = sum(int(_get(c, *_DEPTH_KEYS)) for c in encoders)
+    dff = max(
+        int(_get(c, "intermediate_size", default=0) or _get(c, *_WIDTH_KEYS) * 4) for c in encoders
+    )
+    temporal = int(vc.get("temporal_patch_size") or 1)
+    merge = _merge_of(vc, cfg)
+    per_tile, tiles = _generic_item_bound(vc, cfg, pre, patch, merge)
+    # Layout tokens processors add around an image's embeddings: a break per row of the grid
+    # (Pixtral's [IMG_BREAK]) and begin/end or tile tags.
+    per_tile += math.isqrt(per_tile) + 1 + LAYOUT_TOKENS_PER_TILE
+    out = int(_get(vc, "out_hidden_size", "projector_output_dim", default=lm_hidden))
+    merged = d * merge * merge
+    projector = merged * merged + merged + merged * max(out, lm_hidden) + lm_hidden + 2 * merged
+    c = {
+        "hidden_size": d,
+        "intermediate_size": dff,
+        "num_hidden_layers": layers,
+        "num_heads": heads,
+        "patch_size": patch,
+        "image_size": image or None,
+    }
+    tower = _vision_tower(
+        GENERIC_MM_FAMILY, c, params, projector, merge=merge, temporal=temporal, gated=True
+    )
+    return tower.model_copy(update={"item_tokens_bound": per_tile, "item_tiles_bound": tiles})
+
+
+def _generic_audio_params(ac: Json) -> int:
+    d = _get(ac, "d_model", "hidden_size", "attention_dim")
+    layers = _get(ac, "encoder_layers", "num_hidden_layers", "num_blocks", "num_layers")
+    if not d or not layers:
+        raise ValueError("the audio config states no width or layer count")
+    d, layers = int(d), int(layers)
+    dff = int(_get(ac, "encoder_ffn_dim", "intermediate_size", "linear_units", default=4 * d))
+    mels = int(_get(ac, "num_mel_bins", "input_size", default=128))
+    out = int(_get(ac, "output_dim", default=d))
+    per_layer = _vit_layer_params(d, dff, gated=True, bias=True, norm_bias=True)
+    return layers * per_layer + 2 * 3 * mels * d + 3 * d * d + d * out * 2 + 4 * d
+
+
+def _build_generic_mm(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    mtype = str(cfg.get("model_type") or "")
+    tc = _sub(cfg, _SUB_TEXT) or {
+        k: v for k, v in cfg.items() if k not in (*_SUB_VISION, *_SUB_AUDIO)
+    }
+    missing = [k for k in GENERIC_REQUIRED_KEYS if k not in tc]
+    if missing and str(tc.get("model_type")) not in _TEXT_DEFAULTS:
+        raise ModelError(
+            f"{model_id}: model_type {mtype!r} is a multimodal family mmop does not know and "
+            f"its language model's config lacks {', '.join(missing)}: no verdict is given"
+        )
+    for key in ("tie_word_embeddings", "torch_dtype", "dtype", "quantization_config"):
+        if key in cfg and key not in tc:
+            tc[key] = cfg[key]
+    text_type = str(tc.get("model_type") or mtype)
+    lm_hidden = int(_with_defaults(tc, _TEXT_DEFAULTS.get(text_type, {}))["hidden_size"])
+    vc = _sub(cfg, _SUB_VISION)
+    ac = _sub(cfg, _SUB_AUDIO)
+    vision = None
+    audio_params = 0
+    try:
+        if vc is not None:
+            vision = _generic_vision(vc, cfg, pre, lm_hidden)
+        if ac is not None:
+            audio_params = _generic_audio_params(ac)
+    except (ValueError, TypeError) as err:
+        raise ModelError(
+            f"{model_id}: model_type {mtype!r} is a multimodal family mmop does not know, and "
+            f"the generic path cannot bound its encoder ({err}): no verdict is given"
+        ) from None
+    prof = _profile(model_id, GENERIC_MM_FAMILY, cfg, pre, tc, text_type=text_type, vision=vision)
+    if audio_params:
+        counts = prof.params.model_copy(update={"audio": audio_params})
+        prof = prof.model_copy(update={"params": counts})
+    return prof
 
 
 def _build_qwen_vl(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
@@ -1049,6 +1392,7 @@ _BUILDERS = {
     "phi3_v": _build_phi3_v,
     "minicpmv": _build_minicpmv,
     "idefics3": _build_idefics3,
+    GENERIC_MM_FAMILY: _build_generic_mm,
 }
 
 

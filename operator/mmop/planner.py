@@ -1245,8 +1245,8 @@ def plan(
     kv_scale = calibrated.ratio if calibrated else APPROXIMATE_KV_SCALE if approximate else 1.0
     if approximate:
         notes.append(
-            f"approximate: model_type {chosen.weights.profile.text.model_type!r} is read by the "
-            f"generic path; planned with {APPROXIMATE_KV_SCALE:.0%} of the estimated KV memory "
+            f"approximate: {chosen.weights.profile.approximate_what}; planned with "
+            f"{APPROXIMATE_KV_SCALE:.0%} of the estimated KV memory "
             "until an engine of this configuration reports its own"
         )
     native_tokens = native_image_tokens(profile, spec) if acc.image_tokens else None

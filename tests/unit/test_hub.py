@@ -229,9 +229,12 @@ def test_mmop_estimate_of_a_gated_model_uses_the_users_token(
         ({"model_type": "teapot", "architectures": ["TeapotForCausalLM"]}, "lacks hidden_size"),
         ({"model_type": "teapot", "hidden_size": 2048, "num_attention_heads": 16},
          "lacks num_hidden_layers, vocab_size"),
-        # An unknown multimodal family: its tower cannot be sized.
+        # An unknown multimodal family whose language model does not state its size.
         ({"model_type": "teapot_vl", "vision_config": {"hidden_size": 1024},
-          "text_config": {"model_type": "llama"}}, "(vision_config)"),
+          "text_config": {"model_type": "teapot"}}, "lacks hidden_size"),
+        # … or whose tower cannot be sized (no layer count).
+        ({"model_type": "teapot_vl", "vision_config": {"hidden_size": 1024},
+          "text_config": {"model_type": "llama"}}, "cannot bound its encoder"),
     ],
 )  # fmt: skip
 def test_a_config_the_generic_path_cannot_size_gets_no_verdict(

@@ -37,31 +37,15 @@ VIDEO_PROCESSOR_FILE = "video_preprocessor_config.json"
 MODEL_FILES = (*CONFIG_FILES, *PROCESSOR_FILES, VIDEO_PROCESSOR_FILE)
 
 
+_NATIVE_TYPES_FILE = Path(__file__).parent / "catalog" / "native_config_types.txt"
 NATIVE_CONFIG_TYPES = frozenset(
-    {
-        "gemma3",
-        "idefics3",
-        "internvl",
-        "llama",
-        "llava",
-        "llava_next",
-        "mistral",
-        "mistral3",
-        "phi3",
-        "pixtral",
-        "qwen2",
-        "qwen2_5_omni",
-        "qwen2_5_vl",
-        "qwen2_audio",
-        "qwen2_vl",
-        "qwen3",
-        "qwen3_moe",
-        "qwen3_vl",
-        "qwen3_vl_moe",
-    }
+    line.strip()
+    for line in _NATIVE_TYPES_FILE.read_text().splitlines()
+    if line.strip() and not line.startswith("#")
 )
-"""Model types of the families mmop reads whose config class ships with transformers (so an
-``auto_map`` in their config does not make vLLM ask for remote code)."""
+"""Model types whose config class ships with transformers or with vLLM's own config registry at
+the pinned release (catalog/native_config_types.txt), so an ``auto_map`` in their config does
+not make vLLM ask for remote code."""
 
 
 class ModelError(ValueError):
@@ -391,10 +375,11 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
 
     layer_list = _layer_types(c, layers)
     moe = _moe(c, layers)
-    # Llama 4: the dense layers' MLP has its own width; Gemma 4: every layer keeps a dense MLP
-    # beside its MoE block (enable_moe_block).
+    # Llama 4: the dense layers' MLP has its own width (vLLM 0.32.0 models/llama4.py:341-352);
+    # Gemma 4: every layer runs its dense MLP, and an MoE block beside it when the config has
+    # num_experts (models/gemma4.py:630-650, 738-755).
     dense_inter = int(c.get("intermediate_size_mlp") or inter)
-    dense_beside_moe = bool(c.get("enable_moe_block"))
+    dense_beside_moe = mtype.startswith("gemma4")
 
     # Attention projections; Qwen2-family attention has q/k/v biases.
     qkv_bias = mtype in {
@@ -449,8 +434,9 @@ def _layer_types(c: Json, layers: int) -> list[Layer]:
     chunk = c.get("attention_chunk_size")
     if chunk and str(c.get("model_type", "")).startswith("llama4"):
         # Llama 4: RoPE layers attend within chunks of attention_chunk_size tokens, every
-        # no_rope_layer_interval-th layer (NoPE) attends globally. vLLM keeps a chunked layer's
-        # KV like a sliding window's (at most one chunk), which this models it as.
+        # no_rope_layer_interval-th layer (NoPE) attends globally (vLLM 0.32.0
+        # models/llama4.py:184-185, 251-252). vLLM keeps a chunked layer's KV like a sliding
+        # window's (at most one chunk), which this models it as.
         interval = int(c.get("no_rope_layer_interval") or 4)
         rope = c.get("no_rope_layers")
         if not (isinstance(rope, list) and len(rope) == layers):
@@ -517,7 +503,7 @@ def _moe_layer_indexes(c: Json, layers: int) -> list[int]:
 
 def _moe(c: Json, layers: int) -> MoE | None:
     experts = _get(c, "num_experts", "num_local_experts", "n_routed_experts")
-    if not experts or c.get("enable_moe_block") is False:
+    if not experts:
         return None
     expert_inter = int(_get(c, "moe_intermediate_size", "intermediate_size"))
     shared = int(c.get("shared_expert_intermediate_size") or 0)
@@ -1130,6 +1116,13 @@ def _build_generic_mm(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     lm_hidden = int(_with_defaults(tc, _TEXT_DEFAULTS.get(text_type, {}))["hidden_size"])
     vc = _sub(cfg, _SUB_VISION)
     ac = _sub(cfg, _SUB_AUDIO)
+    if vc is None and ac is None:
+        towers = ", ".join(k for k in TOWER_KEYS if cfg.get(k))
+        raise ModelError(
+            f"{model_id}: model_type {mtype!r} is a multimodal family mmop does not know, and "
+            f"its encoder ({towers}) has no vision or audio sub-config the generic path can "
+            "bound: no verdict is given"
+        )
     vision = None
     audio_params = 0
     try:

@@ -38,3 +38,23 @@ def test_engine_venv_runs_the_pinned_release(engine: EngineVenv) -> None:
         check=True,
     ).stdout.split()
     assert out == [PINNED_VLLM_VERSION, PINNED_VLLM_VERSION]
+
+
+def test_native_config_types_are_the_pinned_releases(engine: EngineVenv) -> None:
+    """The model types mmop reads without --trust-remote-code are those whose config class
+    ships with the pinned vLLM's transformers or with vLLM's own config registry."""
+    from mmop.model import NATIVE_CONFIG_TYPES
+
+    script = (
+        "from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES as M\n"
+        "from vllm.transformers_utils.config import _CONFIG_REGISTRY as R\n"
+        "print(' '.join(sorted(set(M) | set(R))))"
+    )
+    out = subprocess.run(
+        [str(engine.python), "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout.split()
+    assert set(out) == NATIVE_CONFIG_TYPES

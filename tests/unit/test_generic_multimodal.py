@@ -111,15 +111,16 @@ def test_llama4_chunked_attention_and_shared_expert_are_read() -> None:
 
 
 def test_a_dense_mlp_beside_the_moe_block_is_counted() -> None:
-    """Gemma 4's layers keep a dense MLP beside the MoE block (enable_moe_block)."""
+    """Gemma 4's layers run a dense MLP and, where the config has experts, an MoE block beside
+    it (vLLM's Gemma4DecoderLayer): the experts add to the dense MLP, they do not replace it."""
     profile = load_profile_from_dir(FAMILIES / "google/gemma-4-26B-A4B")
     assert profile.text.moe is not None and profile.text.moe.experts_per_token == 8
     cfg = read_model_files(FAMILIES / "google/gemma-4-26B-A4B")["config.json"]
-    without = copy.deepcopy(cfg)
-    without["text_config"]["enable_moe_block"] = None
-    dense = 3 * 2816 * 2112 * 30
-    lm = build_profile("g", without, {}).params.language_model
-    assert profile.params.language_model - lm == dense
+    dense_only = copy.deepcopy(cfg)
+    dense_only["text_config"]["num_experts"] = None
+    lm = build_profile("g", dense_only, {}).params.language_model
+    experts_and_router = 30 * (128 * 3 * 2816 * 704 + 2816 * 128)
+    assert profile.params.language_model - lm == experts_and_router
 
 
 def test_deepseek_style_moe_keys_are_read() -> None:
@@ -163,3 +164,13 @@ def test_a_tower_named_only_by_checkpoint_gets_no_verdict() -> None:
     cfg = _vl({"model_name": "openai/clip-vit-large-patch14-336"})
     with pytest.raises(ModelError, match="no verdict"):
         build_profile("d", cfg, {})
+
+
+def test_an_encoder_without_a_sub_config_gets_no_verdict() -> None:
+    """Phi-4-multimodal's layout: the encoders are described under embd_layer and
+    audio_processor, not as sized sub-configs; the model is not read as text-only."""
+    cfg = _vl({})
+    del cfg["vision_config"]
+    cfg["embd_layer"] = {"image_embd_layer": {"crop_size": 448}}
+    with pytest.raises(ModelError, match="no verdict"):
+        build_profile("e", cfg, {})

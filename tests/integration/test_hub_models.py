@@ -35,6 +35,12 @@ TOKEN = "hf_stand_in_accepted_0123456789"
 # A family outside the catalog, from its published config (bench/families: a verbatim copy).
 GPT_OSS = "openai/gpt-oss-20b"
 FAMILIES = Path(__file__).resolve().parents[2] / "bench" / "families"
+# Multimodal families mmop has no processor rule for: the generic path (bench/families).
+NEW_MULTIMODAL = (
+    "google/gemma-4-26B-A4B",
+    "meta-llama/Llama-4-Scout-17B-16E-Instruct",
+    "deepseek-ai/DeepSeek-OCR",
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +52,7 @@ def hub() -> Iterator[HubStandIn]:
             FINE_TUNE: Repo.from_dir(FINE_TUNE, base),
             GATED: Repo.from_dir(GATED, base, gated=True, tokens=frozenset({TOKEN})),
             GPT_OSS: Repo(GPT_OSS, gpt_oss),
+            **{m: Repo.from_dir(m, FAMILIES / m) for m in NEW_MULTIMODAL},
         }
     )
     with stand_in.serve():
@@ -203,3 +210,28 @@ def test_a_family_outside_the_catalog_plans_from_the_hub(
     assert plan["approximate"] is True and plan["kvMemoryScale"] == 0.8  # the generic path's margin
     assert plan["quantization"] == "mxfp4"
     assert plan["memory"]["weights_gib"] > 12.5  # experts MXFP4, the rest bf16 (~13.7 GiB)
+
+
+@pytest.mark.parametrize("model_id", NEW_MULTIMODAL)
+def test_a_multimodal_family_without_a_processor_rule_plans_approximately_from_the_hub(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str, model_id: str
+) -> None:
+    """Gemma 4, Llama 4, DeepSeek-OCR: read from the Hub stand-in's copies of their published
+    configs by the generic path, planned with images at the tower's upper bound and the
+    approximate margin, and said so on the model."""
+    name = model_id.split("/")[1].lower().replace(".", "-")[:40].rstrip("-")
+    doc = model(name, model_id)
+    doc["spec"]["workload"] = {
+        "images": {"perRequest": 1, "maxWidth": 1024, "maxHeight": 1024},
+        "contextLength": {"min": 8192},
+        "promptTokens": 1024,
+        "outputTokens": 256,
+        "concurrency": 4,
+    }
+    apply_manifest(sandbox, namespace, doc)
+    mm = planned(sandbox, namespace, name, "True", "PlanFoundApproximate")
+    plan = mm["status"]["plan"]
+    assert plan["model"] == model_id and plan["modelSource"] == "hub"
+    assert plan["approximate"] is True and plan["kvMemoryScale"] == 0.8
+    assert plan["maxImageTokens"] > 0
+    assert any("multimodal family" in note for note in plan.get("notes", [])), plan.get("notes")

@@ -569,7 +569,7 @@ def mm_profile(
     dummy = _dummy_item_cost(profile, args, modality, item)
     enc = _encoder_bytes(profile, args, modality, dummy, items, cal)
     out_width = profile.text.hidden_size
-    if profile.family in ("qwen3_vl", GENERIC_MM_FAMILY):
+    if profile.family in ("qwen3_vl", "qwen3_omni", GENERIC_MM_FAMILY):
         out_width *= 1 + len(
             profile.config.get("vision_config", {}).get("deepstack_visual_indexes") or []
         )

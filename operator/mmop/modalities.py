@@ -64,7 +64,7 @@ def supported_modalities(profile: ModelProfile) -> tuple[str, ...]:
     out: list[str] = []
     if profile.vision is not None:
         out.append("image")
-        if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "minicpmv"}:
+        if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni", "minicpmv"}:
             out.append("video")
         if fam == "internvl" and profile.text.model_type in INTERNVL_VIDEO_LMS:
             out.append("video")
@@ -184,9 +184,12 @@ def _qwen_video_bounds(profile: ModelProfile, kw: Mapping[str, Any]) -> tuple[in
         default = _qwen_processor_size(video, (128 * 32 * 32, 32 * 32 * 768))
     else:
         # Qwen2-VL's video processor, built from the image processor's config when the model
-        # ships no video_preprocessor_config.json (transformers' fallback).
+        # ships no video_preprocessor_config.json (transformers' fallback). Qwen3-Omni's
+        # processor defaults its videos to 128..768 units of 32×32 pixels
+        # (Qwen3OmniMoeProcessorKwargs), Qwen2.5-Omni's and Qwen2-VL's to units of 28×28.
         pre = profile.preprocessor.get("video") or profile.preprocessor
-        default = _qwen_processor_size(pre, (128 * 28 * 28, 28 * 28 * 768))
+        unit = 32 if profile.family == "qwen3_omni" else 28
+        default = _qwen_processor_size(pre, (128 * unit * unit, unit * unit * 768))
     return _qwen_size(default, _scoped(kw, "videos_kwargs"))
 
 
@@ -289,7 +292,7 @@ def sampled_frames(
     if fam == "qwen3_vl":
         n = int(total_frames / source_fps * fps)
         return min(max(n, min_frames), max_frames, total_frames)
-    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen2_5_omni"}:
+    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen2_5_omni", "qwen3_omni"}:
         temporal = _qwen_unit(profile)[2]
         cap = math.floor(min(max_frames, total_frames) / temporal) * temporal
         x = min(max(total_frames / source_fps * fps, min_frames), cap, total_frames)
@@ -674,12 +677,25 @@ def whisper_audio_tokens(seconds: float) -> int:
 # Public functions
 
 
+def qwen3_omni_audio_cost(seconds: float, sr: int = 16000, hop: int = 160) -> ItemCost:
+    """Qwen3-Omni tokens for a clip: its processor extracts Whisper features of the whole clip
+    (``truncation=False``, Qwen3OmniMoeProcessorKwargs), and the encoder turns each 100 mel
+    frames into 13 tokens, a shorter tail through three stride-2 convolutions
+    (``_get_feat_extract_output_lengths``, the same in transformers and vLLM 0.32.0
+    models/qwen3_omni_moe_thinker.py:154-161)."""
+    mel = -(-max(1, round(seconds * sr)) // hop)
+    tail = mel % 100
+    feat = (tail - 1) // 2 + 1
+    tokens = ((feat - 1) // 2 + 1 - 1) // 2 + 1 + (mel // 100) * 13
+    return ItemCost(tokens, mel, -(-mel // 8))
+
+
 def _image_fn(profile: ModelProfile, kw: Mapping[str, Any]) -> Callable[[int, int], ItemCost]:
     """The family's count as a function of (width, height), its settings resolved once."""
     fam = profile.family
     if profile.vision is None:
         raise ValueError(f"{profile.id} takes no images")
-    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni"}:
+    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
         patch, merge, _ = _qwen_unit(profile)
         lo, hi = _qwen_image_bounds(profile, kw)
 
@@ -740,7 +756,7 @@ def max_image_size(
     fam = profile.family
     v = profile.vision
     assert v is not None
-    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni"}:
+    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
         return _qwen_max_image(profile, kw)
     if fam == "llava_next":
         pins = _llava_next_pinpoints(profile)
@@ -796,7 +812,7 @@ def video_cost(
     fam = profile.family
     if "video" not in supported_modalities(profile):
         raise ValueError(f"{profile.id} takes no video")
-    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni"}:
+    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
         return _qwen_video(profile, width, height, frames, kw, seconds)
     if fam == "internvl":
         # vLLM's InternVL video processor: one tile per frame, no thumbnail.
@@ -816,7 +832,7 @@ def max_video_cost(
     """The video dummy vLLM profiles with, bounded by max_model_len as vLLM bounds it."""
     kw = dict(mm_kwargs or {})
     fam = profile.family
-    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni"}:
+    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
         return _qwen_max_video(profile, max_model_len, kw)
     if fam == "internvl":
         v = profile.vision
@@ -839,6 +855,8 @@ def audio_cost(profile: ModelProfile, seconds: float) -> ItemCost:
         raise ValueError(f"{profile.id} takes no audio")
     if seconds <= 0:
         raise ValueError("audio length must be positive")
+    if profile.audio.kind == "qwen3_omni":
+        return qwen3_omni_audio_cost(seconds, *_whisper_params(profile)[:2])
     mel = _whisper_mel_frames(seconds, *_whisper_params(profile))
     conv = (mel - 1) // 2 + 1
     return ItemCost((conv - 2) // 2 + 1, mel, conv)
@@ -1511,7 +1529,7 @@ def _worst_image(profile: ModelProfile, W: int, H: int, kw: Mapping[str, Any]) -
     fam = profile.family
     fn = _image_fn(profile, kw)
     hit: _Hit | None
-    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni"}:
+    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
         patch, merge, _ = _qwen_unit(profile)
         lo, hi = _qwen_image_bounds(profile, kw)
         hit = _qwen_worst(fn, W, H, patch * merge, lo, hi)
@@ -1581,7 +1599,7 @@ def _worst_video(
     fam = profile.family
     if fam == "qwen3_vl":
         return _qwen3_worst_video(profile, W, H, T, kw)
-    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen2_5_omni"}:
+    if fam in {"qwen2_vl", "qwen2_5_vl", "qwen2_5_omni", "qwen3_omni"}:
         # each frame is resized on its own: the worst frame, as many frames as allowed
         patch, merge, _ = _qwen_unit(profile)
         lo, hi = _qwen_video_bounds(profile, kw)

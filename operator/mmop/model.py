@@ -760,6 +760,8 @@ def _family_of(cfg: Json) -> str:
     arch = " ".join(cfg.get("architectures") or [])
     if mtype in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"}:
         return "qwen3_vl" if mtype.startswith("qwen3") else mtype
+    if mtype == "qwen3_omni_moe" or "Qwen3OmniMoe" in arch:
+        return "qwen3_omni"
     if mtype == "qwen2_5_omni" or "Omni" in arch:
         return "qwen2_5_omni"
     if mtype == "qwen2_audio":
@@ -1208,6 +1210,61 @@ def _build_qwen2_5_omni(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     return prof.model_copy(update={"params": prof.params.model_copy(update={"other": other})})
 
 
+def _qwen3_omni_audio(ac: Json, out_hidden: int) -> AudioEncoder:
+    """Qwen3-Omni's audio encoder (vLLM 0.32.0 ``Qwen3OmniMoeAudioEncoder``,
+    models/qwen3_omni_moe_thinker.py:345-400): three stride-2 3×3 convolutions of
+    ``downsample_hidden_size`` channels, a linear from the flattened frequency axis to
+    ``d_model``, Whisper-like layers (q/k/v/out with biases, :222-238), ``ln_post`` and a
+    two-layer projection to ``output_dim``. 100 mel frames (1 s) give 13 tokens
+    (``_get_feat_extract_output_lengths``, :154)."""
+    c = _with_defaults(ac, _AUDIO_DEFAULTS)
+    d, dff = int(c["d_model"]), int(c["encoder_ffn_dim"])
+    layers, mels = int(c["encoder_layers"]), int(c["num_mel_bins"])
+    ch = int(c.get("downsample_hidden_size", 480))
+    out = int(c.get("output_dim", out_hidden))
+    freq = mels
+    for _ in range(3):
+        freq = (freq + 1) // 2
+    per_layer = 4 * d * d + 4 * d + 2 * d * dff + dff + d + 2 * 2 * d
+    convs = (9 * ch + ch) + 2 * (9 * ch * ch + ch) + ch * freq * d
+    return AudioEncoder(
+        kind="qwen3_omni",
+        num_layers=layers,
+        hidden_size=d,
+        intermediate_size=dff,
+        num_mel_bins=mels,
+        max_source_positions=int(c["max_source_positions"]),
+        tokens_per_second=13.0,
+        params=layers * per_layer + convs + 2 * d,
+        projector_params=d * d + d + d * out + out,
+    )
+
+
+def _build_qwen3_omni(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    """Qwen3-Omni: vLLM serves the thinker alone (registry.py:581-584 maps
+    ``Qwen3OmniMoeForConditionalGeneration`` to ``Qwen3OmniMoeThinkerForConditionalGeneration``),
+    so the talker and code2wav weights are not loaded. The thinker is a Qwen3-MoE decoder, a
+    Qwen3-VL-style vision transformer (patch 16, absolute positions, deepstack mergers,
+    ``Qwen3Omni_VisionTransformer``, :753-840) and the audio encoder above."""
+    thinker = cfg.get("thinker_config") or cfg
+    tc = dict(thinker["text_config"])
+    hidden = int(tc["hidden_size"])
+    vc = dict(thinker["vision_config"])
+    if "num_position_embeddings" not in vc and vc.get("image_size") and vc.get("patch_size"):
+        vc["num_position_embeddings"] = (int(vc["image_size"]) // int(vc["patch_size"])) ** 2
+    vision = _qwen_vit(vc, hidden, "qwen3_vl")
+    audio = _qwen3_omni_audio(thinker["audio_config"], hidden)
+    merged = {
+        **thinker,
+        "architectures": cfg.get("architectures"),
+        "vision_config": vc,
+        "torch_dtype": cfg.get("torch_dtype", cfg.get("dtype", thinker.get("dtype"))),
+    }
+    return _profile(
+        model_id, "qwen3_omni", merged, pre, tc, text_type="qwen3_moe", vision=vision, audio=audio
+    )
+
+
 def _build_llava(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     tc = dict(cfg.get("text_config") or {})
     text_type = str(tc.get("model_type", "llama"))
@@ -1375,6 +1432,7 @@ _BUILDERS = {
     "qwen3_vl": _build_qwen_vl,
     "qwen2_audio": _build_qwen2_audio,
     "qwen2_5_omni": _build_qwen2_5_omni,
+    "qwen3_omni": _build_qwen3_omni,
     "llava": _build_llava,
     "llava_next": _build_llava,
     "internvl": _build_internvl,

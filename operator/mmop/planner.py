@@ -475,7 +475,7 @@ def _caps(profile: ModelProfile, spec: MultimodalModelSpec) -> list[_Cap]:
         return [_Cap("none", {}, 0)]
     fam = profile.family
     caps: list[_Cap] = []
-    if fam in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni"):
+    if fam in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"):
         patch = profile.vision.patch_size * profile.vision.spatial_merge_size
         unit = patch * patch
         native = native_image_tokens(profile, spec)

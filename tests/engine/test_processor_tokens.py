@@ -19,15 +19,27 @@ import pytest
 from e2e.engine.venv import EngineVenv
 
 from mmop import modalities as mm
-from mmop.model import CATALOG_MODELS_DIR, load_profile
+from mmop.model import CATALOG_MODELS_DIR, ModelProfile, load_profile, load_profile_from_dir
 
 SCRIPT = Path(__file__).resolve().parents[2] / "e2e" / "engine" / "scripts" / "processor_tokens.py"
+# Published configs of families outside the catalog (bench/families), checked by id as well.
+FAMILIES = Path(__file__).resolve().parents[2] / "bench" / "families"
+QWEN3_OMNI = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
+
+
+def profile_of(model: str) -> ModelProfile:
+    """A catalog model, or a published config kept in bench/families."""
+    if (FAMILIES / model / "config.json").is_file():
+        return load_profile_from_dir(FAMILIES / model)
+    return load_profile(model)
+
 
 # One model per family (two where their configs differ), with processor kwargs worth checking.
 IMAGE_MODELS: dict[str, list[dict[str, Any]]] = {
     "Qwen/Qwen2-VL-7B-Instruct": [{}],
     "Qwen/Qwen2.5-VL-7B-Instruct": [{}, {"max_pixels": 256 * 28 * 28}, {"min_pixels": 200704}],
     "Qwen/Qwen2.5-Omni-7B": [{}],
+    QWEN3_OMNI: [{}, {"max_pixels": 256 * 32 * 32}],
     "Qwen/Qwen3-VL-8B-Instruct": [{}, {"max_pixels": 1024 * 32 * 32}],
     "Qwen/Qwen3-VL-30B-A3B-Instruct": [{}],
     "llava-hf/llava-1.5-7b-hf": [{}],
@@ -42,7 +54,7 @@ IMAGE_MODELS: dict[str, list[dict[str, Any]]] = {
     "openbmb/MiniCPM-V-2_6": [{}, {"max_slice_nums": 4}],
 }
 PHI3V = "microsoft/Phi-3.5-vision-instruct"
-AUDIO_MODELS = ["Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen2.5-Omni-7B"]
+AUDIO_MODELS = ["Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen2.5-Omni-7B", QWEN3_OMNI]
 
 # (width, height): small, common, large, and extreme aspect ratios (up to 1:400)
 IMAGE_SIZES = [
@@ -57,6 +69,7 @@ VIDEO_MODELS: dict[str, list[dict[str, Any]]] = {
     "Qwen/Qwen3-VL-8B-Instruct": [{}, {"max_pixels": 1024 * 32 * 32}],
     "Qwen/Qwen2.5-VL-7B-Instruct": [{}],
     "Qwen/Qwen2.5-Omni-7B": [{}],
+    QWEN3_OMNI: [{}],
     "OpenGVLab/InternVL3-8B": [{}],
     "openbmb/MiniCPM-V-2_6": [{}],
 }
@@ -161,7 +174,11 @@ REQUESTS = _requests()
 @pytest.fixture(scope="module")
 def answers(engine: EngineVenv) -> dict[str, dict[str, Any]]:
     keys = list(REQUESTS)
-    payload = {"catalog": str(CATALOG_MODELS_DIR), "requests": [REQUESTS[k] for k in keys]}
+    payload = {
+        "catalog": str(CATALOG_MODELS_DIR),
+        "families": str(FAMILIES),
+        "requests": [REQUESTS[k] for k in keys],
+    }
     results: list[dict[str, Any]] = engine.run_json(SCRIPT, payload)["results"]
     assert len(results) == len(keys)
     return dict(zip(keys, results, strict=True))
@@ -191,7 +208,7 @@ def _mismatches(pairs: Iterable[tuple[Any, int | str, int | str]]) -> list[str]:
 def test_image_tokens_equal_the_processor(
     answers: dict[str, dict[str, Any]], model: str, kwargs: dict[str, Any]
 ) -> None:
-    profile = load_profile(model)
+    profile = profile_of(model)
     pairs = []
     for w, h in IMAGE_SIZES:
         answer = answers[_key("image", model, kwargs, w, h)]
@@ -211,7 +228,7 @@ def test_image_tokens_equal_the_processor(
 def test_video_tokens_equal_the_processor(
     answers: dict[str, dict[str, Any]], model: str, kwargs: dict[str, Any]
 ) -> None:
-    profile = load_profile(model)
+    profile = profile_of(model)
     pairs = []
     for w, h in VIDEO_SIZES:
         for t in VIDEO_FRAMES:
@@ -267,7 +284,7 @@ def test_qwen3_vl_timestamp_text_stays_within_the_bound(
 
 @pytest.mark.parametrize("model", AUDIO_MODELS)
 def test_audio_tokens_equal_the_processor(answers: dict[str, dict[str, Any]], model: str) -> None:
-    profile = load_profile(model)
+    profile = profile_of(model)
     pairs = []
     for s in AUDIO_SECONDS:
         answer = answers[_key("audio", model, s)]
@@ -329,7 +346,7 @@ def test_worst_video_covers_every_asked_video_and_is_reached(
 
 
 def test_every_catalog_family_is_checked() -> None:
-    checked = {load_profile(m).family for m in [*IMAGE_MODELS, *AUDIO_MODELS, PHI3V]}
+    checked = {profile_of(m).family for m in [*IMAGE_MODELS, *AUDIO_MODELS, PHI3V]}
     catalog = set()
     for config in CATALOG_MODELS_DIR.glob("*/*/source.yaml"):
         profile = load_profile(f"{config.parent.parent.name}/{config.parent.name}")

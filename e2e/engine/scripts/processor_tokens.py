@@ -48,7 +48,11 @@ Where each count comes from (transformers, vLLM and mistral_common as installed)
   checkpoint's remote processor, which no installed package has.
 - audio: ``WhisperFeatureExtractor`` (attention mask of a 30-s window) and the encoder's
   ``_get_feat_extract_output_lengths`` (vLLM's ``qwen2_audio``; transformers'
-  ``Qwen2_5OmniAudioEncoder`` for Omni).
+  ``Qwen2_5OmniAudioEncoder`` for Omni); Qwen3-Omni: the whole clip (its processor's
+  ``truncation=False``) and ``processing_qwen3_omni_moe._get_feat_extract_output_lengths``.
+  Qwen3-Omni images: ``Qwen2VLImageProcessor`` with its defaults and the vision tower's patch
+  (no published preprocessor_config.json of it is kept here). Models outside the catalog are
+  read from ``families`` (bench/families) by id.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ from pathlib import Path
 from typing import Any
 
 CATALOG = Path()
+# Published configs of models outside the catalog (bench/families), asked about by id too.
+FAMILIES = Path()
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -76,6 +82,8 @@ def _json(path: Path) -> dict[str, Any]:
 @cache
 def model_files(model: str) -> dict[str, dict[str, Any]]:
     base = CATALOG / model
+    if not (base / "config.json").is_file() and not (base / "params.json").is_file():
+        base = FAMILIES / model
     out: dict[str, dict[str, Any]] = {}
     for name in ("config", "params", "preprocessor_config", "video_preprocessor_config"):
         if (base / f"{name}.json").is_file():
@@ -90,6 +98,8 @@ def family(model: str) -> str:
     cfg = files["config"]
     mt = str(cfg.get("model_type", ""))
     archs = " ".join(cfg.get("architectures") or [])
+    if mt == "qwen3_omni_moe":
+        return "qwen3_omni"
     if mt == "qwen2_5_omni" or "Omni" in archs:
         return "qwen2_5_omni"
     if mt in {"qwen3_vl", "qwen3_vl_moe"}:
@@ -138,14 +148,33 @@ def qwen_size(kwargs: dict[str, Any], default: dict[str, int]) -> dict[str, int]
 def qwen_image_processor(model: str) -> Any:
     from transformers import Qwen2VLImageProcessor
 
-    return Qwen2VLImageProcessor.from_dict(model_files(model)["preprocessor_config"])
+    files = model_files(model)
+    if family(model) == "qwen3_omni" and "preprocessor_config" not in files:
+        # No published preprocessor_config.json of Qwen3-Omni is kept here: the processor's
+        # defaults, with the patch the vision tower is built for (vLLM's own count reads
+        # vision_config.patch_size; a processor on another patch would not fit the tower).
+        vision = files["config"]["thinker_config"]["vision_config"]
+        return Qwen2VLImageProcessor(
+            patch_size=vision["patch_size"], merge_size=vision["spatial_merge_size"]
+        )
+    return Qwen2VLImageProcessor.from_dict(files["preprocessor_config"])
 
 
 @cache
 def qwen2_video_processor(model: str) -> Any:
     from transformers import Qwen2VLVideoProcessor
 
-    return Qwen2VLVideoProcessor.from_dict(model_files(model)["preprocessor_config"])
+    files = model_files(model)
+    if family(model) == "qwen3_omni" and "preprocessor_config" not in files:
+        # As for images; the size is Qwen3OmniMoeProcessor's own default for videos.
+        from transformers.models.qwen3_omni_moe import processing_qwen3_omni_moe as omni3
+
+        vision = files["config"]["thinker_config"]["vision_config"]
+        size = omni3.Qwen3OmniMoeProcessorKwargs._defaults["videos_kwargs"]["size"]
+        return Qwen2VLVideoProcessor(
+            patch_size=vision["patch_size"], merge_size=vision["spatial_merge_size"], size=size
+        )
+    return Qwen2VLVideoProcessor.from_dict(files["preprocessor_config"])
 
 
 @cache
@@ -494,6 +523,27 @@ def audio(req: dict[str, Any]) -> dict[str, Any]:
     from transformers import WhisperFeatureExtractor
 
     np = _module("numpy")
+    if family(req["model"]) == "qwen3_omni":
+        # Qwen3OmniMoeProcessor's audio kwargs: the whole clip (padding, no truncation), then
+        # transformers' own length rule of that processor.
+        from transformers.models.qwen3_omni_moe import processing_qwen3_omni_moe as omni3
+
+        files = model_files(req["model"])
+        mels = files["config"]["thinker_config"]["audio_config"]["num_mel_bins"]
+        pre = files.get("preprocessor_config") or {"feature_size": mels}
+        fe = WhisperFeatureExtractor.from_dict(pre)
+        samples = max(1, round(req["seconds"] * fe.sampling_rate))
+        feats = fe(
+            np.zeros(samples, dtype=np.float32),
+            sampling_rate=fe.sampling_rate,
+            return_attention_mask=True,
+            padding=True,
+            truncation=False,
+            return_tensors="pt",
+        )
+        mel = feats["attention_mask"].sum(-1)
+        tokens = omni3._get_feat_extract_output_lengths(mel)
+        return {"tokens": int(torch.as_tensor(tokens).reshape(-1)[0]), "mel": int(mel[0])}
     pre = model_files(req["model"])["preprocessor_config"]
     fe = WhisperFeatureExtractor.from_dict(pre)
     samples = max(1, round(req["seconds"] * fe.sampling_rate))
@@ -532,7 +582,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         return phi3v_features(req)
     fam = family(req["model"])
     if op == "video":
-        if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni"}:
+        if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
             return qwen_video(req)
         if fam == "internvl":
             return internvl_video(req)
@@ -543,6 +593,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         "qwen2_vl": qwen_image,
         "qwen2_5_vl": qwen_image,
         "qwen2_5_omni": qwen_image,
+        "qwen3_omni": qwen_image,
         "qwen3_vl": qwen_image,
         "llava": llava_image,
         "llava_next": llava_next_image,
@@ -557,9 +608,10 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    global CATALOG
+    global CATALOG, FAMILIES
     payload = json.load(sys.stdin)
     CATALOG = Path(payload["catalog"])
+    FAMILIES = Path(payload.get("families") or CATALOG)
     results: list[dict[str, Any]] = []
     noise = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(noise):

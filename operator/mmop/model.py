@@ -1410,7 +1410,20 @@ def _build_minicpmv(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     projector = query * lm + d * lm + (3 * lm * lm + 3 * lm) + (lm * lm + lm) + 3 * 2 * lm
     projector += lm * lm
     vision = _vision_tower("siglip", vc, vparams, projector)
-    return _profile(model_id, "minicpmv", cfg, pre, tc, text_type="qwen2", vision=vision)
+    version = str(cfg.get("version", "2.6"))
+    text_type = _MINICPMV_DECODERS.get(version)
+    if text_type is None:
+        raise ModelError(
+            f"{model_id}: MiniCPM-V version {version} is not one vLLM {PINNED_VLLM_VERSION} serves "
+            f"(it serves {', '.join(sorted(_MINICPMV_DECODERS))})"
+        )
+    return _profile(model_id, "minicpmv", cfg, pre, tc, text_type=text_type, vision=vision)
+
+
+# The decoder vLLM builds for each MiniCPM-V version (vLLM 0.32.0 models/minicpmv.py:2434-2440:
+# 2.5 and 4.0 on LlamaForCausalLM, 2.6 on Qwen2ForCausalLM, 4.5 on Qwen3ForCausalLM; 2.0 is
+# MiniCPM-2B, not sized here).
+_MINICPMV_DECODERS = {"2.5": "llama", "2.6": "qwen2", "4.0": "llama", "4.5": "qwen3"}
 
 
 def _build_idefics3(model_id: str, cfg: Json, pre: Json) -> ModelProfile:

@@ -40,7 +40,11 @@ NEW_MULTIMODAL = (
     "google/gemma-4-26B-A4B",
     "meta-llama/Llama-4-Scout-17B-16E-Instruct",
     "deepseek-ai/DeepSeek-OCR",
+    "zai-org/GLM-4.1V-9B-Thinking",
 )
+# Families with a processor rule, named by a Hub id outside the catalog (bench/families).
+QWEN3_OMNI = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
+MINICPM_V4 = "openbmb/MiniCPM-V-4"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,9 @@ def hub() -> Iterator[HubStandIn]:
             FINE_TUNE: Repo.from_dir(FINE_TUNE, base),
             GATED: Repo.from_dir(GATED, base, gated=True, tokens=frozenset({TOKEN})),
             GPT_OSS: Repo(GPT_OSS, gpt_oss),
-            **{m: Repo.from_dir(m, FAMILIES / m) for m in NEW_MULTIMODAL},
+            **{
+                m: Repo.from_dir(m, FAMILIES / m) for m in (*NEW_MULTIMODAL, QWEN3_OMNI, MINICPM_V4)
+            },
         }
     )
     with stand_in.serve():
@@ -235,3 +241,45 @@ def test_a_multimodal_family_without_a_processor_rule_plans_approximately_from_t
     assert plan["approximate"] is True and plan["kvMemoryScale"] == 0.8
     assert plan["maxImageTokens"] > 0
     assert any("multimodal family" in note for note in plan.get("notes", [])), plan.get("notes")
+
+
+def vision_workload(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["spec"]["workload"] = {
+        "images": {"perRequest": 1, "maxWidth": 1024, "maxHeight": 1024},
+        "contextLength": {"min": 8192},
+        "promptTokens": 1024,
+        "outputTokens": 256,
+        "concurrency": 4,
+    }
+    return doc
+
+
+def test_qwen3_omni_plans_from_the_hub_with_its_own_processor_rule(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    """Qwen3-Omni is not the generic path: its thinker is sized and its images counted as its
+    processor counts them (tests/engine/test_processor_tokens.py), so the plan is exact."""
+    apply_manifest(sandbox, namespace, vision_workload(model("omni3", QWEN3_OMNI)))
+    mm = planned(sandbox, namespace, "omni3", "True", "PlanFound")
+    plan = mm["status"]["plan"]
+    assert plan["model"] == QWEN3_OMNI and plan["modelSource"] == "hub"
+    assert not plan.get("approximate")
+    # 1024x1024 on 32-pixel units within the processor's default budget: 31 x 31 tokens
+    assert plan["maxImageTokens"] == 961
+    assert 58.5 < plan["memory"]["weights_gib"] < 59.7  # the thinker alone, bf16
+
+
+def test_minicpm_v4_needs_the_users_consent_to_remote_code_then_plans(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    apply_manifest(sandbox, namespace, vision_workload(model("minicpm4", MINICPM_V4)))
+    mm = planned(sandbox, namespace, "minicpm4", "False", "RemoteCodeRequired")
+    assert "trustRemoteCode" in condition(mm, "Planned")["message"]  # type: ignore[index]
+    assert deployment(sandbox, namespace, "minicpm4") is None
+    doc = vision_workload(model("minicpm4", MINICPM_V4))
+    doc["spec"]["model"]["trustRemoteCode"] = True
+    apply_manifest(sandbox, namespace, doc)
+    mm = planned(sandbox, namespace, "minicpm4", "True", "PlanFound")
+    plan = mm["status"]["plan"]
+    assert plan["model"] == MINICPM_V4 and not plan.get("approximate")
+    assert plan["maxImageTokens"] == 640  # (1 + 9 slices) x 64 queries

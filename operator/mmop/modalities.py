@@ -677,13 +677,21 @@ def whisper_audio_tokens(seconds: float) -> int:
 # Public functions
 
 
+# Whisper feature extractor's FFT window (samples); its STFT pads n_fft/2 on each side.
+WHISPER_N_FFT = 400
+
+
 def qwen3_omni_audio_cost(seconds: float, sr: int = 16000, hop: int = 160) -> ItemCost:
     """Qwen3-Omni tokens for a clip: its processor extracts Whisper features of the whole clip
     (``truncation=False``, Qwen3OmniMoeProcessorKwargs), and the encoder turns each 100 mel
     frames into 13 tokens, a shorter tail through three stride-2 convolutions
     (``_get_feat_extract_output_lengths``, the same in transformers and vLLM 0.32.0
     models/qwen3_omni_moe_thinker.py:154-161)."""
-    mel = -(-max(1, round(seconds * sr)) // hop)
+    samples = max(1, round(seconds * sr))
+    if samples <= WHISPER_N_FFT // 2:
+        # the feature extractor's centred STFT reflects n_fft/2 samples on each side
+        raise ValueError(f"a clip of {samples} samples is too short for Qwen3-Omni's processor")
+    mel = samples // hop  # the attention mask of a batch padded to its longest clip
     tail = mel % 100
     feat = (tail - 1) // 2 + 1
     tokens = ((feat - 1) // 2 + 1 - 1) // 2 + 1 + (mel // 100) * 13

@@ -619,7 +619,7 @@ def main() -> int:
         for req in payload["requests"]:
             try:
                 results.append(handle(req))
-            except ValueError as exc:
+            except (ValueError, RuntimeError) as exc:  # the processor refuses the item
                 results.append({"error": str(exc) or type(exc).__name__})
     print(json.dumps({"results": results}))
     return 0

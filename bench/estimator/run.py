@@ -39,7 +39,7 @@ import yaml
 
 from mmop.catalog import GIB, GpuSpec, resolve_gpu
 from mmop.estimator import EngineArgs, EstimateError, NoVerdict, estimate
-from mmop.model import ModelError, ModelProfile, load_profile, load_profile_from_dir
+from mmop.model import ModelError, ModelProfile, catalog_ids, load_profile, load_profile_from_dir
 
 HERE = Path(__file__).parent
 HELD_OUT = HERE / "dataset_heldout.yaml"
@@ -221,7 +221,7 @@ def _profile(raw: dict[str, Any]) -> tuple[ModelProfile | None, str]:
     """The row's model, or why there is none."""
     model = str(raw["model"])
     try:
-        if raw.get("catalog", True):
+        if raw.get("catalog", True) or model in CATALOG_IDS:
             return load_profile(model), ""
         for base in CONFIG_DIRS:
             if (base / model / "config.json").is_file():
@@ -230,6 +230,9 @@ def _profile(raw: dict[str, Any]) -> tuple[ModelProfile | None, str]:
         return None, f"mmop cannot read it (no verdict): {err}"
     return None, "no published config here"
 
+
+# Models the catalog holds now, whatever the row's `catalog` flag said when it was collected.
+CATALOG_IDS = frozenset(catalog_ids())
 
 SKIPPED: dict[str, str] = {}
 

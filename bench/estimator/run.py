@@ -58,6 +58,7 @@ ENGINE_FLAGS = {
     "limit_mm_per_prompt",
     "mm_processor_kwargs",
     "block_size",
+    "enable_prefix_caching",
 }
 
 # llm-d's nominal GPU sizes (used as GiB) and per-architecture activation constants.

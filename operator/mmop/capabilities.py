@@ -269,7 +269,9 @@ _OVERRIDES = {
     "gptq": ("gptq", "gptq_marlin", "auto_gptq", "marlin"),
 }
 _RESOLVED = {"awq": "auto_awq", "gptq": "auto_gptq"}
-_NEEDS_CHECKPOINT = ("awq", "gptq", "compressed-tensors")
+_NEEDS_CHECKPOINT = ("awq", "gptq", "compressed-tensors", "modelopt", "modelopt_fp4")
+# (ModelOpt's configs name hf_quant_config.json as their file, quantization/modelopt.py:304-305;
+# without one, model_loader/weight_utils.py:347-375 raises "Cannot find the config file".)
 
 
 def parse_capability(text: str | None) -> int | None:

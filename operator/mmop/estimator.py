@@ -55,6 +55,8 @@ QUANTIZATIONS = (
     "fp8",
     "compressed-tensors",
     "bitsandbytes",
+    "modelopt",
+    "modelopt_fp4",
 )
 DTYPES = ("auto", "bfloat16", "float16", "half", "float32")
 MODALITIES = ("image", "video", "audio")
@@ -121,6 +123,11 @@ class EngineArgs(BaseModel):
         default="weights", description="--mm-encoder-tp-mode"
     )
     enforce_eager: bool = Field(default=False, description="--enforce-eager")
+    enable_prefix_caching: bool = Field(
+        default=True,
+        description="--enable-prefix-caching (vLLM's default); for hybrid linear-attention "
+        "models it keeps two state blocks per request instead of one",
+    )
     skip_mm_profiling: bool = Field(default=False, description="--skip-mm-profiling")
     kv_cache_memory_bytes: int | None = Field(default=None, gt=0, description="--kv-cache-memory")
     vllm_version: str = Field(default=PINNED_VLLM_VERSION, description="vLLM release modelled")
@@ -398,6 +405,23 @@ def weights_bytes_per_gpu(
         lm_bytes = (lm_linear - expert_params) * wbytes
         vision_bytes = (params.vision + params.audio) * wbytes
         experts_per_gpu = mxfp4_expert_bytes_per_gpu(profile, tp)
+    if quant is not None and quant.expert_bits and method == "modelopt":
+        # ModelOpt MIXED_PRECISION (model._modelopt_mixed): MLPs (experts) and lm_head NVFP4,
+        # the other decoder layers FP8, embeddings and towers in the model's dtype.
+        nvfp4 = _quant_bytes_per_param("modelopt_fp4", 4, 16)
+        other = 1.0 if quant.weight_bits == 8 else wbytes
+        t = profile.text
+        moe = t.moe
+        shared = 3 * t.hidden_size * moe.shared_expert_intermediate_size if moe else 0
+        dense_layers = t.num_layers - (moe.moe_layers if moe else 0)
+        experts = t.routed_expert_params + (moe.moe_layers * shared if moe else 0)
+        experts += dense_layers * 3 * t.hidden_size * t.intermediate_size  # dense MLPs
+        head = 0 if profile.text.tie_word_embeddings else params.embedding // 2
+        lm_bytes = experts * nvfp4 + (lm_linear - experts) * other
+        embed_bytes = int(head * nvfp4 + (params.embedding - head) * wbytes)
+        vision_bytes = (params.vision + params.audio) * (
+            other if quant.vision_quantized else wbytes
+        )
     total = (lm_bytes + embed_bytes) / tp + vision_bytes / vision_split + experts_per_gpu
     return int(total + cal.weights_overhead_gib * GIB)
 
@@ -445,6 +469,14 @@ def kv_groups(profile: ModelProfile) -> list[KVGroup]:
     """vLLM's hybrid grouping: same-sized groups, the rarer attention type sets the size."""
     full = [layer for layer in profile.text.layers if layer.kind == AttentionKind.FULL]
     sliding = [layer for layer in profile.text.layers if layer.kind == AttentionKind.SLIDING]
+    linear = [layer for layer in profile.text.layers if layer.kind == AttentionKind.LINEAR]
+    if linear and profile.text.linear_attention is not None and full and not sliding:
+        # Gated DeltaNet layers keep a per-request state in blocks of the same page size
+        # (vLLM 0.32.0 v1/core/kv_cache_utils.py, uniform page size across groups).
+        size = min(len(full), len(linear))
+        return [KVGroup(kind="full", layers=size)] * math.ceil(len(full) / size) + [
+            KVGroup(kind="linear", layers=size)
+        ] * math.ceil(len(linear) / size)
     if not sliding:
         return [KVGroup(kind="full", layers=len(profile.text.layers))]
     if not full:
@@ -460,10 +492,30 @@ def kv_groups(profile: ModelProfile) -> list[KVGroup]:
     return groups
 
 
-def _blocks_per_request(groups: list[KVGroup], length: int, block: int, mnbt: int) -> int:
+def hybrid_block_size(
+    profile: ModelProfile, tp: int, per_token_layer: float, dtype_bytes: float, block: int
+) -> int:
+    """The attention block size vLLM picks so one attention page holds a linear layer's state:
+    the smallest multiple of the kernel block (16) whose page is at least the state
+    (vLLM 0.32.0 platforms/interface.py:939-1120, _align_hybrid_block_size); the state page is
+    then padded to it."""
+    la = profile.text.linear_attention
+    assert la is not None
+    state = la.state_bytes(tp, dtype_bytes)
+    align = max(16, block)
+    return max(block, align * math.ceil(state / (align * per_token_layer)))
+
+
+def _blocks_per_request(
+    groups: list[KVGroup], length: int, block: int, mnbt: int, state_blocks: int = 2
+) -> int:
     total = 0
     for g in groups:
-        if g.kind == "sliding" and g.window_tokens:
+        if g.kind == "linear":
+            # MambaSpec.max_memory_usage_bytes: two state pages with prefix caching ("align"
+            # mode), one without (vLLM 0.32.0 v1/kv_cache_interface.py:1076-1082).
+            total += state_blocks
+        elif g.kind == "sliding" and g.window_tokens:
             tokens = min(g.window_tokens - 1 + mnbt, length)
             total += math.ceil(tokens / block) + 1
         else:
@@ -753,11 +805,15 @@ def estimate(
     per_layer = kv_bytes_per_token_per_layer(profile, tp, kv_dtype_bytes)
     groups = kv_groups(profile)
     group_size = groups[0].layers
+    state_blocks = 2 if args.enable_prefix_caching else 1
+    if any(g.kind == "linear" for g in groups):
+        block = hybrid_block_size(profile, tp, per_layer, _dtype_bytes(dtype), block)
     page = per_layer * block
-    bytes_per_token_all = int(per_layer * len(profile.text.layers))
+    kv_layers = sum(g.layers for g in groups if g.kind != "linear")
+    bytes_per_token_all = int(per_layer * min(kv_layers, len(profile.text.layers)))
     num_blocks = max(0, int(available // (page * group_size))) if available > 0 else 0
 
-    need = _blocks_per_request(groups, max_model_len, block, mnbt)
+    need = _blocks_per_request(groups, max_model_len, block, mnbt, state_blocks)
     concurrency = num_blocks / need if need else 0.0
     if version >= VERSION_TOKENS_FROM_CONCURRENCY:
         tokens = int(concurrency * max_model_len)
@@ -767,7 +823,7 @@ def estimate(
     lo, hi = 0, _derived_max_len(profile)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _blocks_per_request(groups, mid, block, mnbt) <= num_blocks:
+        if _blocks_per_request(groups, mid, block, mnbt, state_blocks) <= num_blocks:
             lo = mid
         else:
             hi = mid - 1

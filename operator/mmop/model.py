@@ -79,6 +79,31 @@ class MoE(BaseModel):
     moe_layers: int = Field(description="Number of layers whose MLP is an MoE block")
 
 
+class LinearAttention(BaseModel):
+    """Gated DeltaNet layers' state (Qwen3-Next, Qwen3.5): what one request keeps per layer in
+    place of a KV cache (vLLM 0.32.0 layers/mamba/mamba_utils.py:280-301)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_key_heads: int
+    num_value_heads: int
+    key_head_dim: int
+    value_head_dim: int
+    conv_kernel: int
+    ssm_state_bytes: int | None = Field(
+        default=None, description="Bytes per element of the recurrent state; None: the model's"
+    )
+
+    def state_bytes(self, tp: int, dtype_bytes: float) -> int:
+        """One layer's state for one request on one GPU: the causal-convolution window over q, k
+        and v in the model's dtype, and the recurrent state (value heads × v × k)."""
+        conv_dim = 2 * self.num_key_heads * self.key_head_dim
+        conv_dim += self.num_value_heads * self.value_head_dim
+        conv = conv_dim // tp * (self.conv_kernel - 1) * dtype_bytes
+        ssm = self.num_value_heads // tp * self.value_head_dim * self.key_head_dim
+        return int(conv + ssm * (self.ssm_state_bytes or dtype_bytes))
+
+
 class TextModel(BaseModel):
     """The decoder language model."""
 
@@ -98,6 +123,7 @@ class TextModel(BaseModel):
     moe: MoE | None = None
     kv_lora_rank: int | None = None
     qk_rope_head_dim: int | None = None
+    linear_attention: LinearAttention | None = None
 
     @property
     def routed_expert_params(self) -> int:
@@ -159,6 +185,14 @@ class CheckpointQuantization(BaseModel):
     weight_bits: int = Field(description="Bits per quantized weight")
     group_size: int | None = Field(default=None, description="Weights per scale group")
     unquantized_modules: tuple[str, ...] = Field(default=(), description="Modules left as is")
+    expert_bits: int | None = Field(
+        default=None,
+        description="ModelOpt MIXED_PRECISION: the MLPs' (experts', lm_head's) NVFP4 bits, the "
+        "other listed layers at weight_bits",
+    )
+    vision_quantized: bool | None = Field(
+        default=None, description="Whether the vision tower is among the quantized layers"
+    )
 
 
 class ParamCounts(BaseModel):
@@ -394,17 +428,24 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         attn += heads * head_dim + 2 * kv_heads * head_dim
     if mtype.startswith("qwen3") or mtype.startswith("gemma3"):
         attn += 2 * head_dim  # q_norm / k_norm
+    if c.get("attn_output_gate", mtype.startswith(("qwen3_next", "qwen3_5"))):
+        # Qwen3-Next / Qwen3.5 gated attention: q_proj also yields the output gate
+        # (vLLM 0.32.0 models/qwen3_next.py:315-320).
+        attn += hidden * heads * head_dim
     norms = (4 if mtype.startswith("gemma3") else 2) * hidden
     dense_mlp = 3 * hidden * dense_inter
+    # Linear-attention layers (Gated DeltaNet) replace attention by their own projections.
+    linear = sum(1 for layer in layer_list if layer.kind == AttentionKind.LINEAR)
+    attn_total = (layers - linear) * attn + linear * (_gated_delta_net_params(c, hidden) or attn)
     per_layer_params = 0
     if moe is None:
-        per_layer_params = layers * (attn + dense_mlp + norms)
+        per_layer_params = attn_total + layers * (dense_mlp + norms)
     else:
         expert = 3 * hidden * moe.expert_intermediate_size
         moe_mlp = moe.num_experts * expert + hidden * moe.num_experts
         if moe.shared_expert_intermediate_size:
             moe_mlp += 3 * hidden * moe.shared_expert_intermediate_size + hidden
-        per_layer_params = layers * (attn + norms) + moe.moe_layers * moe_mlp
+        per_layer_params = attn_total + layers * norms + moe.moe_layers * moe_mlp
         dense_layers = layers if dense_beside_moe else layers - moe.moe_layers
         per_layer_params += dense_layers * dense_mlp
     lm_params = per_layer_params + hidden  # final norm
@@ -425,8 +466,43 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         moe=moe,
         kv_lora_rank=int(c["kv_lora_rank"]) if c.get("kv_lora_rank") else None,
         qk_rope_head_dim=int(c["qk_rope_head_dim"]) if c.get("qk_rope_head_dim") else None,
+        linear_attention=_linear_attention(c) if linear else None,
     )
     return text, embed, lm_params
+
+
+def _linear_attention(c: Json) -> LinearAttention | None:
+    try:
+        nk, nv = int(c["linear_num_key_heads"]), int(c["linear_num_value_heads"])
+        dk, dv = int(c["linear_key_head_dim"]), int(c["linear_value_head_dim"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    # Qwen3.5 states its recurrent state's dtype (vLLM 0.32.0 models/config.py:858-875).
+    ssm = {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(c.get("mamba_ssm_dtype")))
+    return LinearAttention(
+        num_key_heads=nk,
+        num_value_heads=nv,
+        key_head_dim=dk,
+        value_head_dim=dv,
+        conv_kernel=int(c.get("linear_conv_kernel_dim") or 4),
+        ssm_state_bytes=ssm,
+    )
+
+
+def _gated_delta_net_params(c: Json, hidden: int) -> int:
+    """One Gated DeltaNet layer (Qwen3-Next, Qwen3.5; vLLM 0.32.0
+    layers/mamba/gdn/qwen_gdn_linear_attn.py:483-590): q/k/v/z and b/a input projections, a
+    depthwise causal convolution over q, k and v, per-head A_log and dt_bias, a gated RMSNorm and
+    the output projection, all without biases. 0 when the config does not state the shape."""
+    try:
+        nk, nv = int(c["linear_num_key_heads"]), int(c["linear_num_value_heads"])
+        dk, dv = int(c["linear_key_head_dim"]), int(c["linear_value_head_dim"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+    kernel = int(c.get("linear_conv_kernel_dim") or 4)
+    key, value = nk * dk, nv * dv
+    conv = (2 * key + value) * kernel
+    return hidden * (2 * key + 2 * value) + hidden * 2 * nv + conv + 2 * nv + dv + value * hidden
 
 
 def _layer_types(c: Json, layers: int) -> list[Layer]:
@@ -448,6 +524,14 @@ def _layer_types(c: Json, layers: int) -> list[Layer]:
             for i in range(layers)
         ]
     types = c.get("layer_types")
+    full_every = c.get("full_attention_interval")
+    if not isinstance(types, list) and full_every and c.get("linear_num_value_heads"):
+        # Qwen3-Next: every full_attention_interval-th layer is full attention, the rest are
+        # Gated DeltaNet (vLLM 0.32.0 models/qwen3_next.py, layer_types derived from it).
+        types = [
+            "full_attention" if (i + 1) % int(full_every) == 0 else "linear_attention"
+            for i in range(layers)
+        ]
     if isinstance(types, list) and len(types) == layers:
         out = []
         for t in types:
@@ -667,6 +751,37 @@ SIZED_CHECKPOINT_METHODS = frozenset(
 MODELOPT_ALGOS = {"FP8": (8, None), "FP8_PB_WO": (8, None), "NVFP4": (4, 16)}
 
 
+def _modelopt_mixed(q: Json, skip: tuple[str, ...]) -> CheckpointQuantization:
+    """ModelOpt MIXED_PRECISION: each quantized layer names its algorithm
+    (``quantized_layers``). mmop sizes the layout NVIDIA's exports use: experts, shared experts
+    and lm_head in NVFP4 (the MLP projections of a dense model too), attention (and linear
+    attention) in FP8, the rest unquantized; any other algorithm, or NVFP4 outside the MLPs, gets
+    no verdict."""
+    layers = q.get("quantized_layers") or {}
+    if not isinstance(layers, dict) or not layers:
+        raise ValueError("ModelOpt MIXED_PRECISION without quantized_layers: no verdict")
+    expert_bits, other_bits = None, None
+    for name, spec in layers.items():
+        algo = str((spec or {}).get("quant_algo", "")).upper()
+        mlp = ".mlp." in name or name.endswith((".mlp", "lm_head"))
+        if algo in ("NVFP4", "W4A16_NVFP4") and mlp:
+            expert_bits = 4
+        elif algo == "FP8" and not mlp:
+            other_bits = 8
+        else:
+            raise ValueError(
+                f"ModelOpt MIXED_PRECISION layer {name} in {algo!r}: not sized by mmop, no verdict"
+            )
+    return CheckpointQuantization(
+        method="modelopt",
+        weight_bits=other_bits or 16,
+        group_size=16,
+        unquantized_modules=skip,
+        expert_bits=expert_bits,
+        vision_quantized=any(k in n for n in layers for k in ("visual", "vision")),
+    )
+
+
 def _quantization(cfg: Json) -> CheckpointQuantization | None:
     q = cfg.get("quantization_config") or (cfg.get("text_config") or {}).get("quantization_config")
     if not q:
@@ -701,6 +816,8 @@ def _quantization(cfg: Json) -> CheckpointQuantization | None:
         )
     if method in ("modelopt", "modelopt_fp4"):
         algo = str(q.get("quant_algo") or (q.get("quantization") or {}).get("quant_algo") or "")
+        if algo.upper() == "MIXED_PRECISION":
+            return _modelopt_mixed(q, skip)
         if algo.upper() not in MODELOPT_ALGOS:
             raise ValueError(f"ModelOpt quant_algo {algo!r}: not sized by mmop, no verdict")
         bits, per_scale = MODELOPT_ALGOS[algo.upper()]
@@ -758,7 +875,7 @@ def _family_of(cfg: Json) -> str:
         return "mistral_native"
     mtype = str(cfg.get("model_type", ""))
     arch = " ".join(cfg.get("architectures") or [])
-    if mtype in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"}:
+    if mtype in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"}:
         return "qwen3_vl" if mtype.startswith("qwen3") else mtype
     if mtype == "qwen3_omni_moe" or "Qwen3OmniMoe" in arch:
         return "qwen3_omni"
@@ -1153,6 +1270,10 @@ def _build_qwen_vl(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     text_type = (
         "qwen3_moe" if mtype == "qwen3_vl_moe" else ("qwen3" if family == "qwen3_vl" else "qwen2")
     )
+    if mtype.startswith("qwen3_5"):
+        # Qwen3.5: Qwen3-VL's vision tower and processors over a Qwen3-Next-style hybrid decoder
+        # (vLLM 0.32.0 models/qwen3_5.py:111-125, 473, 703).
+        text_type = str(tc.get("model_type") or f"{mtype}_text")
     return _profile(model_id, family, cfg, pre, tc, text_type=text_type, vision=vision)
 
 

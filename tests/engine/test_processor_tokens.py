@@ -25,6 +25,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "e2e" / "engine" / "scripts" / "p
 # Published configs of families outside the catalog (bench/families), checked by id as well.
 FAMILIES = Path(__file__).resolve().parents[2] / "bench" / "families"
 QWEN3_OMNI = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
+QWEN3_5 = "Qwen/Qwen3.6-35B-A3B"  # Qwen3.5 architecture: Qwen3-VL's processors
 
 
 def profile_of(model: str) -> ModelProfile:
@@ -40,6 +41,7 @@ IMAGE_MODELS: dict[str, list[dict[str, Any]]] = {
     "Qwen/Qwen2.5-VL-7B-Instruct": [{}, {"max_pixels": 256 * 28 * 28}, {"min_pixels": 200704}],
     "Qwen/Qwen2.5-Omni-7B": [{}],
     QWEN3_OMNI: [{}, {"max_pixels": 256 * 32 * 32}],
+    QWEN3_5: [{}],
     "Qwen/Qwen3-VL-8B-Instruct": [{}, {"max_pixels": 1024 * 32 * 32}],
     "Qwen/Qwen3-VL-30B-A3B-Instruct": [{}],
     "llava-hf/llava-1.5-7b-hf": [{}],
@@ -71,6 +73,7 @@ VIDEO_MODELS: dict[str, list[dict[str, Any]]] = {
     "Qwen/Qwen2.5-VL-7B-Instruct": [{}],
     "Qwen/Qwen2.5-Omni-7B": [{}],
     QWEN3_OMNI: [{}],
+    QWEN3_5: [{}],
     "OpenGVLab/InternVL3-8B": [{}],
     "openbmb/MiniCPM-V-2_6": [{}],
 }

@@ -45,6 +45,7 @@ NEW_MULTIMODAL = (
 # Families with a processor rule, named by a Hub id outside the catalog (bench/families).
 QWEN3_OMNI = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
 MINICPM_V4 = "openbmb/MiniCPM-V-4"
+QWEN3_6 = "Qwen/Qwen3.6-35B-A3B"  # Qwen3.5 architecture: hybrid linear attention, MoE, vision
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,8 @@ def hub() -> Iterator[HubStandIn]:
             GATED: Repo.from_dir(GATED, base, gated=True, tokens=frozenset({TOKEN})),
             GPT_OSS: Repo(GPT_OSS, gpt_oss),
             **{
-                m: Repo.from_dir(m, FAMILIES / m) for m in (*NEW_MULTIMODAL, QWEN3_OMNI, MINICPM_V4)
+                m: Repo.from_dir(m, FAMILIES / m)
+                for m in (*NEW_MULTIMODAL, QWEN3_OMNI, MINICPM_V4, QWEN3_6)
             },
         }
     )
@@ -286,3 +288,16 @@ def test_minicpm_v4_needs_the_users_consent_to_remote_code_then_plans(
     plan = mm["status"]["plan"]
     assert plan["model"] == MINICPM_V4 and not plan.get("approximate")
     assert plan["maxImageTokens"] == 448  # worst image within 1024x1024: (1 + 6 slices) x 64
+
+
+def test_qwen3_6_plans_from_the_hub_with_its_hybrid_kv_cache(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    """Qwen3.6 (the Qwen3.5 architecture): Qwen3-VL's processors over a hybrid decoder whose
+    linear-attention layers keep a state per request, not a KV cache per token."""
+    apply_manifest(sandbox, namespace, vision_workload(model("qwen36", QWEN3_6)))
+    mm = planned(sandbox, namespace, "qwen36", "True", "PlanFound")
+    plan = mm["status"]["plan"]
+    assert plan["model"] == QWEN3_6 and plan["modelSource"] == "hub"
+    assert not plan.get("approximate")
+    assert plan["maxImageTokens"] == 961  # 1024x1024 on 32-pixel units

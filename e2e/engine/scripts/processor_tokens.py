@@ -102,7 +102,7 @@ def family(model: str) -> str:
         return "qwen3_omni"
     if mt == "qwen2_5_omni" or "Omni" in archs:
         return "qwen2_5_omni"
-    if mt in {"qwen3_vl", "qwen3_vl_moe"}:
+    if mt in {"qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"}:
         return "qwen3_vl"
     if mt in {"qwen2_vl", "qwen2_5_vl", "qwen2_audio", "llava", "llava_next", "gemma3"}:
         return mt
@@ -149,15 +149,20 @@ def qwen_image_processor(model: str) -> Any:
     from transformers import Qwen2VLImageProcessor
 
     files = model_files(model)
-    if family(model) == "qwen3_omni" and "preprocessor_config" not in files:
-        # No published preprocessor_config.json of Qwen3-Omni is kept here: the processor's
-        # defaults, with the patch the vision tower is built for (vLLM's own count reads
-        # vision_config.patch_size; a processor on another patch would not fit the tower).
-        vision = files["config"]["thinker_config"]["vision_config"]
+    if "preprocessor_config" not in files:
+        # No published preprocessor_config.json is kept here (Qwen3-Omni, Qwen3.5): the
+        # processor's defaults, with the patch the vision tower is built for (vLLM's own count
+        # reads vision_config.patch_size; a processor on another patch would not fit the tower).
+        vision = _vision_config(files["config"])
         return Qwen2VLImageProcessor(
             patch_size=vision["patch_size"], merge_size=vision["spatial_merge_size"]
         )
     return Qwen2VLImageProcessor.from_dict(files["preprocessor_config"])
+
+
+def _vision_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    vision: dict[str, Any] = (cfg.get("thinker_config") or cfg)["vision_config"]
+    return vision
 
 
 @cache
@@ -181,7 +186,13 @@ def qwen2_video_processor(model: str) -> Any:
 def qwen3_video_processor(model: str) -> Any:
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-    return Qwen3VLVideoProcessor.from_dict(model_files(model)["video_preprocessor_config"])
+    files = model_files(model)
+    if "video_preprocessor_config" not in files:  # as for images: the class's defaults
+        vision = _vision_config(files["config"])
+        return Qwen3VLVideoProcessor(
+            patch_size=vision["patch_size"], merge_size=vision["spatial_merge_size"]
+        )
+    return Qwen3VLVideoProcessor.from_dict(files["video_preprocessor_config"])
 
 
 def qwen_image(req: dict[str, Any]) -> dict[str, Any]:

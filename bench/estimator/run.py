@@ -46,6 +46,10 @@ HELD_OUT = HERE / "dataset_heldout.yaml"
 CONFIG_DIRS = (HERE.parent / "families", HERE / "configs")
 DATASET = HERE / "dataset.yaml"
 
+# Flags that put something else in GPU memory (a KV connector's buffers, a draft model) that
+# mmop neither models nor renders: such rows are listed, not scored.
+UNMODELLED_FLAGS = {"kv_transfer_config", "speculative_config"}
+
 ENGINE_FLAGS = {
     "max_model_len",
     "gpu_memory_utilization",
@@ -242,6 +246,9 @@ def evaluate(dataset: Path = DATASET) -> list[Row]:
     rows = []
     for raw in yaml.safe_load(dataset.read_text()):
         profile, why = _profile(raw)
+        unmodelled = sorted(UNMODELLED_FLAGS & set(raw.get("flags") or {}))
+        if unmodelled:
+            profile, why = None, f"flags mmop does not model: {', '.join(unmodelled)}"
         if profile is None:
             SKIPPED[str(raw["id"])] = why
             continue

@@ -571,6 +571,9 @@ def _max_item_costs(
         if modality == "image":
             out[modality] = modalities.max_image_cost(profile, kw)
         elif modality == "video":
+            if profile.family == "glm4v":
+                # vLLM profiles a video dummy mmop does not model: no verdict rather than a guess
+                raise NoVerdict(f"{profile.id}: {modalities.GLM4V_VIDEO}")
             out[modality] = modalities.max_video_cost(profile, max_model_len, kw)
         else:
             out[modality] = modalities.max_audio_cost(profile)

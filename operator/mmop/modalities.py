@@ -68,6 +68,8 @@ def supported_modalities(profile: ModelProfile) -> tuple[str, ...]:
             out.append("video")
         if fam == "internvl" and profile.text.model_type in INTERNVL_VIDEO_LMS:
             out.append("video")
+        if fam == "glm4v":
+            out.append("video")  # vLLM enables it; mmop does not count it (video_cost)
     if profile.audio is not None:
         out.append("audio")
     return tuple(out)
@@ -107,6 +109,46 @@ def qwen_smart_resize(
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
+
+
+def glm4v_smart_resize(
+    height: int,
+    width: int,
+    factor: int,
+    min_pixels: int,
+    max_pixels: int,
+    frames: int = 2,
+    temporal: int = 2,
+) -> tuple[int, int]:
+    """GLM-4V's resize (transformers ``glm4v.image_processing_glm4v.smart_resize``, which vLLM
+    0.32.0's own count calls, models/glm4_1v.py:1044-1083): a side below ``factor`` is scaled up
+    first, and the pixel budget counts ``frames`` (an image is processed as
+    ``temporal_patch_size`` frames, so it gets half of ``max_pixels``)."""
+    if height <= 0 or width <= 0:
+        raise ValueError("image width and height must be positive")
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    if max(height, width) / min(height, width) > QWEN_MAX_ASPECT:
+        raise ValueError("absolute aspect ratio must be smaller than 200")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    t_bar = round(frames / temporal) * temporal
+    if t_bar * h_bar * w_bar > max_pixels:
+        beta = math.sqrt((frames * height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif t_bar * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (frames * height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def _glm4v_bounds(profile: ModelProfile, kw: Mapping[str, Any]) -> tuple[int, int]:
+    # Glm4vImageProcessor's class default size, unless the preprocessor config states one
+    default = _qwen_processor_size(profile.preprocessor, (112 * 112, 28 * 28 * 15000))
+    return _qwen_size(default, _scoped(kw, "images_kwargs"))
 
 
 def qwen3_vl_video_smart_resize(
@@ -677,6 +719,11 @@ def whisper_audio_tokens(seconds: float) -> int:
 # Public functions
 
 
+GLM4V_VIDEO = (
+    "mmop does not count GLM-4V video tokens (frame sampling and timestamp text): turn video "
+    "off (--limit-mm-per-prompt '{\"video\": 0}'; mmop's plans do when the workload has none)"
+)
+
 # Whisper feature extractor's FFT window (samples); its STFT pads n_fft/2 on each side.
 WHISPER_N_FFT = 400
 
@@ -713,6 +760,17 @@ def _image_fn(profile: ModelProfile, kw: Mapping[str, Any]) -> Callable[[int, in
             return ItemCost(patches // (merge * merge), patches, patches)
 
         return qwen
+    if fam == "glm4v":
+        v = profile.vision
+        patch, merge, temporal = v.patch_size, v.spatial_merge_size, v.temporal_patch_size
+        lo, hi = _glm4v_bounds(profile, kw)
+
+        def glm(w: int, h: int) -> ItemCost:
+            rh, rw = glm4v_smart_resize(h, w, patch * merge, lo, hi, temporal, temporal)
+            patches = (rh // patch) * (rw // patch)
+            return ItemCost(patches // (merge * merge), patches, patches)
+
+        return glm
     if fam == "llava":
         _, npatch = _clip_grid(profile)
         fixed = ItemCost(npatch * npatch, npatch * npatch + 1, npatch * npatch + 1)
@@ -766,6 +824,15 @@ def max_image_size(
     assert v is not None
     if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
         return _qwen_max_image(profile, kw)
+    if fam == "glm4v":
+        # vLLM's get_image_size_with_most_features: a huge square through the resize
+        v2 = profile.vision
+        assert v2 is not None
+        _, hi = _glm4v_bounds(profile, kw)
+        factor = v2.patch_size * v2.spatial_merge_size
+        t = v2.temporal_patch_size
+        rh, rw = glm4v_smart_resize(9999999, 9999999, factor, 1, hi, t, t)
+        return rw, rh
     if fam == "llava_next":
         pins = _llava_next_pinpoints(profile)
         best = max(pins, key=lambda p: _llava_next_image(profile, p[1], p[0]).tokens)
@@ -820,6 +887,8 @@ def video_cost(
     fam = profile.family
     if "video" not in supported_modalities(profile):
         raise ValueError(f"{profile.id} takes no video")
+    if fam == "glm4v":
+        raise ValueError(GLM4V_VIDEO)
     if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
         return _qwen_video(profile, width, height, frames, kw, seconds)
     if fam == "internvl":
@@ -840,6 +909,8 @@ def max_video_cost(
     """The video dummy vLLM profiles with, bounded by max_model_len as vLLM bounds it."""
     kw = dict(mm_kwargs or {})
     fam = profile.family
+    if fam == "glm4v":
+        raise ValueError(GLM4V_VIDEO)
     if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
         return _qwen_max_video(profile, max_model_len, kw)
     if fam == "internvl":
@@ -1533,6 +1604,32 @@ def _worst_image_hit(
     return hit
 
 
+def _glm4v_worst(
+    profile: ModelProfile,
+    fn: Callable[[int, int], ItemCost],
+    W: int,
+    H: int,
+    kw: Mapping[str, Any],
+) -> _Hit | None:
+    """GLM-4V: where both sides reach the factor, its resize is Qwen-VL's with the pixel
+    bounds halved (an image is two frames), so Qwen-VL's cells locate the worst; below the
+    factor the short side is scaled up first, so each short side's longest image (within the
+    aspect limit) is a witness too. Every witness is counted by GLM-4V's own rule."""
+    v = profile.vision
+    assert v is not None
+    factor = v.patch_size * v.spatial_merge_size
+    lo, hi = _glm4v_bounds(profile, kw)
+    hits = [_qwen_worst(fn, W, H, factor, -(-lo // 2), hi // 2)]
+    for short in range(1, factor):
+        for long_bound, portrait in ((W, False), (H, True)):
+            top = min(long_bound, short * QWEN_MAX_ASPECT)
+            for long in range(max(1, top - 2), top + 1):
+                size = (short, long) if portrait else (long, short)
+                if size[0] <= W and size[1] <= H:
+                    hits.append(_safe(fn, size))
+    return _best(hits)
+
+
 def _worst_image(profile: ModelProfile, W: int, H: int, kw: Mapping[str, Any]) -> _Hit:
     fam = profile.family
     fn = _image_fn(profile, kw)
@@ -1541,6 +1638,8 @@ def _worst_image(profile: ModelProfile, W: int, H: int, kw: Mapping[str, Any]) -
         patch, merge, _ = _qwen_unit(profile)
         lo, hi = _qwen_image_bounds(profile, kw)
         hit = _qwen_worst(fn, W, H, patch * merge, lo, hi)
+    elif fam == "glm4v":
+        hit = _glm4v_worst(profile, fn, W, H, kw)
     elif fam == "llava_next":
         hit = _llava_next_worst(profile, W, H)
     elif fam == "internvl":

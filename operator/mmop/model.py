@@ -877,6 +877,8 @@ def _family_of(cfg: Json) -> str:
     arch = " ".join(cfg.get("architectures") or [])
     if mtype in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"}:
         return "qwen3_vl" if mtype.startswith("qwen3") else mtype
+    if mtype in {"glm4v", "glm4v_moe"}:
+        return "glm4v"
     if mtype == "qwen3_omni_moe" or "Qwen3OmniMoe" in arch:
         return "qwen3_omni"
     if mtype == "qwen2_5_omni" or "Omni" in arch:
@@ -1386,6 +1388,46 @@ def _build_qwen3_omni(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     )
 
 
+def _glm4v_vit(vc: Json) -> VisionTower:
+    """GLM-4.1V / 4.5V vision transformer (vLLM 0.32.0 models/glm4_1v.py:214-700): a Conv3d
+    patch embedding with bias, learned positions for (image_size / patch)² patches, blocks of
+    RMSNorm, bias-free qkv and proj, and a bias-free SwiGLU MLP as wide as ``out_hidden_size``;
+    RMSNorms after the blocks, a Conv2d downsample (merge × merge, with bias) into
+    ``out_hidden_size`` and a merger (bias-free proj, LayerNorm, SwiGLU through
+    ``intermediate_size``)."""
+    d, out = int(vc["hidden_size"]), int(vc["out_hidden_size"])
+    inter, layers = int(vc["intermediate_size"]), int(vc["depth"])
+    patch, merge = int(vc.get("patch_size", 14)), int(vc.get("spatial_merge_size", 2))
+    temporal = int(vc.get("temporal_patch_size", 2))
+    image = int(vc.get("image_size", 336))
+    per_layer = 4 * d * d + 3 * d * out + 2 * d
+    params = layers * per_layer + int(vc.get("in_channels", 3)) * temporal * patch * patch * d + d
+    params += (image // patch) ** 2 * d + 2 * d
+    projector = d * out * merge * merge + out  # downsample
+    projector += out * out + 2 * out + 3 * out * inter  # merger
+    c = {
+        "hidden_size": d,
+        "intermediate_size": out,
+        "num_hidden_layers": layers,
+        "num_heads": int(vc.get("num_heads", 12)),
+        "patch_size": patch,
+        "image_size": image,
+    }
+    return _vision_tower("glm4v", c, params, projector, merge=merge, temporal=temporal, gated=True)
+
+
+def _build_glm4v(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    """GLM-4.1V (``glm4v``: the text fields at the top level, or in ``text_config`` in newer
+    exports) and GLM-4.5V / 4.6V (``glm4v_moe``: a GLM-4.5-Air MoE decoder in
+    ``text_config``)."""
+    tc = _text_cfg_of(cfg)
+    text_type = str(tc.get("model_type") or "glm4")
+    if text_type in ("glm4v", "glm4v_moe"):
+        text_type = "glm4_moe" if text_type == "glm4v_moe" else "glm4"
+    vision = _glm4v_vit(cfg["vision_config"])
+    return _profile(model_id, "glm4v", cfg, pre, tc, text_type=text_type, vision=vision)
+
+
 def _build_llava(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     tc = dict(cfg.get("text_config") or {})
     text_type = str(tc.get("model_type", "llama"))
@@ -1567,6 +1609,7 @@ _BUILDERS = {
     "qwen2_audio": _build_qwen2_audio,
     "qwen2_5_omni": _build_qwen2_5_omni,
     "qwen3_omni": _build_qwen3_omni,
+    "glm4v": _build_glm4v,
     "llava": _build_llava,
     "llava_next": _build_llava,
     "internvl": _build_internvl,

@@ -55,6 +55,10 @@ IMAGE_MODELS: dict[str, list[dict[str, Any]]] = {
     "HuggingFaceTB/SmolVLM-Instruct": [{}, {"size": {"longest_edge": 768}}],
     "openbmb/MiniCPM-V-2_6": [{}, {"max_slice_nums": 4}],
     "openbmb/MiniCPM-V-4": [{}],  # bench/families
+    "zai-org/GLM-4.1V-9B-Thinking": [
+        {},
+        {"size": {"shortest_edge": 12544, "longest_edge": 1605632}},
+    ],
 }
 PHI3V = "microsoft/Phi-3.5-vision-instruct"
 AUDIO_MODELS = ["Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen2.5-Omni-7B", QWEN3_OMNI]
@@ -102,6 +106,8 @@ WORST_IMAGE = [
     ("openbmb/MiniCPM-V-2_6", {}, 1920, 1080),
     ("Qwen/Qwen2.5-VL-7B-Instruct", {"max_pixels": 256 * 28 * 28}, 2048, 2048),
     ("Qwen/Qwen3-VL-8B-Instruct", {}, 4000, 4000),
+    ("zai-org/GLM-4.1V-9B-Thinking", {}, 4000, 4000),
+    ("zai-org/GLM-4.1V-9B-Thinking", {}, 25, 3000),
     ("mistralai/Pixtral-12B-2409", {}, 4000, 1000),
     ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", {}, 2048, 2048),
 ]
@@ -166,7 +172,7 @@ def _requests() -> dict[str, dict[str, Any]]:
             }
     # the worst items mmop finds within the bounds, asked of the processor
     for model, kw, W, H in WORST_IMAGE:
-        image(model, kw, *mm.worst_image_size(load_profile(model), W, H, kw))
+        image(model, kw, *mm.worst_image_size(profile_of(model), W, H, kw))
     for model, kw, W, H, T in WORST_VIDEO:
         video(model, kw, *mm.worst_video_size(load_profile(model), W, H, T, kw))
     return reqs
@@ -321,7 +327,7 @@ def test_phi3v_tokens_equal_vllms_embeddings_of_the_hd_grid(
 def test_worst_image_covers_every_asked_size_and_is_reached(
     answers: dict[str, dict[str, Any]], model: str, kwargs: dict[str, Any], W: int, H: int
 ) -> None:
-    profile = load_profile(model)
+    profile = profile_of(model)
     worst = mm.worst_image_cost(profile, W, H, kwargs)
     w, h = mm.worst_image_size(profile, W, H, kwargs)
     assert answers[_key("image", model, kwargs, w, h)]["tokens"] == worst.tokens  # reached

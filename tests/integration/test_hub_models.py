@@ -40,12 +40,12 @@ NEW_MULTIMODAL = (
     "google/gemma-4-26B-A4B",
     "meta-llama/Llama-4-Scout-17B-16E-Instruct",
     "deepseek-ai/DeepSeek-OCR",
-    "zai-org/GLM-4.1V-9B-Thinking",
 )
 # Families with a processor rule, named by a Hub id outside the catalog (bench/families).
 QWEN3_OMNI = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
 MINICPM_V4 = "openbmb/MiniCPM-V-4"
 QWEN3_6 = "Qwen/Qwen3.6-35B-A3B"  # Qwen3.5 architecture: hybrid linear attention, MoE, vision
+GLM_4_1V = "zai-org/GLM-4.1V-9B-Thinking"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def hub() -> Iterator[HubStandIn]:
             GPT_OSS: Repo(GPT_OSS, gpt_oss),
             **{
                 m: Repo.from_dir(m, FAMILIES / m)
-                for m in (*NEW_MULTIMODAL, QWEN3_OMNI, MINICPM_V4, QWEN3_6)
+                for m in (*NEW_MULTIMODAL, QWEN3_OMNI, MINICPM_V4, QWEN3_6, GLM_4_1V)
             },
         }
     )
@@ -301,3 +301,18 @@ def test_qwen3_6_plans_from_the_hub_with_its_hybrid_kv_cache(
     assert plan["model"] == QWEN3_6 and plan["modelSource"] == "hub"
     assert not plan.get("approximate")
     assert plan["maxImageTokens"] == 961  # 1024x1024 on 32-pixel units
+
+
+def test_glm_4_1v_plans_from_the_hub_with_video_off(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    """GLM-4.1V: images as its processor counts them; mmop does not count GLM-4V video, so the
+    plan turns it off, and vLLM profiles no video dummy."""
+    apply_manifest(sandbox, namespace, vision_workload(model("glm41v", GLM_4_1V)))
+    mm = planned(sandbox, namespace, "glm41v", "True", "PlanFound")
+    plan = mm["status"]["plan"]
+    assert plan["model"] == GLM_4_1V and not plan.get("approximate")
+    assert plan["maxImageTokens"] == 1369  # 1024x1024: 37 x 37 tokens of 28 px
+    dep = wait_for(lambda: deployment(sandbox, namespace, "glm41v"), "the Deployment")
+    args = " ".join(dep["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert '"video":0' in args.replace(" ", ""), args

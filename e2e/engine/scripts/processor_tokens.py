@@ -53,6 +53,8 @@ Where each count comes from (transformers, vLLM and mistral_common as installed)
   Qwen3-Omni images: ``Qwen2VLImageProcessor`` with its defaults and the vision tower's patch
   (no published preprocessor_config.json of it is kept here). Models outside the catalog are
   read from ``families`` (bench/families) by id.
+- glm4v images: ``Glm4vImageProcessor.get_number_of_image_patches`` from the preprocessor config
+  (its own ``smart_resize``, an image as two frames); run: ``image_grid_thw``.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def family(model: str) -> str:
     archs = " ".join(cfg.get("architectures") or [])
     if mt == "qwen3_omni_moe":
         return "qwen3_omni"
+    if mt in {"glm4v", "glm4v_moe"}:
+        return "glm4v"
     if mt == "qwen2_5_omni" or "Omni" in archs:
         return "qwen2_5_omni"
     if mt in {"qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"}:
@@ -207,6 +211,21 @@ def qwen_image(req: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "tokens": (rh // ip.patch_size) * (rw // ip.patch_size) // ip.merge_size**2
     }
+    if req.get("run"):
+        res = ip(images=[blank_image(req["width"], req["height"])], size=size, return_tensors="pt")
+        out["ran"] = int(res["image_grid_thw"][0].prod()) // ip.merge_size**2
+    return out
+
+
+def glm4v_image(req: dict[str, Any]) -> dict[str, Any]:
+    """transformers' Glm4vImageProcessor.get_number_of_image_patches (its own resize) with the
+    size vLLM resolves; run: image_grid_thw of a processed blank image."""
+    from transformers import Glm4vImageProcessor
+
+    ip = Glm4vImageProcessor.from_dict(model_files(req["model"])["preprocessor_config"])
+    size = qwen_size(req.get("kwargs") or {}, dict(ip.size))
+    patches = ip.get_number_of_image_patches(req["height"], req["width"], {"size": size})
+    out: dict[str, Any] = {"tokens": patches // ip.merge_size**2}
     if req.get("run"):
         res = ip(images=[blank_image(req["width"], req["height"])], size=size, return_tensors="pt")
         out["ran"] = int(res["image_grid_thw"][0].prod()) // ip.merge_size**2
@@ -605,6 +624,7 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         "qwen2_5_vl": qwen_image,
         "qwen2_5_omni": qwen_image,
         "qwen3_omni": qwen_image,
+        "glm4v": glm4v_image,
         "qwen3_vl": qwen_image,
         "llava": llava_image,
         "llava_next": llava_next_image,

@@ -889,7 +889,9 @@ def _family_of(cfg: Json) -> str:
         return "llava"
     if mtype == "llava_next":
         return "llava_next"
-    if mtype == "internvl_chat" or "InternVL" in arch:
+    if mtype == "internvl_chat" or ("InternVL" in arch and mtype != "internvl"):
+        # the remote-code chat layout; transformers' own "-hf" layout (model_type internvl,
+        # served by vLLM's InternS1 class with GotOcr2's tiling) is read by the generic path
         return "internvl"
     if mtype == "gemma3":
         return "gemma3"
@@ -1219,7 +1221,23 @@ def _generic_audio_params(ac: Json) -> int:
     return layers * per_layer + 2 * 3 * mels * d + 3 * d * d + d * out * 2 + 4 * d
 
 
+def _square_sides(value: Any) -> Any:
+    """Vision sub-configs that state sides as [height, width] (transformers' InternVL "-hf"
+    layout) read as their larger side, an upper bound; nested encoders too."""
+    if isinstance(value, dict):
+        return {
+            k: (
+                max(int(x) for x in v)
+                if k in ("image_size", "patch_size") and isinstance(v, list | tuple) and v
+                else _square_sides(v)
+            )
+            for k, v in value.items()
+        }
+    return value
+
+
 def _build_generic_mm(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
+    cfg = {k: (_square_sides(v) if k in _SUB_VISION else v) for k, v in cfg.items()}
     mtype = str(cfg.get("model_type") or "")
     tc = _sub(cfg, _SUB_TEXT) or {
         k: v for k, v in cfg.items() if k not in (*_SUB_VISION, *_SUB_AUDIO)

@@ -103,3 +103,14 @@ def test_a_glm4v_plan_turns_video_off() -> None:
     )
     p = plan(m, default_inventory(), resolved={GLM: glm_profile()})
     assert p.limit_mm_per_prompt["video"] == 0
+
+
+def test_internvl_hf_layout_is_read_by_the_generic_path_not_the_chat_rule() -> None:
+    """transformers' InternVL layout (vision sides as [h, w], no llm_config) used to fail with
+    "cannot read config.json ('llm_config')"; it is now bounded like any family without a
+    processor rule: at least 12 tiles + a thumbnail of 256 tokens."""
+    data = Path(__file__).parent / "data" / "internvl-hf-layout"
+    p = load_profile_from_dir(data, "acme/internvl3-hf")
+    assert p.family == "generic_mm" and p.approximate
+    assert p.vision is not None and p.vision.patch_size == 14
+    assert mm.max_image_cost(p).tokens >= 13 * 256

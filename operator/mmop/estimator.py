@@ -260,6 +260,9 @@ class Estimate(BaseModel):
     kv_bytes_per_token: int = Field(description="Per GPU, all attention layers, full attention")
     kv_groups: list[KVGroup]
     block_size: int
+    state_blocks_per_request: int = Field(
+        default=0, description="Hybrid models: blocks a request keeps per linear-attention group"
+    )
     max_model_len: int
     max_model_len_fit: int = Field(description="Largest max_model_len whose KV fits (0: none)")
     max_concurrency: float = Field(description="Requests of max_model_len the KV cache holds")
@@ -521,6 +524,22 @@ def _blocks_per_request(
         else:
             total += math.ceil(length / block)
     return total
+
+
+def requests_fitting(est: Estimate, length: int) -> int:
+    """Requests of `length` tokens the KV cache holds at once. A hybrid model's request also
+    keeps its linear-attention state blocks, whatever its length, so its count comes from the
+    blocks; otherwise from the tokens."""
+    if est.state_blocks_per_request:
+        need = _blocks_per_request(
+            est.kv_groups,
+            length,
+            est.block_size,
+            est.max_num_batched_tokens,
+            est.state_blocks_per_request,
+        )
+        return est.kv_cache_blocks // max(1, need)
+    return est.kv_cache_tokens // max(1, length)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -904,6 +923,7 @@ def estimate(
         kv_bytes_per_token=bytes_per_token_all,
         kv_groups=groups,
         block_size=block,
+        state_blocks_per_request=state_blocks if any(g.kind == "linear" for g in groups) else 0,
         max_model_len=max_model_len,
         max_model_len_fit=max_len_fit,
         max_concurrency=round(concurrency, 2),

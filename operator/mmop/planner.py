@@ -38,6 +38,7 @@ from mmop.estimator import (
     batch_defaults,
     estimate,
     hardware_refusal,
+    requests_fitting,
 )
 from mmop.inventory import Inventory
 from mmop.model import (
@@ -367,8 +368,13 @@ class _Option:
     def headroom(self) -> float:
         """How many times the KV cache covers the requests a replica is planned to hold,
         in steps of 0.5 and capped at 2 (beyond that, more headroom does not matter)."""
-        need = max(1, self.acc.planned_load) * max(1, self.acc.tokens_per_request)
-        ratio = self.acc.est.kv_cache_tokens / need
+        load = max(1, self.acc.planned_load)
+        per_request = max(1, self.acc.tokens_per_request)
+        est = self.acc.est
+        if est.state_blocks_per_request:  # hybrid: state blocks count too
+            ratio = requests_fitting(est, per_request) / load
+        else:
+            ratio = est.kv_cache_tokens / (load * per_request)
         return min(2.0, math.floor(ratio * 2) / 2)
 
     def sort_key(self) -> tuple[float, int, int, int, int, float]:
@@ -851,7 +857,7 @@ def _assess(
     if found is None:
         assert misfit is not None and misfit.failure is not None
         return replace(base, rejection=_FIT_REJECTIONS[misfit.failure], message=misfit.reason)
-    kv_concurrency = max(0, found.kv_cache_tokens // max(1, need))
+    kv_concurrency = max(0, requests_fitting(found, need))
     if kv_concurrency < 1:
         return replace(
             base,

@@ -117,3 +117,25 @@ def test_modelopt_flag_on_an_unquantized_checkpoint_is_vllms_refusal() -> None:
     p = load_profile_from_dir(FAMILIES / "Qwen/Qwen3.6-35B-A3B")
     with pytest.raises(EstimateError, match="Cannot find the config file for modelopt"):
         estimate(p, resolve_gpu("H100-80GB-SXM"), EngineArgs(quantization="modelopt"))
+
+
+def test_short_requests_of_a_hybrid_model_are_counted_with_their_state_blocks() -> None:
+    """vLLM's concurrency at 131,072 tokens (4.33x, matched above) comes from blocks per
+    request; at 4,096 tokens a request still keeps 3 groups x 2 state blocks, so the cache holds
+    299 // (2 + 6) = 37 requests, not the 138 that tokens / length would say."""
+    from mmop.estimator import requests_fitting
+
+    p = load_profile_from_dir(FAMILIES / "Qwen/Qwen3.6-35B-A3B")
+    args = EngineArgs(
+        kv_cache_dtype="fp8",
+        max_model_len=131072,
+        max_num_seqs=1,
+        max_num_batched_tokens=8192,
+        kv_cache_memory_bytes=int(5.98 * GIB),
+        vllm_version="0.24.0",
+    )
+    est = estimate(p, resolve_gpu("RTX-5090"), args)
+    assert est.kv_cache_blocks == 299 and est.state_blocks_per_request == 2
+    assert requests_fitting(est, 131072) == 4  # int(4.33)
+    assert requests_fitting(est, 4096) == 37
+    assert est.kv_cache_tokens // 4096 == 138

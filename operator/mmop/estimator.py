@@ -365,6 +365,28 @@ def _quant_bytes_per_param(method: str, bits: int, group: int | None) -> float:
     return bits / 8 + (2 + bits / 8) / g
 
 
+def _skips_decoder(patterns: tuple[str, ...]) -> bool:
+    return any(k in m for m in patterns for k in ("attn", "mlp", "expert"))
+
+
+def _quantized_decoder_params(profile: ModelProfile, patterns: tuple[str, ...]) -> int:
+    """Decoder parameters a checkpoint quantizes, given the module patterns it leaves
+    unquantized: attention (``*attn*``: self and linear attention), dense MLPs (``*.mlp*``
+    without an expert qualifier), shared experts, routed experts (``*experts*``). Norms and
+    routers are never counted as quantized."""
+    t = profile.text
+    attn = any("attn" in m for m in patterns)
+    mlp = any("mlp" in m and "expert" not in m and m.rstrip("*").endswith("mlp") for m in patterns)
+    shared = mlp or any("shared_expert" in m for m in patterns)
+    routed = any("experts" in m and "shared_expert" not in m for m in patterns)
+    return (
+        (0 if attn else t.attention_params)
+        + (0 if mlp else t.dense_mlp_params)
+        + (0 if shared else t.shared_expert_params)
+        + (0 if routed else t.routed_expert_params)
+    )
+
+
 def weights_bytes_per_gpu(
     profile: ModelProfile, args: EngineArgs, dtype: str, cal: Calibration = DEFAULT_CALIBRATION
 ) -> int:
@@ -387,6 +409,11 @@ def weights_bytes_per_gpu(
         else:
             per = _quant_bytes_per_param(method, 4, 128)
         lm_bytes = lm_linear * per
+        if quant is not None and _skips_decoder(quant.unquantized_modules):
+            # The checkpoint leaves some decoder layers unquantized (vLLM matches its ignore /
+            # exclude_modules patterns per layer and loads those in the model's dtype).
+            q = _quantized_decoder_params(profile, quant.unquantized_modules)
+            lm_bytes = q * per + (lm_linear - q) * wbytes
         vision_quantized = quant is not None and not any(
             key in m
             for m in quant.unquantized_modules

@@ -34,7 +34,10 @@ ModelOrigin = Literal["catalog", "hub", "directory", "configmap"]
 CONFIG_FILES = ("config.json", "params.json")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 VIDEO_PROCESSOR_FILE = "video_preprocessor_config.json"
-MODEL_FILES = (*CONFIG_FILES, *PROCESSOR_FILES, VIDEO_PROCESSOR_FILE)
+# ModelOpt 0.29 and earlier keep the quantization config beside config.json; vLLM reads it when
+# config.json has none (vLLM 0.32.0 transformers_utils/config.py:888-900).
+QUANT_CONFIG_FILE = "hf_quant_config.json"
+MODEL_FILES = (*CONFIG_FILES, *PROCESSOR_FILES, VIDEO_PROCESSOR_FILE, QUANT_CONFIG_FILE)
 
 
 _NATIVE_TYPES_FILE = Path(__file__).parent / "catalog" / "native_config_types.txt"
@@ -124,6 +127,16 @@ class TextModel(BaseModel):
     kv_lora_rank: int | None = None
     qk_rope_head_dim: int | None = None
     linear_attention: LinearAttention | None = None
+    attention_params: int = Field(default=0, description="All layers' attention projections")
+    dense_mlp_params: int = Field(default=0, description="All dense (non-MoE) MLPs")
+
+    @property
+    def shared_expert_params(self) -> int:
+        """Parameters of the shared experts' matrices, all MoE layers."""
+        if self.moe is None:
+            return 0
+        m = self.moe
+        return m.moe_layers * 3 * self.hidden_size * m.shared_expert_intermediate_size
 
     @property
     def routed_expert_params(self) -> int:
@@ -438,6 +451,7 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
     linear = sum(1 for layer in layer_list if layer.kind == AttentionKind.LINEAR)
     attn_total = (layers - linear) * attn + linear * (_gated_delta_net_params(c, hidden) or attn)
     per_layer_params = 0
+    dense_mlp_total = layers * dense_mlp
     if moe is None:
         per_layer_params = attn_total + layers * (dense_mlp + norms)
     else:
@@ -448,6 +462,7 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         per_layer_params = attn_total + layers * norms + moe.moe_layers * moe_mlp
         dense_layers = layers if dense_beside_moe else layers - moe.moe_layers
         per_layer_params += dense_layers * dense_mlp
+        dense_mlp_total = dense_layers * dense_mlp
     lm_params = per_layer_params + hidden  # final norm
     embed = vocab * hidden * (1 if tie else 2)
 
@@ -467,6 +482,8 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         kv_lora_rank=int(c["kv_lora_rank"]) if c.get("kv_lora_rank") else None,
         qk_rope_head_dim=int(c["qk_rope_head_dim"]) if c.get("qk_rope_head_dim") else None,
         linear_attention=_linear_attention(c) if linear else None,
+        attention_params=attn_total,
+        dense_mlp_params=dense_mlp_total,
     )
     return text, embed, lm_params
 
@@ -787,6 +804,9 @@ def _quantization(cfg: Json) -> CheckpointQuantization | None:
     if not q:
         return None
     method = str(q.get("quant_method", "")).lower()
+    if not method and (q.get("producer") or {}).get("name") == "modelopt":
+        # vLLM names ModelOpt's method from its producer (model_arch_config_convertor.py:270-290)
+        method = "modelopt"
     if method and method not in SIZED_CHECKPOINT_METHODS:
         known = method in capabilities.VLLM_QUANTIZATION_METHODS
         raise ValueError(
@@ -802,6 +822,8 @@ def _quantization(cfg: Json) -> CheckpointQuantization | None:
         or q.get("ignored_layers")
         or q.get("ignore")
         or q.get("modules_to_not_quantize")
+        or q.get("exclude_modules")
+        or (q.get("quantization") or {}).get("exclude_modules")  # hf_quant_config.json
         or ()
     )
     if method == "compressed-tensors":
@@ -1689,6 +1711,8 @@ def profile_from_files(
         pre.update(files.get(name) or {})
     if VIDEO_PROCESSOR_FILE in files:
         pre["video"] = dict(files[VIDEO_PROCESSOR_FILE])
+    if QUANT_CONFIG_FILE in files and not cfg.get("quantization_config"):
+        cfg = {**cfg, "quantization_config": dict(files[QUANT_CONFIG_FILE])}
     profile = build_profile(model_id, cfg, pre)
     if origin == "catalog" and commit is None:
         return profile

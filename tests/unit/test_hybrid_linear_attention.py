@@ -139,3 +139,42 @@ def test_short_requests_of_a_hybrid_model_are_counted_with_their_state_blocks() 
     assert requests_fitting(est, 131072) == 4  # int(4.33)
     assert requests_fitting(est, 4096) == 37
     assert est.kv_cache_tokens // 4096 == 138
+
+
+def test_an_nvfp4_export_that_leaves_attention_and_dense_mlps_unquantized_weighs_them_in_bf16() -> (
+    None
+):
+    """nvidia/Gemma-4-26B-A4B-NVFP4 ignores every layer's self_attn, mlp and router: vLLM loads
+    those in bf16, only the routed experts in NVFP4 (0.5625 B/param). Counting every decoder
+    layer as NVFP4 (mmop before) said 15.5 GiB."""
+    import json
+
+    from mmop.model import build_profile, profile_from_files
+
+    d = FAMILIES / "nvidia/Gemma-4-26B-A4B-NVFP4"
+    p = load_profile_from_dir(d)
+    gpu = resolve_gpu("H200")
+    w = estimate(p, gpu, EngineArgs(max_model_len=8192)).weights_gib
+    t = p.text
+    experts = t.routed_expert_params
+    rest = p.params.embedding + p.params.language_model + p.params.vision - experts
+    assert w == pytest.approx((experts * 0.5625 + rest * 2) / GIB, abs=0.2)
+    # ModelOpt <= 0.29 kept the same config in hf_quant_config.json, which vLLM reads when
+    # config.json has none
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.pop("quantization_config")
+    side = json.loads((d / "hf_quant_config.json").read_text())
+    old = profile_from_files(
+        "acme/gemma4-nvfp4", {"config.json": cfg, "hf_quant_config.json": side}
+    )
+    assert estimate(old, gpu, EngineArgs(max_model_len=8192)).weights_gib == pytest.approx(w)
+    assert build_profile("acme/gemma4-bf16", cfg).quantization is None
+
+
+def test_nvidia_qwen3_5_nvfp4_keeps_attention_and_shared_experts_in_bf16() -> None:
+    p = load_profile_from_dir(FAMILIES / "nvidia/Qwen3.5-122B-A10B-NVFP4")
+    t = p.text
+    w = estimate(p, resolve_gpu("H200"), EngineArgs(max_model_len=8192)).weights_gib
+    experts = t.routed_expert_params
+    rest = p.params.embedding + p.params.language_model + p.params.vision - experts
+    assert w == pytest.approx((experts * 0.5625 + rest * 2) / GIB, abs=0.3)

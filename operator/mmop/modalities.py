@@ -89,6 +89,34 @@ def _scoped(kw: Mapping[str, Any], scope: str) -> dict[str, Any]:
 # Qwen-VL family
 
 
+def _fit_to_budget(
+    height: int,
+    width: int,
+    factor: int,
+    min_pixels: int,
+    max_pixels: int,
+    frames: int = 1,
+    temporal: int = 1,
+) -> tuple[int, int]:
+    """The resize Qwen-VL's and GLM-4V's processors share: sides rounded to ``factor``, then
+    scaled down (up) into [min_pixels, max_pixels], which count ``frames`` rounded to the
+    temporal patch (one frame for Qwen-VL)."""
+    if max(height, width) / min(height, width) > QWEN_MAX_ASPECT:
+        raise ValueError("absolute aspect ratio must be smaller than 200")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    t_bar = round(frames / temporal) * temporal
+    if t_bar * h_bar * w_bar > max_pixels:
+        beta = math.sqrt((frames * height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif t_bar * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (frames * height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
 def qwen_smart_resize(
     height: int, width: int, factor: int, min_pixels: int, max_pixels: int
 ) -> tuple[int, int]:
@@ -96,19 +124,7 @@ def qwen_smart_resize(
     (transformers ``qwen2_vl.image_processing_qwen2_vl.smart_resize``)."""
     if height <= 0 or width <= 0:
         raise ValueError("image width and height must be positive")
-    if max(height, width) / min(height, width) > QWEN_MAX_ASPECT:
-        raise ValueError("absolute aspect ratio must be smaller than 200")
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+    return _fit_to_budget(height, width, factor, min_pixels, max_pixels)
 
 
 def glm4v_smart_resize(
@@ -129,20 +145,7 @@ def glm4v_smart_resize(
     if height < factor or width < factor:
         scale = max(factor / height, factor / width)
         height, width = int(height * scale), int(width * scale)
-    if max(height, width) / min(height, width) > QWEN_MAX_ASPECT:
-        raise ValueError("absolute aspect ratio must be smaller than 200")
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    t_bar = round(frames / temporal) * temporal
-    if t_bar * h_bar * w_bar > max_pixels:
-        beta = math.sqrt((frames * height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif t_bar * h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (frames * height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
+    return _fit_to_budget(height, width, factor, min_pixels, max_pixels, frames, temporal)
 
 
 def _glm4v_bounds(profile: ModelProfile, kw: Mapping[str, Any]) -> tuple[int, int]:

@@ -548,11 +548,26 @@ def phi3v_features(req: dict[str, Any]) -> dict[str, Any]:
 # Audio
 
 
+def _mel_frames(fe: Any, seconds: float, *, whole: bool) -> Any:
+    """The feature extractor's attention mask over a silent clip: padded to its 30-s window and
+    truncated (Qwen2-Audio, Qwen2.5-Omni), or the whole clip (``whole``: Qwen3-Omni)."""
+    np = _module("numpy")
+    samples = max(1, round(seconds * fe.sampling_rate))
+    feats = fe(
+        np.zeros(samples, dtype=np.float32),
+        sampling_rate=fe.sampling_rate,
+        return_attention_mask=True,
+        padding=True if whole else "max_length",
+        truncation=not whole,
+        return_tensors="pt",
+    )
+    return feats["attention_mask"].sum(-1)
+
+
 def audio(req: dict[str, Any]) -> dict[str, Any]:
     import torch
     from transformers import WhisperFeatureExtractor
 
-    np = _module("numpy")
     if family(req["model"]) == "qwen3_omni":
         # Qwen3OmniMoeProcessor's audio kwargs: the whole clip (padding, no truncation), then
         # transformers' own length rule of that processor.
@@ -561,31 +576,11 @@ def audio(req: dict[str, Any]) -> dict[str, Any]:
         files = model_files(req["model"])
         mels = files["config"]["thinker_config"]["audio_config"]["num_mel_bins"]
         pre = files.get("preprocessor_config") or {"feature_size": mels}
-        fe = WhisperFeatureExtractor.from_dict(pre)
-        samples = max(1, round(req["seconds"] * fe.sampling_rate))
-        feats = fe(
-            np.zeros(samples, dtype=np.float32),
-            sampling_rate=fe.sampling_rate,
-            return_attention_mask=True,
-            padding=True,
-            truncation=False,
-            return_tensors="pt",
-        )
-        mel = feats["attention_mask"].sum(-1)
+        mel = _mel_frames(WhisperFeatureExtractor.from_dict(pre), req["seconds"], whole=True)
         tokens = omni3._get_feat_extract_output_lengths(mel)
         return {"tokens": int(torch.as_tensor(tokens).reshape(-1)[0]), "mel": int(mel[0])}
     pre = model_files(req["model"])["preprocessor_config"]
-    fe = WhisperFeatureExtractor.from_dict(pre)
-    samples = max(1, round(req["seconds"] * fe.sampling_rate))
-    feats = fe(
-        np.zeros(samples, dtype=np.float32),
-        sampling_rate=fe.sampling_rate,
-        return_attention_mask=True,
-        padding="max_length",
-        truncation=True,
-        return_tensors="pt",
-    )
-    mel = feats["attention_mask"].sum(-1)
+    mel = _mel_frames(WhisperFeatureExtractor.from_dict(pre), req["seconds"], whole=False)
     if family(req["model"]) == "qwen2_5_omni":
         from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniAudioEncoder
 

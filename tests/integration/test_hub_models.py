@@ -228,15 +228,7 @@ def test_a_multimodal_family_without_a_processor_rule_plans_approximately_from_t
     configs by the generic path, planned with images at the tower's upper bound and the
     approximate margin, and said so on the model."""
     name = model_id.split("/")[1].lower().replace(".", "-")[:40].rstrip("-")
-    doc = model(name, model_id)
-    doc["spec"]["workload"] = {
-        "images": {"perRequest": 1, "maxWidth": 1024, "maxHeight": 1024},
-        "contextLength": {"min": 8192},
-        "promptTokens": 1024,
-        "outputTokens": 256,
-        "concurrency": 4,
-    }
-    apply_manifest(sandbox, namespace, doc)
+    apply_manifest(sandbox, namespace, vision_workload(model(name, model_id)))
     mm = planned(sandbox, namespace, name, "True", "PlanFoundApproximate")
     plan = mm["status"]["plan"]
     assert plan["model"] == model_id and plan["modelSource"] == "hub"

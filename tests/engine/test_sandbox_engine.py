@@ -28,7 +28,7 @@ from e2e.engine.scenario import (
 )
 from e2e.sandbox import Sandbox, SandboxState
 from e2e.sandbox.podserver import REAL_ENGINE, SERVE_LABEL
-from e2e.waiting import wait_for
+from e2e.waiting import WaitTimeout, wait_for
 
 from mmop.api import MultimodalModel
 from mmop.inventory import default_inventory
@@ -176,7 +176,11 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
         "maxReplicas": 2,
         "behavior": {"windowSeconds": 5, "scaleUpCooldownSeconds": 0},
     }
-    with in_process_operator(sandbox, annotations, serve=REAL_ENGINE) as operator:
+    # The CPU engine answers /metrics from a process that shares two busy cores with its engine
+    # core: a scrape can take longer than the operator's 2 s default while the chats run.
+    with in_process_operator(
+        sandbox, annotations, serve=REAL_ENGINE, scrape_timeout_seconds=15.0
+    ) as operator:
         apply_manifest(sandbox, namespace, doc)
         wait_for(
             lambda: (
@@ -223,6 +227,14 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
         load.start()
         try:
             decision = wait_for(recommended, "the autoscaler's recommendation", timeout=300)
+        except WaitTimeout as timeout:
+            # What the autoscaler saw and said instead: its decisions, state and conditions.
+            status = get_mm(sandbox, namespace, name).get("status") or {}
+            seen = {k: status.get(k) for k in ("decisions", "autoscaler", "conditions", "plan")}
+            pods = [
+                (p.metadata.name, p.status.phase) for p in core.list_namespaced_pod(namespace).items
+            ]
+            raise AssertionError(f"{timeout}; pods {pods}; status {seen}") from timeout
         finally:
             stop.set()
             load.join(timeout=600)

@@ -2,7 +2,8 @@
 
 Usage (from the repository root, after `pip install -e '.[dev]'` and `python -m e2e.load install`):
     python bench/autoscaler/run.py [--patterns step,burst,sinusoid,trace]
-                                   [--policies static,hpa,mmop]
+                                   [--policies static,hpa,keda,mmop]
+                                   [--startup SECONDS] [--stretch F]
                                    [--markdown bench/autoscaler/results.md]
                                    [--docs docs/benchmarks.md]
 
@@ -23,7 +24,14 @@ to the first token, 40 ms a token, a 10-block KV cache that two running requests
     tolerance), scale-up at most max(×2, +4) per period, scale-down on the highest
     recommendation of the last 300 s; it writes the MultimodalModel's spec.replicas (its scale
     subresource), which the operator renders into the Deployment;
+  - keda: mode External; a KEDA-style queue-metric scaler (KEDA's Prometheus scaler feeding the
+    HPA it creates): requests in flight (running + waiting) summed over the Ready pods, target
+    --keda-target per replica, polled every 30 s, the HPA's default behaviour;
   - mmop: mode Auto, minReplicas 1, maxReplicas --max.
+
+--startup S holds every new replica un-Ready for S seconds after it starts (the sandbox's
+emulated start-up, sandbox.mmop.dev/startup-seconds); --stretch F scales the patterns' times so
+that a step or a swell lasts longer than a start-up.
 
 Figures per (pattern, policy): SLO attainment (share of requests with TTFT ≤ the SLO, a failed
 request counting as a miss), GPU-hours (∫ Deployment spec.replicas × GPUs per replica dt over the
@@ -83,11 +91,13 @@ POOLS = {
     ]
 }
 
-PATTERNS: dict[str, Callable[[], Pattern]] = {
-    "step": lambda: step(3, 15, at=20, hold=60, after=40),
-    "burst": lambda: burst(4, 18, at=20, length=10, duration=120, bursts=2),
-    "sinusoid": lambda: sinusoid(5, 20, period=150, duration=150),
-    "trace": lambda: generated_trace(duration=150),
+# Each pattern at time scale f (--stretch): f = 1 is the 2–2.5-minute version; slower start-ups
+# need longer patterns, or a step is over before a new replica can arrive.
+PATTERNS: dict[str, Callable[[float], Pattern]] = {
+    "step": lambda f: step(3, 15, at=20 * f, hold=60 * f, after=40 * f),
+    "burst": lambda f: burst(4, 18, at=20 * f, length=10, duration=120 * f, bursts=2),
+    "sinusoid": lambda f: sinusoid(5, 20, period=150 * f, duration=150 * f),
+    "trace": lambda f: generated_trace(duration=150 * f),
 }
 
 
@@ -132,6 +142,10 @@ class HpaController:
             except Exception as err:
                 log(f"hpa tick failed: {err}")
 
+    def metric(self, load: Any) -> float:
+        """The pods metric of one Ready pod."""
+        return float(load.waiting)
+
     def desired(self, current: int, waiting: list[float]) -> int:
         """One recommendation (before stabilisation and rate limits)."""
         if not waiting:
@@ -161,7 +175,7 @@ class HpaController:
                 continue
             got = pod_load(pod.metadata.name, f"http://{pod.status.pod_ip}:8000/metrics")
             if got is not None:
-                waiting.append(got.waiting)
+                waiting.append(self.metric(got))
         now = time.time()
         raw = min(max(self.desired(current, waiting), self.min_replicas), self.max_replicas)
         self.recommendations = [
@@ -180,6 +194,27 @@ class HpaController:
             self.changes.append((now, current, target))
 
 
+@dataclass
+class KedaController(HpaController):
+    """A KEDA-style queue-metric scaler: KEDA's Prometheus scaler on the model's requests in
+    flight (sum of vllm:num_requests_running + vllm:num_requests_waiting over its pods) with a
+    target per replica, fed to the HPA it creates (AverageValue: desired = ceil(total /
+    target)), polled every 30 s (KEDA's default pollingInterval), the HPA's default behaviour."""
+
+    period_seconds: float = 30.0
+
+    def desired(self, current: int, waiting: list[float]) -> int:
+        if not waiting:
+            return current
+        ratio = sum(waiting) / (self.target * max(1, current))
+        if abs(ratio - 1.0) <= self.tolerance:
+            return current
+        return max(1, math.ceil(sum(waiting) / self.target))
+
+    def metric(self, load: Any) -> float:
+        return float(load.waiting + load.running)
+
+
 # ---------------------------------------------------------------------------- one run
 def manifest(name: str, policy: str, peak: int, max_replicas: int) -> dict[str, Any]:
     scaling: dict[str, Any] = {"minReplicas": 1, "maxReplicas": max_replicas}
@@ -193,7 +228,7 @@ def manifest(name: str, policy: str, peak: int, max_replicas: int) -> dict[str, 
     }
     if policy == "static":
         scaling.update(mode="Off", minReplicas=peak, maxReplicas=peak)
-    elif policy == "hpa":
+    elif policy in ("hpa", "keda"):
         scaling["mode"] = "External"
         spec["replicas"] = 1
     else:
@@ -249,7 +284,7 @@ def run_one(
     wait_until(
         f"{start_replicas} Ready replica(s)",
         lambda: len(ready_pod_urls(api_client, namespace, name)) >= start_replicas,
-        180,
+        180 + ns.startup,
     )
     mm = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     gpus = int(((mm.get("status") or {}).get("plan") or {}).get("gpus_per_replica") or 1)
@@ -257,11 +292,11 @@ def run_one(
     arrivals = pattern.arrivals(seed=ns.seed)
     trace = write_trace(work / f"{namespace}.jsonl", arrivals, venv.image_files()[:1], seed=ns.seed)
     recorder = FleetRecorder(api_client, namespace, name, interval=1.0, scrape_pods=False)
-    hpa = (
-        HpaController(api_client, namespace, name, ns.hpa_target, 1, ns.max)
-        if policy == "hpa"
-        else None
-    )
+    hpa: HpaController | None = None
+    if policy == "hpa":
+        hpa = HpaController(api_client, namespace, name, ns.hpa_target, 1, ns.max)
+    elif policy == "keda":
+        hpa = KedaController(api_client, namespace, name, ns.keda_target, 1, ns.max)
     log(f"{namespace}: {len(arrivals)} requests over {pattern.duration_seconds:.0f} s")
     with recorder, Gateway(lambda: ready_pod_urls(api_client, namespace, name)) as gateway:
         if hpa is not None:
@@ -344,7 +379,12 @@ def measure(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--patterns", default="step,burst,sinusoid,trace")
-    ap.add_argument("--policies", default="static,hpa,mmop")
+    ap.add_argument("--policies", default="static,hpa,keda,mmop")
+    ap.add_argument(
+        "--startup", type=float, default=0.0, help="seconds a new replica takes to turn Ready"
+    )
+    ap.add_argument("--stretch", type=float, default=1.0, help="time scale of the patterns")
+    ap.add_argument("--keda-target", type=float, default=3.0, help="requests in flight per pod")
     ap.add_argument("--peak", type=int, default=7, help="static fleet (sized for the peak)")
     ap.add_argument("--max", type=int, default=10, help="maxReplicas of hpa and mmop")
     ap.add_argument("--hpa-target", type=float, default=2.0, help="waiting requests per pod")
@@ -385,12 +425,15 @@ def main(argv: list[str] | None = None) -> int:
         kc("apply", "--server-side", "--field-manager=mmop", "-f", str(ROOT / "crds"))
         kc("wait", "--for=condition=Established", "crd/multimodalmodels.mmop.dev")
         api_client = config.new_client_from_config(config_file=state.kubeconfig)
+        annotations = dict(SIM_ANNOTATIONS)
+        if ns.startup:
+            annotations["sandbox.mmop.dev/startup-seconds"] = f"{ns.startup:g}"
         box.start_operator(
-            pod_annotations=SIM_ANNOTATIONS,
+            pod_annotations=annotations,
             env={"MMOP_AUTOSCALE_INTERVAL_SECONDS": str(TICK_SECONDS)},
         )
         for pname in ns.patterns.split(","):
-            pattern = PATTERNS[pname]()
+            pattern = PATTERNS[pname](ns.stretch)
             for policy in ns.policies.split(","):
                 rows.append(run_one(api_client, kc, pattern, policy, ns, tmp))
                 (tmp / "rows.json").write_text(json.dumps(rows, indent=2, default=str))
@@ -433,7 +476,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def setup(ns: argparse.Namespace, wall: float) -> str:
-    pats = "\n".join(f"  - {p}: {PATTERNS[p]().description}" for p in ns.patterns.split(","))
+    pats = "\n".join(
+        f"  - {p}: {PATTERNS[p](ns.stretch).description}" for p in ns.patterns.split(",")
+    )
     return (
         f"- load: AIPerf {AIPERF_VERSION} (load venv), fixed-schedule replay of seeded arrivals "
         f"(seed {ns.seed}), streaming chat requests with one 32×32 PNG each, {OUTPUT_TOKENS} "
@@ -444,8 +489,13 @@ def setup(ns: argparse.Namespace, wall: float) -> str:
         "running requests: 0.8)\n"
         f"- policies: static = mode Off, {ns.peak} replicas; hpa = mode External driven by the "
         f"bench's HPA (vllm:num_requests_waiting, target {ns.hpa_target:g} per pod, 15 s period, "
-        f"300 s scale-down stabilisation), 1–{ns.max} replicas; mmop = mode Auto, 1–{ns.max} "
+        f"300 s scale-down stabilisation), 1–{ns.max} replicas; keda = mode External driven "
+        "by the bench's KEDA-style scaler (requests in flight, running + waiting, summed over "
+        f"the pods, target {ns.keda_target:g} per replica, 30 s polling, the HPA's default "
+        f"behaviour), 1–{ns.max} replicas; mmop = mode Auto, 1–{ns.max} "
         f"replicas, default behaviour, autoscaler tick {TICK_SECONDS} s\n"
+        f"- cold start: every new replica turns Ready {ns.startup:g} s after it starts "
+        "(sandbox.mmop.dev/startup-seconds; 0: as fast as the stand-in, about 1 s)\n"
         "- GPU-hours: ∫ Deployment spec.replicas (Pending pods included) × GPUs per replica "
         "(1 × L4 here) over the pattern; reaction: pattern's first load increase → first replica "
         "increase; reversals: direction changes of spec.replicas during the pattern\n"

@@ -175,8 +175,11 @@ class Sandbox:
         pools_file: Path = DEFAULT_POOLS,
         prometheus: bool | None = None,
         log: Callable[[str], None] | None = None,
+        startup_scale: float = 0.0,
     ) -> None:
         self.name = name
+        # Pods turn Ready no sooner than this × their plan's predicted start-up (podserver.py).
+        self.startup_scale = startup_scale
         self.root = root or default_root(name)
         self.pools_file = pools_file
         self.prometheus = prometheus
@@ -444,6 +447,7 @@ class Sandbox:
                 f"--work-dir={self.root / 'pods'}",
                 f"--ready-file={ready}",
                 f"--targets-file={self.root / 'prometheus-targets.json'}",
+                f"--startup-scale={self.startup_scale}",
             ],
             ready.is_file,
             env={"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},

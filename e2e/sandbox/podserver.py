@@ -12,6 +12,13 @@ loopback address from its node's podCIDR), the pod server
 3. marks the pod Ready (status conditions and container status) once ``/health`` answers, and
    stops everything when the pod is deleted or stops Running.
 
+Start-ups as slow as real ones: a real replica takes minutes to turn Ready (image pull, weights,
+loading, compilation, graph capture). With ``--startup-scale F`` (the sandbox's ``startup_scale``)
+a served pod turns Ready no sooner than F × the start-up its model's plan predicts
+(``status.plan.startupSeconds`` of the MultimodalModel named by the pod's ``mmop.dev/model``
+label); the annotation ``sandbox.mmop.dev/startup-seconds`` sets the delay outright (seconds,
+not scaled). F = 0 (the default) keeps start-ups as fast as the stand-in.
+
 Annotations (all optional): ``sandbox.mmop.dev/kv-cache-blocks`` (simulated KV blocks),
 ``sandbox.mmop.dev/time-to-first-token`` and ``sandbox.mmop.dev/inter-token-latency``
 (milliseconds), ``sandbox.mmop.dev/sim-args`` (extra simulator flags, space separated).
@@ -54,6 +61,8 @@ REAL_ENGINE = "vllm"  # the SERVE_LABEL value that asks for the real engine
 ANNOTATION_PREFIX = "sandbox.mmop.dev/"
 FORWARDED_FLAGS = ("--served-model-name", "--model", "--max-num-seqs", "--max-model-len")
 DEFAULT_MODEL = "mmop/sandbox-model"
+STARTUP_ANNOTATION = ANNOTATION_PREFIX + "startup-seconds"
+MODEL_LABEL = "mmop.dev/model"
 
 log = logging.getLogger("mmop.sandbox.podserver")
 
@@ -191,16 +200,39 @@ class Served:
     server: asyncio.base_events.Server | None = None
     ready: bool = False
     failed: bool = False
+    started: float = field(default_factory=time.monotonic)
+    startup_seconds: float = 0.0  # not Ready before this long after it started
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def startup_delay(pod: dict[str, Any], planned: float | None, scale: float) -> float:
+    """Seconds a served pod stays un-Ready after it starts: the annotation when set, else
+    ``scale`` × the start-up its plan predicts (0 without a plan)."""
+    notes = (pod.get("metadata") or {}).get("annotations") or {}
+    explicit = notes.get(STARTUP_ANNOTATION)
+    if explicit:
+        try:
+            return max(0.0, float(explicit))
+        except ValueError:
+            log.warning("ignoring %s=%r: not a number of seconds", STARTUP_ANNOTATION, explicit)
+    return max(0.0, scale * planned) if planned else 0.0
 
 
 class PodServer:
     def __init__(
-        self, kubeconfig: str, simulator: str, work_dir: Path, targets_file: Path | None = None
+        self,
+        kubeconfig: str,
+        simulator: str,
+        work_dir: Path,
+        targets_file: Path | None = None,
+        startup_scale: float = 0.0,
     ) -> None:
         from kubernetes import client, config
 
-        self.api: Any = client.CoreV1Api(config.new_client_from_config(kubeconfig))
+        api_client = config.new_client_from_config(kubeconfig)
+        self.api: Any = client.CoreV1Api(api_client)
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.startup_scale = startup_scale
         self.simulator = simulator
         self.work_dir = work_dir
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -267,9 +299,10 @@ class PodServer:
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
         )
+        served.startup_seconds = startup_delay(pod, self._planned_startup(pod), self.startup_scale)
         self.served[served.uid] = served
         log.info(
-            "serving %s/%s at %s:%d (%s on 127.0.0.1:%d, pid %d): %s",
+            "serving %s/%s at %s:%d (%s on 127.0.0.1:%d, pid %d, Ready after %.0f s): %s",
             served.namespace,
             served.name,
             served.pod_ip,
@@ -277,10 +310,29 @@ class PodServer:
             engine,
             backend,
             proc.pid,
+            served.startup_seconds,
             " ".join(args),
         )
         future = asyncio.run_coroutine_threadsafe(self._listen(served), self.loop)
         future.result(timeout=10)
+
+    def _planned_startup(self, pod: dict[str, Any]) -> float | None:
+        """status.plan.startupSeconds of the pod's MultimodalModel (None: no scale, no model, or
+        no such figure)."""
+        from kubernetes.client.exceptions import ApiException
+
+        meta = pod["metadata"]
+        model = (meta.get("labels") or {}).get(MODEL_LABEL)
+        if not self.startup_scale or not model:
+            return None
+        try:
+            mm = self.custom.get_namespaced_custom_object(
+                "mmop.dev", "v1alpha1", meta["namespace"], "multimodalmodels", model
+            )
+        except ApiException:
+            return None
+        seconds = ((mm.get("status") or {}).get("plan") or {}).get("startupSeconds")
+        return float(seconds) if seconds is not None else None
 
     def stop(self, uid: str) -> None:
         served = self.served.pop(uid)
@@ -320,6 +372,8 @@ class PodServer:
         for served in list(self.served.values()):
             if served.ready:
                 continue
+            if time.monotonic() - served.started < served.startup_seconds:
+                continue  # still "starting": the emulated image pull, load and warm-up
             if served.process.poll() is not None:
                 if not served.failed:
                     served.failed = True
@@ -472,11 +526,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", required=True, type=Path)
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--targets-file", type=Path, help="Prometheus file_sd output")
+    parser.add_argument(
+        "--startup-scale",
+        type=float,
+        default=0.0,
+        help="Pods turn Ready no sooner than this × their plan's predicted start-up (0: off)",
+    )
     ns = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout
     )
-    server = PodServer(ns.kubeconfig, ns.simulator, ns.work_dir, ns.targets_file)
+    server = PodServer(ns.kubeconfig, ns.simulator, ns.work_dir, ns.targets_file, ns.startup_scale)
     server.write_targets()
 
     def stop(*_: object) -> None:

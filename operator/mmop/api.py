@@ -503,7 +503,12 @@ class ScalingBehavior(SpecModel):
         le=3600,
         description="At least this long after a change before scaling down",
     )
-    max_scale_up_step: int = Field(default=2, ge=1, le=100, description="Replicas added at most")
+    max_scale_up_step: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Replicas added at most per decision (unset: as many as the demand needs)",
+    )
     max_scale_down_step: int = Field(
         default=1, ge=1, le=100, description="Replicas removed at most per decision"
     )
@@ -683,6 +688,11 @@ class PlanStatus(ApiModel):
         default_factory=list, description="What the plan changed or the user must know"
     )
     cost_per_hour_usd: float = Field(ge=0, description="All replicas, $/hour")
+    startup_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="Predicted seconds for a new replica to turn Ready (download, load, warm-up)",
+    )
     args: list[str] = Field(default_factory=list, description="vLLM arguments")
     memory: dict[str, Any] = Field(default_factory=dict, description="Predicted memory per GPU")
     performance: dict[str, Any] = Field(

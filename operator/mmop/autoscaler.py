@@ -1,16 +1,29 @@
 """The autoscaler's policy: replicas (and re-plan requests) from what the engines report. Pure.
 
-Horizontal scaling is saturation-based, after llm-d's workload-variant autoscaler: a replica is
-saturated when its KV cache is at least ``kvCacheUsage`` full (0.80) or at least ``queueLength``
-requests (5) wait on it; mmop scales up when the replicas have, on average, less than
-``kvSpare`` (0.10) KV or ``queueSpare`` (3) queue slots to spare (a saturated replica has none;
-llm-d averages over the unsaturated ones only, which lets a fleet whose replicas take turns
-saturating run at the edge), or none is unsaturated, or the TTFT p95 is above the SLO. It scales
-down one replica at a time, and only when the load of all replicas spread over one fewer would
-still leave that spare room (and the TTFT p95 well inside the SLO). Replicas that are not Ready
-are not capacity: while any is pending, nothing scales up again. Recommendations are stabilised
-(scale-up on the lowest recommendation over its window, scale-down on the highest over a longer
-one, as the HPA does), limited in step and spaced by cooldowns.
+Horizontal scaling is model-based (policy v2). Each tick the policy estimates demand from the
+engines — arrivals per second (requests finished over the window plus the growth of those in
+flight) and requests in flight — and sets the replicas that carry it directly, with no fixed
+step: the most of
+
+- the forecast arrival rate, plus the queue drained within 30 s, over one replica's capacity:
+  the plan's requests/s per replica at the SLO, corrected online from the throughput replicas
+  really reach when saturated, kept at a target utilisation (0.8); the forecast is the smoothed
+  demand plus its growth (the slope over 30 s) over one replica's predicted start-up time
+  (capped at twice demand), so what is ordered now is sized for when it arrives;
+- without the engines' request rates: requests in flight over the plan's in-SLO concurrency per
+  replica (the engines' ``--max-num-seqs``), at the same utilisation;
+- the KV cache and queue the replicas report, spread so each keeps ``kvSpare`` (0.10) KV and
+  ``queueSpare`` (3) queue slots to spare (a replica is saturated at ``kvCacheUsage`` 0.80 or
+  ``queueLength`` 5 waiting).
+
+Replicas that are starting count as capacity arriving at their predicted ready time: they are
+part of the fleet the demand is compared with, never a block on further decisions. A breach —
+every replica saturated, too little spare room, or the TTFT p95 above the SLO — adds at least
+one replica when none is already on its way. Scale-down is stabilised (the highest
+recommendation over a longer window, as the HPA does), one replica at a time by default, and
+only when the load of all replicas spread over fewer would still leave the spare room (and the
+TTFT p95 well inside the SLO); a scale-up step limit is available in spec.scaling.behavior but
+off by default.
 
 Re-planning: pods killed for memory (OOMKilled, or a CUDA out-of-memory termination message)
 ask for a plan with more memory headroom; sustained preemptions, or a saturated KV cache at low
@@ -88,6 +101,15 @@ class Observation(BaseModel):
     peak_cost_per_hour: float | None = Field(
         default=None, ge=0, description="$/h of the plan for spec.workload's peak"
     )
+    requests_per_second: float | None = Field(
+        default=None, ge=0, description="Requests finished per second over the window, all pods"
+    )
+    planned_requests_per_second: float | None = Field(
+        default=None, gt=0, description="Requests/s one replica carries at the SLO (the plan's)"
+    )
+    startup_seconds: float | None = Field(
+        default=None, ge=0, description="Predicted time for a new replica to turn Ready"
+    )
 
 
 class State(BaseModel):
@@ -109,6 +131,16 @@ class State(BaseModel):
         default=None, description="Since when every replica has stayed below half its load"
     )
     idle_peak: float = Field(default=0, ge=0, description="Most requests in flight while idle")
+    demand_seconds: float | None = Field(default=None, description="When demand was last seen")
+    demand: float | None = Field(default=None, ge=0, description="Smoothed arrivals/s then")
+    demand_history: tuple[tuple[float, float], ...] = Field(
+        default=(), description="(time, smoothed demand) over the growth window"
+    )
+    in_flight: float | None = Field(default=None, ge=0, description="Requests in flight then")
+    growth: float = Field(default=0, description="Growth of demand, req/s per second")
+    capacity_factor: float = Field(
+        default=1.0, gt=0, description="Observed over planned requests/s per replica"
+    )
 
 
 class ScalingDecision(BaseModel):
@@ -140,7 +172,7 @@ class Tuning(BaseModel):
     scale_down_window_seconds: float = Field(default=120, ge=0)
     scale_up_cooldown_seconds: float = Field(default=15, ge=0)
     scale_down_cooldown_seconds: float = Field(default=60, ge=0)
-    max_scale_up_step: int = Field(default=2, ge=1)
+    max_scale_up_step: int | None = Field(default=None, ge=1, description="None: no limit")
     max_scale_down_step: int = Field(default=1, ge=1)
     slo_down_margin: float = Field(default=0.8, gt=0, le=1, description="Scale down only below")
     pressure_seconds: float = Field(default=60, ge=0, description="KV pressure before re-plan")
@@ -148,6 +180,24 @@ class Tuning(BaseModel):
     max_replans: int = Field(default=3, ge=0, description="Re-plans per replan_window_seconds")
     replan_window_seconds: float = Field(default=3600, gt=0)
     reversal_window_seconds: float = Field(default=3600, gt=0)
+    target_utilization: float = Field(
+        default=0.8, gt=0, le=1, description="Load per replica, as a share of its capacity"
+    )
+    demand_smoothing: float = Field(
+        default=0.5, gt=0, le=1, description="Weight of the newest arrival rate in the demand"
+    )
+    growth_window_seconds: float = Field(
+        default=30, gt=0, description="Growth: the smoothed demand's slope over this long"
+    )
+    max_forecast_factor: float = Field(
+        default=2.0, ge=1, description="The forecast is at most this many times demand now"
+    )
+    capacity_smoothing: float = Field(
+        default=0.5, gt=0, le=1, description="Weight of the newest saturated throughput"
+    )
+    drain_seconds: float = Field(
+        default=30, gt=0, description="Replicas are sized to drain the queue within this long"
+    )
     consolidate: bool = Field(default=True, description="Consolidate an idle fleet (mode Auto)")
     idle_seconds: float = Field(default=600, ge=0, description="Idle this long to consolidate")
     idle_fraction: float = Field(
@@ -197,7 +247,8 @@ def decide(
     consolidation, state = _consolidate(scaling, obs, state, tuning)
     if consolidation is not None:
         return consolidation, state
-    recommended, reason, message = _recommend(scaling, slo, obs, tuning)
+    state = _learn(obs, state, tuning)
+    recommended, reason, message = _recommend(scaling, slo, obs, state, tuning)
     window = max(tuning.scale_up_window_seconds, tuning.scale_down_window_seconds)
     # The recommendations within the longest window, and the last one before it (it was still
     # in force when the window opened).
@@ -208,9 +259,10 @@ def decide(
     current = obs.desired_replicas
     target = current
     if recommended > current:
+        step = tuning.max_scale_up_step
         target = min(
             max(_over(history, now, tuning.scale_up_window_seconds, current, pick=min), current),
-            current + tuning.max_scale_up_step,
+            current + step if step is not None else scaling.max_replicas,
             scaling.max_replicas,
         )
     elif recommended < current:
@@ -293,21 +345,134 @@ def _hold(obs: Observation, reason: str, message: str) -> ScalingDecision:
     )
 
 
+def _in_flight(obs: Observation) -> float:
+    return sum(r.requests_running + r.requests_waiting for r in obs.loads)
+
+
+def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
+    """Demand (arrivals/s: finished plus the growth of those in flight, smoothed), its growth
+    (the smoothed demand's slope over the growth window: a slope between two ticks is mostly
+    Poisson noise), and the capacity correction (what a saturated replica really finishes per
+    second against the plan's figure), from this tick's signals."""
+    if obs.requests_per_second is None or not obs.loads:
+        return state
+    now, in_flight = obs.now_seconds, _in_flight(obs)
+    arrivals = obs.requests_per_second
+    demand = arrivals
+    if state.demand_seconds is not None and now > state.demand_seconds:
+        if state.in_flight is not None:
+            dt = now - state.demand_seconds
+            arrivals = max(0.0, arrivals + (in_flight - state.in_flight) / dt)
+        if state.demand is not None:
+            a = tuning.demand_smoothing
+            demand = a * arrivals + (1 - a) * state.demand
+        else:
+            demand = arrivals
+    window = tuning.growth_window_seconds
+    history = (*(h for h in state.demand_history if now - h[0] <= window), (now, demand))
+    first_t, first_demand = history[0]
+    growth = (demand - first_demand) / (now - first_t) if now - first_t >= window / 2 else 0.0
+    factor = state.capacity_factor
+    planned = obs.planned_requests_per_second
+    if planned is not None:
+        observed = obs.requests_per_second / len(obs.loads) / planned
+        waiting = sum(r.requests_waiting for r in obs.loads) / len(obs.loads)
+        full = obs.planned_concurrency is not None and all(
+            r.requests_running >= obs.planned_concurrency for r in obs.loads
+        )
+        if waiting >= 1 or full:  # saturated: this is what a replica can finish
+            a = tuning.capacity_smoothing
+            factor = a * observed + (1 - a) * factor
+        elif observed > factor:  # carries more than thought without saturating
+            factor = observed
+        factor = min(20.0, max(0.05, factor))
+    return state.model_copy(
+        update={
+            "demand_seconds": now,
+            "demand": demand,
+            "demand_history": history,
+            "in_flight": in_flight,
+            "growth": growth,
+            "capacity_factor": factor,
+        }
+    )
+
+
+def _needs(
+    scaling: Scaling, obs: Observation, state: State, tuning: Tuning
+) -> list[tuple[float, str, str]]:
+    """Replicas the demand needs, by each measure: (replicas, reason, what it is from). With
+    a rate model (the engines' finished requests and the plan's requests/s per replica): the
+    forecast arrival rate plus the queue drained within ``drain_seconds``; without one, the
+    requests in flight over the plan's concurrency. Always: the KV cache and the queue, spread
+    so each replica keeps its spare room (a queue is demand the rate cannot show when clients
+    wait for their answers before asking again)."""
+    util = tuning.target_utilization
+    loads = obs.loads
+    kv_limit = scaling.targets.kv_cache_usage
+    total_kv = sum(r.kv_cache_usage for r in loads)
+    total_queue = sum(r.requests_waiting for r in loads)
+    saturated = all(
+        r.kv_cache_usage >= kv_limit or r.requests_waiting >= scaling.targets.queue_length
+        for r in loads
+    )
+    reason = "Saturated" if saturated else "LowSpareCapacity"
+    queue_room = max(1e-9, scaling.targets.queue_length - tuning.queue_spare)
+    needs: list[tuple[float, str, str]] = [
+        (
+            total_kv / max(1e-9, kv_limit - tuning.kv_spare),
+            reason,
+            f"KV {total_kv / len(loads):.2f} mean over {len(loads)} replica(s)",
+        ),
+        (
+            total_queue / queue_room,
+            reason,
+            f"{total_queue:.0f} waiting over {len(loads)} replica(s)",
+        ),
+    ]
+    if state.demand is not None and obs.planned_requests_per_second is not None:
+        capacity = obs.planned_requests_per_second * state.capacity_factor
+        ahead = obs.startup_seconds or 0.0
+        forecast = min(
+            state.demand + max(0.0, state.growth) * ahead,
+            state.demand * tuning.max_forecast_factor,
+        )
+        forecast = max(forecast, state.demand)
+        drain = total_queue / tuning.drain_seconds
+        needs.append(
+            (
+                (forecast + drain) / (capacity * util),
+                "DemandForecast",
+                f"{state.demand:.2f} req/s now, {forecast:.2f} forecast {ahead:.0f} s ahead "
+                f"(a replica's start-up), {total_queue:.0f} waiting to drain in "
+                f"{tuning.drain_seconds:.0f} s, {capacity:.2f} req/s per replica",
+            )
+        )
+        return needs
+    if obs.planned_concurrency is not None:
+        in_flight = _in_flight(obs)
+        needs.append(
+            (
+                in_flight / (obs.planned_concurrency * util),
+                "ConcurrencyDemand",
+                f"{in_flight:.0f} requests in flight, {obs.planned_concurrency} per replica",
+            )
+        )
+    return needs
+
+
 def _recommend(
-    scaling: Scaling, slo: Slo, obs: Observation, tuning: Tuning
+    scaling: Scaling, slo: Slo, obs: Observation, state: State, tuning: Tuning
 ) -> tuple[int, str, str]:
-    """(replicas, reason, message) from this tick's signals alone."""
+    """(replicas, reason, message) from this tick's signals and the demand model."""
     current = obs.desired_replicas
     if current < scaling.min_replicas:
         return scaling.min_replicas, "BelowMinimum", "fewer replicas than scaling.minReplicas"
-    if obs.ready_replicas < current:
-        return (
-            current,
-            "ReplicasPending",
-            f"{obs.ready_replicas}/{current} Ready: new replicas are not capacity yet",
-        )
     loads = obs.loads
+    pending = max(0, current - obs.ready_replicas)
     if not loads:
+        if pending:
+            return current, "ReplicasPending", _pending_message(obs, pending)
         return current, "NoSignals", "no Ready replica reported metrics"
     kv_limit = scaling.targets.kv_cache_usage
     queue_limit = scaling.targets.queue_length
@@ -320,29 +485,34 @@ def _recommend(
         f"KV {total_kv / len(loads):.2f} mean, {total_queue:.0f} waiting over "
         f"{len(loads)} replica(s)" + (f", TTFT p95 {ttft:.2f} s" if ttft is not None else "")
     )
-    # Enough replicas that the load, spread evenly, leaves the spare room on each.
-    need = max(
-        math.ceil(total_kv / max(1e-9, kv_limit - tuning.kv_spare)),
-        math.ceil(total_queue / max(1e-9, queue_limit - tuning.queue_spare)),
-        1,
-    )
-    if not free:
-        return max(current + 1, need), "Saturated", f"every replica is saturated: {summary}"
-    # Spare room averaged over every replica, a saturated one counting as none: averaging over
-    # the free ones alone lets a fleet whose replicas take turns saturating sit at the edge.
+    need, need_reason, need_message = max(_needs(scaling, obs, state, tuning), key=lambda n: n[0])
+    wanted = max(1, math.ceil(need - 1e-9))
+    if wanted > current:
+        # Demand beyond the fleet, starting replicas included: straight to what it needs.
+        return wanted, need_reason, f"{need_message}: needs {need:.1f} replicas ({summary})"
+    # Breaches: at least one more replica, unless one is already on its way.
     spare_kv = sum(max(0.0, kv_limit - r.kv_cache_usage) for r in loads) / len(loads)
     spare_queue = sum(max(0.0, queue_limit - r.requests_waiting) for r in loads) / len(loads)
-    if spare_kv < tuning.kv_spare or spare_queue < tuning.queue_spare:
-        return (
-            max(current + 1, need),
+    breach: tuple[str, str] | None = None
+    if not free:
+        breach = "Saturated", f"every replica is saturated: {summary}"
+    elif spare_kv < tuning.kv_spare or spare_queue < tuning.queue_spare:
+        breach = (
             "LowSpareCapacity",
             f"spare KV {spare_kv:.2f} (trigger {tuning.kv_spare}), spare queue "
             f"{spare_queue:.1f} (trigger {tuning.queue_spare:g}): {summary}",
         )
-    if slo_target is not None and ttft is not None and ttft > slo_target:
-        return current + 1, "SloMissed", f"TTFT p95 above the {slo_target:g} s target: {summary}"
+    elif slo_target is not None and ttft is not None and ttft > slo_target:
+        breach = "SloMissed", f"TTFT p95 above the {slo_target:g} s target: {summary}"
+    if breach is not None:
+        if pending:
+            return current, "ReplicasPending", f"{breach[1]}; {_pending_message(obs, pending)}"
+        return current + 1, *breach
+    if pending:
+        return current, "ReplicasPending", _pending_message(obs, pending)
     if current > 1 and current > scaling.min_replicas:
-        fewer = current - 1
+        fewer = max(wanted, scaling.min_replicas, 1, current - tuning.max_scale_down_step)
+        fewer = min(fewer, current - 1)
         kv_each, queue_each = total_kv / fewer, total_queue / fewer
         slo_ok = slo_target is None or ttft is None or ttft <= tuning.slo_down_margin * slo_target
         if (
@@ -352,6 +522,18 @@ def _recommend(
         ):
             return fewer, "SpareCapacity", f"{fewer} replica(s) would carry it: {summary}"
     return current, "WithinTargets", summary
+
+
+def _pending_message(obs: Observation, pending: int) -> str:
+    when = (
+        f", ready in about {obs.startup_seconds:.0f} s from their start"
+        if obs.startup_seconds
+        else ""
+    )
+    return (
+        f"{obs.ready_replicas}/{obs.desired_replicas} Ready: {pending} starting count as "
+        f"capacity on its way{when}"
+    )
 
 
 def _replan(
@@ -540,11 +722,15 @@ def observation(
     saved: Mapping[str, Any],
     consolidated: bool,
     kv_below_prediction: str | None = None,
+    requests_per_second: float | None = None,
 ) -> Observation:
     """One tick's Observation from the Deployment's counts, the engines' signals and what the
     model's status holds: ``plan`` is status.plan (planned concurrency per replica, replicas,
     $/h) and ``saved`` status.autoscaler (the peak plan's $/h, when consolidated)."""
-    planned = (plan.get("performance") or {}).get("concurrency_per_replica")
+    performance = plan.get("performance") or {}
+    planned = performance.get("concurrency_per_replica")
+    planned_rps = performance.get("requests_per_second_per_replica")
+    startup = plan.get("startupSeconds")
     plan_replicas = int(plan.get("replicas") or 0)
     plan_cost = plan.get("costPerHourUsd")
     peak_cost = saved.get("peakCostPerHourUsd") if consolidated else None
@@ -567,6 +753,9 @@ def observation(
         ),
         consolidated=consolidated,
         peak_cost_per_hour=float(peak_cost) if peak_cost is not None else None,
+        requests_per_second=finite(requests_per_second),
+        planned_requests_per_second=float(planned_rps) if planned_rps else None,
+        startup_seconds=float(startup) if startup is not None else None,
     )
 
 

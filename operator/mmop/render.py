@@ -242,9 +242,16 @@ def checkpoint_gib(plan: Plan) -> float:
     return gib
 
 
+def predicted_startup_seconds(plan: Plan) -> int:
+    """How long a new replica takes to turn Ready once scheduled: the checkpoint downloaded and
+    loaded at the assumed rate plus the fixed part (CUDA/NCCL init, compilation, encoder
+    profiling, graph capture). The autoscaler sizes what it orders for demand this far ahead."""
+    return math.ceil(STARTUP_FIXED_SECONDS + checkpoint_gib(plan) / ASSUMED_LOAD_GIB_PER_SECOND)
+
+
 def startup_budget_seconds(plan: Plan, options: RenderOptions) -> int:
     """How long the start-up probe lets vLLM download, load and warm up before restarting it."""
-    seconds = STARTUP_FIXED_SECONDS + checkpoint_gib(plan) / ASSUMED_LOAD_GIB_PER_SECOND
+    seconds = predicted_startup_seconds(plan)
     budget = max(float(STARTUP_FLOOR_SECONDS), seconds * options.startup_budget_factor)
     return math.ceil(budget / STARTUP_PERIOD_SECONDS) * STARTUP_PERIOD_SECONDS
 

@@ -18,7 +18,7 @@ from mmop.api import Decision as DecisionRecord
 from mmop.api import MultimodalModel, PlanStatus, ScalingMode
 from mmop.autoscaler import ScalingDecision, State
 from mmop.planner import Limits, Plan
-from mmop.render import vllm_args
+from mmop.render import predicted_startup_seconds, vllm_args
 
 CONDITION_ORDER = ("Planned", "Ready", "Degraded", "MetricsUsable")
 DECISIONS_KEPT = 10
@@ -161,6 +161,7 @@ def plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
         trust_remote_code=p.trust_remote_code,
         notes=p.notes,
         cost_per_hour_usd=p.cost_per_hour_usd,
+        startup_seconds=predicted_startup_seconds(p),
         args=vllm_args(p),
         memory={k: getattr(p.memory, k) for k in MEMORY_KEYS},
         performance=p.performance.model_dump(by_alias=False),

@@ -183,7 +183,9 @@ def test_saturation_scales_up_new_replicas_take_traffic_then_scale_down(
         wait_for(lambda: replicas(sandbox, namespace, name) >= 2, "a scale-up", 60)
         mm = get_mm(sandbox, namespace, name)
         ups = [d for d in decisions(mm) if d["action"] == "ScaleUp"]
-        assert ups and ups[0]["reason"] in ("Saturated", "LowSpareCapacity"), decisions(mm)
+        assert ups and ups[0]["reason"] in ("Saturated", "LowSpareCapacity", "DemandForecast"), (
+            decisions(mm)
+        )
         wait_for(
             lambda: len(ready_pod_urls(sandbox, namespace, name)) >= 2, "the new replicas Ready",
             120,
@@ -200,7 +202,7 @@ def test_saturation_scales_up_new_replicas_take_traffic_then_scale_down(
         assert sample("mmop_model_kv_cache_tokens", {**labels, "source": "predicted"})
         ups_counted = sum(
             sample("mmop_decisions_total", {**labels, "decision": "ScaleUp", "reason": r}) or 0
-            for r in ("Saturated", "LowSpareCapacity")
+            for r in ("Saturated", "LowSpareCapacity", "DemandForecast")
         )
         assert ups_counted >= 1
     assert load.ok > 0

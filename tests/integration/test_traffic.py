@@ -151,7 +151,7 @@ def test_step_load_from_aiperf_scales_out_meets_the_slo_and_scales_in_without_dr
     assert reversals(recorder.changes()) <= 2, diagnostics
     events = json.loads(kubectl(sandbox, "get", "events", "-n", namespace, "-o", "json"))
     reasons = {e["reason"] for e in events["items"]}
-    assert reasons & {"Saturated", "LowSpareCapacity", "SloMissed"}, reasons
+    assert reasons & {"Saturated", "LowSpareCapacity", "SloMissed", "DemandForecast"}, reasons
     assert "SpareCapacity" in reasons, reasons
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 
 from hypothesis import given, settings
@@ -44,10 +45,16 @@ def obs(
     )
 
 
-def test_saturated_replicas_scale_up_within_the_step_limit() -> None:
-    d, _ = decide(SCALING, NO_SLO, obs(0, [(0.95, 20), (0.9, 12)]), State())
+def test_saturated_replicas_scale_up_straight_to_what_the_queue_needs() -> None:
+    d, _ = decide(SCALING, NO_SLO, obs(0, [(0.95, 10), (0.9, 6)]), State())
     assert d.action == Action.SCALE_UP and d.reason == "Saturated"
-    assert d.replicas == 4  # +2 at most per step, though the queue asks for more
+    assert d.replicas == 8  # 16 waiting, each replica keeping 3 of its 5 queue slots spare
+
+
+def test_a_step_limit_from_the_spec_still_holds() -> None:
+    scaling = Scaling.model_validate({"maxReplicas": 8, "behavior": {"maxScaleUpStep": 2}})
+    d, _ = decide(scaling, NO_SLO, obs(0, [(0.95, 20), (0.9, 12)]), State())
+    assert d.action == Action.SCALE_UP and d.replicas == 4
 
 
 def test_low_spare_capacity_scales_up_before_saturation() -> None:
@@ -61,9 +68,13 @@ def test_comfortable_load_holds() -> None:
     assert d.action == Action.HOLD and d.reason == "WithinTargets"
 
 
-def test_pending_replicas_are_not_capacity_and_block_further_scale_up() -> None:
-    d, _ = decide(SCALING, NO_SLO, obs(0, [(0.95, 20)], desired=3, ready=1), State())
+def test_starting_replicas_count_as_capacity_on_its_way() -> None:
+    # One Ready replica saturated, two starting: they will carry it, so no more.
+    d, _ = decide(SCALING, NO_SLO, obs(0, [(0.95, 3)], desired=3, ready=1), State())
     assert d.action == Action.HOLD and d.reason == "ReplicasPending"
+    # Demand beyond the fleet including the starting ones: more at once, not after they arrive.
+    d, _ = decide(SCALING, NO_SLO, obs(0, [(0.95, 9)], desired=3, ready=1), State())
+    assert d.action == Action.SCALE_UP and d.replicas == 5
 
 
 def test_no_metrics_holds() -> None:
@@ -127,7 +138,7 @@ def test_external_mode_reports_and_off_mode_does_nothing() -> None:
     ext = Scaling(mode=ScalingMode.EXTERNAL, max_replicas=8)
     d, _ = decide(ext, NO_SLO, obs(0, [(0.95, 20)]), State())
     assert d.action == Action.HOLD and d.reason == "ExternalScaling"
-    assert "would set 3 replicas" in d.message
+    assert "would set 8 replicas" in d.message  # the queue asks for 10; maxReplicas is 8
     off = Scaling(mode=ScalingMode.OFF, max_replicas=8)
     d, _ = decide(off, NO_SLO, obs(0, [(0.95, 20)]), State())
     assert d.action == Action.HOLD and d.reason == "ScalingOff"
@@ -383,3 +394,102 @@ def test_new_oom_kills_are_the_ones_after_the_last_handled() -> None:
     killed, newest = autoscaler.new_oom_kills(pods, "2026-01-01T00:00:02Z")
     assert killed == ("a",) and newest == "2026-01-01T00:00:05Z"
     assert autoscaler.new_oom_kills(pods, newest) == ((), newest)
+
+
+# ------------------------------------------------------------------- policy v2: the demand model
+
+
+def engines(
+    t: float,
+    finished: float,
+    running: list[float],
+    waiting: list[float] | None = None,
+    desired: int | None = None,
+    **kw: object,
+) -> Observation:
+    """Replicas planned for 2 req/s and 4 in flight each, reporting what they finished."""
+    waiting = waiting or [0.0] * len(running)
+    n = len(running) if desired is None else desired
+    return Observation(
+        now_seconds=t,
+        desired_replicas=n,
+        ready_replicas=len(running),
+        loads=tuple(
+            ReplicaLoad(pod=f"p{i}", kv_cache_usage=0.2, requests_waiting=w, requests_running=r)
+            for i, (r, w) in enumerate(zip(running, waiting, strict=True))
+        ),
+        requests_per_second=finished,
+        planned_requests_per_second=2.0,
+        planned_concurrency=4,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_demand_sets_the_replicas_directly_without_a_step_limit() -> None:
+    scaling = Scaling(min_replicas=1, max_replicas=20)
+    tuning = Tuning(scale_up_cooldown_seconds=0)
+    # 4 replicas finishing 6 req/s with 3 each in flight: 6 / (2 × 0.8) → 4, hold.
+    d, state = decide(scaling, NO_SLO, engines(0, 6.0, [3] * 4), State(), tuning)
+    assert d.action == Action.HOLD
+    # Then a surge: arrivals 7 finished + (28 - 12) more in flight over 5 s = 10.2 req/s.
+    d, state = decide(scaling, NO_SLO, engines(5, 7.0, [4] * 4, [3] * 4), state, tuning)
+    assert state.demand is not None and abs(state.demand - (6 + 10.2) / 2) < 1e-9  # smoothed
+    # (8.1 + 12 waiting drained in 30 s) / (capacity 1.875 × 0.8): 5.7 → 6 replicas, the queue
+    # spread (12 / 2 per replica) asks as many.
+    assert d.action == Action.SCALE_UP and d.replicas == 6
+    # It lasts: 8 req/s finished while 14 more a second queue (22 req/s arriving).
+    d, state = decide(scaling, NO_SLO, engines(10, 8.0, [4] * 4, [20.5] * 4), state, tuning)
+    assert state.demand is not None and abs(state.demand - (8.1 + 22) / 2) < 1e-9
+    assert d.action == Action.SCALE_UP and d.replicas == 20  # the 82 waiting: no step limit
+
+
+def test_the_forecast_looks_one_start_up_ahead() -> None:
+    scaling = Scaling(min_replicas=1, max_replicas=50)
+
+    def run(startup: float) -> tuple[int, State]:
+        state, replicas, tuning = State(), 4, Tuning(scale_up_cooldown_seconds=0)
+        for k, rate in enumerate([4.0, 5.0, 6.0, 7.0]):  # +1 req/s every 5 s
+            o = engines(5 * k, rate, [8 / replicas] * replicas, startup_seconds=startup)
+            d, state = decide(scaling, NO_SLO, o, state, tuning)
+            replicas = d.replicas
+        return replicas, state
+
+    quick, state = run(0)
+    # Smoothed demand 4 → 4.5 → 5.25 → 6.125; growth over the 15 s seen: 2.125 / 15 req/s².
+    assert state.demand == 6.125 and abs(state.growth - 2.125 / 15) < 1e-9
+    assert quick == math.ceil(6.125 / (2 * 0.8))
+    # Ordered now, a replica arrives after its start-up: sized for the demand then (capped at
+    # twice demand now), not for today's.
+    slow, _ = run(180)
+    assert slow == math.ceil(2 * 6.125 / (2 * 0.8))
+    medium, _ = run(20)
+    assert medium == math.ceil((6.125 + 20 * 2.125 / 15) / (2 * 0.8))
+
+
+def test_noise_is_not_growth() -> None:
+    # Poisson-like wobble around 10 req/s: no forecast beyond the wobble.
+    state, tuning = State(), Tuning(scale_up_cooldown_seconds=0)
+    scaling = Scaling(min_replicas=1, max_replicas=50)
+    for k, rate in enumerate([10, 12, 8, 11, 9, 12, 8, 10, 11, 9]):
+        o = engines(5 * k, float(rate), [2.0] * 8, startup_seconds=180)
+        d, state = decide(scaling, NO_SLO, o, state, tuning)
+    assert abs(state.growth) < 0.1
+    assert d.replicas <= math.ceil((10 + 0.1 * 180) / (2 * 0.8))
+
+
+def test_saturated_replicas_teach_the_real_capacity() -> None:
+    # The plan said 2 req/s per replica; saturated replicas finish 4 each, so demand of 8 req/s
+    # needs 8 / (4 × 0.8) → 3 replicas, not the plan's 5.
+    scaling = Scaling(min_replicas=1, max_replicas=20)
+    state = State()
+    for t in range(0, 60, 5):
+        o = engines(t, 8.0, [4, 4], [2, 2])
+        _, state = decide(scaling, NO_SLO, o, state, Tuning(scale_up_cooldown_seconds=3600))
+    assert 1.9 < state.capacity_factor <= 2.0
+    d, _ = decide(scaling, NO_SLO, engines(60, 8.0, [4, 4], [2, 2], desired=2), state)
+    assert d.action == Action.SCALE_UP and d.replicas == 3
+
+
+def test_a_replica_that_carries_more_without_saturating_raises_the_capacity() -> None:
+    _, state = decide(SCALING, NO_SLO, engines(0, 6.0, [2]), State())
+    assert state.capacity_factor == 3.0  # 6 req/s from one replica with room to spare

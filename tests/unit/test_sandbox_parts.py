@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -91,3 +92,16 @@ def test_stages_file_is_valid_yaml_with_the_expected_stages() -> None:
     names = {d["metadata"]["name"] for d in docs}
     assert names == {"mmop-node-ready", "mmop-pod-delete", "mmop-pod-running", "mmop-pod-serving"}
     assert all(d["kind"] == "Stage" for d in docs)
+
+
+def test_a_served_pod_starts_as_slowly_as_its_plan_says_scaled_or_as_annotated() -> None:
+    from e2e.sandbox.podserver import STARTUP_ANNOTATION, startup_delay
+
+    plain: dict[str, Any] = {"metadata": {}}
+    assert startup_delay(plain, 420.0, 0.0) == 0.0  # off by default
+    assert startup_delay(plain, 420.0, 0.1) == 42.0  # a tenth of the predicted start-up
+    assert startup_delay(plain, None, 0.1) == 0.0  # no plan, no delay
+    annotated = {"metadata": {"annotations": {STARTUP_ANNOTATION: "60"}}}
+    assert startup_delay(annotated, 420.0, 0.1) == 60.0  # the annotation, unscaled
+    bad = {"metadata": {"annotations": {STARTUP_ANNOTATION: "soon"}}}
+    assert startup_delay(bad, 420.0, 0.1) == 42.0

@@ -75,6 +75,7 @@ log = logging.getLogger("mmop.autoscaler")
 # arguments, alternatives and explanation.
 _PLAN_KEPT = (
     "config", "memory", "performance", "templateHash", "replicas", "gpu", "costPerHourUsd",
+    "startupSeconds",
     # what the calibration key is made of (calibration.key_of_plan)
     "model", "modelCommit", "gpusPerReplica", "quantization", "kvCacheDtype", "kvMemoryScale",
 )  # fmt: skip
@@ -363,6 +364,7 @@ async def tick(
         saved=status.get("autoscaler") or {},
         consolidated=consolidated,
         kv_below_prediction=below,
+        requests_per_second=reading.signals.requests_per_second,
     )
     decision, state = autoscaler.decide(scaling, slo, obs, history.state)
     snapshot = {"metadata": meta, "spec": spec, "status": status}

@@ -7,7 +7,8 @@ step: the most of
 
 - the forecast arrival rate, plus the queue drained within 30 s, over one replica's capacity:
   the plan's requests/s per replica at the SLO, corrected online from the throughput replicas
-  really reach when saturated, kept at a target utilisation (0.8); the forecast is the smoothed
+  really reach when saturated and bounded by the engine's concurrency over a request's running
+  time (Little's law), kept at a target utilisation (0.8); the forecast is the smoothed
   demand plus its growth (the slope over 30 s) over one replica's predicted start-up time
   (capped at twice demand), so what is ordered now is sized for when it arrives;
 - without the engines' request rates: requests in flight over the plan's in-SLO concurrency per
@@ -140,6 +141,14 @@ class State(BaseModel):
     growth: float = Field(default=0, description="Growth of demand, req/s per second")
     capacity_factor: float = Field(
         default=1.0, gt=0, description="Observed over planned requests/s per replica"
+    )
+    engine_concurrency: float | None = Field(
+        default=None,
+        gt=0,
+        description="Most requests one engine ran while others waited on it: its real limit",
+    )
+    service_seconds: float | None = Field(
+        default=None, gt=0, description="Time a request spends running (Little's law), smoothed"
     )
 
 
@@ -386,6 +395,18 @@ def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
         elif observed > factor:  # carries more than thought without saturating
             factor = observed
         factor = min(20.0, max(0.05, factor))
+    # Little's law: requests running = finished/s × time each runs; an engine with requests
+    # waiting runs as many as it can, which is its real concurrency limit.
+    concurrency = state.engine_concurrency
+    for r in obs.loads:
+        if r.requests_waiting >= 1 and r.requests_running > 0:
+            concurrency = max(concurrency or 0.0, r.requests_running)
+    service = state.service_seconds
+    running = sum(r.requests_running for r in obs.loads)
+    if obs.requests_per_second and running > 0:
+        seen = running / obs.requests_per_second
+        a = tuning.capacity_smoothing
+        service = seen if service is None else a * seen + (1 - a) * service
     return state.model_copy(
         update={
             "demand_seconds": now,
@@ -394,8 +415,24 @@ def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
             "in_flight": in_flight,
             "growth": growth,
             "capacity_factor": factor,
+            "engine_concurrency": concurrency,
+            "service_seconds": service,
         }
     )
+
+
+def _capacity(obs: Observation, state: State) -> float | None:
+    """Requests/s one replica carries: the plan's figure corrected by what saturated replicas
+    finished, and no more than its engine's concurrency over the time a request runs (Little's
+    law: an engine that runs at most 2 at once, 0.6 s each, finishes at most 3.3 a second),
+    the concurrency being what it was seen to run with requests waiting, else the plan's."""
+    if obs.planned_requests_per_second is None:
+        return None
+    capacity = obs.planned_requests_per_second * state.capacity_factor
+    limit = state.engine_concurrency or obs.planned_concurrency
+    if limit is not None and state.service_seconds:
+        capacity = min(capacity, limit / state.service_seconds)
+    return capacity
 
 
 def _needs(
@@ -430,8 +467,8 @@ def _needs(
             f"{total_queue:.0f} waiting over {len(loads)} replica(s)",
         ),
     ]
-    if state.demand is not None and obs.planned_requests_per_second is not None:
-        capacity = obs.planned_requests_per_second * state.capacity_factor
+    capacity = _capacity(obs, state)
+    if state.demand is not None and capacity is not None:
         ahead = obs.startup_seconds or 0.0
         forecast = min(
             state.demand + max(0.0, state.growth) * ahead,

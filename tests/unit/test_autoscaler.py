@@ -493,3 +493,30 @@ def test_saturated_replicas_teach_the_real_capacity() -> None:
 def test_a_replica_that_carries_more_without_saturating_raises_the_capacity() -> None:
     _, state = decide(SCALING, NO_SLO, engines(0, 6.0, [2]), State())
     assert state.capacity_factor == 3.0  # 6 req/s from one replica with room to spare
+
+
+def test_an_engine_slower_than_its_plan_is_found_out_before_it_saturates() -> None:
+    # Planned for 20 req/s and 64 in flight; the engine runs 2 at once, 0.67 s each (3 req/s).
+    # A moment with one request waiting shows its real limit; Little's law its capacity.
+    def seen(t: float, waiting: float) -> Observation:
+        return Observation(
+            now_seconds=t,
+            desired_replicas=1,
+            ready_replicas=1,
+            loads=(
+                ReplicaLoad(
+                    pod="p0", kv_cache_usage=0.3, requests_waiting=waiting, requests_running=2
+                ),
+            ),
+            requests_per_second=3.0,
+            planned_requests_per_second=20.0,
+            planned_concurrency=64,
+        )
+
+    d, state = decide(SCALING, NO_SLO, seen(0, 0), State())
+    assert d.action == Action.HOLD  # 3 req/s against the plan's 20: nothing to do yet
+    d, state = decide(SCALING, NO_SLO, seen(5, 1), state)
+    assert state.engine_concurrency == 2 and state.service_seconds is not None
+    assert abs(2 / state.service_seconds - 3.0) < 1e-9
+    # 3 req/s at 0.8 of 3 req/s per replica: 2 replicas, before any queue builds up.
+    assert d.action == Action.SCALE_UP and d.replicas == 2 and d.reason == "DemandForecast"

@@ -495,7 +495,11 @@ class ScalingBehavior(SpecModel):
         default=120, ge=0, le=3600, description="Scale down on the highest recommendation this long"
     )
     scale_up_cooldown_seconds: int = Field(
-        default=15, ge=0, le=3600, description="At least this long after a change before scaling up"
+        default=15,
+        ge=0,
+        le=3600,
+        description="At least this long after a scale-down before scaling up (scale-ups in a row "
+        "are not spaced: the starting replicas count as capacity)",
     )
     scale_down_cooldown_seconds: int = Field(
         default=60,

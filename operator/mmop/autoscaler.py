@@ -302,6 +302,10 @@ def decide(
     cooldown = (
         tuning.scale_up_cooldown_seconds if direction > 0 else tuning.scale_down_cooldown_seconds
     )
+    if direction > 0 and state.last_direction > 0:
+        # Scale-ups in a row are not spaced: the starting replicas already count as capacity,
+        # so a second one is demand beyond them, and waiting only makes it arrive later.
+        cooldown = 0
     if since is not None and since < cooldown and reason != "OutsideBounds":
         return _hold(
             obs, "CoolingDown", f"{message}; last change {since:.0f} s ago (< {cooldown:.0f} s)"

@@ -520,3 +520,17 @@ def test_an_engine_slower_than_its_plan_is_found_out_before_it_saturates() -> No
     assert abs(2 / state.service_seconds - 3.0) < 1e-9
     # 3 req/s at 0.8 of 3 req/s per replica: 2 replicas, before any queue builds up.
     assert d.action == Action.SCALE_UP and d.replicas == 2 and d.reason == "DemandForecast"
+
+
+def test_scale_ups_in_a_row_are_not_spaced_by_the_cooldown() -> None:
+    # 1 → 2 on a queue of 4; 5 s later the queue asks for 8, beyond the 2: at once.
+    d, state = decide(SCALING, NO_SLO, obs(0, [(0.5, 4)]), State())
+    assert d.action == Action.SCALE_UP and d.replicas == 2
+    d, state = decide(SCALING, NO_SLO, obs(5, [(0.95, 16)], desired=2, ready=1), state)
+    assert d.action == Action.SCALE_UP and d.replicas == 8
+    # After a scale-down the cooldown still spaces a scale-up.
+    tuning = Tuning(scale_down_window_seconds=0, scale_down_cooldown_seconds=0)
+    d, state = decide(SCALING, NO_SLO, obs(0, [(0.1, 0)] * 3), State(), tuning)
+    assert d.action == Action.SCALE_DOWN
+    d, state = decide(SCALING, NO_SLO, obs(5, [(0.95, 9)] * 2), state, tuning)
+    assert d.action == Action.HOLD and d.reason == "CoolingDown"

@@ -14,6 +14,7 @@ import pytest
 from e2e.sandbox import SandboxState
 from e2e.waiting import wait_for
 from tests.integration.test_autoscaling import SIM_ANNOTATIONS, Load, ready_pod_urls, replicas
+from tests.integration.test_autoscaling import model as autoscaling_model
 from tests.integration.test_operator import apply_manifest, get_mm, in_process_operator, kubectl
 
 STARTUP_SECONDS = 12
@@ -27,20 +28,14 @@ def slow_scaler(sandbox: SandboxState) -> Iterator[Any]:
 
 
 def model(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "mmop.dev/v1alpha1",
-        "kind": "MultimodalModel",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"id": "Qwen/Qwen2-VL-2B-Instruct"},
-            "workload": {"images": {"perRequest": 1, "maxWidth": 640, "maxHeight": 480}},
-            "scaling": {
-                "minReplicas": 1,
-                "maxReplicas": 8,
-                "behavior": {"windowSeconds": 6, "scaleDownStabilizationSeconds": 600},
-            },
-        },
+    """test_autoscaling's model, with room to jump and no scale-down during the test."""
+    doc = autoscaling_model(name)
+    doc["spec"]["scaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": 8,
+        "behavior": {"windowSeconds": 6, "scaleDownStabilizationSeconds": 600},
     }
+    return doc
 
 
 def seconds(stamp: str) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -155,9 +156,7 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
     autoscaler recommends rather than starts a second): four image chats at once fill the KV
     cache and queue; mmop scrapes the engine's own /metrics, records the scale-up it would make,
     and reports the KV cache the engine really has next to the one it planned."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    rounds = 6  # bounded: the autoscaler speaks within a round or two
+    rounds = 12  # chats per client at most: the autoscaler speaks within a few
 
     from tests.integration.test_operator import (
         apply_manifest,
@@ -202,20 +201,16 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
         answers: list[Any] = []
         stop = threading.Event()
 
-        def pressure() -> None:
-            # Rounds of the four chats until the autoscaler has spoken (at most `rounds`):
-            # a tick that lands after a single burst may see neither the queue nor, once the
-            # window has passed, the burst's TTFTs.
-            with ThreadPoolExecutor(PRESSURE_REQUESTS) as pool:
-                for _ in range(rounds):
-                    if stop.is_set():
-                        break
-                    answers.extend(
-                        pool.map(
-                            lambda imgs: chat(url, name, imgs, max_tokens=PRESSURE_MAX_TOKENS),
-                            images,
-                        )
-                    )
+        def pressure(imgs: list[str]) -> None:
+            # One of PRESSURE_REQUESTS clients, each asking again as soon as it is answered
+            # until the autoscaler has spoken: the engine never drains between rounds, so any
+            # tick (and the one before it, which the scale-up window also counts) sees the
+            # pressure. Bounded in count and time.
+            deadline = time.monotonic() + 280
+            for _ in range(rounds):
+                if stop.is_set() or time.monotonic() > deadline:
+                    break
+                answers.append(chat(url, name, imgs, max_tokens=PRESSURE_MAX_TOKENS))
 
         def recommended() -> dict[str, Any] | None:
             for d in (get_mm(sandbox, namespace, name).get("status") or {}).get("decisions") or []:
@@ -223,8 +218,9 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
                     return dict(d)
             return None
 
-        load = threading.Thread(target=pressure, daemon=True)
-        load.start()
+        clients = [threading.Thread(target=pressure, args=(i,), daemon=True) for i in images]
+        for client_thread in clients:
+            client_thread.start()
         try:
             decision = wait_for(recommended, "the autoscaler's recommendation", timeout=300)
         except WaitTimeout as timeout:
@@ -237,13 +233,15 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
             raise AssertionError(f"{timeout}; pods {pods}; status {seen}") from timeout
         finally:
             stop.set()
-            load.join(timeout=600)
+            for client_thread in clients:
+                client_thread.join(timeout=600)
         assert answers and all(a.status == 200 for a in answers), answers
         assert decision is not None and decision["action"] == "Hold"
         # Read off the engine's own /metrics: its KV cache and queue (Saturated,
-        # LowSpareCapacity) or, when the tick lands just after the burst, its TTFT histogram
-        # (SloMissed; the CPU engine is far slower than the GPU the plan is for).
-        reasons = ("Saturated", "LowSpareCapacity", "SloMissed")
+        # LowSpareCapacity), its arrivals and queue against what a replica finishes
+        # (DemandForecast), or its TTFT histogram (SloMissed; the CPU engine is far slower than
+        # the GPU the plan is for).
+        reasons = ("Saturated", "LowSpareCapacity", "DemandForecast", "SloMissed")
         assert any(r in decision["message"] for r in reasons), decision
         labels = {"namespace": namespace, "model": name}
         observed = operator.telemetry.registry.get_sample_value(

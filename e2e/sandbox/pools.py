@@ -25,6 +25,9 @@ class Pool(BaseModel):
     gpus_per_node: int = Field(alias="gpusPerNode", ge=0, le=16)
     cpu: str = "32"
     memory: str = "256Gi"
+    # Every kubelet reports its node's ephemeral storage; vLLM pods that download their weights
+    # request it (the scheduler refuses them on a node that reports none).
+    ephemeral_storage: str = Field(default="2000Gi", alias="ephemeralStorage")
 
 
 class Pools(BaseModel):
@@ -78,6 +81,7 @@ def node_objects(pools: Pools, pod_cidr_octet: int) -> list[dict[str, Any]]:
             resources = {
                 "cpu": pool.cpu,
                 "memory": pool.memory,
+                "ephemeral-storage": pool.ephemeral_storage,
                 "pods": "110",
                 "nvidia.com/gpu": str(pool.gpus_per_node),
             }

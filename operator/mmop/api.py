@@ -278,6 +278,51 @@ class ConfigMapRef(SpecModel):
     )
 
 
+class ModelCache(SpecModel):
+    """A shared volume the weights are downloaded into once and every replica reads."""
+
+    _INTEGER_ONLY: ClassVar[frozenset[str]] = frozenset({"size_gib"})  # a CEL rule reads it
+
+    claim_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=DNS1123_SUBDOMAIN_MAX,
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        description="An existing ReadWriteMany PersistentVolumeClaim in the model's namespace "
+        "(mmop neither creates nor deletes it); unset: mmop creates one for the model",
+    )
+    storage_class_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=DNS1123_SUBDOMAIN_MAX,
+        pattern=DNS1123_SUBDOMAIN_PATTERN,
+        description="Storage class of the claim mmop creates (ReadWriteMany); unset: the "
+        "operator's default (Helm modelCache.storageClassName), else the cluster's default",
+    )
+    size_gib: int | None = Field(
+        default=None,
+        alias="sizeGiB",
+        ge=1,
+        le=100_000,
+        description="Size of the claim mmop creates, GiB (default: the checkpoint's size "
+        "plus a fifth, at least 10 GiB)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelCache:
+        if self.claim_name is not None and (
+            self.storage_class_name is not None or self.size_gib is not None
+        ):
+            raise ValueError(CACHE_CLAIM_MESSAGE)
+        return self
+
+
+CACHE_CLAIM_MESSAGE = (
+    "model.cache: claimName names an existing claim; storageClassName and sizeGiB are for the "
+    "claim mmop creates, not both"
+)
+
+
 def _model_id_field(description: str) -> Any:
     return Field(
         min_length=1,
@@ -317,6 +362,12 @@ class ModelSource(SpecModel):
         default=None,
         description="ConfigMap holding the model's config.json and processor configs (keys "
         "named as the files), read instead of the Hub: for clusters that cannot reach it",
+    )
+    cache: ModelCache | None = Field(
+        default=None,
+        description="Download the weights once into a shared ReadWriteMany volume that every "
+        "replica mounts read-only (replicas wait until it is filled: condition CacheReady); "
+        "unset: each pod downloads them into its own ephemeral storage",
     )
     trust_remote_code: bool = Field(
         default=False,

@@ -19,8 +19,10 @@ from typing import Any
 
 from mmop.render import TEMPLATE_HASH
 
-CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget")
+CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "PersistentVolumeClaim", "Job")
 # The spec fields mmop sets, per kind (the rest is the API server's or another controller's).
+# A claim's and a Job's spec cannot change once created (a new checkpoint is a new Job): only
+# their labels and owner are compared.
 _SPEC_FIELDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("replicas",),
     "Service": ("type", "selector", "ports"),

@@ -229,6 +229,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="extra annotation for vLLM pods, KEY=VALUE",
     )
     rn.add_argument(
+        "--cache-storage-class",
+        default=None,
+        help="storage class of the weight-cache claims mmop creates for spec.model.cache when "
+        "the model names none (default: the cluster's default class)",
+    )
+    rn.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
     rn.add_argument(
@@ -878,6 +884,7 @@ def run_operator(ns: argparse.Namespace) -> int:
         render=RenderOptions(
             extra_pod_labels=_pairs(ns.pod_label, "--pod-label"),
             extra_pod_annotations=_pairs(ns.pod_annotation, "--pod-annotation"),
+            cache_storage_class=ns.cache_storage_class or None,
         ),
         default_vllm_image=ns.vllm_image,
         gpu_catalog=catalog_file(ns.gpu_catalog, ns.prices),

@@ -27,6 +27,7 @@ from mmop.api import (
     API_KEY_FLAG,
     API_KEY_FLAG_MESSAGE,
     API_VERSION,
+    CACHE_CLAIM_MESSAGE,
     DNS1123_SUBDOMAIN_MAX,
     EXTRA_ARGS_ALLOWED,
     KIND,
@@ -268,6 +269,14 @@ def _rules() -> dict[FieldPath, list[Schema]]:
         ("spec", "model", "id"): [_model_id_rule("model.id")],
         ("spec", "model", "variants", "[]", "id"): [_model_id_rule("model.variants[].id")],
         ("spec", "placement", "nodeSelector"): [_label_keys_rule()],
+        ("spec", "model", "cache"): [
+            {
+                "rule": "!has(self.claimName) || (!has(self.storageClassName) && "
+                "!has(self.sizeGiB))",
+                "message": CACHE_CLAIM_MESSAGE,
+                "reason": "FieldValueInvalid",
+            }
+        ],
         ("spec", "scaling"): [
             {
                 "rule": f"{min_replicas} <= {max_replicas}",

@@ -62,6 +62,10 @@ MM_PROCESSOR_CACHE_GB = DEFAULT_MM_PROCESSOR_CACHE_GB
 # hold the default one; the cache only saves re-processing repeated media.
 MM_CACHE_OPTIONS_GB = (MM_PROCESSOR_CACHE_GB, 2, 1, 0)
 GIB_BYTES = 1024**3
+# Ephemeral storage of a pod (ephemeral_gib): the download plus this share for the repository's
+# other files and partial downloads, and what vLLM and its compilers cache under HOME.
+DOWNLOAD_OVERHEAD = 1.1
+HOME_CACHES_GIB = 10
 # When the spec's model is a directory of the planning machine, the pod cannot serve that path:
 # the argv names this placeholder until the caller says what the pod serves (model_ref).
 LOCAL_MODEL_PLACEHOLDER = "MODEL"
@@ -174,6 +178,11 @@ class Resources(BaseModel):
     mm_processor_cache_gb: int = Field(
         default=MM_PROCESSOR_CACHE_GB, description="--mm-processor-cache-gb the pod is sized for"
     )
+    ephemeral_storage: str | None = Field(
+        default=None,
+        description="ephemeral-storage request: the checkpoint downloaded into the pod (no "
+        "spec.model.cache) plus the caches vLLM writes under HOME",
+    )
 
     @property
     def cpu_millicores(self) -> int:
@@ -182,6 +191,12 @@ class Resources(BaseModel):
     @property
     def memory_bytes(self) -> int:
         return int(self.memory.removesuffix("Gi")) * GIB_BYTES
+
+    @property
+    def ephemeral_bytes(self) -> int:
+        if self.ephemeral_storage is None:
+            return 0
+        return int(self.ephemeral_storage.removesuffix("Gi")) * GIB_BYTES
 
 
 class PlanPerformance(BaseModel):
@@ -738,7 +753,7 @@ def _evaluate(
             f"{found.est.kv_cache_tokens} KV tokens per replica, not more than the "
             f"{limits.min_kv_cache_tokens} that proved too few",
         )
-    resources = _pod_resources(cand, found.est, inventory)
+    resources = _pod_resources(cand, found.est, inventory, spec.model.cache is not None)
     if isinstance(resources, Refused):
         return found.refused(resources.reason, resources.message)
     placeable = inventory.can_place(
@@ -747,12 +762,14 @@ def _evaluate(
         replicas,
         cpu_millicores=resources.cpu_millicores,
         memory_bytes=resources.memory_bytes,
+        ephemeral_bytes=resources.ephemeral_bytes,
     )
     if placeable < replicas:
         return found.refused(
             Rejection.NO_CLUSTER_ROOM,
             f"needs {replicas} replicas × {cand.tp} {cand.gpu.name} ({resources.cpu} CPU, "
-            f"{resources.memory} memory each); the cluster has room for {placeable}",
+            f"{resources.memory} memory, {resources.ephemeral_storage} ephemeral storage "
+            f"each); the cluster has room for {placeable}",
         )
     peak: int | None = None
     if limits.demand is not None:
@@ -1027,8 +1044,27 @@ def _search(
     return outcomes, pruned
 
 
+def checkpoint_gib(weights_gib_per_gpu: float, tp: int, quantized_on_load: bool) -> float:
+    """GiB to download and load: the weights on all GPUs; twice that when vLLM quantizes a
+    16-bit checkpoint to fp8 on load (the download is the 16-bit checkpoint)."""
+    gib = weights_gib_per_gpu * tp
+    return gib * 2 if quantized_on_load else gib
+
+
+def ephemeral_gib(checkpoint: float | None) -> int:
+    """The pod's ephemeral-storage request: the checkpoint it downloads (None: it reads a
+    shared cache) with a tenth more for the repository's other files and partial downloads,
+    plus what vLLM, torch.compile, Triton and FlashInfer write under HOME."""
+    download = 0 if checkpoint is None else math.ceil(checkpoint * DOWNLOAD_OVERHEAD)
+    return download + HOME_CACHES_GIB
+
+
 def pod_resources(
-    weights_gib_per_gpu: float, tp: int, multimodal: bool, mm_cache_gb: int
+    weights_gib_per_gpu: float,
+    tp: int,
+    multimodal: bool,
+    mm_cache_gb: int,
+    checkpoint: float | None = None,
 ) -> Resources:
     """CPU and memory of one vLLM pod (requests = limits), documented in docs/planner.md.
 
@@ -1040,6 +1076,8 @@ def pod_resources(
     are memory-mapped; their page cache is reclaimable), the multimodal processor cache held by
     both the API server and the engine core (2 × --mm-processor-cache-gb), and /dev/shm (a
     memory-backed emptyDir, counted against the pod's memory).
+    Ephemeral storage (``ephemeral_gib``): ``checkpoint`` GiB downloaded into the pod, None
+    when it reads the weights from a shared cache (spec.model.cache).
     """
     workers = tp if tp > 1 else 0
     cpu = 2 + workers + (1 if multimodal else 0)
@@ -1052,10 +1090,13 @@ def pod_resources(
         memory=f"{memory_gib}Gi",
         shm_size=f"{shm_gib}Gi",
         mm_processor_cache_gb=cache if multimodal else MM_PROCESSOR_CACHE_GB,
+        ephemeral_storage=f"{ephemeral_gib(checkpoint)}Gi",
     )
 
 
-def _pod_resources(cand: _Candidate, est: Estimate, inventory: Inventory) -> Resources | Refused:
+def _pod_resources(
+    cand: _Candidate, est: Estimate, inventory: Inventory, cached: bool
+) -> Resources | Refused:
     """The pod for this candidate: vLLM's default multimodal cache when a node can hold it,
     else the largest smaller cache that fits (rendered as --mm-processor-cache-gb); refused,
     naming the resource no node has, when even the smallest pod does not fit."""
@@ -1063,9 +1104,18 @@ def _pod_resources(cand: _Candidate, est: Estimate, inventory: Inventory) -> Res
     options = MM_CACHE_OPTIONS_GB if multimodal else (MM_PROCESSOR_CACHE_GB,)
     shortfall = ""
     for cache in options:
-        res = pod_resources(est.weights_gib, cand.tp, multimodal, cache)
+        checkpoint = (
+            None
+            if cached
+            else checkpoint_gib(est.weights_gib, cand.tp, cand.weights.quantization_flag == "fp8")
+        )
+        res = pod_resources(est.weights_gib, cand.tp, multimodal, cache, checkpoint)
         missing = inventory.pod_shortfall(
-            cand.pool, cand.tp, cpu_millicores=res.cpu_millicores, memory_bytes=res.memory_bytes
+            cand.pool,
+            cand.tp,
+            cpu_millicores=res.cpu_millicores,
+            memory_bytes=res.memory_bytes,
+            ephemeral_bytes=res.ephemeral_bytes,
         )
         if missing is None:
             return res

@@ -35,6 +35,7 @@ from mmop import vllm
 from mmop.api import API_GROUP, API_VERSION, KIND, MultimodalModelSpec, SecretKeyRef
 from mmop.inventory import GPU_RESOURCE
 from mmop.planner import Plan
+from mmop.planner import checkpoint_gib as _checkpoint_gib
 
 CONTAINER_NAME = "vllm"
 PORT_NAME = "http"
@@ -84,6 +85,24 @@ PULL_AND_SCHEDULE_SECONDS = 600
 SHUTDOWN_GRACE_SECONDS = 60
 REVISION_HISTORY_LIMIT = 5
 
+# The weight cache (spec.model.cache): a ReadWriteMany claim filled once per (checkpoint,
+# revision) by a download Job, mounted read-only at HF_HOME by every replica.
+CACHE_LOAD_GIB_PER_SECOND = 0.5  # reading safetensors from a shared volume, no download
+CACHE_SIZE_FACTOR = 1.2  # the claim mmop creates: the checkpoint plus a fifth
+CACHE_MIN_GIB = 10
+CACHE_COMPONENT = "model-cache"  # app.kubernetes.io/name of the claim, the Job and its pods
+CACHE_OF_LABEL = f"{API_GROUP}/cache-of"  # on the Job and its pods: the model it fills for
+CACHE_CHECKPOINT_ANNOTATION = f"{API_GROUP}/checkpoint"  # id@revision the Job downloads
+FILL_BACKOFF_LIMIT = 6  # pods the Job may fail; each new one resumes the partial files
+FILL_MIN_GIB_PER_SECOND = 0.02  # the Job's deadline: the checkpoint at ~20 MB/s …
+FILL_FLOOR_SECONDS = 3600  # … and never under an hour
+FILL_CPU = "1"
+FILL_MEMORY = "2Gi"
+FILL_COMMAND = ("hf", "download")  # huggingface_hub's CLI, in the vLLM image
+# Files a vLLM replica never reads (other formats of the same weights), not downloaded.
+FILL_EXCLUDE = ("original/*", "*.gguf", "*.pth", "*.onnx", "*.msgpack", "*.h5", "*.ot")
+JOB_NAME_MAX = 63  # the Job controller labels its pods with the Job's name
+
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
@@ -115,6 +134,13 @@ class RenderOptions(BaseModel):
         min_length=1,
         max_length=253,
         description=f"PersistentVolumeClaim mounted at {HF_HOME} (default: a per-pod emptyDir)",
+    )
+    cache_storage_class: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Storage class of the weight-cache claims mmop creates when the spec names "
+        "none (default: the cluster's default class)",
     )
     metrics_annotations: bool = Field(
         default=True, description="Add prometheus.io/scrape, port and path pod annotations"
@@ -234,24 +260,25 @@ def _json(value: dict[str, Any]) -> str:
 
 
 def checkpoint_gib(plan: Plan) -> float:
-    """GiB to download and load: the weights on all GPUs; twice that when vLLM quantizes a
-    16-bit checkpoint to fp8 on load (the download is the 16-bit checkpoint)."""
-    gib = plan.memory.weights_gib * plan.tensor_parallel_size
-    if plan.quantization_method == "fp8":
-        gib *= 2
-    return gib
+    """GiB to download and load (``planner.checkpoint_gib``)."""
+    return _checkpoint_gib(
+        plan.memory.weights_gib, plan.tensor_parallel_size, plan.quantization_method == "fp8"
+    )
 
 
-def predicted_startup_seconds(plan: Plan) -> int:
+def predicted_startup_seconds(plan: Plan, cached: bool = False) -> int:
     """How long a new replica takes to turn Ready once scheduled: the checkpoint downloaded and
-    loaded at the assumed rate plus the fixed part (CUDA/NCCL init, compilation, encoder
-    profiling, graph capture). The autoscaler sizes what it orders for demand this far ahead."""
-    return math.ceil(STARTUP_FIXED_SECONDS + checkpoint_gib(plan) / ASSUMED_LOAD_GIB_PER_SECOND)
+    loaded at the assumed rate — or, from a filled weight cache (``cached``), read from the
+    shared volume — plus the fixed part (CUDA/NCCL init, compilation, encoder profiling,
+    graph capture). The autoscaler sizes what it orders for demand this far ahead."""
+    rate = CACHE_LOAD_GIB_PER_SECOND if cached else ASSUMED_LOAD_GIB_PER_SECOND
+    return math.ceil(STARTUP_FIXED_SECONDS + checkpoint_gib(plan) / rate)
 
 
-def startup_budget_seconds(plan: Plan, options: RenderOptions) -> int:
-    """How long the start-up probe lets vLLM download, load and warm up before restarting it."""
-    seconds = predicted_startup_seconds(plan)
+def startup_budget_seconds(plan: Plan, options: RenderOptions, cached: bool = False) -> int:
+    """How long the start-up probe lets vLLM download (or read from the cache), load and warm
+    up before restarting it."""
+    seconds = predicted_startup_seconds(plan, cached)
     budget = max(float(STARTUP_FLOOR_SECONDS), seconds * options.startup_budget_factor)
     return math.ceil(budget / STARTUP_PERIOD_SECONDS) * STARTUP_PERIOD_SECONDS
 
@@ -295,7 +322,9 @@ def render(
                 "rollingUpdate": {"maxSurge": surge, "maxUnavailable": 0 if surge else 1},
             },
             "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
-            "progressDeadlineSeconds": startup_budget_seconds(plan, options)
+            "progressDeadlineSeconds": startup_budget_seconds(
+                plan, options, spec.model.cache is not None
+            )
             + PULL_AND_SCHEDULE_SECONDS,
             "template": template,
         },
@@ -343,6 +372,173 @@ def companions(mm_name: str, namespace: str, uid: str | None) -> list[dict[str, 
         },
     }
     return [_compact(service), _compact(pdb)]
+
+
+def cache_claim_name(mm_name: str, spec: MultimodalModelSpec) -> str:
+    """The claim the replicas read the weights from: the spec's own, else ``<model>-weights``."""
+    cache = spec.model.cache
+    if cache is not None and cache.claim_name:
+        return cache.claim_name
+    return f"{mm_name[: 253 - len('-weights')].rstrip('-.')}-weights"
+
+
+def cache_revision(plan: Plan) -> str:
+    """The revision the replicas ask for (vLLM's --revision, else the Hub's default branch)."""
+    return plan.revision or "main"
+
+
+def fill_job_name(mm_name: str, job_spec: dict[str, Any]) -> str:
+    """The download Job's name: the model's, and a digest of the Job's spec. A Job's spec
+    cannot change once created, so a new checkpoint, revision, image or token is a new Job
+    (which finds the files already there and finishes quickly), the same spec the same Job."""
+    canonical = json.dumps(job_spec, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
+    base = mm_name[: JOB_NAME_MAX - len("-fill-") - len(digest)].rstrip("-.")
+    return f"{base}-fill-{digest}"
+
+
+def cache_gib(plan: Plan, spec: MultimodalModelSpec) -> int:
+    """Size of the claim mmop creates: spec.model.cache.sizeGiB, else the checkpoint plus a
+    fifth, at least CACHE_MIN_GIB."""
+    cache = spec.model.cache
+    if cache is not None and cache.size_gib is not None:
+        return cache.size_gib
+    return max(CACHE_MIN_GIB, math.ceil(checkpoint_gib(plan) * CACHE_SIZE_FACTOR))
+
+
+def fill_deadline_seconds(plan: Plan) -> int:
+    """How long the download Job may run, all its pods together (activeDeadlineSeconds)."""
+    seconds = max(FILL_FLOOR_SECONDS, checkpoint_gib(plan) / FILL_MIN_GIB_PER_SECOND)
+    # whole hours: a re-plan that moves the weights by a few MiB keeps the same Job
+    return math.ceil(seconds / 3600) * 3600
+
+
+def cache_objects(
+    mm_name: str,
+    namespace: str,
+    uid: str | None,
+    spec: MultimodalModelSpec,
+    plan: Plan,
+    options: RenderOptions,
+) -> list[dict[str, Any]]:
+    """The weight cache of a model with spec.model.cache, in the order to apply them: the
+    claim (unless the spec names its own) and the Job that fills it with the plan's checkpoint
+    at its revision. Empty without spec.model.cache."""
+    cache = spec.model.cache
+    if cache is None:
+        return []
+    labels = {**_labels(mm_name), LABEL_NAME: CACHE_COMPONENT}
+    objects: list[dict[str, Any]] = []
+    claim = cache_claim_name(mm_name, spec)
+    if not cache.claim_name:
+        claim_spec: dict[str, Any] = {
+            "accessModes": ["ReadWriteMany"],
+            "resources": {"requests": {"storage": f"{cache_gib(plan, spec)}Gi"}},
+        }
+        storage_class = cache.storage_class_name or options.cache_storage_class
+        if storage_class:
+            claim_spec["storageClassName"] = storage_class
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {**_meta(mm_name, namespace, uid), "name": claim, "labels": labels},
+                "spec": claim_spec,
+            }
+        )
+    objects.append(_fill_job(mm_name, namespace, uid, spec, plan, options, claim, labels))
+    return [_compact(o) for o in objects]
+
+
+def _fill_job(
+    mm_name: str,
+    namespace: str,
+    uid: str | None,
+    spec: MultimodalModelSpec,
+    plan: Plan,
+    options: RenderOptions,
+    claim: str,
+    labels: dict[str, str],
+) -> dict[str, Any]:
+    """The download Job: huggingface_hub's CLI from the serving image writes the checkpoint
+    into the claim as the Hub's cache layout (HF_HOME/hub), which the replicas' vLLM reads
+    offline. A failed pod's successor resumes the partial files."""
+    revision = cache_revision(plan)
+    argv = [*FILL_COMMAND, plan.model, "--revision", revision]
+    for pattern in FILL_EXCLUDE:
+        argv += ["--exclude", pattern]
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": HOME},
+        {"name": "HF_HOME", "value": HF_HOME},
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+    ]
+    env += [{"name": e.name, "value": e.value} for e in spec.engine.env if e.name == "HF_ENDPOINT"]
+    if spec.model.token_secret_ref is not None:
+        env.append(_secret_env("HF_TOKEN", spec.model.token_secret_ref))
+    pod_labels = {
+        LABEL_NAME: CACHE_COMPONENT,
+        LABEL_INSTANCE: mm_name,
+        LABEL_MANAGED_BY: MANAGER,
+        CACHE_OF_LABEL: mm_name,
+    }
+    container = {
+        "name": "download",
+        "image": spec.engine.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": argv,
+        "env": env,
+        "resources": {
+            "requests": {"cpu": FILL_CPU, "memory": FILL_MEMORY},
+            "limits": {"memory": FILL_MEMORY},
+        },
+        "volumeMounts": [
+            {"name": "home", "mountPath": HOME},
+            {"name": "model-cache", "mountPath": HF_HOME},
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "privileged": False,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    job_spec = {
+        "backoffLimit": FILL_BACKOFF_LIMIT,
+        "activeDeadlineSeconds": fill_deadline_seconds(plan),
+        "template": {
+            "metadata": {"labels": _sorted(pod_labels)},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [container],
+                "volumes": [
+                    {"name": "home", "emptyDir": {}},
+                    {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}},
+                ],
+                # It uses no GPU, and may run on any node (GPU-only clusters have no other).
+                "tolerations": [
+                    {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+                ],
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": options.run_as_user,
+                    "runAsGroup": options.run_as_group,
+                    "fsGroup": options.fs_group,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "enableServiceLinks": False,
+                "automountServiceAccountToken": False,
+            },
+        },
+    }
+    meta = _meta(mm_name, namespace, uid)
+    meta.update(
+        name=fill_job_name(mm_name, job_spec),
+        labels={**labels, CACHE_OF_LABEL: mm_name},
+        annotations={CACHE_CHECKPOINT_ANNOTATION: f"{plan.model}@{revision}"},
+    )
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
 
 
 def _selector(mm_name: str) -> dict[str, str]:
@@ -397,7 +593,13 @@ def _pod_template(
     if gpus > 0:
         resources[GPU_RESOURCE] = gpus
     health = {"path": HEALTH_PATH, "port": PORT_NAME, "scheme": "HTTP"}
-    budget = startup_budget_seconds(plan, options)
+    cached = spec.model.cache is not None
+    budget = startup_budget_seconds(plan, options, cached)
+    if plan.resources.ephemeral_storage and not (options.model_cache_pvc or cached):
+        # Requests only: a limit would evict a pod whose download ran past the estimate.
+        requests = {**resources, "ephemeral-storage": plan.resources.ephemeral_storage}
+    else:
+        requests = resources
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.engine.image,
@@ -406,11 +608,11 @@ def _pod_template(
         "args": vllm_args(plan),
         "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
         "env": _env(spec),
-        "resources": {"requests": _sorted(resources), "limits": _sorted(resources)},
+        "resources": {"requests": _sorted(requests), "limits": _sorted(resources)},
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
             {"name": "home", "mountPath": HOME},
-            {"name": "model-cache", "mountPath": HF_HOME},
+            {"name": "model-cache", "mountPath": HF_HOME, **({"readOnly": True} if cached else {})},
         ],
         "startupProbe": {
             "httpGet": health,
@@ -444,11 +646,18 @@ def _pod_template(
         container["lifecycle"] = {
             "preStop": {"exec": {"command": ["sleep", str(options.drain_seconds)]}}
         }
-    cache: dict[str, Any] = (
-        {"name": "model-cache", "persistentVolumeClaim": {"claimName": options.model_cache_pvc}}
-        if options.model_cache_pvc
-        else {"name": "model-cache", "emptyDir": {}}
-    )
+    cache: dict[str, Any] = {"name": "model-cache", "emptyDir": {}}
+    if spec.model.cache is not None:
+        claim = cache_claim_name(str(labels[LABEL_MODEL]), spec)
+        cache = {
+            "name": "model-cache",
+            "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+        }
+    elif options.model_cache_pvc:
+        cache = {
+            "name": "model-cache",
+            "persistentVolumeClaim": {"claimName": options.model_cache_pvc},
+        }
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "volumes": [
@@ -515,6 +724,10 @@ def _env(spec: MultimodalModelSpec) -> list[dict[str, Any]]:
         {"name": "HF_HOME", "value": HF_HOME},
         {"name": vllm.ENV_NO_USAGE_STATS, "value": "1"},
     ]
+    if spec.model.cache is not None:
+        # The weights are in the filled cache: vLLM and transformers resolve every file from
+        # it (HF_HOME/hub, the revision's ref) and never reach the Hub.
+        ours.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     token = spec.model.token_secret_ref
     if token is not None:
         ours.append(_secret_env("HF_TOKEN", token))

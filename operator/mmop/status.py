@@ -18,9 +18,16 @@ from mmop.api import Decision as DecisionRecord
 from mmop.api import MultimodalModel, PlanStatus, ScalingMode
 from mmop.autoscaler import ScalingDecision, State
 from mmop.planner import Limits, Plan
-from mmop.render import predicted_startup_seconds, vllm_args
+from mmop.render import (
+    FILL_BACKOFF_LIMIT,
+    cache_claim_name,
+    cache_revision,
+    checkpoint_gib,
+    predicted_startup_seconds,
+    vllm_args,
+)
 
-CONDITION_ORDER = ("Planned", "Ready", "Degraded", "MetricsUsable")
+CONDITION_ORDER = ("Planned", "Ready", "CacheReady", "Degraded", "MetricsUsable")
 DECISIONS_KEPT = 10
 MESSAGE_LIMIT = 4000
 # The figures of the estimate that status.plan.memory shows (one list, used everywhere).
@@ -137,7 +144,7 @@ def find_condition(status: Mapping[str, Any], ctype: str) -> dict[str, Any] | No
 # ------------------------------------------------------------------------------- the plan
 
 
-def plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
+def plan_status(p: Plan, template_hash: str, cached: bool = False) -> dict[str, Any]:
     """``status.plan`` for the plan in force (camelCase, as kubectl shows it)."""
     status = PlanStatus(
         model=p.model,
@@ -161,7 +168,7 @@ def plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
         trust_remote_code=p.trust_remote_code,
         notes=p.notes,
         cost_per_hour_usd=p.cost_per_hour_usd,
-        startup_seconds=predicted_startup_seconds(p),
+        startup_seconds=predicted_startup_seconds(p, cached),
         args=vllm_args(p),
         memory={k: getattr(p.memory, k) for k in MEMORY_KEYS},
         performance=p.performance.model_dump(by_alias=False),
@@ -171,6 +178,76 @@ def plan_status(p: Plan, template_hash: str) -> dict[str, Any]:
         config=p.config,
     )
     return status.model_dump(by_alias=True, exclude_none=True)
+
+
+# ------------------------------------------------------------------------------- weight cache
+
+
+def cache_condition(
+    mm_name: str,
+    manifest: MultimodalModel,
+    p: Plan,
+    name: str,
+    job: Mapping[str, Any] | None,
+    claim: Mapping[str, Any] | None,
+) -> Cond:
+    """CacheReady of a model with spec.model.cache, from its download Job and claim as the
+    watches show them (``job``: the index's record of the fill Job ``name``, None when not seen;
+    ``claim``: the claim mmop created, None when not seen or the spec names its own). True only
+    once the Job completed: the replicas are created then."""
+    claim_name = cache_claim_name(mm_name, manifest.spec)
+    what = f"{p.model}@{cache_revision(p)} (about {checkpoint_gib(p):.0f} GiB)"
+    conditions = {
+        str(c.get("type")): c
+        for c in (job or {}).get("conditions") or ()
+        if c.get("status") == "True"
+    }
+    if job is None:
+        return Cond(
+            "CacheReady",
+            "False",
+            "CacheFilling",
+            f"creating Job {name} to download {what} into claim {claim_name}",
+        )
+    if "Complete" in conditions:
+        done = job.get("completionTime")
+        when = f" at {done}" if done else ""
+        return Cond(
+            "CacheReady",
+            "True",
+            "CacheFilled",
+            f"{what} downloaded into claim {claim_name} by Job {name}{when}",
+        )
+    if "Failed" in conditions:
+        failed = conditions["Failed"]
+        why = f"{failed.get('reason') or 'Failed'}: {failed.get('message') or ''}".rstrip(": ")
+        return Cond(
+            "CacheReady",
+            "False",
+            "CacheFillFailed",
+            f"Job {name} could not download {what} ({why}); its pods' logs say why; delete the "
+            "Job to try again",
+        )
+    phase = (claim or {}).get("phase")
+    if claim is not None and phase != "Bound" and not job.get("active"):
+        return Cond(
+            "CacheReady",
+            "False",
+            "CacheFilling",
+            f"claim {claim_name} is {phase or 'not bound'}: waiting for a ReadWriteMany volume "
+            f"(its storage class must provide one) before downloading {what}",
+        )
+    attempt = int(job.get("failed") or 0) + 1
+    started = job.get("startTime")
+    since = f", started {started}" if started else ""
+    state = "downloading" if job.get("active") else "waiting for its pod"
+    return Cond(
+        "CacheReady",
+        "False",
+        "CacheFilling",
+        f"Job {name} {state}: {what} into claim {claim_name} (attempt {attempt} of "
+        f"{FILL_BACKOFF_LIMIT + 1}{since})",
+    )
 
 
 def template_hash_in_force(status: Mapping[str, Any]) -> str | None:

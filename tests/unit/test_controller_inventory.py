@@ -308,7 +308,7 @@ def test_rendered_deployment_is_indexed_with_its_gpus_and_product() -> None:
     assert entry["product"] == p.gpu_product
     assert entry["cpu"] == int(parse_quantity(p.resources.cpu) * 1000)
     assert entry["memory"] == int(parse_quantity(p.resources.memory))
-    assert entry["ephemeral"] == 0
+    assert entry["ephemeral"] == p.resources.ephemeral_bytes
     # The child record a reconcile compares with: owned by the model, its template's hash.
     assert entry["child"].owner_uid == "uid"
     assert (

@@ -105,7 +105,10 @@ def test_gpu_limit_is_the_tensor_parallel_size() -> None:
     _, p = planned("qwen2.5-vl-7b")
     assert resources["limits"]["nvidia.com/gpu"] == p.tensor_parallel_size
     assert resources["limits"]["nvidia.com/gpu"] == p.resources.gpus
-    assert resources["requests"] == resources["limits"]  # Guaranteed QoS
+    # Guaranteed QoS (CPU and memory requests = limits); ephemeral storage is requested only
+    asked = {k: v for k, v in resources["requests"].items() if k != "ephemeral-storage"}
+    assert asked == resources["limits"]
+    assert resources["requests"]["ephemeral-storage"] == p.resources.ephemeral_storage
     assert resources["limits"]["cpu"] == p.resources.cpu
     assert resources["limits"]["memory"] == p.resources.memory
     base, _ = planned("qwen2.5-vl-7b")

@@ -12,7 +12,9 @@ showed (``OperatorContext.models``):
   once the API server accepted it;
 - a model that could not be placed is planned again every ``unplaced_retry_seconds`` (15);
 - a placed model's Service and PodDisruptionBudget are compared with what the watches show
-  every ``children_check_seconds`` (5): one that is missing or changed is re-applied.
+  every ``children_check_seconds`` (5): one that is missing or changed is re-applied; a model
+  waiting for its weight cache (CacheReady not True) is reconciled as often, so its
+  Deployment follows the download Job's completion within seconds.
 
 Non-hold decisions become Events and entries of status.decisions (the last 10); of the holds,
 only the notable ones are recorded, once. status.autoscaler keeps what a restart must not
@@ -148,7 +150,7 @@ async def run_loop(ctx: OperatorContext) -> None:
             if planned.get("status") == "True":
                 due.place.pop(key, None)
                 checking = _take(due.check, key, now, cfg.children_check_seconds)
-                if checking and not children_in_place(idx, body):
+                if checking and (filling(body) or not children_in_place(idx, body)):
                     work.append(_guarded(gate, key, "repair", _reconcile(ctx, body, idx)))
                     continue
                 if checking and ready_behind(idx, body):
@@ -221,6 +223,15 @@ async def _sync_ready(ctx: OperatorContext, body: Mapping[str, Any], idx: Indexe
     meta = body["metadata"]
     key = (str(meta["namespace"]), str(meta["name"]))
     await asyncio.to_thread(write_status, ctx.kube(), *key, fields, [cond])
+
+
+def filling(body: Mapping[str, Any]) -> bool:
+    """Whether a model waits for its weight cache (CacheReady not True): reconciled at every
+    child check until the download Job completes and the Deployment is applied."""
+    if not (body.get("spec") or {}).get("model", {}).get("cache"):
+        return False
+    cache = find_condition(body.get("status") or {}, "CacheReady")
+    return cache is None or cache.get("status") != "True"
 
 
 def children_in_place(idx: Indexes, body: Mapping[str, Any]) -> bool:

@@ -35,6 +35,8 @@ INDEX_NAMES = (
     "mmop_services",
     "mmop_pdbs",
     "model_pods",
+    "mmop_jobs",
+    "mmop_claims",
 )
 
 
@@ -48,6 +50,9 @@ class Indexes:
     mmop_services: Mapping[Any, Any]
     mmop_pdbs: Mapping[Any, Any]
     model_pods: Mapping[Any, Any]
+    # The weight cache's download Jobs and claims (spec.model.cache), per model.
+    mmop_jobs: Mapping[Any, Any] = field(default_factory=dict)
+    mmop_claims: Mapping[Any, Any] = field(default_factory=dict)
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Indexes:

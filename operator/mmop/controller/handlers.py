@@ -5,9 +5,10 @@ takes the operator's state from kopf's memo (``memo.context``, an ``OperatorCont
 reconcile is ``reconcile.reconcile_model``, the periodic loop ``autoscaling.run_loop``.
 
 Indexes (kept current by watches, read by reconciles and the loop instead of listing): GPU
-nodes, pods bound to nodes, mmop's Deployments, Services and PodDisruptionBudgets, and each
-model's pods. The index functions and the event handlers that only read are coroutines: kopf runs
-sync handlers in its thread pool, where every watch event would wait behind the reconciles.
+nodes, pods bound to nodes, mmop's Deployments, Services and PodDisruptionBudgets, the weight
+cache's Jobs and claims, and each model's pods. The index functions and the event handlers that
+only read are coroutines: kopf runs sync handlers in its thread pool, where every watch event
+would wait behind the reconciles.
 """
 
 from __future__ import annotations
@@ -279,6 +280,33 @@ async def mmop_services(body: kopf.Body, namespace: str | None, name: str, **_: 
 async def mmop_pdbs(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     """mmop's PodDisruptionBudgets, as child records."""
     return {(namespace, _model_of(body, name)): children.record(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+async def mmop_jobs(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    """mmop's weight-cache download Jobs (spec.model.cache): the child record and how far the
+    Job got (a model may have one per checkpoint and revision)."""
+    status = body.get("status") or {}
+    return {
+        (namespace, _model_of(body, name)): {
+            "child": children.record(body),
+            "conditions": [
+                {k: c.get(k) for k in ("type", "status", "reason", "message")}
+                for c in status.get("conditions") or []
+            ],
+            "active": status.get("active") or 0,
+            "failed": status.get("failed") or 0,
+            "startTime": status.get("startTime"),
+            "completionTime": status.get("completionTime"),
+        }
+    }
+
+
+@kopf.index("", "v1", "persistentvolumeclaims", labels=MANAGED)
+async def mmop_claims(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    """The weight-cache claims mmop created: the child record and the claim's phase."""
+    phase = (body.get("status") or {}).get("phase")
+    return {(namespace, _model_of(body, name)): {"child": children.record(body), "phase": phase}}
 
 
 def _model_of(body: Mapping[str, Any], name: str) -> str:

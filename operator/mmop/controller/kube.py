@@ -25,6 +25,10 @@ APPLY_PATHS = {
     ("policy/v1", "PodDisruptionBudget"): (
         "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}"
     ),
+    ("v1", "PersistentVolumeClaim"): (
+        "/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}"
+    ),
+    ("batch/v1", "Job"): "/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
 }
 
 CONFIG_MAP_PATH = "/api/v1/namespaces/{namespace}/configmaps/{name}"
@@ -48,6 +52,8 @@ class Kube:
             ("apps/v1", "Deployment"): self.apps.read_namespaced_deployment,
             ("v1", "Service"): self.core.read_namespaced_service,
             ("policy/v1", "PodDisruptionBudget"): policy.read_namespaced_pod_disruption_budget,
+            ("v1", "PersistentVolumeClaim"): self.core.read_namespaced_persistent_volume_claim,
+            ("batch/v1", "Job"): client.BatchV1Api(api_client).read_namespaced_job,
         }
 
     # ------------------------------------------------------------------ reads

@@ -31,9 +31,10 @@ from mmop.controller.resolve import resolve_models
 from mmop.hub import HubError, HubReason
 from mmop.inventory import Inventory
 from mmop.planner import Limits, Plan, PlanningError, plan
-from mmop.render import Rendered, companions, render
+from mmop.render import Rendered, cache_objects, companions, render
 from mmop.status import (
     Cond,
+    cache_condition,
     desired_replicas,
     find_condition,
     limits_from_status,
@@ -74,6 +75,8 @@ class Observed:
 
     deployment: Mapping[str, Any] | None  # the Deployment index's record
     children: Mapping[str, ChildRecord | None]  # by kind
+    job: Mapping[str, Any] | None = None  # the weight cache's fill Job asked for (index record)
+    claim: Mapping[str, Any] | None = None  # the weight-cache claim mmop created (index record)
 
     @property
     def template_hash(self) -> str | None:
@@ -87,21 +90,33 @@ class Observed:
         return int(value) if value is not None else None
 
 
-def observe(idx: Indexes, namespace: str, name: str) -> Observed:
-    def first(index: Mapping[Any, Any]) -> Any:
+def observe(idx: Indexes, namespace: str, name: str, job_name: str | None = None) -> Observed:
+    """The model's children as the watches saw them; ``job_name``: the weight cache's fill
+    Job of the plan's checkpoint (a model may have others, of earlier checkpoints)."""
+
+    def records(index: Mapping[Any, Any]) -> list[Any]:
         store = index.get((namespace, name))
-        found = [r for r in (list(store) if store is not None else [])]
+        return list(store) if store is not None else []
+
+    def first(index: Mapping[Any, Any]) -> Any:
+        found = records(index)
         return found[0] if found else None
 
     deployment = first(idx.mmop_deployments)
-    service, pdb = first(idx.mmop_services), first(idx.mmop_pdbs)
+    service, pdb, claim = first(idx.mmop_services), first(idx.mmop_pdbs), first(idx.mmop_claims)
+    jobs = [j for j in records(idx.mmop_jobs) if job_name and j["child"].name == job_name]
+    job = jobs[0] if jobs else None
     return Observed(
         deployment=deployment,
         children={
             "Deployment": deployment.get("child") if deployment else None,
             "Service": service,
             "PodDisruptionBudget": pdb,
+            "PersistentVolumeClaim": claim.get("child") if claim else None,
+            "Job": job.get("child") if job else None,
         },
+        job=job,
+        claim=claim,
     )
 
 
@@ -166,8 +181,9 @@ def reconcile_model(
     replicas_from_plan: bool = False,
 ) -> str:
     """Plan, render, apply and report for one MultimodalModel; returns what it did: created,
-    updated, repaired, unchanged or unplaced. Raises kopf.PermanentError for a spec that can
-    never be served, ChildrenNotApplied when a child was refused or conflicts."""
+    updated, repaired, unchanged, waiting (for the weight cache) or unplaced. Raises
+    kopf.PermanentError for a spec that can never be served, ChildrenNotApplied when a child
+    was refused or conflicts."""
     meta = body["metadata"]
     name, namespace = str(meta["name"]), str(meta["namespace"])
     status = body.get("status") or {}
@@ -184,16 +200,46 @@ def reconcile_model(
         name, namespace, meta.get("uid"), manifest.spec, p, ctx.config.render,
         meta.get("generation"), replicas=replicas,
     )  # fmt: skip
-    problems = apply_children(ctx, body, rendered.objects(), observed)
+    desired, cache, job_name = _with_cache(ctx, body, manifest, p, rendered, idx)
+    if cache is not None:
+        observed = observe(idx, namespace, name, job_name)
+    problems = apply_children(ctx, body, desired, observed)
     action = "unchanged"
-    if observed.template_hash != rendered.template_hash or observed.replicas != replicas:
+    if cache is not None and cache.status != "True":
+        action = "waiting"  # for the weight cache: the Deployment is applied once it is filled
+    elif observed.template_hash != rendered.template_hash or observed.replicas != replicas:
         action = "created" if observed.deployment is None else "updated"
         if not problems:
             _announce(ctx, body, p, rendered, replicas, created=observed.deployment is None)
-    _report_plan(ctx, body, p, rendered, replicas, observed, problems)
+    _report_plan(ctx, body, p, rendered, replicas, observed, problems, cache)
     if problems:
         raise ChildrenNotApplied("; ".join(p.message for p in problems))
     return action
+
+
+def _with_cache(
+    ctx: OperatorContext,
+    body: Mapping[str, Any],
+    manifest: MultimodalModel,
+    p: Plan,
+    rendered: Rendered,
+    idx: Indexes,
+) -> tuple[list[dict[str, Any]], Cond | None, str | None]:
+    """The children to apply and, for a model with spec.model.cache, its CacheReady: the
+    claim and the fill Job first, and the Deployment only once the Job has filled the cache
+    (until then a Deployment of an earlier checkpoint keeps serving, untouched); and the fill
+    Job's name."""
+    if manifest.spec.model.cache is None:
+        return rendered.objects(), None, None
+    meta = body["metadata"]
+    name, namespace = str(meta["name"]), str(meta["namespace"])
+    uid = meta.get("uid")
+    cache_objs = cache_objects(name, namespace, uid, manifest.spec, p, ctx.config.render)
+    job_name = str(cache_objs[-1]["metadata"]["name"])  # the Job comes last
+    seen = observe(idx, namespace, name, job_name)
+    cond = cache_condition(name, manifest, p, job_name, seen.job, seen.claim)
+    serving = rendered.objects() if cond.status == "True" else rendered.objects()[1:]
+    return [*cache_objs, *serving], cond, job_name
 
 
 def _valid_manifest(ctx: OperatorContext, body: Mapping[str, Any]) -> MultimodalModel:
@@ -370,7 +416,11 @@ def _announce(
 
 
 def _ready(
-    status: Mapping[str, Any], observed: Observed, replicas: int, problems: Sequence[Problem]
+    status: Mapping[str, Any],
+    observed: Observed,
+    replicas: int,
+    problems: Sequence[Problem],
+    cache: Cond | None = None,
 ) -> Cond | None:
     """The Ready condition a reconcile writes (None: leave it to the Deployment's events)."""
     if problems:
@@ -378,6 +428,8 @@ def _ready(
         reason = "ChildConflict" if conflict else "ApplyFailed"
         return Cond("Ready", "False", reason, "; ".join(p.message for p in problems))
     ready = find_condition(status, "Ready")
+    if observed.deployment is None and cache is not None and cache.status != "True":
+        return Cond("Ready", "False", "WaitingForCache", cache.message)
     if observed.deployment is None:
         # What the new Deployment's first event will report, so that event writes nothing.
         return Cond("Ready", "False", "ReplicasNotReady", f"0/{replicas} ready")
@@ -399,17 +451,20 @@ def _report_plan(
     replicas: int,
     observed: Observed,
     problems: Sequence[Problem],
+    cache: Cond | None = None,
 ) -> None:
     meta = body["metadata"]
     name, namespace = str(meta["name"]), str(meta["namespace"])
     status = body.get("status") or {}
     reason = "PlanFoundApproximate" if p.approximate else "PlanFound"
     conds = [Cond("Planned", "True", reason, p.explanation)]
-    ready = _ready(status, observed, replicas, problems)
+    ready = _ready(status, observed, replicas, problems, cache)
     if ready is not None:
         conds.append(ready)
+    if cache is not None:
+        conds.append(cache)
     fields: dict[str, Any] = {
-        "plan": plan_status(p, rendered.template_hash),
+        "plan": plan_status(p, rendered.template_hash, cache is not None),
         "selector": rendered.selector_string,
         "observedGeneration": meta.get("generation"),
     }
@@ -419,6 +474,10 @@ def _report_plan(
     wrote = write_status(kube, namespace, name, fields, conds, current=body)
     if wrote and problems and ready is not None:
         post_event(kube, body, "Warning", ready.reason, ready.message)
+    was = find_condition(status, "CacheReady") or {}
+    if cache is not None and was.get("reason") != cache.reason:
+        kind = "Warning" if cache.reason == "CacheFillFailed" else "Normal"
+        post_event(kube, body, kind, cache.reason, cache.message)
     ctx.telemetry.set_plan(
         namespace, name, p.gpu, p.tensor_parallel_size, p.quantization, p.kv_cache_dtype,
         p.cost_per_hour_usd,

@@ -52,7 +52,7 @@ class Telemetry:
         )
         self.reconciles = Counter(
             "mmop_reconciles",
-            "MultimodalModel reconciles by result (created, updated, repaired, unchanged, "
+            "MultimodalModel reconciles by result (created, updated, repaired, unchanged, waiting, "
             "unplaced, error)",
             ["result"],
             registry=registry,

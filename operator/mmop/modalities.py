@@ -43,8 +43,9 @@ GLM4V_MAX_PROFILE_FRAMES = 600
 # The minimum pixels vLLM's frame search resizes with (transformers' glm4v smart_resize default,
 # which _get_vision_info does not override, glm4_1v.py:1059-1066).
 GLM4V_SEARCH_MIN_PIXELS = 112 * 112
-# The processor whose video rule mmop counts (GLM-4.1V, GLM-4.5V); vLLM builds other GLM-V
-# processors' prompts with other frame sampling and timestamps (glm4_1v.py:1413-1422).
+# The processor whose video rule mmop counts (GLM-4.1V's; also taken where no processor class is
+# named); vLLM builds other GLM-V processors' prompts with other frame sampling and timestamps
+# (glm4_1v.py:1413-1422).
 GLM4V_PROCESSOR = "Glm4vProcessor"
 
 _SCOPES = ("images_kwargs", "videos_kwargs", "audio_kwargs", "text_kwargs")
@@ -174,7 +175,7 @@ def _glm4v_video_bounds(profile: ModelProfile, kw: Mapping[str, Any]) -> tuple[i
 
 def glm4v_video_rule(profile: ModelProfile) -> None:
     """Raise ValueError unless the model's processor is Glm4vProcessor, whose video rule mmop
-    counts. vLLM 0.32.0 builds the prompt of another GLM-V processor (GLM-4.6V's Glm46VProcessor,
+    counts. vLLM 0.32.0 builds the prompt of another GLM-V processor (transformers' Glm46VProcessor,
     GLMGA) with its own frame sampling and ``"{t:.1f} seconds"`` timestamps (glm4_1v.py:1246-1422)
     and counts its maximum apart (get_mm_max_tokens_per_item, :994-1036), which mmop does not
     model."""
@@ -913,7 +914,7 @@ def whisper_audio_tokens(seconds: float) -> int:
 
 
 GLM4V_VIDEO = (
-    "mmop counts GLM-4V video only under Glm4vProcessor (GLM-4.1V, GLM-4.5V), not {cls}'s frame "
+    "mmop counts GLM-4V video only under Glm4vProcessor (GLM-4.1V), not {cls}'s frame "
     "sampling and timestamps: turn video off (--limit-mm-per-prompt '{{\"video\": 0}}'; mmop's "
     "plans do when the workload has none)"
 )

@@ -618,18 +618,52 @@ def _max_item_costs(
             out[modality] = modalities.max_image_cost(profile, kw)
         elif modality == "video":
             if profile.family == "glm4v":
-                # vLLM profiles a video dummy mmop does not model: no verdict rather than a guess
-                raise NoVerdict(f"{profile.id}: {modalities.GLM4V_VIDEO}")
-            out[modality] = modalities.max_video_cost(profile, max_model_len, kw)
+                out[modality] = _glm4v_video_dummy(profile, args, max_model_len, images=True)
+            else:
+                out[modality] = modalities.max_video_cost(profile, max_model_len, kw)
         else:
             out[modality] = modalities.max_audio_cost(profile)
     return out
 
 
+def _glm4v_video_dummy(
+    profile: ModelProfile, args: EngineArgs, max_model_len: int, images: bool
+) -> modalities.ItemCost:
+    """GLM-4V's video dummy as vLLM 0.32.0 builds it (modalities.glm4v_dummy_video_cost): its
+    frames fit max_model_len less one largest image where images are on (`images`: the
+    tokens-per-item count, which reserves them) or none (the item encoded for profiling), cut to
+    the video limit's overrides — which, unlike other families', also cut the tokens per item
+    vLLM counts, as that count is the dummy's own."""
+    try:
+        modalities.glm4v_video_rule(profile)
+    except ValueError as err:
+        raise NoVerdict(f"{profile.id}: {err}") from err
+    image = args.limit_mm_per_prompt.get("image")
+    image_on = "image" in modalities.supported_modalities(profile) and (
+        image is None or image.count > 0
+    )
+    limit = args.limit_mm_per_prompt.get("video")
+    return modalities.glm4v_dummy_video_cost(
+        profile,
+        max_model_len,
+        args.mm_processor_kwargs,
+        1 if images and image_on else 0,
+        num_frames=limit.num_frames if limit else None,
+        width=limit.width if limit else None,
+        height=limit.height if limit else None,
+    )
+
+
 def _dummy_item_cost(
-    profile: ModelProfile, args: EngineArgs, modality: str, default: modalities.ItemCost
+    profile: ModelProfile,
+    args: EngineArgs,
+    modality: str,
+    default: modalities.ItemCost,
+    max_model_len: int,
 ) -> modalities.ItemCost:
     """The item vLLM actually encodes: the max-size dummy, or the size given in the limit."""
+    if modality == "video" and profile.family == "glm4v":
+        return _glm4v_video_dummy(profile, args, max_model_len, images=False)
     limit = args.limit_mm_per_prompt.get(modality)
     kw = args.mm_processor_kwargs
     if limit is None or (limit.width is None and limit.height is None and limit.num_frames is None):
@@ -667,7 +701,7 @@ def mm_profile(
     per_prompt_limit = limit.count if limit is not None else 999
     per_prompt = max(1, min(per_prompt_limit, max_model_len // max(item.tokens, 1)))
     items = max(1, min(budget // max(item.tokens, 1), mns * per_prompt))
-    dummy = _dummy_item_cost(profile, args, modality, item)
+    dummy = _dummy_item_cost(profile, args, modality, item, max_model_len)
     enc = _encoder_bytes(profile, args, modality, dummy, items, cal)
     out_width = profile.text.hidden_size
     if profile.family in ("qwen3_vl", "qwen3_omni", GENERIC_MM_FAMILY):

@@ -37,6 +37,16 @@ QWEN3_VL_MAX_TIMESTAMP_DIGITS = 5
 INTERNVL_VIDEO_LMS = frozenset({"qwen2", "qwen3", "qwen3_moe", "gpt_oss"})
 # Qwen-VL processors refuse images whose sides differ by more than this factor.
 QWEN_MAX_ASPECT = 200
+# vLLM's GLM-4V dummy video has at most this many frames (_MAX_FRAMES_PER_VIDEO, vLLM 0.32.0
+# models/glm4_1v.py:135, searched by _get_max_video_frames, :1161-1183).
+GLM4V_MAX_PROFILE_FRAMES = 600
+# The minimum pixels vLLM's frame search resizes with (transformers' glm4v smart_resize default,
+# which _get_vision_info does not override, glm4_1v.py:1059-1066).
+GLM4V_SEARCH_MIN_PIXELS = 112 * 112
+# The processor whose video rule mmop counts (GLM-4.1V's; also taken where no processor class is
+# named); vLLM builds other GLM-V processors' prompts with other frame sampling and timestamps
+# (glm4_1v.py:1413-1422).
+GLM4V_PROCESSOR = "Glm4vProcessor"
 
 _SCOPES = ("images_kwargs", "videos_kwargs", "audio_kwargs", "text_kwargs")
 
@@ -69,7 +79,7 @@ def supported_modalities(profile: ModelProfile) -> tuple[str, ...]:
         if fam == "internvl" and profile.text.model_type in INTERNVL_VIDEO_LMS:
             out.append("video")
         if fam == "glm4v":
-            out.append("video")  # vLLM enables it; mmop does not count it (video_cost)
+            out.append("video")  # counted under Glm4vProcessor only (glm4v_video_rule)
     if profile.audio is not None:
         out.append("audio")
     return tuple(out)
@@ -152,6 +162,151 @@ def _glm4v_bounds(profile: ModelProfile, kw: Mapping[str, Any]) -> tuple[int, in
     # Glm4vImageProcessor's class default size, unless the preprocessor config states one
     default = _qwen_processor_size(profile.preprocessor, (112 * 112, 28 * 28 * 15000))
     return _qwen_size(default, _scoped(kw, "images_kwargs"))
+
+
+def _glm4v_video_bounds(profile: ModelProfile, kw: Mapping[str, Any]) -> tuple[int, int]:
+    """(min_pixels, max_pixels) of Glm4vVideoProcessor: video_preprocessor_config.json's size, else
+    the class default (transformers ``video_processing_glm4v.py:99``), then the kwargs' size. The
+    budget holds all frames of a video together, not one frame."""
+    video = profile.preprocessor.get("video") or {}
+    default = _qwen_processor_size(video, (112 * 112, 28 * 28 * 2 * 30000))
+    return _qwen_size(default, _scoped(kw, "videos_kwargs"))
+
+
+def glm4v_video_rule(profile: ModelProfile) -> None:
+    """Raise ValueError unless the model's processor is Glm4vProcessor, whose video rule mmop
+    counts. vLLM 0.32.0 builds the prompt of another GLM-V processor (transformers' Glm46VProcessor,
+    GLMGA) with its own frame sampling and ``"{t:.1f} seconds"`` timestamps (glm4_1v.py:1246-1422)
+    and counts its maximum apart (get_mm_max_tokens_per_item, :994-1036), which mmop does not
+    model."""
+    pre = profile.preprocessor
+    video = pre.get("video") or {}
+    cls = video.get("processor_class") or pre.get("processor_class")
+    if cls not in (None, GLM4V_PROCESSOR):
+        raise ValueError(GLM4V_VIDEO.format(cls=cls))
+
+
+def glm4v_timestamp_tokens_bound(groups: int, max_seconds: float | None) -> int:
+    """Upper bound on the text around a GLM-4V video's embeddings, as Glm4vProcessor and vLLM
+    write it: ``<|begin_of_video|>`` and ``<|end_of_video|>``, and per frame group
+    ``<|begin_of_image|>``, ``<|end_of_image|>`` and the group's first frame time in whole seconds,
+    ``str(int(t))`` (transformers ``processing_glm4v.py:67-96,188-189``; vLLM 0.32.0
+    ``Glm4vProcessingInfo._construct_video_placeholder``, glm4_1v.py:1394-1439, with
+    ``_get_video_second_idx_glm4v``'s ``int(idx / fps)``, :1195-1244). The digits need the
+    tokenizer to be counted exactly; a BPE token covers at least one character, so the digits
+    bound them. ``t`` is below the clip's length `max_seconds`; None: below
+    10**QWEN3_VL_MAX_TIMESTAMP_DIGITS s."""
+    if max_seconds is None:
+        digits = QWEN3_VL_MAX_TIMESTAMP_DIGITS
+    else:
+        digits = len(str(int(max(max_seconds, 0.0))))
+    return 2 + groups * (2 + digits)
+
+
+def _glm4v_video(
+    profile: ModelProfile,
+    w: int,
+    h: int,
+    frames: int,
+    kw: Mapping[str, Any],
+    seconds: float | None = None,
+) -> ItemCost:
+    """Glm4vVideoProcessor: all `frames` resized against one pixel budget (its smart_resize with
+    ``num_frames``, video_processing_glm4v.py:39-72,170-197; it refuses fewer frames than the
+    temporal patch), padded to the temporal patch (``patchify``, :234-272); one embedding per
+    merged patch (``get_num_of_video_patches``, :199-232; vLLM ``_get_vision_info``,
+    glm4_1v.py:1044-1083)."""
+    glm4v_video_rule(profile)
+    v = profile.vision
+    assert v is not None
+    patch, merge, temporal = v.patch_size, v.spatial_merge_size, v.temporal_patch_size
+    if frames < temporal:
+        raise ValueError(f"t:{frames} must be larger than temporal_factor:{temporal}")
+    lo, hi = _glm4v_video_bounds(profile, kw)
+    rh, rw = glm4v_smart_resize(h, w, patch * merge, lo, hi, frames, temporal)
+    grid_t = -(-frames // temporal)
+    patches = grid_t * (rh // patch) * (rw // patch)
+    text = glm4v_timestamp_tokens_bound(grid_t, seconds)
+    return ItemCost(patches // (merge * merge), patches, patches, text)
+
+
+def glm4v_profile_frames(
+    profile: ModelProfile, seq_len: int, mm_kwargs: Mapping[str, Any] | None = None, images: int = 1
+) -> int:
+    """The frame count vLLM 0.32.0 gives its GLM-4V dummy video: of 1..600 frames of the
+    largest-feature image size, the first with the most embeddings that fit in `seq_len` less
+    `images` largest images (``get_num_frames_with_most_features`` / ``_get_max_video_frames``,
+    glm4_1v.py:1161-1193; the count per frame count is ``_get_vision_info``, :1044-1083, which
+    resizes at least ``temporal_patch_size`` frames with the video processor's max_pixels)."""
+    kw = dict(mm_kwargs or {})
+    v = profile.vision
+    assert v is not None
+    patch, merge, temporal = v.patch_size, v.spatial_merge_size, v.temporal_patch_size
+    w, h = max_image_size(profile, kw)
+    budget = seq_len - max_image_cost(profile, kw).tokens * images
+    _, hi = _glm4v_video_bounds(profile, kw)
+    best_frames, best = 1, 0
+    for n in range(1, GLM4V_MAX_PROFILE_FRAMES + 1):
+        rh, rw = glm4v_smart_resize(
+            h, w, patch * merge, GLM4V_SEARCH_MIN_PIXELS, hi, max(n, temporal), temporal
+        )
+        grid_t = max(-(-n // temporal), 1)
+        tokens = grid_t * (rh // patch) * (rw // patch) // (merge * merge)
+        if 0 < tokens <= budget and tokens > best:
+            best_frames, best = n, tokens
+    return best_frames
+
+
+def glm4v_dummy_video(
+    profile: ModelProfile,
+    seq_len: int,
+    mm_kwargs: Mapping[str, Any] | None = None,
+    images: int = 1,
+    *,
+    num_frames: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+) -> tuple[int, int, int]:
+    """(width, height, frames) of the video vLLM 0.32.0 profiles GLM-4V with: the
+    largest-feature image size and :func:`glm4v_profile_frames`, at least two frames, each cut to
+    the ``--limit-mm-per-prompt`` video overrides (an override of frames raised to two)
+    (``Glm4vDummyInputsBuilder.get_dummy_mm_data`` / ``_get_dummy_videos``, glm4_1v.py:1460-1523;
+    ``BaseDummyInputsBuilder._get_dummy_videos``, multimodal/processing/dummy_inputs.py:116-156).
+    Its frames reach the processor unsampled (``do_sample_frames`` False, fps 2)."""
+    kw = dict(mm_kwargs or {})
+    w, h = max_image_size(profile, kw)
+    frames = max(glm4v_profile_frames(profile, seq_len, kw, images), 2)
+    if num_frames:
+        frames = min(frames, max(num_frames, 2))
+    if width:
+        w = min(w, width)
+    if height:
+        h = min(h, height)
+    return w, h, frames
+
+
+def glm4v_dummy_video_cost(
+    profile: ModelProfile,
+    seq_len: int,
+    mm_kwargs: Mapping[str, Any] | None = None,
+    images: int = 1,
+    *,
+    num_frames: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+) -> ItemCost:
+    """The cost of :func:`glm4v_dummy_video`. vLLM 0.32.0 takes no formula for Glm4vProcessor's
+    maximum (get_mm_max_tokens_per_item returns None, glm4_1v.py:994-1006): its tokens per video
+    item (encoder budget and cache) are this dummy's embeddings (``get_num_embeds`` of the
+    placeholder, multimodal/encoder_budget.py:20-40; the timestamps are text, not embeddings).
+    vLLM asks for it with one image where images are on (``mm_counts`` of every active modality,
+    encoder_budget.py:90-94) and encodes it, for profiling, with none (``{modality: 1}``,
+    :207-210): ``images`` reserves that many largest images of ``seq_len``."""
+    kw = dict(mm_kwargs or {})
+    w, h, frames = glm4v_dummy_video(
+        profile, seq_len, kw, images, num_frames=num_frames, width=width, height=height
+    )
+    return _glm4v_video(profile, w, h, frames, kw, seconds=frames / 2)
 
 
 def qwen3_vl_video_smart_resize(
@@ -326,7 +481,8 @@ def sampled_frames(
     Qwen2-VL, Qwen2.5-VL and Qwen2.5-Omni, ``Qwen2VLVideoBackend``) sample at 2 fps, clamped to
     [min_frames, max_frames] (4, 768) and the clip, Qwen2-VL's then rounded down to whole frame
     pairs. `loader_kwargs`: the video entry of ``--media-io-kwargs`` (fps, min_frames,
-    max_frames). Other families keep the frames they are given."""
+    max_frames). GLM-4V: frames as they reach its video processor's resize
+    (:func:`_glm4v_sampled_frames`). Other families keep the frames they are given."""
     kw = dict(loader_kwargs or {})
     if total_frames <= 0 or source_fps <= 0:
         raise ValueError("total_frames and source_fps must be positive")
@@ -342,7 +498,42 @@ def sampled_frames(
         cap = math.floor(min(max_frames, total_frames) / temporal) * temporal
         x = min(max(total_frames / source_fps * fps, min_frames), cap, total_frames)
         return math.floor(x / temporal) * temporal
+    if fam == "glm4v":
+        return _glm4v_sampled_frames(total_frames, source_fps, kw)
     return total_frames
+
+
+def _glm4v_sampled_frames(total: int, source_fps: float, kw: Mapping[str, Any]) -> int:
+    """GLM-4V: vLLM's uniform loader keeps ``num_frames`` (32) frames, fewer where the clip has
+    fewer or an ``fps`` cap gives fewer (vLLM 0.32.0 multimodal/video.py:213-239); where it kept
+    every frame it lets Glm4vVideoProcessor sample them (``do_sample_frames``, :181-194): 2 per
+    second of the clip, at most 300 s of them spread over a longer one, repeated indices dropped,
+    an odd count completed to a pair by repeating the last (transformers
+    video_processing_glm4v.py:121-168)."""
+    duration = total / source_fps
+    keep = total
+    num_frames = int(kw.get("num_frames") or 32)
+    if num_frames > 0:
+        keep = min(num_frames, total)
+    fps_cap = float(kw.get("fps") or -1)
+    if fps_cap > 0:
+        keep = min(keep, math.floor(duration * fps_cap))
+    keep = max(1, keep)
+    if keep < total:
+        return keep
+    last = total - 1
+    rate, max_duration = 2, 300  # Glm4vVideoProcessor's fps and max_duration
+    if duration <= max_duration:
+        n = max(math.floor(duration * rate), 1)
+        picked = {min(last, math.ceil(i * source_fps / rate)) for i in range(n)}
+    elif max_duration * rate >= total:
+        picked = set(range(total))
+    else:
+        n = max_duration * rate
+        step = duration / (n - 1)  # numpy's linspace: i·step, the last point the end itself
+        seconds = [i * step for i in range(n - 1)] + [duration]
+        picked = {min(last, math.ceil(t * source_fps)) for t in seconds}
+    return len(picked) + len(picked) % 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -723,8 +914,9 @@ def whisper_audio_tokens(seconds: float) -> int:
 
 
 GLM4V_VIDEO = (
-    "mmop does not count GLM-4V video tokens (frame sampling and timestamp text): turn video "
-    "off (--limit-mm-per-prompt '{\"video\": 0}'; mmop's plans do when the workload has none)"
+    "mmop counts GLM-4V video only under Glm4vProcessor (GLM-4.1V), not {cls}'s frame "
+    "sampling and timestamps: turn video off (--limit-mm-per-prompt '{{\"video\": 0}}'; mmop's "
+    "plans do when the workload has none)"
 )
 
 # Whisper feature extractor's FFT window (samples); its STFT pads n_fft/2 on each side.
@@ -880,8 +1072,9 @@ def video_cost(
     seconds: float | None = None,
 ) -> ItemCost:
     """Tokens and encoder work for one video of `frames` frames (as they reach the processor,
-    after vLLM's loader sampled them; see :func:`sampled_frames`). `seconds`: the clip's length,
-    which bounds Qwen3-VL's timestamp text (None: under 10**5 s)."""
+    after vLLM's loader sampled them; see :func:`sampled_frames`; GLM-4V: as they reach its video
+    processor's resize, after its own sampling). `seconds`: the clip's length, which bounds
+    Qwen3-VL's and GLM-4V's timestamp text (None: under 10**5 s)."""
     kw = dict(mm_kwargs or {})
     if frames <= 0:
         raise ValueError("frames must be positive")
@@ -891,7 +1084,7 @@ def video_cost(
     if "video" not in supported_modalities(profile):
         raise ValueError(f"{profile.id} takes no video")
     if fam == "glm4v":
-        raise ValueError(GLM4V_VIDEO)
+        return _glm4v_video(profile, width, height, frames, kw, seconds)
     if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
         return _qwen_video(profile, width, height, frames, kw, seconds)
     if fam == "internvl":
@@ -913,7 +1106,7 @@ def max_video_cost(
     kw = dict(mm_kwargs or {})
     fam = profile.family
     if fam == "glm4v":
-        raise ValueError(GLM4V_VIDEO)
+        return glm4v_dummy_video_cost(profile, max_model_len, kw, min(image_limit, 1))
     if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
         return _qwen_max_video(profile, max_model_len, kw)
     if fam == "internvl":
@@ -1707,7 +1900,7 @@ def _worst_video(
     profile: ModelProfile, W: int, H: int, T: int, kw: Mapping[str, Any]
 ) -> tuple[_Hit, int]:
     fam = profile.family
-    if fam == "qwen3_vl":
+    if fam in {"qwen3_vl", "glm4v"}:
         return _qwen3_worst_video(profile, W, H, T, kw)
     if fam in {"qwen2_vl", "qwen2_5_vl", "qwen2_5_omni", "qwen3_omni"}:
         # each frame is resized on its own: the worst frame, as many frames as allowed
@@ -1734,10 +1927,22 @@ def _qwen3_worst_video(
     max/(t̄·f²) units (kept) or about max/(t·f²) (rescaled) over ⌈t/2⌉ frame groups, so an odd t,
     whose padding frame the budget does not count, or a t where the budget starts to bind, can
     beat max_frames. Frame counts are visited by an upper bound, most first, until none can beat
-    the best; each is a frame-size search like an image's."""
+    the best; each is a frame-size search like an image's.
+
+    GLM-4V's video processor resizes the same way (its smart_resize is Qwen3-VL's, transformers
+    video_processing_glm4v.py:39-72), with its own pixel budget and timestamp text; a clip of
+    odd T frames that the processor samples itself reaches the resize as T + 1 (sample_frames pads
+    to whole frame pairs, :159-168), so its frame counts go up to T rounded up to the temporal
+    patch."""
     patch, merge, temporal = _qwen_unit(profile)
     factor = patch * merge
-    lo, hi = _qwen_video_bounds(profile, kw)
+    glm = profile.family == "glm4v"
+    if glm:
+        glm4v_video_rule(profile)
+        lo, hi = _glm4v_video_bounds(profile, kw)
+        T = max(-(-T // temporal) * temporal, temporal)
+    else:
+        lo, hi = _qwen_video_bounds(profile, kw)
     f2 = factor * factor
     box = max(1, round(H / factor)) * max(1, round(W / factor))
     rho_max = min(QWEN_MAX_ASPECT, max(W, H))  # the most lopsided frame within the bounds
@@ -1770,7 +1975,11 @@ def _qwen3_worst_video(
         raise ValueError(f"{profile.id}'s processor takes no video within {W}×{H}, {T} frames")
     # the text bound of the longest video within the bounds, whichever has the most embeddings
     hit, t = best
-    text = qwen3_vl_timestamp_tokens_bound(-(-T // temporal), None)
+    groups = -(-T // temporal)
+    if glm:
+        text = glm4v_timestamp_tokens_bound(groups, None)
+    else:
+        text = qwen3_vl_timestamp_tokens_bound(groups, None)
     c = hit.cost
     return _Hit(ItemCost(c.tokens, c.encoder_patches, c.encoder_sequence, text), hit.size), t
 
@@ -1784,7 +1993,9 @@ def worst_video_cost(
 ) -> ItemCost:
     """The costliest video of at most `max_frames` frames (as they reach the processor) of any
     frame size within `max_width` × `max_height` (most tokens, then most encoder patches). Its
-    `text_tokens` is the Qwen3-VL timestamp bound of the video with the most frame pairs."""
+    `text_tokens` is the Qwen3-VL / GLM-4V timestamp bound of the video with the most frame
+    pairs. GLM-4V: an odd `max_frames` counts one frame more, the pair its processor completes
+    when it samples the clip itself."""
     return _worst_video_hit(profile, max_width, max_height, max_frames, mm_kwargs)[0].cost
 
 

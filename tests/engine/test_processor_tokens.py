@@ -26,6 +26,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "e2e" / "engine" / "scripts" / "p
 FAMILIES = Path(__file__).resolve().parents[2] / "bench" / "families"
 QWEN3_OMNI = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
 QWEN3_5 = "Qwen/Qwen3.6-35B-A3B"  # Qwen3.5 architecture: Qwen3-VL's processors
+GLM4V = "zai-org/GLM-4.1V-9B-Thinking"  # bench/families
 
 
 def profile_of(model: str) -> ModelProfile:
@@ -80,6 +81,7 @@ VIDEO_MODELS: dict[str, list[dict[str, Any]]] = {
     QWEN3_5: [{}],
     "OpenGVLab/InternVL3-8B": [{}],
     "openbmb/MiniCPM-V-2_6": [{}],
+    GLM4V: [{}, {"size": {"shortest_edge": 12544, "longest_edge": 4816896}}],
 }
 VIDEO_SIZES = [
     (64, 48),
@@ -116,6 +118,28 @@ WORST_VIDEO = [
     ("Qwen/Qwen3-VL-8B-Instruct", {}, 3840, 2160, 32),
     ("Qwen/Qwen3-VL-8B-Instruct", {"max_pixels": 1024 * 32 * 32}, 1920, 1080, 16),
     ("Qwen/Qwen2.5-VL-7B-Instruct", {}, 1280, 720, 64),
+    (GLM4V, {}, 640, 360, 32),
+    (GLM4V, {}, 3840, 2160, 37),
+    (GLM4V, {"size": {"shortest_edge": 12544, "longest_edge": 4816896}}, 1920, 1080, 16),
+]
+# GLM-4V clips through vLLM's loader (default 32 frames, or every frame: -1) and the processor's
+# own sampling: (total frames, fps, loader num_frames)
+GLM4V_CLIPS = [(total, fps, 32) for total, fps in CLIPS]
+GLM4V_CLIPS += [(1, 30.0, 32), (5, 2.0, 32), (32, 0.1, 32), (33, 30.0, 32), (20, 0.05, 32)]
+GLM4V_CLIPS += [(31, 0.1, 32), (100000, 24.0, -1), (7201, 24.0, -1), (601, 2.0, -1)]
+# vLLM's GLM-4V profiling dummy: (max_model_len, images on, kwargs, --limit-mm-per-prompt video)
+GLM4V_DUMMIES: list[tuple[int, int, dict[str, Any], dict[str, int] | None]] = [
+    (4096, 1, {}, None),
+    (16384, 1, {}, None),
+    (16384, 0, {}, None),
+    (32768, 1, {}, None),
+    (32768, 0, {}, None),
+    (65536, 1, {}, None),
+    (131072, 0, {}, None),
+    (32768, 1, {"size": {"shortest_edge": 12544, "longest_edge": 4816896}}, None),
+    (16384, 1, {}, {"num_frames": 1, "width": 640, "height": 360}),
+    (65536, 0, {}, {"num_frames": 64}),
+    (65536, 1, {}, {"num_frames": 7, "width": 1280, "height": 720}),
 ]
 
 
@@ -159,6 +183,16 @@ def _requests() -> dict[str, dict[str, Any]]:
             "op": "timestamps", "model": "Qwen/Qwen3-VL-8B-Instruct", "total_frames": total,
             "fps": fps,
         }  # fmt: skip
+    for total, fps, loader in GLM4V_CLIPS:
+        reqs[_key("glm4v_clip", total, fps, loader)] = {
+            "op": "glm4v_clip", "model": GLM4V, "total_frames": total, "fps": fps,
+            "num_frames": loader,
+        }  # fmt: skip
+    for seq_len, images, kw, overrides in GLM4V_DUMMIES:
+        reqs[_key("glm4v_dummy", seq_len, images, kw, overrides)] = {
+            "op": "glm4v_dummy", "model": GLM4V, "seq_len": seq_len, "images": images,
+            "kwargs": kw, "overrides": overrides,
+        }  # fmt: skip
     for model in AUDIO_MODELS:
         for s in AUDIO_SECONDS:
             reqs[_key("audio", model, s)] = {"op": "audio", "model": model, "seconds": s}
@@ -174,7 +208,7 @@ def _requests() -> dict[str, dict[str, Any]]:
     for model, kw, W, H in WORST_IMAGE:
         image(model, kw, *mm.worst_image_size(profile_of(model), W, H, kw))
     for model, kw, W, H, T in WORST_VIDEO:
-        video(model, kw, *mm.worst_video_size(load_profile(model), W, H, T, kw))
+        video(model, kw, *mm.worst_video_size(profile_of(model), W, H, T, kw))
     return reqs
 
 
@@ -292,6 +326,50 @@ def test_qwen3_vl_timestamp_text_stays_within_the_bound(
         assert answer["groups"] == -(-frames // 2)
 
 
+def test_glm4v_frames_and_timestamp_text_of_clips(answers: dict[str, dict[str, Any]]) -> None:
+    """The frames of a clip that reach GLM-4V's resize (vLLM's loader, then the processor's own
+    sampling where the loader kept every frame) are mmop's; the text vLLM writes around them
+    (timestamps, begin / end of image per group, begin / end of video), in bytes, stays within
+    mmop's bound, whether given the clip's length or not, over one group per frame pair."""
+    profile = profile_of(GLM4V)
+    pairs = []
+    for total, fps, loader in GLM4V_CLIPS:
+        answer = answers[_key("glm4v_clip", total, fps, loader)]
+        frames = mm.sampled_frames(profile, total, fps, {"num_frames": loader})
+        pairs.append(((total, fps, loader), frames, answer["frames"]))
+        if total / fps >= 0.5:
+            assert answer["groups"] == -(-answer["frames"] // 2), (total, fps, answer)
+        else:  # vLLM's own sampling of the timestamps lacks the processor's "at least one frame"
+            assert (answer["frames"], answer["groups"]) == (2, 0), (total, fps, answer)
+        bound = mm.video_cost(profile, 640, 480, answer["frames"]).text_tokens
+        given = mm.video_cost(profile, 640, 480, answer["frames"], seconds=total / fps)
+        assert answer["chars"] <= min(bound, given.text_tokens), (total, fps, answer)
+    assert not _mismatches(pairs)
+
+
+@pytest.mark.parametrize(("seq_len", "images", "kwargs", "overrides"), GLM4V_DUMMIES)
+def test_glm4v_profiled_video_is_vllms_dummy(
+    answers: dict[str, dict[str, Any]],
+    seq_len: int,
+    images: int,
+    kwargs: dict[str, Any],
+    overrides: dict[str, int] | None,
+) -> None:
+    """The video vLLM profiles GLM-4V with (its tokens per video item): its frame search, size,
+    the limit's overrides, and the processor's count of it."""
+    profile = profile_of(GLM4V)
+    answer = answers[_key("glm4v_dummy", seq_len, images, kwargs, overrides)]
+    o = overrides or {}
+    assert not answer["do_sample_frames"]
+    assert mm.glm4v_profile_frames(profile, seq_len, kwargs, images) == answer["profile_frames"]
+    size = mm.glm4v_dummy_video(profile, seq_len, kwargs, images, **o)
+    assert size == (answer["width"], answer["height"], answer["frames"])
+    cost = mm.glm4v_dummy_video_cost(profile, seq_len, kwargs, images, **o)
+    assert cost.tokens == answer["tokens"]
+    if not o:
+        assert mm.max_video_cost(profile, seq_len, kwargs, images).tokens == answer["tokens"]
+
+
 @pytest.mark.parametrize("model", AUDIO_MODELS)
 def test_audio_tokens_equal_the_processor(answers: dict[str, dict[str, Any]], model: str) -> None:
     profile = profile_of(model)
@@ -344,7 +422,7 @@ def test_worst_image_covers_every_asked_size_and_is_reached(
 def test_worst_video_covers_every_asked_video_and_is_reached(
     answers: dict[str, dict[str, Any]], model: str, kwargs: dict[str, Any], W: int, H: int, T: int
 ) -> None:
-    profile = load_profile(model)
+    profile = profile_of(model)
     worst = mm.worst_video_cost(profile, W, H, T, kwargs)
     w, h, t = mm.worst_video_size(profile, W, H, T, kwargs)
     assert answers[_key("video", model, kwargs, w, h, t)]["tokens"] == worst.tokens  # reached

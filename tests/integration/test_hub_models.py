@@ -298,8 +298,8 @@ def test_qwen3_6_plans_from_the_hub_with_its_hybrid_kv_cache(
 def test_glm_4_1v_plans_from_the_hub_with_video_off(
     sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
 ) -> None:
-    """GLM-4.1V: images as its processor counts them; mmop does not count GLM-4V video, so the
-    plan turns it off, and vLLM profiles no video dummy."""
+    """GLM-4.1V: images as its processor counts them; a workload without video gets a plan that
+    turns video off, so vLLM profiles no video dummy."""
     apply_manifest(sandbox, namespace, vision_workload(model("glm41v", GLM_4_1V)))
     mm = planned(sandbox, namespace, "glm41v", "True", "PlanFound")
     plan = mm["status"]["plan"]

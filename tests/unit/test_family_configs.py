@@ -1,5 +1,6 @@
 """Families outside the catalog from their published configs (bench/families, verbatim copies):
-MiniCPM-V 4 on the decoder vLLM builds for its version, GLM-4.1V with its own image rule."""
+MiniCPM-V 4 on the decoder vLLM builds for its version, GLM-4.1V with its own image and video
+rules."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ def test_a_minicpm_v_version_vllm_does_not_serve_gets_no_answer() -> None:
         build_profile("acme/minicpm-v-9", {**cfg, "version": 9.9})
 
 
-# GLM-4.1V: images as its processor counts them (the processor tier asks transformers'
-# Glm4vImageProcessor the same sizes); video is not counted, so it is turned off or no verdict.
+# GLM-4.1V: images and video as its processors count them (the processor tier asks transformers'
+# Glm4vImageProcessor / Glm4vVideoProcessor and vLLM the same items).
 GLM = "zai-org/GLM-4.1V-9B-Thinking"
 
 
@@ -76,16 +77,104 @@ def test_glm4v_worst_image_equals_brute_force(kw) -> None:  # type: ignore[no-un
         assert (worst.tokens, worst.encoder_patches) >= _brute(p, kw, sizes), (W, H)
 
 
-def test_glm4v_video_gets_no_verdict_unless_it_is_off() -> None:
+# GLM-4.1V video figures below are the processor tier's answers (tests/engine/
+# test_processor_tokens.py asks transformers' Glm4vVideoProcessor, vLLM's loader and vLLM's own
+# Glm4vProcessingInfo / Glm4vDummyInputsBuilder the same videos).
+
+
+def test_glm4v_video_is_one_pixel_budget_for_all_frames() -> None:
+    p = glm_profile()
+    # 32 frames of 640x360 fit video_preprocessor_config's 47,040,000 px: 16 pairs of 644x364
+    assert mm.video_cost(p, 640, 360, 32).tokens == 4784
+    assert mm.video_cost(p, 64, 48, 3).tokens == 8  # odd frames padded to a pair
+    with pytest.raises(ValueError, match="temporal_factor"):
+        mm.video_cost(p, 64, 48, 1)  # the processor refuses one unsampled frame
+    # a workload's worst video: 31 frames (the budget does not count the padding frame) or a
+    # clip of 31 sampled by the processor to 32 cost no more than the 32 asked about
+    worst = mm.worst_video_cost(p, 640, 360, 32)
+    assert worst.tokens == 4784
+    assert worst.text_tokens == mm.glm4v_timestamp_tokens_bound(16, None)
+
+
+@pytest.mark.parametrize("kw", [{}, {"size": {"shortest_edge": 300000, "longest_edge": 600000}}])
+def test_glm4v_worst_video_equals_brute_force(kw) -> None:  # type: ignore[no-untyped-def]
+    """Every video within small bounds; an odd frame bound also admits the pair the processor
+    completes when it samples the clip itself."""
+    p = glm_profile()
+    for W, H, T in [(40, 3, 7), (5, 33, 12), (70, 45, 9), (30, 30, 1)]:
+        best = None
+        for t in range(1, T + T % 2 + 1):
+            for w in range(1, W + 1):
+                for h in range(1, H + 1):
+                    try:
+                        c = mm.video_cost(p, w, h, t, kw)
+                    except ValueError:
+                        continue
+                    key = (c.tokens, c.encoder_patches)
+                    best = key if best is None or key > best else best
+        worst = mm.worst_video_cost(p, W, H, T, kw)
+        assert (worst.tokens, worst.encoder_patches) == best, (W, H, T)
+        assert mm.video_cost(p, *mm.worst_video_size(p, W, H, T, kw), kw).tokens == worst.tokens
+
+
+def test_glm4v_timestamp_text_bound() -> None:
+    # begin / end of video, then per pair begin / end of image and int seconds as digits
+    assert mm.glm4v_timestamp_tokens_bound(16, 4166.7) == 2 + 16 * (2 + 4)
+    assert mm.glm4v_timestamp_tokens_bound(1, 0.1) == 2 + 1 * (2 + 1)
+    assert mm.glm4v_timestamp_tokens_bound(3, None) == 2 + 3 * (2 + 5)
+    # vLLM writes 92 characters around 32 frames of a 100,000-frame clip at 24 fps
+    assert mm.video_cost(glm_profile(), 640, 480, 32, seconds=100000 / 24).text_tokens >= 92
+
+
+@pytest.mark.parametrize(
+    ("total", "fps", "frames"), [(30, 30.0, 2), (3, 30.0, 2), (7, 0.5, 8), (100000, 24.0, 32)]
+)
+def test_glm4v_frames_reaching_the_processor(total: int, fps: float, frames: int) -> None:
+    """vLLM's loader keeps 32 frames; a clip it keeps whole is sampled by the processor at 2 fps
+    and completed to a pair."""
+    assert mm.sampled_frames(glm_profile(), total, fps) == frames
+
+
+def test_glm4v_video_profile_is_vllms_dummy() -> None:
+    from mmop.catalog import resolve_gpu
+    from mmop.estimator import EngineArgs, estimate
+
+    p = glm_profile()
+    gpu = resolve_gpu("H100-80GB-SXM")
+    # 271 frames of 2184x2184 fill 32,768 tokens less one largest image
+    assert mm.glm4v_dummy_video(p, 32768) == (2184, 2184, 271)
+    est = estimate(p, gpu, EngineArgs(max_model_len=32768))
+    assert est.fits and est.max_tokens_per_video == 26656
+    # the encoder is profiled with the dummy of a video-only prompt: more frames fit
+    encoded = mm.glm4v_dummy_video_cost(p, 32768, images=0)
+    assert encoded.tokens > 26656
+    assert f"video item(s) of {encoded.tokens} tokens" in est.mm_profile
+    # without images, 11 frames of the largest size
+    no_images = EngineArgs(max_model_len=65536, limit_mm_per_prompt={"image": {"count": 0}})
+    assert estimate(p, gpu, no_images).max_tokens_per_video == 31974
+    # the limit's dummy size cuts vLLM's tokens per video item too (its count is the dummy's)
+    small = {"video": {"count": 1, "num_frames": 1, "width": 640, "height": 360}}
+    est = estimate(p, gpu, EngineArgs(max_model_len=16384, limit_mm_per_prompt=small))
+    assert est.max_tokens_per_video == 299
+    off = EngineArgs(max_model_len=16384, limit_mm_per_prompt={"video": {"count": 0}})
+    assert estimate(p, gpu, off).max_tokens_per_video is None
+
+
+def test_glm_v_processors_other_than_glm4v_get_no_video_verdict() -> None:
     from mmop.catalog import resolve_gpu
     from mmop.estimator import EngineArgs, NoVerdict, estimate
 
     p = glm_profile()
+    pre = {**p.preprocessor, "processor_class": "Glm46VProcessor"}
+    pre["video"] = {**pre["video"], "processor_class": "Glm46VProcessor"}
+    p46 = p.model_copy(update={"preprocessor": pre})
+    with pytest.raises(ValueError, match="Glm46VProcessor"):
+        mm.video_cost(p46, 640, 360, 32)
     gpu = resolve_gpu("H100-80GB-SXM")
-    with pytest.raises(NoVerdict, match="GLM-4V video"):
-        estimate(p, gpu, EngineArgs(max_model_len=16384))
+    with pytest.raises(NoVerdict, match="only under Glm4vProcessor"):
+        estimate(p46, gpu, EngineArgs(max_model_len=16384))
     off = EngineArgs(max_model_len=16384, limit_mm_per_prompt={"video": {"count": 0}})
-    assert estimate(p, gpu, off).fits
+    assert estimate(p46, gpu, off).fits
 
 
 def test_a_glm4v_plan_turns_video_off() -> None:
@@ -103,6 +192,30 @@ def test_a_glm4v_plan_turns_video_off() -> None:
     )
     p = plan(m, default_inventory(), resolved={GLM: glm_profile()})
     assert p.limit_mm_per_prompt["video"] == 0
+
+
+def test_a_glm4v_plan_with_video_counts_it() -> None:
+    from mmop.api import MultimodalModel
+    from mmop.inventory import default_inventory
+    from mmop.planner import plan
+
+    video = {"enabled": True, "maxFrames": 32, "maxWidth": 640, "maxHeight": 360}
+    m = MultimodalModel.model_validate(
+        {
+            "apiVersion": "mmop.dev/v1alpha1",
+            "kind": "MultimodalModel",
+            "metadata": {"name": "glm"},
+            "spec": {"model": {"id": GLM}, "workload": {"video": video}},
+        }
+    )
+    p = plan(m, default_inventory(), resolved={GLM: glm_profile()})
+    assert p.limit_mm_per_prompt["video"] == {
+        "count": 1,
+        "num_frames": 32,
+        "width": 640,
+        "height": 360,
+    }
+    assert p.tokens_per_video == 4784
 
 
 def test_internvl_hf_layout_is_read_by_the_generic_path_not_the_chat_rule() -> None:

@@ -11,6 +11,10 @@ the catalog's config dicts, offline; nothing loads weights or a tokenizer. Reque
 - {"op": "sample", "model", "total_frames", "fps"}: frames vLLM's video loader keeps
 - {"op": "timestamps", "model", "total_frames", "fps"}: Qwen3-VL's per-group timestamp text
 - {"op": "hd_features", "model", "rows", "cols"}: Phi-3.5-V embeddings for an HD crop grid
+- {"op": "glm4v_dummy", "model", "seq_len", "images", "kwargs", "overrides"}: the video vLLM
+  profiles GLM-4V with
+- {"op": "glm4v_clip", "model", "total_frames", "fps", "num_frames"}: GLM-4V frames and timestamp
+  text of a clip (num_frames: the loader's, 32 by default)
 
 "run": also process a blank item of that size with the processor and report the count its
 outputs give ("ran"), to show the counting function used is the one the processing applies.
@@ -55,6 +59,12 @@ Where each count comes from (transformers, vLLM and mistral_common as installed)
   read from ``families`` (bench/families) by id.
 - glm4v images: ``Glm4vImageProcessor.get_number_of_image_patches`` from the preprocessor config
   (its own ``smart_resize``, an image as two frames); run: ``image_grid_thw``.
+- glm4v video: ``Glm4vVideoProcessor.get_num_of_video_patches`` from
+  video_preprocessor_config.json; run: ``video_grid_thw``. Profiled dummy: vLLM's
+  ``Glm4vDummyInputsBuilder.get_dummy_mm_data`` on ``Glm4vProcessingInfo`` (a stand-in context
+  gives it the config files and kwargs). Clips: vLLM's uniform ``VideoBackend`` loader, then
+  ``Glm4vVideoProcessor.sample_frames`` where the loader kept every frame; timestamps:
+  ``Glm4vProcessingInfo._get_video_second_idx_glm4v``.
 """
 
 from __future__ import annotations
@@ -230,6 +240,150 @@ def glm4v_image(req: dict[str, Any]) -> dict[str, Any]:
         res = ip(images=[blank_image(req["width"], req["height"])], size=size, return_tensors="pt")
         out["ran"] = int(res["image_grid_thw"][0].prod()) // ip.merge_size**2
     return out
+
+
+@cache
+def glm4v_video_processor(model: str) -> Any:
+    from transformers import Glm4vVideoProcessor
+
+    return Glm4vVideoProcessor.from_dict(model_files(model)["video_preprocessor_config"])
+
+
+def glm4v_video_size(model: str, kwargs: dict[str, Any]) -> dict[str, int]:
+    """The size Glm4vVideoProcessor resizes with: its config's, updated by the kwargs' ``size``
+    (vLLM passes --mm-processor-kwargs to the processor as they are)."""
+    size = dict(glm4v_video_processor(model).size)
+    size.update(kwargs.get("size") or {})
+    return size
+
+
+def glm4v_video(req: dict[str, Any]) -> dict[str, Any]:
+    """transformers' Glm4vVideoProcessor.get_num_of_video_patches (its smart_resize of all frames
+    together, frames padded to the temporal patch); run: video_grid_thw of a blank video processed
+    unsampled (as vLLM's loader hands over a clip it sampled itself)."""
+    vp = glm4v_video_processor(req["model"])
+    w, h, t = req["width"], req["height"], req["frames"]
+    size = glm4v_video_size(req["model"], req.get("kwargs") or {})
+    patches = vp.get_num_of_video_patches(t, h, w, {"size": size})
+    out: dict[str, Any] = {"tokens": patches // vp.merge_size**2}
+    if req.get("run"):
+        res = vp(
+            videos=[blank_video(t, w, h)], size=size, do_sample_frames=False, return_tensors="pt"
+        )
+        out["ran"] = int(res["video_grid_thw"][0].prod()) // vp.merge_size**2
+    return out
+
+
+class _Shape:
+    """A dummy video's shape without its pixels (vLLM's dummy of 600 frames of 2184x2184 would
+    take gigabytes): what vLLM's dummy builders read of it."""
+
+    def __init__(self, shape: tuple[int, ...], *_: Any, **__: Any) -> None:
+        self.shape = shape
+
+    def copy(self) -> _Shape:
+        return self
+
+
+def glm4v_info(model: str, kwargs: dict[str, Any]) -> Any:
+    """vLLM's own Glm4vProcessingInfo, on a stand-in context that gives it the model's config,
+    preprocessor configs (read by vLLM from the folder) and --mm-processor-kwargs."""
+    from transformers import Glm4vConfig, Glm4vProcessor
+    from vllm.model_executor.models.glm4_1v import Glm4vProcessingInfo
+
+    base = CATALOG / model
+    if not (base / "config.json").is_file():
+        base = FAMILIES / model
+    files = model_files(model)
+    hf_config = Glm4vConfig(**files["config"])
+    video_processor = glm4v_video_processor(model)
+
+    class Info(Glm4vProcessingInfo):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.ctx = types.SimpleNamespace(
+                model_config=types.SimpleNamespace(model=str(base), revision=None),
+                get_merged_mm_kwargs=lambda _: dict(kwargs),
+                get_hf_image_processor_config=lambda: files["preprocessor_config"],
+            )
+
+        def get_hf_config(self) -> Any:
+            return hf_config
+
+        def get_video_processor(self, **_: object) -> Any:
+            return video_processor
+
+        def get_hf_processor(self, **_: object) -> Any:
+            return object.__new__(Glm4vProcessor)  # the processor class decides the rule
+
+    return Info()
+
+
+def glm4v_dummy(req: dict[str, Any]) -> dict[str, Any]:
+    """The video vLLM 0.32.0 profiles GLM-4V with: Glm4vDummyInputsBuilder.get_dummy_mm_data
+    (get_image_size_with_most_features, get_num_frames_with_most_features, the limit's video
+    overrides), counted by Glm4vVideoProcessor.get_num_of_video_patches as the processor counts
+    the unsampled dummy."""
+    from vllm.config.multimodal import VideoDummyOptions
+    from vllm.model_executor.models.glm4_1v import Glm4vDummyInputsBuilder
+    from vllm.multimodal.processing import dummy_inputs
+
+    kwargs = req.get("kwargs") or {}
+    info = glm4v_info(req["model"], kwargs)
+    counts = {"video": 1, "image": req["images"]}
+    overrides = req.get("overrides")
+    options = {"video": VideoDummyOptions(**overrides)} if overrides else {}
+    np_real = dummy_inputs.np
+    dummy_inputs.np = types.SimpleNamespace(full=_Shape, uint8=None)
+    try:
+        builder = Glm4vDummyInputsBuilder(info)
+        data = builder.get_dummy_mm_data(req["seq_len"], counts, options)
+    finally:
+        dummy_inputs.np = np_real
+    video, meta = data["video"][0]
+    t, h, w, _ = video.shape
+    vp = glm4v_video_processor(req["model"])
+    size = glm4v_video_size(req["model"], kwargs)
+    patches = vp.get_num_of_video_patches(t, h, w, {"size": size})
+    return {
+        "frames": t,
+        "width": w,
+        "height": h,
+        "tokens": patches // vp.merge_size**2,
+        "do_sample_frames": meta["do_sample_frames"],
+        "profile_frames": info.get_num_frames_with_most_features(req["seq_len"], counts),
+    }
+
+
+def glm4v_clip(req: dict[str, Any]) -> dict[str, Any]:
+    """A clip of total_frames at fps through vLLM's uniform loader (num_frames, 32 by default) and
+    Glm4vVideoProcessor's own sampling where the loader kept every frame: the frames that reach
+    the resize, and the text vLLM writes around them (Glm4vProcessingInfo's
+    _get_video_second_idx_glm4v timestamps as ``"{}"``, a begin and end of image per group, a
+    begin and end of video), in characters."""
+    from transformers.video_utils import VideoMetadata
+    from vllm.multimodal.video import VideoBackend
+    from vllm.multimodal.video_decoders.base import VideoSourceMetadata, VideoTargetMetadata
+
+    total, fps = req["total_frames"], req["fps"]
+    source = VideoSourceMetadata(total, fps, total / fps)
+    target = VideoTargetMetadata(num_frames=req.get("num_frames", 32), fps=-1, max_duration=300)
+    idx = VideoBackend.compute_frames_index_to_sample(source, target)
+    meta = VideoBackend.create_hf_metadata(source, idx, "opencv")
+    vp = glm4v_video_processor(req["model"])
+    if meta["do_sample_frames"]:
+        hf_meta = VideoMetadata(
+            total_num_frames=total, fps=fps, duration=total / fps, frames_indices=idx
+        )
+        frames = len(vp.sample_frames(hf_meta))
+    else:
+        frames = len(idx)
+    stamps = glm4v_info(req["model"], {})._get_video_second_idx_glm4v(meta, len(idx))
+    text = ["{}".format(t) for t in stamps]  # noqa: UP032 - vLLM's own format
+    return {
+        "frames": frames,
+        "groups": len(text),
+        "chars": 2 + sum(len(x.encode()) + 2 for x in text),
+    }
 
 
 def qwen_video(req: dict[str, Any]) -> dict[str, Any]:
@@ -605,8 +759,14 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
         return timestamps(req)
     if op == "hd_features":
         return phi3v_features(req)
+    if op == "glm4v_dummy":
+        return glm4v_dummy(req)
+    if op == "glm4v_clip":
+        return glm4v_clip(req)
     fam = family(req["model"])
     if op == "video":
+        if fam == "glm4v":
+            return glm4v_video(req)
         if fam in {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "qwen3_omni"}:
             return qwen_video(req)
         if fam == "internvl":

@@ -36,6 +36,7 @@ from mmop.api import API_GROUP, API_VERSION, KIND, MultimodalModelSpec, SecretKe
 from mmop.inventory import GPU_RESOURCE
 from mmop.planner import Plan
 from mmop.planner import checkpoint_gib as _checkpoint_gib
+from mmop.planner import ephemeral_gib
 
 CONTAINER_NAME = "vllm"
 PORT_NAME = "http"
@@ -595,11 +596,11 @@ def _pod_template(
     health = {"path": HEALTH_PATH, "port": PORT_NAME, "scheme": "HTTP"}
     cached = spec.model.cache is not None
     budget = startup_budget_seconds(plan, options, cached)
-    if plan.resources.ephemeral_storage and not (options.model_cache_pvc or cached):
-        # Requests only: a limit would evict a pod whose download ran past the estimate.
-        requests = {**resources, "ephemeral-storage": plan.resources.ephemeral_storage}
-    else:
-        requests = resources
+    ephemeral = plan.resources.ephemeral_storage
+    if ephemeral and options.model_cache_pvc and not cached:
+        ephemeral = f"{ephemeral_gib(None)}Gi"  # the operator's shared claim holds the download
+    # Requests only: a limit would evict a pod whose download ran past the estimate.
+    requests = {**resources, "ephemeral-storage": ephemeral} if ephemeral else resources
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": spec.engine.image,

@@ -172,7 +172,13 @@ def test_replicas_mount_the_cache_read_only_and_stay_offline() -> None:
     } in pod["volumes"]
     assert {"name": "model-cache", "mountPath": HF_HOME, "readOnly": True} in c["volumeMounts"]
     assert env_of(c)["HF_HUB_OFFLINE"] == "1"
-    assert "ephemeral-storage" not in c["resources"]["requests"]
+    assert c["resources"]["requests"]["ephemeral-storage"] == "10Gi"  # HOME's caches only
+
+
+def test_an_operator_wide_claim_holds_the_download_so_pods_request_only_home_caches() -> None:
+    (c,) = engine(manifest(), RenderOptions(model_cache_pvc="shared"))["containers"]
+    assert c["resources"]["requests"]["ephemeral-storage"] == "10Gi"
+    assert "HF_HUB_OFFLINE" not in env_of(c)  # a claim pods write to, not a filled cache
 
 
 def test_the_job_is_a_new_one_for_a_new_revision_or_image_and_the_same_otherwise() -> None:

@@ -34,9 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mmop import vllm
 from mmop.api import API_GROUP, API_VERSION, KIND, MultimodalModelSpec, SecretKeyRef
 from mmop.inventory import GPU_RESOURCE
-from mmop.planner import Plan
+from mmop.planner import Plan, ephemeral_gib
 from mmop.planner import checkpoint_gib as _checkpoint_gib
-from mmop.planner import ephemeral_gib
 
 CONTAINER_NAME = "vllm"
 PORT_NAME = "http"

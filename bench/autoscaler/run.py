@@ -15,7 +15,9 @@ to the first token, 40 ms a token, a 10-block KV cache that two running requests
 * patterns (e2e/load/patterns.py; the same seeded arrivals for every policy): step, burst,
   sinusoid 5→20 req/s with a 150 s period, and a generated trace (no public trace ships inside a
   PyPI package we could find: see results.md); every request is a streaming chat request with a
-  text part and one image, 10 output tokens, replayed by AIPerf through the round-robin gateway;
+  text part and one image, 10 output tokens, replayed by AIPerf through the gateway (--gateway:
+  round-robin, as a Service's kube-proxy rules; or least-requests, as Envoy's LEAST_REQUEST or an
+  inference-aware endpoint picker);
 * policies, each on a fresh MultimodalModel in a namespace of its own:
   - static: spec.scaling.mode Off, minReplicas = maxReplicas = the peak fleet (--peak);
   - hpa: mode External; this script's controller plays the HorizontalPodAutoscaler on
@@ -61,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from e2e.load.fleet import FleetRecorder, pod_load, reversals  # noqa: E402
-from e2e.load.gateway import Gateway, ready_pod_urls  # noqa: E402
+from e2e.load.gateway import ROUTING, Gateway, ready_pod_urls  # noqa: E402
 from e2e.load.patterns import (  # noqa: E402
     Pattern,
     burst,
@@ -298,7 +300,10 @@ def run_one(
     elif policy == "keda":
         hpa = KedaController(api_client, namespace, name, ns.keda_target, 1, ns.max)
     log(f"{namespace}: {len(arrivals)} requests over {pattern.duration_seconds:.0f} s")
-    with recorder, Gateway(lambda: ready_pod_urls(api_client, namespace, name)) as gateway:
+    with (
+        recorder,
+        Gateway(lambda: ready_pod_urls(api_client, namespace, name), routing=ns.gateway) as gateway,
+    ):
         if hpa is not None:
             hpa.start()
         try:
@@ -388,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peak", type=int, default=7, help="static fleet (sized for the peak)")
     ap.add_argument("--max", type=int, default=10, help="maxReplicas of hpa and mmop")
     ap.add_argument("--hpa-target", type=float, default=2.0, help="waiting requests per pod")
+    ap.add_argument(
+        "--gateway",
+        choices=ROUTING,
+        default="round-robin",
+        help="how the gateway picks a Ready pod (e2e/load/gateway.py)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--name", default="asbench", help="sandbox name")
     ap.add_argument("--markdown", help="write the results here")
@@ -482,7 +493,7 @@ def setup(ns: argparse.Namespace, wall: float) -> str:
     return (
         f"- load: AIPerf {AIPERF_VERSION} (load venv), fixed-schedule replay of seeded arrivals "
         f"(seed {ns.seed}), streaming chat requests with one 32×32 PNG each, {OUTPUT_TOKENS} "
-        "output tokens, through the round-robin gateway (e2e/load/gateway.py)\n"
+        f"output tokens, through the gateway (e2e/load/gateway.py), routing {ns.gateway}\n"
         f"- patterns:\n{pats}\n"
         "- engines: llm-d-inference-sim stand-ins at pod addresses, 2 requests at once, 200 ms "
         "to the first token, 40 ms per token (≈3.3 req/s per replica), 10 KV blocks (two "

@@ -1,4 +1,4 @@
-"""A tiny round-robin gateway on 127.0.0.1 in front of a model's Ready pods.
+"""A tiny gateway on 127.0.0.1 in front of a model's Ready pods: round robin, or least requests.
 
 The sandbox has no kube-proxy and no Service VIPs: clients reach pods at their pod IPs. A load
 generator takes one base URL, so this gateway stands where a cluster's gateway would (an
@@ -7,6 +7,13 @@ next backend in turn and streams the answer back. The backends are the model's R
 not being deleted, refreshed every ``refresh_seconds`` from the API server (what an EndpointSlice
 controller gives a real gateway), so new replicas take traffic as soon as they are Ready and a pod
 being removed stops getting new requests.
+
+Routing (``routing``): ``round-robin`` (what a Service's kube-proxy rules or a plain Envoy
+cluster do) sends each request to the next backend in turn; ``least-requests`` sends it to the
+backend with the fewest requests in flight from this gateway (ties in turn), the way Envoy's
+LEAST_REQUEST balancer or an inference-aware endpoint picker (llm-d's EPP, the Gateway API
+inference extension) keeps new requests off replicas that are already queueing — so a replica
+that has just turned Ready takes the new requests while the busy ones drain.
 
 Like a gateway with ``retry_on: connect-failure,reset``, a request whose backend refused the
 connection or closed it before answering is sent to another backend (those requests never reached
@@ -45,6 +52,7 @@ HOP_HEADERS = frozenset(
         "content-length",
     }
 )
+ROUTING = ("round-robin", "least-requests")
 NO_BACKEND_WAIT_SECONDS = 30.0
 ATTEMPTS = 4
 
@@ -75,7 +83,8 @@ class GatewayStats:
 
 
 class Gateway:
-    """Round-robin HTTP gateway; ``start()`` runs it on its own thread and event loop."""
+    """HTTP gateway (round robin or least requests); ``start()`` runs it on its own thread and
+    event loop."""
 
     def __init__(
         self,
@@ -84,7 +93,11 @@ class Gateway:
         host: str = "127.0.0.1",
         port: int = 0,
         request_timeout_seconds: float = 300.0,
+        routing: str = "round-robin",
     ) -> None:
+        if routing not in ROUTING:
+            raise ValueError(f"routing must be one of {', '.join(ROUTING)}, not {routing!r}")
+        self.routing = routing
         self.discover = discover
         self.refresh_seconds = refresh_seconds
         self.host, self.port = host, port
@@ -178,6 +191,10 @@ class Gateway:
         if not choices:
             return None
         self._next += 1
+        if self.routing == "least-requests":
+            # the fewest in flight; among those, the next in turn
+            fewest = min(self.stats.backends[b].in_flight for b in choices)
+            choices = [b for b in choices if self.stats.backends[b].in_flight == fewest]
         return choices[self._next % len(choices)]
 
     async def _backend(self, exclude: set[str]) -> str | None:

@@ -330,3 +330,130 @@ def test_the_real_engines_kv_cache_calibrates_later_plans(
             60,
         )  # fmt: skip
         assert [_json.loads(v)["observed_tokens"] for v in saved.values()] == [blocks * 128]
+
+
+def engine_memory_mib() -> int:
+    """Resident memory of the vLLM CPU engines this machine runs now (every process whose
+    command line names vLLM's API server or its engine core), MiB."""
+    total = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        if b"vllm" not in cmdline and "VLLM" not in status:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) // 1024
+    return total
+
+
+def test_the_autoscaler_scales_onto_a_second_real_engine(
+    sandbox: SandboxState, namespace: str
+) -> None:
+    """Mode Auto with two real engines: the Qwen2.5-VL example served by vLLM's CPU build with
+    its KV cache shrunk to 4,096 tokens; four image chats at a time fill it and queue; mmop reads
+    the engine's own /metrics and sets the Deployment to 2 replicas itself; the second pod
+    starts a second vLLM engine on this machine, turns Ready and answers a chat at its own
+    address, while the first keeps serving. The figures of the run (the second engine's start
+    and the engines' memory) are printed for docs/autoscaling.md."""
+    from tests.integration.test_operator import (
+        apply_manifest,
+        example,
+        get_mm,
+        in_process_operator,
+    )
+
+    annotations = {"sandbox.mmop.dev/engine-args": " ".join(PRESSURE_FLAGS)}
+    doc = example(EXAMPLE_QWEN)
+    name = doc["metadata"]["name"]
+    doc["spec"]["scaling"] = {
+        "mode": "Auto",
+        "minReplicas": 1,
+        "maxReplicas": 2,
+        # No scale-down while the second engine starts on the two busy cores.
+        "behavior": {
+            "windowSeconds": 5,
+            "scaleUpCooldownSeconds": 0,
+            "scaleDownStabilizationSeconds": 3600,
+        },
+    }
+    with in_process_operator(sandbox, annotations, serve=REAL_ENGINE, scrape_timeout_seconds=15.0):
+        apply_manifest(sandbox, namespace, doc)
+        wait_for(
+            lambda: (
+                ((get_mm(sandbox, namespace, name).get("status") or {}).get("readyReplicas")) == 1
+            ),
+            "the first engine's pod Ready",
+            timeout=300,
+            interval=1.0,
+        )
+        one_engine = engine_memory_mib()
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(sandbox.kubeconfig)
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        first = core.list_namespaced_pod(namespace).items[0]
+        url = f"http://{first.status.pod_ip}:{OPENAI_PORT}"
+        images = [
+            [png_data_url(*PRESSURE_IMAGE_SIZE, seed=30_000 + 10 * r + k) for k in range(4)]
+            for r in range(PRESSURE_REQUESTS)
+        ]
+        answers: list[Any] = []
+        stop = threading.Event()
+
+        def pressure(imgs: list[str]) -> None:
+            deadline = time.monotonic() + 280
+            for _ in range(12):  # bounded: the autoscaler acts within a few
+                if stop.is_set() or time.monotonic() > deadline:
+                    break
+                answers.append(chat(url, name, imgs, max_tokens=PRESSURE_MAX_TOKENS))
+
+        def scaled() -> bool:
+            dep = apps.read_namespaced_deployment(name, namespace)
+            return bool(dep.spec.replicas == 2)
+
+        clients = [threading.Thread(target=pressure, args=(i,), daemon=True) for i in images]
+        for c in clients:
+            c.start()
+        try:
+            wait_for(scaled, "mmop to set 2 replicas", timeout=300)
+            ordered = time.monotonic()
+        finally:
+            stop.set()  # the second engine starts on the two cores the chats were using
+            for c in clients:
+                c.join(timeout=600)
+        assert answers and all(a.status == 200 for a in answers), answers
+        status = get_mm(sandbox, namespace, name)["status"]
+        ups = [d for d in status.get("decisions") or [] if d["action"] == "ScaleUp"]
+        assert ups and ups[0]["replicas"] == 2, status.get("decisions")
+        wait_for(
+            lambda: (
+                ((get_mm(sandbox, namespace, name).get("status") or {}).get("readyReplicas")) == 2
+            ),
+            "the second engine's pod Ready",
+            timeout=420,
+            interval=1.0,
+        )
+        second_ready = time.monotonic() - ordered
+        two_engines = engine_memory_mib()
+        pods = core.list_namespaced_pod(namespace).items
+        assert len(pods) == 2
+        second = next(p for p in pods if p.metadata.name != first.metadata.name)
+        answer = chat(
+            f"http://{second.status.pod_ip}:{OPENAI_PORT}",
+            name,
+            images[0][:1],
+            max_tokens=PRESSURE_MAX_TOKENS,
+        )
+        assert answer.status == 200, answer
+        again = chat(url, name, images[1][:1], max_tokens=PRESSURE_MAX_TOKENS)
+        assert again.status == 200, again
+        print(
+            f"second engine Ready {second_ready:.0f} s after mmop set 2 replicas; "
+            f"engines' resident memory {one_engine} MiB with one, {two_engines} MiB with two"
+        )

@@ -1300,6 +1300,7 @@ def plan(
     model_ref: str | None = None,
     cache: AssessmentCache | None = None,
     resolved: Mapping[str, ModelProfile] | None = None,
+    multinode: bool = False,
 ) -> Plan:
     """Plan a MultimodalModel on an inventory; raise PlanningError when nothing fits.
 
@@ -1318,6 +1319,11 @@ def plan(
     `resolved` holds the profiles of models outside the catalog that the caller read (the
     model and its variants, by id: from the Hub, a model volume or a ConfigMap); the planner
     itself reads no network and, without `allow_local`, no file outside its catalog.
+
+    `multinode` lets a replica span several nodes (TP within a node × PP across nodes) when no
+    single node holds one (docs/multinode.md); such a plan is served by a LeaderWorkerSet
+    (``render.render_multinode``). Off by default: the operator asks for it once it applies
+    LeaderWorkerSets; until then it keeps answering Infeasible for such models.
     """
     if isinstance(manifest, MultimodalModel):
         spec, name = manifest.spec, name or manifest.metadata.name
@@ -1362,7 +1368,7 @@ def plan(
         return sorted(options, key=_Option.sort_key)
 
     feasible = ranked()
-    if not feasible:
+    if not feasible and multinode:
         # No single node holds a replica: try replicas over several nodes (docs/multinode.md).
         # When none works either, the answer is the single-node search's, unchanged.
         multi = _multinode_candidates(spec, profile, inventory, allow_local, resolved)

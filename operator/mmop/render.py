@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mmop import vllm
 from mmop.api import API_GROUP, API_VERSION, KIND, MultimodalModelSpec, SecretKeyRef
 from mmop.inventory import GPU_RESOURCE
-from mmop.planner import Plan, ephemeral_gib
+from mmop.planner import Plan, checkpoint_weights_gib, ephemeral_gib
 from mmop.planner import checkpoint_gib as _checkpoint_gib
 
 CONTAINER_NAME = "vllm"
@@ -262,7 +262,9 @@ def _json(value: dict[str, Any]) -> str:
 def checkpoint_gib(plan: Plan) -> float:
     """GiB to download and load (``planner.checkpoint_gib``)."""
     return _checkpoint_gib(
-        plan.memory.weights_gib, plan.tensor_parallel_size, plan.quantization_method == "fp8"
+        checkpoint_weights_gib(plan.memory),
+        plan.tensor_parallel_size,
+        plan.quantization_method == "fp8",
     )
 
 

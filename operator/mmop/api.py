@@ -722,6 +722,16 @@ class PlanStatus(ApiModel):
     gpu: str = Field(description="Catalog GPU name")
     gpu_product: str = Field(description="nvidia.com/gpu.product of the nodes used")
     gpus_per_replica: int = Field(ge=0, description="Tensor-parallel size")
+    pipeline_parallel_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pipeline stages of a replica, one node each (absent: 1, one node)",
+    )
+    nodes_per_replica: int | None = Field(
+        default=None,
+        ge=1,
+        description="Nodes (pods: a LeaderWorkerSet group) one replica spans (absent: 1)",
+    )
     replicas: int = Field(ge=0, description="Replicas the workload needs")
     quantization: str = Field(description="Weight quantization")
     kv_cache_dtype: str = Field(description="KV-cache dtype")

@@ -209,6 +209,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="what the pod serves when spec.model.id is a local directory: a Hub id or a path "
         "on the pod's model volume (default: the placeholder MODEL)",
     )
+    pl.add_argument(
+        "--multinode",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="when no single node holds a replica, plan one over several nodes (tensor "
+        "parallel within a node × pipeline parallel across nodes, a LeaderWorkerSet; "
+        "docs/multinode.md); --no-multinode: single-node plans only",
+    )
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     rn = sub.add_parser(
@@ -592,6 +600,7 @@ def run_plan(ns: argparse.Namespace) -> int:
             allow_local=True,
             model_ref=ns.model_ref,
             resolved=_resolved(manifest),
+            multinode=ns.multinode,
         )
     except GpuError as err:
         raise UsageError(str(err), reason="UnknownGpu") from err
@@ -687,6 +696,17 @@ def _print_plan(name: str, result: Any) -> None:
         image_cap += f" (native would cost ${native_cost:.2f}/h)"
     rows = [
         ("GPU", f"{result.tensor_parallel_size}× {result.gpu} ({result.gpu_product})"),
+        *(
+            [
+                (
+                    "nodes per replica",
+                    f"{result.nodes_per_replica} (pipeline parallel "
+                    f"{result.pipeline_parallel_size}; a LeaderWorkerSet group)",
+                )
+            ]
+            if result.nodes_per_replica > 1
+            else []
+        ),
         ("replicas", str(result.replicas)),
         ("cost", f"${result.cost_per_hour_usd:.2f}/hour"),
         ("weights / KV cache", f"{result.quantization} / {result.kv_cache_dtype}"),
@@ -736,7 +756,8 @@ def _print_plan(name: str, result: Any) -> None:
             cost = alt.cost_per_hour_usd
             alternatives.add_row(
                 "—" if replicas is None else str(replicas),
-                f"{alt.tensor_parallel_size}× {alt.gpu}",
+                (f"{alt.pipeline_parallel_size} nodes × " if alt.pipeline_parallel_size > 1 else "")
+                + f"{alt.tensor_parallel_size}× {alt.gpu}",
                 f"{alt.quantization} / {alt.kv_cache_dtype}",
                 escape(str(getattr(alt, "image_cap", "—"))),
                 "—" if cost is None else f"${cost:.2f}",

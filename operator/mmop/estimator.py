@@ -99,6 +99,9 @@ class EngineArgs(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tensor_parallel_size: int = Field(default=1, ge=1, le=64, description="--tensor-parallel-size")
+    pipeline_parallel_size: int = Field(
+        default=1, ge=1, le=64, description="--pipeline-parallel-size (one stage per node)"
+    )
     quantization: str | None = Field(default=None, description="--quantization")
     dtype: str = Field(default="auto", description="--dtype")
     kv_cache_dtype: str = Field(default="auto", description="--kv-cache-dtype")
@@ -235,6 +238,30 @@ class FitFailure(StrEnum):
     """The KV cache cannot hold one request of max_model_len (vLLM's start-up check)."""
 
 
+def _is_one(value: int) -> bool:
+    return value == 1
+
+
+class StageMemory(BaseModel):
+    """One pipeline stage's start-up accounting, per GPU of the stage (pipeline parallelism)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rank: int = Field(description="Pipeline rank (0: the first stage, the leader's node)")
+    first_layer: int = Field(description="First decoder layer of the stage")
+    layers: int = Field(description="Decoder layers of the stage (vLLM's get_pp_indices)")
+    embedding: bool = Field(description="Holds the input embedding (first stage)")
+    lm_head: bool = Field(description="Holds the final norm and the LM head (last stage)")
+    weights_gib: float
+    activation_gib: float
+    cudagraph_gib: float
+    available_kv_gib: float = Field(description="What the stage's profile leaves for KV cache")
+    kv_cache_blocks: int = Field(description="Blocks the stage's own memory holds")
+    kv_cache_gib: float = Field(
+        description="KV cache the stage allocates: every stage takes the smallest stage's blocks"
+    )
+
+
 class Estimate(BaseModel):
     """The start-up accounting for one (model, GPU, flags), per GPU."""
 
@@ -287,6 +314,17 @@ class Estimate(BaseModel):
         default=None,
         exclude=True,
         description="Why it does not fit, typed (None when it fits); `reason` says it in words",
+    )
+    pipeline_parallel_size: int = Field(
+        default=1,
+        exclude_if=_is_one,
+        description="Pipeline stages (nodes); with more than one, the per-GPU figures above are "
+        "the bottleneck stage's and `stages` has each stage's",
+    )
+    stages: list[StageMemory] = Field(
+        default_factory=list,
+        exclude_if=lambda v: not v,
+        description="Each pipeline stage's accounting (empty without pipeline parallelism)",
     )
 
 
@@ -387,10 +425,29 @@ def _quantized_decoder_params(profile: ModelProfile, patterns: tuple[str, ...]) 
     )
 
 
+@dataclass(frozen=True)
+class _WeightParts:
+    """The weights of one GPU by part, before the per-GPU division (see weights_bytes_per_gpu)."""
+
+    decoder: float  # decoder layers and final norm, all GPUs of a stage (÷ TP)
+    embedding: float  # input embedding and untied LM head (÷ TP)
+    towers: float  # vision/audio encoders (÷ vision_split)
+    vision_split: int
+    experts_per_gpu: float  # MXFP4 routed experts, already per GPU
+    tp: int
+
+
 def weights_bytes_per_gpu(
     profile: ModelProfile, args: EngineArgs, dtype: str, cal: Calibration = DEFAULT_CALIBRATION
 ) -> int:
-    """Weight memory on one GPU after loading."""
+    """Weight memory on one GPU after loading (the whole model over TP; a pipeline stage's
+    share: stage_weights_bytes)."""
+    w = _weight_parts(profile, args, dtype)
+    total = (w.decoder + w.embedding) / w.tp + w.towers / w.vision_split + w.experts_per_gpu
+    return int(total + cal.weights_overhead_gib * GIB)
+
+
+def _weight_parts(profile: ModelProfile, args: EngineArgs, dtype: str) -> _WeightParts:
     tp = args.tensor_parallel_size
     wbytes = _dtype_bytes(dtype)
     params = profile.params
@@ -452,7 +509,51 @@ def weights_bytes_per_gpu(
         vision_bytes = (params.vision + params.audio) * (
             other if quant.vision_quantized else wbytes
         )
-    total = (lm_bytes + embed_bytes) / tp + vision_bytes / vision_split + experts_per_gpu
+    return _WeightParts(lm_bytes, embed_bytes, vision_bytes, vision_split, experts_per_gpu, tp)
+
+
+def pipeline_layers(num_layers: int, pp: int) -> list[int]:
+    """Decoder layers per pipeline stage, as vLLM 0.32.0 splits them (vllm/distributed/utils.py
+    ``get_pp_indices``, l. 126-166, without VLLM_PP_LAYER_PARTITION): ``num_layers // pp`` each;
+    the remainder, one layer each, to the stages before the last, starting from the one next to
+    it (l. 153-158: ``partitions[-i] += 1`` for i in 2 … remainder + 1)."""
+    if not 1 <= pp <= num_layers:
+        raise EstimateError(
+            f"--pipeline-parallel-size {pp} needs 1 to {num_layers} decoder layers per stage"
+        )
+    parts = [num_layers // pp] * pp
+    for i in range(2, num_layers % pp + 2):
+        parts[-i] += 1
+    return parts
+
+
+def stage_weights_bytes(
+    profile: ModelProfile,
+    args: EngineArgs,
+    dtype: str,
+    rank: int,
+    layers: list[int],
+    cal: Calibration = DEFAULT_CALIBRATION,
+) -> int:
+    """Weight memory on one GPU of pipeline stage `rank` (``layers``: every stage's decoder
+    layers). vLLM 0.32.0 builds only the stage's decoder layers (``make_layers``,
+    model_executor/models/utils.py l. 886-910); the input embedding on the first stage and the
+    final norm and LM head on the last (e.g. models/qwen2.py l. 366-378, 394-397, 479-489: a tied
+    LM head keeps the embedding on the last stage too); the vision/audio towers on every stage
+    (``_mark_tower_model``, models/interfaces.py l. 339-385, replaces them only when
+    --limit-mm-per-prompt turns their modalities off, whatever the stage). The decoder's
+    parameters are split by layer count (MoE models whose first layers are dense: approximate)."""
+    w = _weight_parts(profile, args, dtype)
+    share = layers[rank] / sum(layers)
+    first, last = rank == 0, rank == len(layers) - 1
+    embed = 0.0
+    if profile.text.tie_word_embeddings:
+        embed = w.embedding if first or last else 0.0
+    else:  # embedding holds the input embedding and the LM head, one half each
+        embed = w.embedding / 2 * (first + last)
+    total = (
+        (w.decoder * share + embed) / w.tp + w.towers / w.vision_split + w.experts_per_gpu * share
+    )
     return int(total + cal.weights_overhead_gib * GIB)
 
 
@@ -577,6 +678,16 @@ def text_activation_bytes(
     profile: ModelProfile, args: EngineArgs, mnbt: int, mns: int, cal: Calibration
 ) -> int:
     """Transient peak of the LM dummy run plus the sampler dummy run, one GPU."""
+    forward, sampler = _text_activation_parts(profile, args, mnbt, mns, cal)
+    return int(max(forward, sampler))
+
+
+def _text_activation_parts(
+    profile: ModelProfile, args: EngineArgs, mnbt: int, mns: int, cal: Calibration
+) -> tuple[float, float]:
+    """The LM dummy forward's peak and the sampler dummy run's (with the hidden states it
+    reads), one GPU. Under pipeline parallelism only the last stage runs the sampler
+    (v1/worker/gpu_model_runner.py l. 6196-6200)."""
     t = profile.text
     tp = args.tensor_parallel_size
     q_width = t.num_attention_heads * t.head_dim // tp
@@ -591,7 +702,7 @@ def text_activation_bytes(
     forward = mnbt * per_token
     rows = min(mns, mnbt)
     sampler = rows * t.vocab_size * 4 * cal.sampler_logit_copies
-    return int(max(forward, sampler + mnbt * t.hidden_size * 2))
+    return forward, sampler + mnbt * t.hidden_size * 2
 
 
 @dataclass(frozen=True)
@@ -748,10 +859,13 @@ def _encoder_bytes(
 # CUDA graphs
 
 
-def cudagraph_bytes(profile: ModelProfile, args: EngineArgs, cal: Calibration) -> int:
+def cudagraph_bytes(
+    profile: ModelProfile, args: EngineArgs, cal: Calibration, layers: int | None = None
+) -> int:
+    """The CUDA-graph pool of one GPU holding ``layers`` decoder layers (default: all)."""
     if args.enforce_eager:
         return 0
-    layers = profile.text.num_layers
+    layers = profile.text.num_layers if layers is None else layers
     weight = 2.0 if profile.text.moe is not None else 1.0
     gib = cal.cudagraph_base_gib + cal.cudagraph_per_layer_gib * layers * weight
     if args.tensor_parallel_size > 1:
@@ -869,7 +983,9 @@ def estimate(
     total = gpu.memory_bytes
     requested = math.ceil(total * util)
     weights = weights_bytes_per_gpu(profile, args, dtype, cal)
-    non_torch = int((cal.non_torch_gib + (cal.non_torch_tp_gib if tp > 1 else 0.0)) * GIB)
+    pp = args.pipeline_parallel_size
+    # NCCL (and, with TP, custom all-reduce) buffers: pipeline stages talk over NCCL too.
+    non_torch = int((cal.non_torch_gib + (cal.non_torch_tp_gib if tp > 1 or pp > 1 else 0.0)) * GIB)
     text_act = text_activation_bytes(profile, args, mnbt, mns, cal)
     mm = mm_profile(profile, args, max_model_len, mnbt, mns, cal)
     activation = max(mm.encoder_bytes + mm.output_bytes, mm.output_bytes + text_act)
@@ -895,6 +1011,26 @@ def estimate(
     kv_layers = sum(g.layers for g in groups if g.kind != "linear")
     bytes_per_token_all = int(per_layer * min(kv_layers, len(profile.text.layers)))
     num_blocks = max(0, int(available // (page * group_size))) if available > 0 else 0
+    stages: list[StageMemory] = []
+    where = ""
+    if pp > 1:
+        stage = _pipeline(
+            profile,
+            args,
+            dtype,
+            cal,
+            _PipelineInputs(requested, non_torch, mnbt, mns, mm, graphs_first, page, group_size),
+        )
+        worst = stage.stage
+        weights, text_act, activation = worst.weights, worst.text_act, worst.activation
+        cudagraph, applied_graphs, available = (
+            worst.cudagraph,
+            worst.applied_graphs,
+            worst.available,
+        )
+        num_blocks, group_size, stages = stage.num_blocks, worst.group_layers, stage.stages
+        bytes_per_token_all = int(per_layer * worst.kv_layers)
+        where = f" on pipeline stage {worst.rank} of {pp}"
 
     need = _blocks_per_request(groups, max_model_len, block, mnbt, state_blocks)
     concurrency = num_blocks / need if need else 0.0
@@ -920,7 +1056,7 @@ def estimate(
     elif weights > requested:
         fits, failure = False, FitFailure.WEIGHTS
         reason = (
-            f"Model weights take {_gib(weights):.2f} GiB per GPU, more than the "
+            f"Model weights take {_gib(weights):.2f} GiB per GPU{where}, more than the "
             f"{budget_gib:.2f} GiB allowed by gpu_memory_utilization={util} of "
             f"{gpu.memory_gib:.2f} GiB; use more GPUs (tensor parallel), a quantized model, or a "
             "larger GPU."
@@ -929,7 +1065,8 @@ def estimate(
         fits, failure = False, FitFailure.NO_KV_CACHE_MEMORY
         reason = (
             "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
-            f"when initializing the engine (weights {_gib(weights):.2f} GiB + activation "
+            f"when initializing the engine ({where.strip() + ': ' if where else ''}weights "
+            f"{_gib(weights):.2f} GiB + activation "
             f"{_gib(activation):.2f} GiB + graphs {_gib(applied_graphs):.2f} GiB + non-torch "
             f"{_gib(non_torch):.2f} GiB exceed {budget_gib:.2f} GiB)."
         )
@@ -939,7 +1076,7 @@ def estimate(
         reason = (
             f"To serve at least one request with the models's max seq len ({max_model_len}), "
             f"({_gib(needed):.2f} GiB KV cache is needed, which is larger than the available KV "
-            f"cache memory ({_gib(available):.2f} GiB). Based on the available memory, the "
+            f"cache memory ({_gib(available):.2f} GiB{where}). Based on the available memory, the "
             f"estimated maximum model length is {max_len_fit}. Try increasing "
             "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine."
         )
@@ -1003,4 +1140,126 @@ def estimate(
         approximate=profile.approximate,
         warnings=warnings,
         failure=failure,
+        pipeline_parallel_size=pp,
+        stages=stages,
     )
+
+
+@dataclass(frozen=True)
+class _PipelineInputs:
+    requested: int
+    non_torch: int
+    mnbt: int
+    mns: int
+    mm: MMProfile
+    graphs_first: bool
+    page: float  # bytes of one block of one layer
+    group_size: int  # layers of the whole model's largest KV-cache group
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """One pipeline stage's profile, in bytes."""
+
+    rank: int
+    first_layer: int
+    layers: int
+    weights: int
+    text_act: int
+    activation: int
+    cudagraph: int
+    applied_graphs: int
+    available: int
+    blocks: int  # what its own memory holds
+    group_layers: int  # layers of its largest projected KV-cache group
+    kv_layers: int  # its attention layers that keep a KV cache
+
+
+@dataclass(frozen=True)
+class _Bottleneck:
+    """The pipeline stage that decides, the blocks every stage allocates, and every stage."""
+
+    stage: _Stage
+    num_blocks: int  # the smallest stage's: what every stage allocates
+    stages: list[StageMemory]
+
+
+def _pipeline(
+    profile: ModelProfile, args: EngineArgs, dtype: str, cal: Calibration, inp: _PipelineInputs
+) -> _Bottleneck:
+    """Each pipeline stage's profile, and the stage that decides the fit.
+
+    Every stage profiles on its own GPUs (the same per-token LM forward, the encoder dummy
+    batch — vLLM 0.32.0's ``profile_run`` encodes it on every stage, v1/worker/gpu_model_runner.py
+    l. 6133-6191 — and the sampler only on the last stage, l. 6196-6200), then allocates KV
+    blocks for its own layers: a block of a stage is one page per layer of its largest projected
+    group (v1/core/kv_cache_utils.py ``_project_kv_cache_groups_to_worker`` l. 2486,
+    ``_get_kv_cache_bytes_per_block`` l. 1520-1539). The engine core then gives every stage the
+    smallest stage's block count (``get_kv_cache_configs`` l. 2662-2677, called from
+    v1/engine/core.py l. 326), so the model's KV cache is that count of blocks. The decisive
+    stage is one whose weights exceed the budget, else the one with the fewest blocks."""
+    pp = args.pipeline_parallel_size
+    layers = pipeline_layers(profile.text.num_layers, pp)
+    forward, sampler = _text_activation_parts(profile, args, inp.mnbt, inp.mns, cal)
+    encoder = inp.mm.encoder_bytes + inp.mm.output_bytes
+    rows: list[_Stage] = []
+    start = 0
+    for rank, count in enumerate(layers):
+        last = rank == pp - 1
+        weights = stage_weights_bytes(profile, args, dtype, rank, layers, cal)
+        text_act = int(max(forward, sampler) if last else forward)
+        activation = max(encoder, inp.mm.output_bytes + text_act)
+        graphs = cudagraph_bytes(profile, args, cal, layers=count)
+        applied = graphs if inp.graphs_first else 0
+        if args.kv_cache_memory_bytes:
+            available = args.kv_cache_memory_bytes
+        else:
+            available = inp.requested - weights - inp.non_torch - activation - applied
+            if cal.kv_memory_scale != 1.0 and available > 0:
+                available = int(available * cal.kv_memory_scale)
+        by_kind: dict[AttentionKind, int] = {}
+        for layer in profile.text.layers[start : start + count]:
+            by_kind[layer.kind] = by_kind.get(layer.kind, 0) + 1
+        group_layers = max(1, min(inp.group_size, max(by_kind.values(), default=1)))
+        blocks = max(0, int(available // (inp.page * group_layers))) if available > 0 else 0
+        rows.append(
+            _Stage(
+                rank=rank,
+                first_layer=start,
+                layers=count,
+                weights=weights,
+                text_act=text_act,
+                activation=activation,
+                cudagraph=graphs,
+                applied_graphs=applied,
+                available=available,
+                blocks=blocks,
+                group_layers=group_layers,
+                kv_layers=sum(n for k, n in by_kind.items() if k != AttentionKind.LINEAR),
+            )
+        )
+        start += count
+    min_blocks = min(r.blocks for r in rows)
+    heavy = [r for r in rows if r.weights > inp.requested]
+    pick = (
+        max(heavy, key=lambda r: r.weights)
+        if heavy
+        else min(rows, key=lambda r: (r.blocks, r.available, r.rank))
+    )
+    stages = [
+        StageMemory(
+            rank=r.rank,
+            first_layer=r.first_layer,
+            layers=r.layers,
+            embedding=r.rank == 0,
+            lm_head=r.rank == pp - 1,
+            weights_gib=_gib(r.weights),
+            activation_gib=_gib(r.activation),
+            cudagraph_gib=_gib(r.cudagraph),
+            available_kv_gib=_gib(r.available),
+            kv_cache_blocks=r.blocks,
+            kv_cache_gib=_gib(min_blocks * inp.page * r.group_layers),
+        )
+        for r in rows
+    ]
+    return _Bottleneck(pick, min_blocks, stages)

@@ -571,6 +571,34 @@ class Inventory(BaseModel):
         need = Requests(gpus_per_replica, cpu_millicores, memory_bytes, ephemeral_bytes)
         return min(replicas, _replicas_that_fit(pool.nodes, need, limit=replicas))
 
+    def can_place_groups(
+        self,
+        gpu_name: str,
+        gpus_per_pod: int,
+        pods_per_replica: int,
+        replicas: int,
+        *,
+        cpu_millicores: int = 0,
+        memory_bytes: int = 0,
+        ephemeral_bytes: int = 0,
+    ) -> int:
+        """How many of ``replicas`` multi-node replicas fit, each ``pods_per_replica`` pods of
+        ``gpus_per_pod`` GPUs (and the CPU, memory and ephemeral storage given), every pod whole
+        on one node (a replica spread over nodes: one pipeline stage per node). A pod of a whole
+        node's GPUs takes a node whose GPUs are all free; pods of one replica go to different
+        nodes only when a node cannot take two, which a whole-node pod guarantees."""
+        if pods_per_replica < 1:
+            raise ValueError(f"pods_per_replica must be ≥ 1, got {pods_per_replica}")
+        pods = self.can_place(
+            gpu_name,
+            gpus_per_pod,
+            replicas * pods_per_replica,
+            cpu_millicores=cpu_millicores,
+            memory_bytes=memory_bytes,
+            ephemeral_bytes=ephemeral_bytes,
+        )
+        return pods // pods_per_replica
+
     def pod_shortfall(
         self,
         gpu_name: str,

@@ -19,6 +19,14 @@ per GPU, where
   ``tp_efficiency_per_doubling ** log2(TP)`` and adds two all-reduces per layer of
   tokens × hidden × 2 bytes (ring: 2(TP−1)/TP of that over half the bidirectional
   ``interconnect_bandwidth_gbps``) plus a fixed latency per all-reduce;
+- pipeline parallelism (one stage per node, TP within it) runs the same work, split by layer
+  over the stages, one after another: the step is the one above (each stage reads and computes its
+  share of the model on its TP GPUs, so the sum over stages is the whole model on TP GPUs) plus,
+  between consecutive stages, the activations the step carries across the node boundary —
+  tokens × hidden size × 2 tensors (hidden states and residual, vLLM's intermediate tensors) × 2
+  bytes over the inter-node link — and a fixed latency per hop. vLLM can keep up to PP batches in
+  flight; the model credits none of that overlap (the pipeline bubble is taken whole), so a
+  multi-node replica's throughput is a lower bound;
 - memory and compute times add rather than overlap (a conservative choice that matched the
   mixed prefill/decode throughput figure below better than max()).
 
@@ -62,6 +70,11 @@ Calibration (figures cited in docs/perf.md, predictions compared there):
 - ``encoder_mfu`` and ``encoder_item_overhead_seconds``: assumptions; no first-hand public figure
   of vLLM encoder time per image was found (docs/perf.md lists a secondary one).
 - FP8 W8A8 assumes the same MFU at the FP8 peak: an assumption.
+- the inter-node link (pipeline parallelism): 400 Gb/s (an InfiniBand NDR / 400 GbE class NIC per
+  GPU, what NVLink/SXM-class GPU nodes are sold with) for GPUs whose catalog interconnect is
+  ``nvlink`` or ``infinity-fabric``, 100 Gb/s Ethernet otherwise, and 20 µs / 50 µs per hop:
+  assumptions, not measurements (:func:`inter_node_gbit_per_second`; a caller that knows the
+  fabric passes its own figure). No node label is read for it.
 
 Everything here is pure: plain data in, plain data out.
 """
@@ -105,6 +118,25 @@ class PerfCalibration:
     allreduce_latency_pcie_seconds: float = 0.00003
     tp_efficiency_per_doubling: float = 0.97
     fallback_interconnect_bandwidth_gbps: float = 32.0
+    # Between nodes (pipeline parallelism): assumptions, see the module docstring.
+    inter_node_rdma_gbit_per_second: float = 400.0
+    inter_node_ethernet_gbit_per_second: float = 100.0
+    inter_node_rdma_latency_seconds: float = 0.00002
+    inter_node_ethernet_latency_seconds: float = 0.00005
+
+
+def _rdma_class(gpu: GpuSpec) -> bool:
+    return gpu.interconnect in ("nvlink", "infinity-fabric")
+
+
+def inter_node_gbit_per_second(gpu: GpuSpec, calibration: PerfCalibration | None = None) -> float:
+    """The assumed link between two nodes of `gpu`, Gb/s: an RDMA fabric (400 Gb/s class) for
+    NVLink/SXM-class GPU nodes, 100 Gb/s Ethernet for PCIe cards (an assumption, documented in
+    docs/perf.md and docs/multinode.md)."""
+    cal = calibration or DEFAULT_PERF_CALIBRATION
+    if _rdma_class(gpu):
+        return cal.inter_node_rdma_gbit_per_second
+    return cal.inter_node_ethernet_gbit_per_second
 
 
 DEFAULT_PERF_CALIBRATION = PerfCalibration()
@@ -179,6 +211,9 @@ class _Engine:
     windows: tuple[tuple[int | None, int], ...] = ()
     # Routed experts stored differently from the rest (MXFP4 quantizes only them); None: same.
     expert_bytes_per_param: float | None = None
+    pp: int = 1  # pipeline stages, one per node
+    inter_node_bytes_per_second: float = 0.0  # one direction, between consecutive stages
+    inter_node_latency_seconds: float = 0.0
 
 
 def _weight_bytes_per_param(profile: ModelProfile, method: str | None) -> float:
@@ -217,9 +252,13 @@ def _engine(
     quantization: str | None,
     kv_cache_dtype: str,
     cal: PerfCalibration,
+    pp: int = 1,
+    inter_node_gbit: float | None = None,
 ) -> _Engine:
     if tp < 1:
         raise ValueError("tensor_parallel_size must be at least 1")
+    if pp < 1:
+        raise ValueError("pipeline_parallel_size must be at least 1")
     checkpoint = profile.quantization.method if profile.quantization else None
     if quantization is not None and quantization not in (*QUANTIZATIONS, checkpoint):
         raise ValueError(
@@ -265,6 +304,15 @@ def _engine(
         kv_bytes_per_token_layer=kv_bytes_per_token_per_layer(profile, tp, kv_bytes),
         cal=cal,
         windows=_window_counts(profile),
+        pp=pp,
+        inter_node_bytes_per_second=(inter_node_gbit or inter_node_gbit_per_second(gpu, cal))
+        * 1e9
+        / 8,
+        inter_node_latency_seconds=(
+            cal.inter_node_rdma_latency_seconds
+            if _rdma_class(gpu)
+            else cal.inter_node_ethernet_latency_seconds
+        ),
     )
 
 
@@ -338,6 +386,14 @@ def _allreduce_seconds(e: _Engine, tokens: float) -> float:
     return 2 * e.profile.text.num_layers * (e.allreduce_latency_seconds + transfer)
 
 
+def _pipeline_seconds(e: _Engine, tokens: float) -> float:
+    """The step's hops between pipeline stages: hidden states and residual of every token."""
+    if e.pp == 1:
+        return 0.0
+    payload = tokens * e.profile.text.hidden_size * 2 * 2.0
+    return (e.pp - 1) * (e.inter_node_latency_seconds + payload / e.inter_node_bytes_per_second)
+
+
 def _step_seconds(
     e: _Engine, decode_seqs: float, context: float, prefill_tokens: float, prefill_reqs: float
 ) -> float:
@@ -353,6 +409,7 @@ def _step_seconds(
         + bytes_ / e.bytes_per_second
         + flops / e.tp / e.flops_per_second
         + _allreduce_seconds(e, tokens)
+        + _pipeline_seconds(e, tokens)
     )
 
 
@@ -489,16 +546,28 @@ def estimate_performance(
     quantization: str | None = None,
     kv_cache_dtype: str = "auto",
     concurrency: int = 1,
+    pipeline_parallel_size: int = 1,
+    inter_node_gbit_per_second: float | None = None,
     calibration: PerfCalibration = DEFAULT_PERF_CALIBRATION,
 ) -> ReplicaPerformance:
     """Latency and throughput of one replica running `concurrency` requests of `workload`.
 
     `quantization` is vLLM's ``--quantization`` (None: the checkpoint's own, if any);
-    `kv_cache_dtype` is ``--kv-cache-dtype``.
+    `kv_cache_dtype` is ``--kv-cache-dtype``; `pipeline_parallel_size` stages (one per node)
+    talk over `inter_node_gbit_per_second` (None: :func:`inter_node_gbit_per_second`).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    e = _engine(profile, gpu, tensor_parallel_size, quantization, kv_cache_dtype, calibration)
+    e = _engine(
+        profile,
+        gpu,
+        tensor_parallel_size,
+        quantization,
+        kv_cache_dtype,
+        calibration,
+        pipeline_parallel_size,
+        inter_node_gbit_per_second,
+    )
     return _performance(e, workload, concurrency)
 
 
@@ -521,6 +590,8 @@ def replica_capacity(
     max_concurrency: int,
     ttft_p95_seconds: float | None = None,
     tpot_p95_seconds: float | None = None,
+    pipeline_parallel_size: int = 1,
+    inter_node_gbit_per_second: float | None = None,
     calibration: PerfCalibration = DEFAULT_PERF_CALIBRATION,
 ) -> ReplicaPerformance:
     """The highest-throughput operating point that meets the SLO, up to `max_concurrency`.
@@ -538,7 +609,16 @@ def replica_capacity(
     ):
         if slo is not None and slo <= 0:
             raise ValueError(f"{name} must be positive")
-    e = _engine(profile, gpu, tensor_parallel_size, quantization, kv_cache_dtype, calibration)
+    e = _engine(
+        profile,
+        gpu,
+        tensor_parallel_size,
+        quantization,
+        kv_cache_dtype,
+        calibration,
+        pipeline_parallel_size,
+        inter_node_gbit_per_second,
+    )
     single = _performance(e, workload, 1)
     if max_concurrency == 0 or not _meets(single, ttft_p95_seconds, tpot_p95_seconds):
         return single.model_copy(

@@ -57,6 +57,9 @@ PLANNER_UTILIZATION = 0.9  # leaves ~10% for CUDA context, fragmentation and spi
 # (mmop.calibration): what the standard config keys miss must not turn into a false fit.
 APPROXIMATE_KV_SCALE = 0.8
 TP_SIZES = (1, 2, 4, 8)
+# Pipeline stages a multi-node replica may have (one node each); tried only when no single node
+# holds a replica (docs/multinode.md).
+MAX_PIPELINE_STAGES = 8
 MM_PROCESSOR_CACHE_GB = DEFAULT_MM_PROCESSOR_CACHE_GB
 # Smaller caches the planner may render (--mm-processor-cache-gb) when a node's memory cannot
 # hold the default one; the cache only saves re-processing repeated media.
@@ -211,11 +214,18 @@ class PlanPerformance(BaseModel):
     tpot_p95_seconds: float
 
 
+def _is_one(value: int) -> bool:
+    return value == 1
+
+
 class Alternative(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     gpu: str
     tensor_parallel_size: int
+    pipeline_parallel_size: int = Field(
+        default=1, exclude_if=_is_one, description="Nodes per replica (pipeline stages)"
+    )
     quantization: str
     kv_cache_dtype: str
     image_cap: str
@@ -234,7 +244,17 @@ class Plan(BaseModel):
     served_model_name: str
     gpu: str = Field(description="Catalog GPU name")
     gpu_product: str = Field(description="nvidia.com/gpu.product the pods select")
-    tensor_parallel_size: int
+    tensor_parallel_size: int = Field(description="GPUs per pod (per node of a replica)")
+    pipeline_parallel_size: int = Field(
+        default=1,
+        exclude_if=_is_one,
+        description="--pipeline-parallel-size: stages of a replica, one node each (1: one node)",
+    )
+    nodes_per_replica: int = Field(
+        default=1,
+        exclude_if=_is_one,
+        description="Nodes (pods) one replica spans: a LeaderWorkerSet group when more than 1",
+    )
     replicas: int
     quantization: str
     kv_cache_dtype: str
@@ -326,11 +346,13 @@ class _Candidate:
     kv: str
     cap: _Cap
     refusal: Refused | None = None  # the GPU cannot run these weights / this KV dtype
+    pp: int = 1  # pipeline stages, one node each (tp = the node's GPUs when more than 1)
 
     @property
     def key(self) -> str:
         """The configuration, as status.autoscaler.avoid names it."""
-        return f"{self.pool}/tp{self.tp}/{self.weights.label}/kv-{self.kv}/{self.cap.label}"
+        stages = f"/pp{self.pp}" if self.pp > 1 else ""
+        return f"{self.pool}/tp{self.tp}{stages}/{self.weights.label}/kv-{self.kv}/{self.cap.label}"
 
 
 @dataclass(frozen=True)
@@ -374,7 +396,7 @@ class _Option:
 
     @property
     def gpus(self) -> int:
-        return self.cand.tp * self.acc.replicas
+        return self.cand.tp * self.cand.pp * self.acc.replicas
 
     @property
     def cost(self) -> float:
@@ -627,7 +649,7 @@ class Limits:
     def calibrated(
         self, cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str
     ) -> Calibrated | None:
-        if self.kv_calibration is None:
+        if self.kv_calibration is None or cand.pp > 1:  # engines report single-node KV only
             return None
         return self.kv_calibration.lookup(memory_key(cand, spec, vllm_version))
 
@@ -722,6 +744,7 @@ def _evaluate(
         vllm_version,
         cand.gpu,  # the whole spec: two catalogs may describe one GPU name differently
         cand.tp,
+        cand.pp,
         cand.weights.label,
         cand.weights.model_id,
         cand.weights.profile.commit,  # a Hub model's config at another commit is another model
@@ -756,20 +779,22 @@ def _evaluate(
     resources = _pod_resources(cand, found.est, inventory, spec.model.cache is not None)
     if isinstance(resources, Refused):
         return found.refused(resources.reason, resources.message)
-    placeable = inventory.can_place(
-        cand.pool,
-        cand.tp,
-        replicas,
-        cpu_millicores=resources.cpu_millicores,
-        memory_bytes=resources.memory_bytes,
-        ephemeral_bytes=resources.ephemeral_bytes,
-    )
+    pod_size = {
+        "cpu_millicores": resources.cpu_millicores,
+        "memory_bytes": resources.memory_bytes,
+        "ephemeral_bytes": resources.ephemeral_bytes,
+    }
+    if cand.pp > 1:
+        placeable = inventory.can_place_groups(cand.pool, cand.tp, cand.pp, replicas, **pod_size)
+    else:
+        placeable = inventory.can_place(cand.pool, cand.tp, replicas, **pod_size)
     if placeable < replicas:
+        nodes = f"{cand.pp} nodes × " if cand.pp > 1 else ""
         return found.refused(
             Rejection.NO_CLUSTER_ROOM,
-            f"needs {replicas} replicas × {cand.tp} {cand.gpu.name} ({resources.cpu} CPU, "
-            f"{resources.memory} memory, {resources.ephemeral_storage} ephemeral storage "
-            f"each); the cluster has room for {placeable}",
+            f"needs {replicas} replicas × {nodes}{cand.tp} {cand.gpu.name} ({resources.cpu} "
+            f"CPU, {resources.memory} memory, {resources.ephemeral_storage} ephemeral storage "
+            f"each{' pod' if cand.pp > 1 else ''}); the cluster has room for {placeable}",
         )
     peak: int | None = None
     if limits.demand is not None:
@@ -784,7 +809,7 @@ def _evaluate(
         resources=resources,
         replicas=replicas,
         peak_replicas=peak,
-        cost_per_hour_usd=replicas * cand.tp * inventory.price(cand.pool),
+        cost_per_hour_usd=replicas * cand.tp * cand.pp * inventory.price(cand.pool),
         max_model_len=found.max_model_len,
         max_num_seqs=found.max_num_seqs,
         image_tokens=found.image_tokens,
@@ -847,6 +872,7 @@ def _assess(
     def engine_args(length: int, max_num_seqs: int) -> EngineArgs:
         return EngineArgs(
             tensor_parallel_size=cand.tp,
+            pipeline_parallel_size=cand.pp,
             quantization=cand.weights.quantization_flag,
             kv_cache_dtype=cand.kv,
             gpu_memory_utilization=PLANNER_UTILIZATION,
@@ -897,6 +923,7 @@ def _assess(
         cand.gpu,
         workload,
         tensor_parallel_size=cand.tp,
+        pipeline_parallel_size=cand.pp,
         quantization=cand.weights.quantization_flag
         or (profile.quantization.method if profile.quantization else None),
         kv_cache_dtype=cand.kv,
@@ -980,6 +1007,43 @@ def _candidates(
     return out
 
 
+def _multinode_candidates(
+    spec: MultimodalModelSpec,
+    profile: ModelProfile,
+    inventory: Inventory,
+    allow_local: bool,
+    resolved: Mapping[str, ModelProfile] | None = None,
+) -> list[_Candidate]:
+    """Replicas over several nodes: tensor parallel over every GPU of a node (within
+    spec.placement.maxGpusPerReplica, the tensor-parallel cap, and dividing the attention heads)
+    × pipeline parallel over 2 … min(the pool's nodes, MAX_PIPELINE_STAGES, decoder layers)
+    nodes. MIG pools are left out (a slice is not a whole node's GPU)."""
+    allowed = {inventory.catalog.resolve(name).name for name in spec.placement.gpu_types}
+    out: list[_Candidate] = []
+    kv_options = [str(k.value) for k in spec.placement.kv_cache_dtypes]
+    weights = _weights_options(spec, profile, allow_local, resolved)
+    caps = {wopt.label: _caps(wopt.profile, spec) for wopt in weights}
+    for pool in inventory.pools:
+        gpu = pool.gpu_spec()
+        tp = pool.gpus_per_node
+        if (allowed and gpu.name not in allowed) or pool.mig_profile is not None:
+            continue
+        if tp > spec.placement.max_gpus_per_replica or profile.text.num_attention_heads % tp:
+            continue
+        most = min(pool.node_count, MAX_PIPELINE_STAGES, profile.text.num_layers)
+        for pp in range(2, most + 1):
+            for wopt in weights:
+                for kv in kv_options:
+                    refusal = _refusal(wopt, kv, gpu)
+                    out.extend(
+                        _Candidate(
+                            gpu, pool.name, pool.product_label, tp, wopt, kv, cap, refusal, pp
+                        )
+                        for cap in caps[wopt.label]
+                    )
+    return out
+
+
 def _refusal(wopt: _Weights, kv: str, gpu: GpuSpec) -> Refused | None:
     """The pinned vLLM's refusal of these weights and KV-cache dtype on this GPU (the dtype it
     resolves, the quantization kernels and the attention backends: mmop.capabilities): a KV-cache
@@ -1015,13 +1079,13 @@ def _search(
 ) -> tuple[dict[_Candidate, Outcome], list[list[_Candidate]]]:
     """Evaluate candidates cheapest group first. Returns every candidate's outcome (a group
     skipped by the bound is refused with the bound) and the skipped groups, cheapest first."""
-    groups: dict[tuple[str, int], list[_Candidate]] = {}
+    groups: dict[tuple[str, int, int], list[_Candidate]] = {}
     for cand in cands:
-        groups.setdefault((cand.pool, cand.tp), []).append(cand)
+        groups.setdefault((cand.pool, cand.tp, cand.pp), []).append(cand)
     floor_replicas = max(1, spec.scaling.min_replicas)
 
-    def lower_bound(key: tuple[str, int]) -> float:
-        return floor_replicas * key[1] * inventory.price(key[0])
+    def lower_bound(key: tuple[str, int, int]) -> float:
+        return floor_replicas * key[1] * key[2] * inventory.price(key[0])
 
     best: float | None = None
     spec_key = spec.model_dump_json()
@@ -1042,6 +1106,13 @@ def _search(
             if isinstance(outcome, Accepted) and (best is None or outcome.cost_per_hour_usd < best):
                 best = outcome.cost_per_hour_usd
     return outcomes, pruned
+
+
+def checkpoint_weights_gib(est: Estimate) -> float:
+    """Weights per GPU whose TP-fold is the whole checkpoint: the GPU's own without pipeline
+    parallelism, every stage's together with it (each node downloads the whole checkpoint and
+    loads its stage's share)."""
+    return sum(s.weights_gib for s in est.stages) if est.stages else est.weights_gib
 
 
 def checkpoint_gib(weights_gib_per_gpu: float, tp: int, quantized_on_load: bool) -> float:
@@ -1103,13 +1174,17 @@ def _pod_resources(
     multimodal = cand.weights.profile.multimodal
     options = MM_CACHE_OPTIONS_GB if multimodal else (MM_PROCESSOR_CACHE_GB,)
     shortfall = ""
+    # A pipeline stage's pod loads its stage's weights; the heaviest stage sizes every pod.
+    loaded = max((s.weights_gib for s in est.stages), default=est.weights_gib)
     for cache in options:
         checkpoint = (
             None
             if cached
-            else checkpoint_gib(est.weights_gib, cand.tp, cand.weights.quantization_flag == "fp8")
+            else checkpoint_gib(
+                checkpoint_weights_gib(est), cand.tp, cand.weights.quantization_flag == "fp8"
+            )
         )
-        res = pod_resources(est.weights_gib, cand.tp, multimodal, cache, checkpoint)
+        res = pod_resources(loaded, cand.tp, multimodal, cache, checkpoint)
         missing = inventory.pod_shortfall(
             cand.pool,
             cand.tp,
@@ -1127,7 +1202,11 @@ def _pod_resources(
 
 
 def _describe(c: _Candidate) -> str:
-    return f"{c.tp}× {c.gpu.name}, weights {c.weights.label}, KV {c.kv}, image cap {c.cap.label}"
+    nodes = f"{c.pp} nodes × " if c.pp > 1 else ""
+    return (
+        f"{nodes}{c.tp}× {c.gpu.name}, weights {c.weights.label}, KV {c.kv}, "
+        f"image cap {c.cap.label}"
+    )
 
 
 def _load(
@@ -1221,6 +1300,7 @@ def plan(
     model_ref: str | None = None,
     cache: AssessmentCache | None = None,
     resolved: Mapping[str, ModelProfile] | None = None,
+    multinode: bool = False,
 ) -> Plan:
     """Plan a MultimodalModel on an inventory; raise PlanningError when nothing fits.
 
@@ -1239,6 +1319,11 @@ def plan(
     `resolved` holds the profiles of models outside the catalog that the caller read (the
     model and its variants, by id: from the Hub, a model volume or a ConfigMap); the planner
     itself reads no network and, without `allow_local`, no file outside its catalog.
+
+    `multinode` lets a replica span several nodes (TP within a node × PP across nodes) when no
+    single node holds one (docs/multinode.md); such a plan is served by a LeaderWorkerSet
+    (``render.render_multinode``). Off by default: the operator asks for it once it applies
+    LeaderWorkerSets; until then it keeps answering Infeasible for such models.
     """
     if isinstance(manifest, MultimodalModel):
         spec, name = manifest.spec, name or manifest.metadata.name
@@ -1283,6 +1368,18 @@ def plan(
         return sorted(options, key=_Option.sort_key)
 
     feasible = ranked()
+    if not feasible and multinode:
+        # No single node holds a replica: try replicas over several nodes (docs/multinode.md).
+        # When none works either, the answer is the single-node search's, unchanged.
+        multi = _multinode_candidates(spec, profile, inventory, allow_local, resolved)
+        multi_outcomes, multi_pruned = _search(
+            multi, spec, inventory, vllm_version, exhaustive, limits, cache
+        )
+        if any(isinstance(o, Accepted) for o in multi_outcomes.values()):
+            cands = [*cands, *multi]
+            outcomes.update(multi_outcomes)
+            pruned = multi_pruned
+            feasible = ranked()
     if not feasible:
         raise PlanningError(_nearest_miss(cands, outcomes), reason=_infeasible_reason(outcomes))
     best = feasible[0]
@@ -1345,8 +1442,17 @@ def plan(
         )
     if chosen.weights.model_id != spec.model.id:
         notes.append(f"serves the listed pre-quantized checkpoint {chosen.weights.model_id}")
+    shape = f"{chosen.tp}× {chosen.gpu.name}"
+    if chosen.pp > 1:
+        shape = f"{chosen.pp} nodes × {shape}"
+        notes.append(
+            f"no single node of the cluster holds a replica: each spans {chosen.pp} nodes "
+            f"(tensor parallel {chosen.tp} within a node × pipeline parallel {chosen.pp} "
+            "across nodes), served by a LeaderWorkerSet: the cluster needs the LeaderWorkerSet "
+            "controller (v0.10.0) and a fast network between the nodes (docs/multinode.md)"
+        )
     explanation = (
-        f"{acc.replicas} replica(s) of {chosen.tp}× {chosen.gpu.name} "
+        f"{acc.replicas} replica(s) of {shape} "
         f"(${acc.cost_per_hour_usd:.2f}/h): weights {chosen.weights.label}, KV cache "
         f"{chosen.kv}, {acc.est.kv_cache_tokens:,} KV tokens per replica, up to "
         f"{acc.perf.concurrency} requests in flight per replica within "
@@ -1366,6 +1472,8 @@ def plan(
         gpu=chosen.gpu.name,
         gpu_product=chosen.product,
         tensor_parallel_size=chosen.tp,
+        pipeline_parallel_size=chosen.pp,
+        nodes_per_replica=chosen.pp,
         replicas=acc.replicas,
         quantization=chosen.weights.label,
         kv_cache_dtype=chosen.kv,
@@ -1427,11 +1535,11 @@ def _alternatives(
             return f"costs ${o.cost:.2f}/h, more than ${best.cost:.2f}/h"
         return "same cost; lost the tie-break (GPUs, image fidelity, weights, KV, headroom)"
 
-    def config(c: _Candidate) -> tuple[str, int, str]:
-        return (c.gpu.name, c.tp, c.weights.label)
+    def config(c: _Candidate) -> tuple[str, int, int, str]:
+        return (c.gpu.name, c.tp, c.pp, c.weights.label)
 
     b = best.cand
-    seen_config: set[tuple[str, int, str]] = {config(b)}
+    seen_config: set[tuple[str, int, int, str]] = {config(b)}
     seen: set[str] = {b.key}
     for o in feasible[1:]:
         if config(o.cand) in seen_config:
@@ -1472,6 +1580,7 @@ def _alt(
     return Alternative(
         gpu=c.gpu.name,
         tensor_parallel_size=c.tp,
+        pipeline_parallel_size=c.pp,
         quantization=c.weights.label,
         kv_cache_dtype=c.kv,
         image_cap=c.cap.label,
@@ -1528,7 +1637,7 @@ def _nearest_miss(cands: Sequence[_Candidate], outcomes: dict[_Candidate, Outcom
 
     def closeness(c: _Candidate) -> tuple[int, float]:
         rank = _CLOSENESS.get(refusals[c].reason, _BY_MEMORY)
-        return (rank, -c.gpu.memory_gib * c.tp if rank == _BY_MEMORY else 0.0)
+        return (rank, -c.gpu.memory_gib * c.tp * c.pp if rank == _BY_MEMORY else 0.0)
 
     nearest = min(refusals, key=closeness)
     seen = {o.reason for o in refusals.values()}

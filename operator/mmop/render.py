@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mmop import vllm
 from mmop.api import API_GROUP, API_VERSION, KIND, MultimodalModelSpec, SecretKeyRef
 from mmop.inventory import GPU_RESOURCE
-from mmop.planner import Plan, ephemeral_gib
+from mmop.planner import Plan, checkpoint_weights_gib, ephemeral_gib
 from mmop.planner import checkpoint_gib as _checkpoint_gib
 
 CONTAINER_NAME = "vllm"
@@ -102,6 +102,28 @@ FILL_COMMAND = ("hf", "download")  # huggingface_hub's CLI, in the vLLM image
 # Files a vLLM replica never reads (other formats of the same weights), not downloaded.
 FILL_EXCLUDE = ("original/*", "*.gguf", "*.pth", "*.onnx", "*.msgpack", "*.h5", "*.ot")
 JOB_NAME_MAX = 63  # the Job controller labels its pods with the Job's name
+
+# A replica over several nodes (plan.nodes_per_replica > 1): one LeaderWorkerSet group per
+# replica, LWS v0.10.0's API (api/leaderworkerset/v1/leaderworkerset_types.go of
+# sigs.k8s.io/lws v0.10.0; docs/multinode.md).
+LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
+LWS_KIND = "LeaderWorkerSet"
+# The label LWS puts on every pod of a group: 0 on the leader, 1 … size − 1 on the workers
+# (leaderworkerset_types.go l. 45, WorkerIndexLabelKey).
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+# Variables LWS's pod webhook adds to every container (leaderworkerset_types.go l. 67-75;
+# pkg/utils/pod/pod_utils.go AddLWSVariables, l. 132-176): the leader pod's DNS name and this
+# pod's index in its group. The kubelet expands $(NAME) in args from the container's env.
+LWS_LEADER_ADDRESS_ENV = "LWS_LEADER_ADDRESS"
+LWS_WORKER_INDEX_ENV = "LWS_WORKER_INDEX"
+# Recreate the whole group when one of its pods or containers restarts (l. 328-332): a vLLM
+# engine whose worker died cannot take a new one in.
+LWS_RESTART_POLICY = "RecreateGroupOnPodRestart"
+# Create the workers with the leader, not once it is Ready (l. 353-360): the leader's vLLM turns
+# Ready only after every worker has joined, so LeaderReady would never start them.
+LWS_STARTUP_POLICY = "LeaderCreated"
+ROLE_LEADER = "leader"
+ROLE_WORKER = "worker"
 
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -193,6 +215,24 @@ class RenderOptions(BaseModel):
         return value
 
 
+class RenderedGroup(BaseModel):
+    """The objects of a MultimodalModel whose replicas span several nodes: a LeaderWorkerSet
+    (one group of leader + workers per replica) instead of a Deployment, the Service (leaders
+    only) and the PodDisruptionBudget (every pod of the model)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    leader_worker_set: dict[str, Any]
+    service: dict[str, Any]
+    pod_disruption_budget: dict[str, Any]
+    template_hash: str = Field(description="sha256 of the canonical leader and worker templates")
+    selector: dict[str, str] = Field(description="Labels that select the model's pods")
+
+    def objects(self) -> list[dict[str, Any]]:
+        """All objects, in the order to apply them: the LeaderWorkerSet first."""
+        return [self.leader_worker_set, self.service, self.pod_disruption_budget]
+
+
 class Rendered(BaseModel):
     """The objects for one MultimodalModel, and the hash of their pod template."""
 
@@ -221,15 +261,24 @@ def template_hash(pod_template: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def vllm_args(plan: Plan) -> list[str]:
+def vllm_args(plan: Plan, role: str | None = None) -> list[str]:
     """The `vllm serve` arguments for `plan` (after the executable; the model first): the pinned
     vLLM's flags, each from a field of the plan, then spec.engine.extraArgs verbatim. A flag
-    whose value is vLLM's default is left out (KV cache auto, the multimodal processor cache)."""
+    whose value is vLLM's default is left out (KV cache auto, the multimodal processor cache).
+
+    A plan over several nodes adds ``--pipeline-parallel-size``; with `role` (``leader`` or
+    ``worker``: the pod of a LeaderWorkerSet group) the multi-node flags of that pod follow,
+    before the extra args (:func:`multinode_args`)."""
     args = [
         plan.model,
         f"{vllm.FLAG_SERVED_MODEL_NAME}={plan.served_model_name}",
         f"{vllm.FLAG_PORT}={vllm.OPENAI_PORT}",
         f"{vllm.FLAG_TENSOR_PARALLEL_SIZE}={plan.tensor_parallel_size}",
+        *(
+            [f"{vllm.FLAG_PIPELINE_PARALLEL_SIZE}={plan.pipeline_parallel_size}"]
+            if plan.pipeline_parallel_size > 1
+            else []
+        ),
         f"{vllm.FLAG_MAX_MODEL_LEN}={plan.max_model_len}",
         f"{vllm.FLAG_MAX_NUM_SEQS}={plan.max_num_seqs}",
         f"{vllm.FLAG_MAX_NUM_BATCHED_TOKENS}={plan.max_num_batched_tokens}",
@@ -250,7 +299,30 @@ def vllm_args(plan: Plan) -> list[str]:
         args.append(f"{vllm.FLAG_REVISION}={plan.revision}")
     if plan.trust_remote_code:
         args.append(vllm.FLAG_TRUST_REMOTE_CODE)
+    if role is not None:
+        args.extend(multinode_args(plan, role))
     args.extend(plan.extra_args)
+    return args
+
+
+def multinode_args(plan: Plan, role: str) -> list[str]:
+    """The flags one pod of a multi-node replica adds (vLLM 0.32.0's multiprocessing executor
+    across nodes, mmop.vllm): every pod names the group's size (``--nnodes``), its rank and the
+    leader's address and port (LWS's variables, expanded by the kubelet); the leader is rank 0
+    and runs the API server, the engine core and the first stage; a worker (rank =
+    ``LWS_WORKER_INDEX``, 1 … size − 1) runs ``--headless``: its GPUs' workers only."""
+    if role not in (ROLE_LEADER, ROLE_WORKER):
+        raise ValueError(f"role must be {ROLE_LEADER!r} or {ROLE_WORKER!r}, got {role!r}")
+    rank = "0" if role == ROLE_LEADER else f"$({LWS_WORKER_INDEX_ENV})"
+    args = [
+        f"{vllm.FLAG_DISTRIBUTED_EXECUTOR_BACKEND}={vllm.EXECUTOR_BACKEND_MP}",
+        f"{vllm.FLAG_NNODES}={plan.nodes_per_replica}",
+        f"{vllm.FLAG_NODE_RANK}={rank}",
+        f"{vllm.FLAG_MASTER_ADDR}=$({LWS_LEADER_ADDRESS_ENV})",
+        f"{vllm.FLAG_MASTER_PORT}={vllm.DEFAULT_MASTER_PORT}",
+    ]
+    if role == ROLE_WORKER:
+        args.append(vllm.FLAG_HEADLESS)
     return args
 
 
@@ -262,7 +334,9 @@ def _json(value: dict[str, Any]) -> str:
 def checkpoint_gib(plan: Plan) -> float:
     """GiB to download and load (``planner.checkpoint_gib``)."""
     return _checkpoint_gib(
-        plan.memory.weights_gib, plan.tensor_parallel_size, plan.quantization_method == "fp8"
+        checkpoint_weights_gib(plan.memory),
+        plan.tensor_parallel_size,
+        plan.quantization_method == "fp8",
     )
 
 
@@ -337,6 +411,79 @@ def render(
         template_hash=digest,
         selector=_sorted(selector),
     )
+
+
+def render_multinode(
+    mm_name: str,
+    namespace: str,
+    uid: str | None,
+    spec: MultimodalModelSpec,
+    plan: Plan,
+    options: RenderOptions,
+    generation: int | None = None,
+    replicas: int | None = None,
+) -> RenderedGroup:
+    """Render the objects serving a plan whose replicas span ``plan.nodes_per_replica`` nodes:
+    a LeaderWorkerSet of ``replicas`` groups (LWS v0.10.0), each a leader pod (``vllm serve``
+    with the plan's flags, the API server, probes) and ``nodes_per_replica − 1`` worker pods
+    (the same image, flags, GPUs, CPU, memory and /dev/shm, ``--headless``, no probes); the
+    Service selects the leaders only; one PodDisruptionBudget covers every pod of the model.
+    Pure, like :func:`render` (which single-node plans keep)."""
+    if plan.nodes_per_replica < 2:
+        raise ValueError("render_multinode renders plans over several nodes; use render()")
+    selector = _selector(mm_name)
+    labels = _labels(mm_name)
+    leader = _pod_template(spec, plan, options, labels, role=ROLE_LEADER)
+    worker = _pod_template(spec, plan, options, labels, role=ROLE_WORKER)
+    digest = template_hash({ROLE_LEADER: leader, ROLE_WORKER: worker})
+    for template in (leader, worker):
+        template["metadata"]["annotations"] = _sorted(
+            {**template["metadata"].get("annotations", {}), TEMPLATE_HASH: digest}
+        )
+    meta = _meta(mm_name, namespace, uid, {TEMPLATE_HASH: digest})
+    if generation is not None:
+        meta["annotations"] = {GENERATION_ANNOTATION: str(generation)}
+    surge = options.max_surge
+    lws: dict[str, Any] = {
+        "apiVersion": LWS_API_VERSION,
+        "kind": LWS_KIND,
+        "metadata": meta,
+        "spec": {
+            "replicas": plan.replicas if replicas is None else replicas,
+            "startupPolicy": LWS_STARTUP_POLICY,
+            "rolloutStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdateConfiguration": {
+                    "maxSurge": surge,
+                    "maxUnavailable": 0 if surge else 1,
+                },
+            },
+            "leaderWorkerTemplate": {
+                "size": plan.nodes_per_replica,
+                "restartPolicy": LWS_RESTART_POLICY,
+                "leaderTemplate": leader,
+                "workerTemplate": worker,
+            },
+        },
+    }
+    service, pdb = companions(mm_name, namespace, uid)
+    service["spec"]["selector"] = _sorted({**selector, LWS_WORKER_INDEX_LABEL: "0"})
+    return RenderedGroup(
+        leader_worker_set=_compact(lws),
+        service=service,
+        pod_disruption_budget=pdb,
+        template_hash=digest,
+        selector=_sorted(selector),
+    )
+
+
+def group_startup_budget_seconds(plan: Plan, options: RenderOptions, cached: bool = False) -> int:
+    """The leader's start-up probe budget: the single-pod budget (every node downloads and
+    loads the checkpoint at once, so the whole checkpoint sets it) plus the time for the
+    workers, created with the leader, to be scheduled and pull the image, which the leader
+    waits for before it loads anything."""
+    budget = startup_budget_seconds(plan, options, cached) + PULL_AND_SCHEDULE_SECONDS
+    return math.ceil(budget / STARTUP_PERIOD_SECONDS) * STARTUP_PERIOD_SECONDS
 
 
 def companions(mm_name: str, namespace: str, uid: str | None) -> list[dict[str, Any]]:
@@ -579,10 +726,14 @@ def _pod_template(
     plan: Plan,
     options: RenderOptions,
     labels: dict[str, str],
+    role: str | None = None,
 ) -> dict[str, Any]:
+    """The vLLM pod: of a Deployment (`role` None), or a LeaderWorkerSet group's leader or
+    worker (a worker serves no HTTP: no port, probes, metrics annotations or drain)."""
     port = vllm.OPENAI_PORT
+    worker = role == ROLE_WORKER
     annotations: dict[str, str] = {"kubectl.kubernetes.io/default-container": CONTAINER_NAME}
-    if options.metrics_annotations:
+    if options.metrics_annotations and not worker:
         annotations.update(
             {
                 "prometheus.io/scrape": "true",
@@ -598,6 +749,8 @@ def _pod_template(
     health = {"path": HEALTH_PATH, "port": PORT_NAME, "scheme": "HTTP"}
     cached = spec.model.cache is not None
     budget = startup_budget_seconds(plan, options, cached)
+    if role == ROLE_LEADER:
+        budget = group_startup_budget_seconds(plan, options, cached)
     ephemeral = plan.resources.ephemeral_storage
     if ephemeral and options.model_cache_pvc and not cached:
         ephemeral = f"{ephemeral_gib(None)}Gi"  # the operator's shared claim holds the download
@@ -608,7 +761,7 @@ def _pod_template(
         "image": spec.engine.image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(COMMAND),
-        "args": vllm_args(plan),
+        "args": vllm_args(plan, role),
         "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
         "env": _env(spec),
         "resources": {"requests": _sorted(requests), "limits": _sorted(resources)},
@@ -645,7 +798,10 @@ def _pod_template(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if options.drain_seconds > 0:
+    if worker:
+        for key in ("ports", "startupProbe", "readinessProbe", "livenessProbe"):
+            del container[key]
+    if options.drain_seconds > 0 and not worker:
         container["lifecycle"] = {
             "preStop": {"exec": {"command": ["sleep", str(options.drain_seconds)]}}
         }

@@ -41,6 +41,7 @@ DEFAULT_MM_PROCESSOR_CACHE_GB: Final = 4
 FLAG_SERVED_MODEL_NAME: Final = "--served-model-name"
 FLAG_PORT: Final = "--port"
 FLAG_TENSOR_PARALLEL_SIZE: Final = "--tensor-parallel-size"
+FLAG_PIPELINE_PARALLEL_SIZE: Final = "--pipeline-parallel-size"
 FLAG_MAX_MODEL_LEN: Final = "--max-model-len"
 FLAG_MAX_NUM_SEQS: Final = "--max-num-seqs"
 FLAG_MAX_NUM_BATCHED_TOKENS: Final = "--max-num-batched-tokens"
@@ -52,6 +53,27 @@ FLAG_MM_PROCESSOR_KWARGS: Final = "--mm-processor-kwargs"
 FLAG_MM_PROCESSOR_CACHE_GB: Final = "--mm-processor-cache-gb"
 FLAG_REVISION: Final = "--revision"
 FLAG_TRUST_REMOTE_CODE: Final = "--trust-remote-code"
+
+# vLLM 0.32.0's flags for one engine over several nodes with its multiprocessing executor
+# (engine/arg_utils.py l. 1135-1146; config/parallel.py l. 313-323: "for multi-node distributed
+# inference when distributed_executor_backend is mp"). With --nnodes > 1 on CUDA the backend
+# defaults to mp (config/parallel.py l. 1045); --nnodes must divide TP × PP (arg_utils.py
+# l. 2358-2372) and --node-rank lie in [0, nnodes) (l. 2373-2378). The node of rank 0 runs the
+# API server, the engine core and its local workers (v1/executor/multiproc_executor.py l. 148);
+# the others run with --headless: no API server, only the workers, which join
+# --master-addr:--master-port (entrypoints/cli/serve.py l. 69-76, 219-233). Global ranks are
+# local_world_size × node rank + local rank (multiproc_executor.py l. 178-191), so with TP =
+# the GPUs of a node, node r holds pipeline stage r.
+FLAG_DISTRIBUTED_EXECUTOR_BACKEND: Final = "--distributed-executor-backend"
+FLAG_NNODES: Final = "--nnodes"
+FLAG_NODE_RANK: Final = "--node-rank"
+FLAG_MASTER_ADDR: Final = "--master-addr"
+FLAG_MASTER_PORT: Final = "--master-port"
+FLAG_HEADLESS: Final = "--headless"
+EXECUTOR_BACKEND_MP: Final = "mp"
+"""vLLM's multiprocessing executor backend (no Ray cluster needed)."""
+DEFAULT_MASTER_PORT: Final = 29501
+"""vLLM 0.32.0's default ``--master-port`` (config/parallel.py l. 316)."""
 
 KV_CACHE_DTYPE_AUTO: Final = "auto"
 """vLLM 0.32.0's default ``--kv-cache-dtype`` (the model's dtype): not rendered."""

@@ -212,10 +212,11 @@ def _build_parser() -> argparse.ArgumentParser:
     pl.add_argument(
         "--multinode",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="when no single node holds a replica, plan one over several nodes (tensor "
         "parallel within a node × pipeline parallel across nodes, a LeaderWorkerSet; "
-        "docs/multinode.md); --no-multinode: single-node plans only",
+        "docs/multinode.md). Off by default: the operator does not deploy such plans yet, "
+        "so `mmop plan` answers as the operator would",
     )
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
 

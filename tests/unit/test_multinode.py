@@ -302,7 +302,7 @@ def test_render_multinode_refuses_a_single_node_plan() -> None:
         render_multinode("m", "ns", None, m.spec, plan(m, default_inventory()), RenderOptions())
 
 
-def test_mmop_plan_plans_over_nodes_unless_told_not_to(
+def test_mmop_plan_plans_over_nodes_only_when_asked_as_the_operator_does_not_yet(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     path = tmp_path / "big.yaml"
@@ -311,7 +311,7 @@ def test_mmop_plan_plans_over_nodes_unless_told_not_to(
             manifest(BIG, ["L40S"]).model_dump(by_alias=True, mode="json", exclude_none=True)
         )
     )
-    assert main(["plan", str(path), "--json"]) == 0
+    assert main(["plan", str(path), "--json", "--multinode"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["pipeline_parallel_size"] == 2 and "--pipeline-parallel-size=2" in out["args"]
-    assert main(["plan", str(path), "--json", "--no-multinode"]) == 3
+    assert main(["plan", str(path), "--json"]) == 3  # the operator's answer: Infeasible

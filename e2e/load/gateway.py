@@ -54,6 +54,7 @@ HOP_HEADERS = frozenset(
 )
 ROUTING = ("round-robin", "least-requests")
 NO_BACKEND_WAIT_SECONDS = 30.0
+SHUTDOWN_SECONDS = 5.0
 ATTEMPTS = 4
 
 
@@ -146,7 +147,11 @@ class Gateway:
         self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # On stop, requests still waiting on a backend (their clients may have given up) are
+        # cancelled after a few seconds rather than holding the teardown.
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await site.start()

@@ -66,6 +66,23 @@ VERSION_UTIL_092 = (0, 20, 0)  # default gpu_memory_utilization 0.9 -> 0.92
 VERSION_GRAPHS_BEFORE_KV = (0, 20, 0)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS defaults to 1
 VERSION_TOKENS_FROM_CONCURRENCY = (0, 20, 2)  # "GPU KV cache size" = concurrency x max_model_len
 VERSION_LARGE_DEVICE_DEFAULTS = (0, 28, 0)  # >= 160 GiB devices: 16384 / 1024
+VERSION_TRITON_TOP_K_TOP_P = (0, 17, 0)  # top-k/top-p by a Triton kernel, no vocabulary sort
+
+# Before vLLM 0.17.0 the dummy sampler's top-k/top-p sorts every row's whole vocabulary in
+# PyTorch (v1/sample/ops/topk_topp_sampler.py ``apply_top_k_top_p``: 0.10.2 l. 145, 0.11.0
+# l. 183, 0.16.0 l. 262; from 0.17.0 l. 251 hands batches of 8 rows or more to
+# ``apply_top_k_top_p_triton``). Bytes live per (row x vocabulary entry) at that sort's peak:
+# the bf16 logits of ``compute_logits`` (2, held by ``_dummy_sampler_run``, 0.11.0
+# v1/worker/gpu_model_runner.py l. 3192), their float32 copy (4, v1/sample/sampler.py l. 86),
+# the sorted values and int64 indices (4 + 8), and the sort's own buffers: PyTorch's
+# ``segmented_sort_pairs`` fills an int64 index sequence (8, aten/src/ATen/native/cuda/
+# SortStable.cu, used for 128 rows or more) and cub's DeviceSegmentedRadixSort::SortPairs
+# without double buffers keeps a second copy of keys and values (4 + 8, torch/include/ATen/
+# cuda/cub.cuh l. 153-183). Fewer than 128 rows take the full-sort path (two int2 buffers
+# instead of the index sequence, and int2 values in cub's copy).
+SAMPLER_SORT_BYTES = 2 + 4 + (4 + 8) + 8 + (4 + 8)  # 38
+SAMPLER_SORT_BYTES_FEW_ROWS = 2 + 4 + (4 + 8) + 2 * 8 + (4 + 8)  # 46, 2-127 rows
+SAMPLER_SORT_BYTES_ONE_ROW = 2 + 4 + (4 + 8) + (4 + 8)  # 30: one vocabulary-long index sequence
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
@@ -191,10 +208,11 @@ class Calibration:
     Each is set from observations in bench/estimator/dataset.yaml (see docs/estimator.md):
     weights overhead from "Model loading took" minus parameters × bytes (0.00-0.18 GiB);
     non-torch from vLLM's memory breakdowns (0.06-0.14 GiB at TP=1, 0.54-0.55 GiB at TP=2);
-    sampler bytes from the activation peaks of text models on H100 (1024 sampler rows:
-    4.8-5.6 GiB) and on a 16 GiB card (256 rows: 1.04 GiB), which put the dummy sampler's top-k /
-    top-p pass at about 32 bytes per (row × vocabulary) element; the graph pool from a 28-layer
-    model's 0.48 GiB estimate.
+    sampler bytes for vLLM 0.17.0 and later (Triton top-k / top-p), 32 per (row × vocabulary)
+    element, above the one observation of that path (vLLM 0.26.0 on a 16 GiB card, 256 rows:
+    1.04 GiB, 28.3 bytes); before 0.17.0 the sampler's vocabulary sort is counted instead
+    (SAMPLER_SORT_BYTES: 38, against 38.3-38.6 measured on four vLLM 0.11.0 H100 start-ups with
+    1024 rows); the graph pool from a 28-layer model's 0.48 GiB estimate.
     """
 
     weights_overhead_gib: float = 0.05
@@ -202,7 +220,8 @@ class Calibration:
     non_torch_tp_gib: float = 0.45
     # LM dummy forward: multiplier on the live 2-byte activations per token.
     lm_activation_factor: float = 1.0
-    # Sampler dummy run over max_num_seqs rows × vocabulary, in fp32 copies (4 bytes each).
+    # Sampler dummy run over max_num_seqs rows × vocabulary, in fp32 copies (4 bytes each), for
+    # vLLM >= 0.17.0; earlier releases sort the vocabulary (SAMPLER_SORT_BYTES).
     sampler_logit_copies: float = 8.0
     # Vision/audio encoder: multiplier on live 2-byte elements per patch (MLP width + 4·hidden).
     encoder_activation_factor: float = 1.0
@@ -701,8 +720,18 @@ def _text_activation_parts(
     per_token = (mlp_width + q_width + kv_width + 4 * t.hidden_size) * 2 * cal.lm_activation_factor
     forward = mnbt * per_token
     rows = min(mns, mnbt)
-    sampler = rows * t.vocab_size * 4 * cal.sampler_logit_copies
+    sampler = rows * t.vocab_size * sampler_bytes_per_element(args.vllm_version, rows, cal)
     return forward, sampler + mnbt * t.hidden_size * 2
+
+
+def sampler_bytes_per_element(version: str, rows: int, cal: Calibration) -> float:
+    """Peak bytes per (row × vocabulary entry) of vLLM's dummy sampler run: the vocabulary sort
+    of releases before 0.17.0 (SAMPLER_SORT_BYTES), else the calibrated fp32 copies."""
+    if parse_version(version) >= VERSION_TRITON_TOP_K_TOP_P:
+        return 4 * cal.sampler_logit_copies
+    if rows == 1:
+        return SAMPLER_SORT_BYTES_ONE_ROW
+    return SAMPLER_SORT_BYTES if rows >= 128 else SAMPLER_SORT_BYTES_FEW_ROWS
 
 
 @dataclass(frozen=True)

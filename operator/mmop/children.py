@@ -1,4 +1,5 @@
-"""A model's children (Deployment, Service, PodDisruptionBudget): what exists against what is
+"""A model's children (Deployment or LeaderWorkerSet, Service, PodDisruptionBudget, the weight
+cache's claim and Job): what exists against what is
 desired, and who owns them. Pure: the controller's watches hand in the records, and it acts on
 the answer.
 
@@ -17,14 +18,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mmop.render import TEMPLATE_HASH
+from mmop.render import LWS_KIND, TEMPLATE_HASH
 
-CHILD_KINDS = ("Deployment", "Service", "PodDisruptionBudget", "PersistentVolumeClaim", "Job")
+CHILD_KINDS = (
+    "Deployment",
+    LWS_KIND,
+    "Service",
+    "PodDisruptionBudget",
+    "PersistentVolumeClaim",
+    "Job",
+)
 # The spec fields mmop sets, per kind (the rest is the API server's or another controller's).
 # A claim's and a Job's spec cannot change once created (a new checkpoint is a new Job): only
 # their labels and owner are compared.
 _SPEC_FIELDS: dict[str, tuple[str, ...]] = {
     "Deployment": ("replicas",),
+    LWS_KIND: ("replicas",),
     "Service": ("type", "selector", "ports"),
     "PodDisruptionBudget": ("maxUnavailable", "minAvailable", "selector"),
 }
@@ -68,6 +77,10 @@ def projection(obj: Mapping[str, Any]) -> dict[str, Any]:
     out["spec"] = {k: spec[k] for k in _SPEC_FIELDS.get(kind, ()) if k in spec}
     if kind == "Deployment":
         annotations = ((spec.get("template") or {}).get("metadata") or {}).get("annotations")
+        out["templateHash"] = (annotations or {}).get(TEMPLATE_HASH)
+    elif kind == LWS_KIND:  # both templates carry the hash of the pair
+        leader = (spec.get("leaderWorkerTemplate") or {}).get("leaderTemplate") or {}
+        annotations = (leader.get("metadata") or {}).get("annotations")
         out["templateHash"] = (annotations or {}).get(TEMPLATE_HASH)
     return out
 

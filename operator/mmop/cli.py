@@ -244,6 +244,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "the model names none (default: the cluster's default class)",
     )
     rn.add_argument(
+        "--multinode",
+        action="store_true",
+        default=None,
+        help="plan models that no single node holds over several nodes and serve them as "
+        "LeaderWorkerSets (needs the LWS controller; docs/multinode.md)",
+    )
+    rn.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
     rn.add_argument(
@@ -917,6 +924,7 @@ def run_operator(ns: argparse.Namespace) -> int:
         hub_endpoint=ns.hub_endpoint,
         calibration_configmap=ns.calibration_configmap,
         hub_token_secrets=frozenset(ns.hub_token_secret or ()),
+        multinode=ns.multinode,
     )
     ctx = OperatorContext(config=config)
     level = "debug" if ns.verbose else ns.log_level

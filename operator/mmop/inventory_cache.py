@@ -115,7 +115,8 @@ class InventoryCache:
         pending: dict[tuple[str, str], list[tuple[str, Requests]]] = {}
         for key, store in list(deployments.items()):
             for dep in list(store):
-                want = int(dep.get("replicas") or 0) - len(by_model.get(key, ()))
+                asked = int(dep.get("replicas") or 0) * int(dep.get("podsPerReplica") or 1)
+                want = asked - len(by_model.get(key, ()))
                 if want > 0 and dep.get("product") and dep.get("gpus"):
                     pod = Requests(
                         int(dep["gpus"]),

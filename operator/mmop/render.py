@@ -228,6 +228,16 @@ class RenderedGroup(BaseModel):
     template_hash: str = Field(description="sha256 of the canonical leader and worker templates")
     selector: dict[str, str] = Field(description="Labels that select the model's pods")
 
+    @property
+    def selector_string(self) -> str:
+        """The selector as `kubectl get -l` (and the scale subresource) writes it."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
+
+    @property
+    def workload(self) -> dict[str, Any]:
+        """The object that runs the replicas."""
+        return self.leader_worker_set
+
     def objects(self) -> list[dict[str, Any]]:
         """All objects, in the order to apply them: the LeaderWorkerSet first."""
         return [self.leader_worker_set, self.service, self.pod_disruption_budget]
@@ -248,6 +258,11 @@ class Rendered(BaseModel):
     def selector_string(self) -> str:
         """The selector as `kubectl get -l` (and the scale subresource) writes it."""
         return ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
+
+    @property
+    def workload(self) -> dict[str, Any]:
+        """The object that runs the replicas."""
+        return self.deployment
 
     def objects(self) -> list[dict[str, Any]]:
         """All objects, in the order to apply them: the Deployment first, so that its pods are
@@ -466,8 +481,7 @@ def render_multinode(
             },
         },
     }
-    service, pdb = companions(mm_name, namespace, uid)
-    service["spec"]["selector"] = _sorted({**selector, LWS_WORKER_INDEX_LABEL: "0"})
+    service, pdb = companions(mm_name, namespace, uid, leaders_only=True)
     return RenderedGroup(
         leader_worker_set=_compact(lws),
         service=service,
@@ -486,18 +500,22 @@ def group_startup_budget_seconds(plan: Plan, options: RenderOptions, cached: boo
     return math.ceil(budget / STARTUP_PERIOD_SECONDS) * STARTUP_PERIOD_SECONDS
 
 
-def companions(mm_name: str, namespace: str, uid: str | None) -> list[dict[str, Any]]:
-    """The model's Service and PodDisruptionBudget, as :func:`render` renders them: they depend
-    on the model's name, namespace and uid only (never on a plan), so a reconcile can check and
-    repair them without planning."""
+def companions(
+    mm_name: str, namespace: str, uid: str | None, leaders_only: bool = False
+) -> list[dict[str, Any]]:
+    """The model's Service and PodDisruptionBudget, as :func:`render` (or, ``leaders_only``,
+    :func:`render_multinode`: the Service selects the groups' leaders) renders them: they
+    depend on the model's name, namespace and uid only (never on a plan), so a reconcile can
+    check and repair them without planning."""
     selector = _sorted(_selector(mm_name))
+    serving = _sorted({**selector, LWS_WORKER_INDEX_LABEL: "0"}) if leaders_only else selector
     service = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _meta(mm_name, namespace, uid),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector,
+            "selector": serving,
             "ports": [
                 {
                     "name": PORT_NAME,

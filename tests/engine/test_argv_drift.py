@@ -18,7 +18,13 @@ from mmop import vllm
 from mmop.api import MultimodalModel
 from mmop.inventory import default_inventory
 from mmop.planner import plan
-from mmop.render import vllm_args
+from mmop.render import (
+    LWS_LEADER_ADDRESS_ENV,
+    LWS_WORKER_INDEX_ENV,
+    ROLE_LEADER,
+    ROLE_WORKER,
+    vllm_args,
+)
 
 CHECK = Path(__file__).resolve().parents[2] / "e2e" / "engine" / "scripts" / "check_args.py"
 
@@ -46,10 +52,45 @@ def flag_samples() -> list[str]:
         vllm.FLAG_MM_PROCESSOR_KWARGS: '{"max_pixels":1003520}',
         vllm.FLAG_MM_PROCESSOR_CACHE_GB: str(vllm.DEFAULT_MM_PROCESSOR_CACHE_GB),
         vllm.FLAG_REVISION: "main",
+        vllm.FLAG_PIPELINE_PARALLEL_SIZE: "2",
+        vllm.FLAG_DISTRIBUTED_EXECUTOR_BACKEND: vllm.EXECUTOR_BACKEND_MP,
+        vllm.FLAG_NNODES: "2",
+        vllm.FLAG_NODE_RANK: "1",
+        vllm.FLAG_MASTER_ADDR: "127.0.0.1",
+        vllm.FLAG_MASTER_PORT: str(vllm.DEFAULT_MASTER_PORT),
     }
+    switches = [vllm.FLAG_TRUST_REMOTE_CODE, vllm.FLAG_HEADLESS]
     names = {v for k, v in vars(vllm).items() if k.startswith("FLAG_")}
-    assert names == {*values, vllm.FLAG_TRUST_REMOTE_CODE}
-    return [*(f"{k}={v}" for k, v in values.items()), vllm.FLAG_TRUST_REMOTE_CODE]
+    assert names == {*values, *switches}
+    return [*(f"{k}={v}" for k, v in values.items()), *switches]
+
+
+# What the kubelet makes of LeaderWorkerSet's variables in a multi-node replica's argv.
+KUBELET_EXPANSION = {
+    f"$({LWS_LEADER_ADDRESS_ENV})": "127.0.0.1",
+    f"$({LWS_WORKER_INDEX_ENV})": "1",
+}
+
+
+def multinode_argv(role: str) -> list[str]:
+    """The argv of one pod of a replica planned over two L40S nodes, as the kubelet runs it."""
+    manifest = MultimodalModel.model_validate(
+        {
+            "apiVersion": "mmop.dev/v1alpha1",
+            "kind": "MultimodalModel",
+            "metadata": {"name": "big"},
+            "spec": {
+                "model": {"id": "Qwen/Qwen3-235B-A22B-FP8"},
+                "placement": {"gpuTypes": ["L40S"]},
+            },
+        }
+    )
+    p = plan(manifest, default_inventory(), multinode=True)
+    assert p.nodes_per_replica == 2
+    argv = vllm_args(p, role)
+    for var, value in KUBELET_EXPANSION.items():
+        argv = [a.replace(var, value) for a in argv]
+    return argv
 
 
 # A value mmop could render for each flag the launcher drops on a CPU.
@@ -78,6 +119,9 @@ def verdicts(engine: EngineVenv) -> dict[str, Any]:
     argvs["dropped"] = ["org/model", *(f"{f}={v}" for f, v in DROPPED_SAMPLES.items())]
     # every flag name mmop.vllm holds, at once
     argvs["mmop.vllm"] = ["org/model", *flag_samples()]
+    # the pods of a multi-node replica (LeaderWorkerSet): leader and headless worker
+    argvs["multinode:leader"] = multinode_argv(ROLE_LEADER)
+    argvs["multinode:worker"] = multinode_argv(ROLE_WORKER)
     return check(engine, argvs)
 
 
@@ -97,6 +141,12 @@ def test_the_check_rejects_unknown_flags_and_bad_values(verdicts: dict[str, Any]
 
 def test_every_flag_name_mmop_renders_is_a_pinned_vllm_flag(verdicts: dict[str, Any]) -> None:
     assert verdicts["mmop.vllm"]["ok"], verdicts["mmop.vllm"]["error"]
+
+
+@pytest.mark.parametrize("role", [ROLE_LEADER, ROLE_WORKER])
+def test_a_multinode_replicas_argv_is_accepted_by_vllm(verdicts: dict[str, Any], role: str) -> None:
+    verdict = verdicts[f"multinode:{role}"]
+    assert verdict["ok"], f"vLLM rejects the {role}'s argv: {verdict['error']}"
 
 
 def test_the_launchers_flag_lists_are_vllm_flags(verdicts: dict[str, Any]) -> None:

@@ -565,7 +565,7 @@ def test_the_service_account_can_scale_a_deployment_as_the_autoscaler_does(
     kubectl(sandbox, "apply", "-n", work, "-f", "-", stdin=plain_deployment("engine"))
     token = token_kubeconfig(sandbox, tmp_path, ns, release)
     # the operator's own call (controller/kube.py), authenticated as the chart's ServiceAccount
-    Kube(config.new_client_from_config(str(token))).scale_deployment(work, "engine", 3)
+    Kube(config.new_client_from_config(str(token))).scale("Deployment", work, "engine", 3)
     admin = client.AppsV1Api(config.new_client_from_config(sandbox.kubeconfig))
     assert admin.read_namespaced_deployment("engine", work).spec.replicas == 3
     helm(sandbox, "uninstall", release, "-n", ns, "--wait")

@@ -66,7 +66,7 @@ def test_writes_whose_answers_are_not_read_still_reuse_one_connection(server: st
     for _ in range(5):
         kube.apply(obj)
         kube.event(obj, "Normal", "Applied", "applied")
-        kube.scale_deployment("ns", "m", 2)
+        kube.scale("Deployment", "ns", "m", 2)
         kube.update_status("ns", "m", lambda _: {"replicas": 1})
     assert _Handler.requests == 25  # 5 × (apply, event, scale, status read and patch)
     assert len(_Handler.connections) == 1

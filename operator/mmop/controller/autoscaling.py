@@ -40,7 +40,6 @@ from mmop.api import Scaling, Slo
 from mmop.autoscaler import Action, ScalingDecision
 from mmop.controller.context import Indexes, ModelHistory, ModelKey, OperatorContext
 from mmop.controller.reconcile import (
-    CHILD_REASONS,
     UNPLACED_REASONS,
     UNRESOLVED_REASONS,
     ChildrenNotApplied,
@@ -50,12 +49,13 @@ from mmop.controller.reconcile import (
     reconcile_model,
 )
 from mmop.controller.report import post_event, write_status
+from mmop.controller.workload import CHILD_REASONS
 from mmop.hub import HubError
 from mmop.metrics import Scrape, Signals, signals
 from mmop.metrics.promql import PromQLError, query_model
 from mmop.metrics.scrape import ScrapeResult, Target, scrape, unusable_message
 from mmop.planner import Limits, PlanningError
-from mmop.render import companions
+from mmop.render import LWS_KIND, companions
 from mmop.status import (
     Cond,
     autoscaler_status,
@@ -242,7 +242,7 @@ def children_in_place(idx: Indexes, body: Mapping[str, Any]) -> bool:
     observed = observe(idx, namespace, name)
     return all(
         children.in_place(obj, observed.children.get(str(obj["kind"])), uid)
-        for obj in companions(name, namespace, uid)
+        for obj in companions(name, namespace, uid, leaders_only=observed.kind == LWS_KIND)
     )
 
 
@@ -352,7 +352,7 @@ async def tick(
     targets = [
         Target(p["name"], f"http://{p['ip']}:{p['port']}/metrics")
         for p in members
-        if p.get("ready") and p.get("ip") and not p.get("deleting")
+        if p.get("ready") and p.get("ip") and not p.get("deleting") and p.get("serves", True)
     ]
     now = time.time() if now is None else now
     window = float(scaling.behavior.window_seconds)
@@ -458,7 +458,8 @@ async def _act(
     status = body.get("status") or {}
     if decision.action in (Action.SCALE_UP, Action.SCALE_DOWN):
         try:
-            await asyncio.to_thread(ctx.kube().scale_deployment, namespace, name, decision.replicas)
+            kind = str(observe(idx, namespace, name).kind or "Deployment")
+            await asyncio.to_thread(ctx.kube().scale, kind, namespace, name, decision.replicas)
         except ApiException as err:
             refused = ScalingDecision(
                 action=Action.HOLD,

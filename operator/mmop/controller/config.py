@@ -91,6 +91,12 @@ class OperatorConfig(BaseModel):
         description="NAMESPACE/NAME of the ConfigMap the KV caches engines reported are kept "
         "in, cluster-wide, across restarts (None: kept in memory only)",
     )
+    multinode: bool = Field(
+        default=False,
+        description="Plan a replica over several nodes (tensor x pipeline parallel) when no "
+        "single node holds it, and serve it as a LeaderWorkerSet (the LWS controller must be "
+        "installed; docs/multinode.md). Off: such models are Infeasible, as before",
+    )
     hub_token_secrets: frozenset[str] = Field(
         default=frozenset(),
         description="Secret names the operator may read a model's Hub token from "

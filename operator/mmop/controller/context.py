@@ -38,6 +38,8 @@ INDEX_NAMES = (
     "mmop_jobs",
     "mmop_claims",
 )
+# Indexes only some operators declare (``--multinode``: handlers_multinode.py).
+OPTIONAL_INDEX_NAMES = ("mmop_groups",)
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,23 @@ class Indexes:
     # The weight cache's download Jobs and claims (spec.model.cache), per model.
     mmop_jobs: Mapping[Any, Any] = field(default_factory=dict)
     mmop_claims: Mapping[Any, Any] = field(default_factory=dict)
+    # The LeaderWorkerSets of replicas over several nodes, per model (``--multinode``).
+    mmop_groups: Mapping[Any, Any] = field(default_factory=dict)
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Indexes:
-        return cls(**{name: kwargs[name] for name in INDEX_NAMES})
+        optional = {name: kwargs[name] for name in OPTIONAL_INDEX_NAMES if name in kwargs}
+        return cls(**{name: kwargs[name] for name in INDEX_NAMES}, **optional)
+
+    def workloads(self) -> Mapping[Any, Any]:
+        """The Deployments' and LeaderWorkerSets' records together, by model."""
+        if not self.mmop_groups:
+            return self.mmop_deployments
+        merged: dict[Any, list[Any]] = {}
+        for index in (self.mmop_deployments, self.mmop_groups):
+            for key, store in list(index.items()):
+                merged.setdefault(key, []).extend(list(store))
+        return merged
 
 
 @dataclass

@@ -30,19 +30,18 @@ from mmop.controller import autoscaling, calibration, heap
 from mmop.controller.config import from_environment
 from mmop.controller.context import Indexes, OperatorContext, context_of
 from mmop.controller.diffbase import LightDiffBaseStorage
-from mmop.controller.reconcile import CHILD_REASONS, ChildrenNotApplied, reconcile_model
-from mmop.controller.report import NotPlannedYet, write_status
+from mmop.controller.reconcile import ChildrenNotApplied, reconcile_model
+from mmop.controller.workload import mirror_workload, model_of, workload_record
 from mmop.crd import PLURAL
-from mmop.inventory import NO_REQUESTS, node_record, pod_requests, pod_spec_requests
+from mmop.inventory import node_record, pod_requests
 from mmop.render import (
     CONTAINER_NAME,
-    GPU_PRODUCT_LABEL,
     LABEL_MANAGED_BY,
     LABEL_MODEL,
+    LWS_WORKER_INDEX_LABEL,
     MANAGER,
     PORT_NAME,
 )
-from mmop.status import find_condition, ready_condition
 from mmop.vllm import OPENAI_PORT
 
 RETRY_DELAYS = (1, 2, 5, 10, 30, 60)  # seconds before the n-th retry of a failed reconcile
@@ -243,43 +242,19 @@ async def mmop_deployments(
     """The Deployments mmop manages: replicas, readiness, pod requests and GPU product (for
     the inventory), and the child record a reconcile compares with."""
     context_of(memo).inventory.changed()
-    spec = body.get("spec") or {}
-    pod_spec = (spec.get("template") or {}).get("spec") or {}
-    try:
-        pod = pod_spec_requests(pod_spec, name)
-    except ValueError:
-        pod = NO_REQUESTS
-    status = body.get("status") or {}
-    slim = {
-        "replicas": spec.get("replicas"),
-        "gpus": pod.gpus,
-        "cpu": pod.cpu_millicores,
-        "memory": pod.memory_bytes,
-        "ephemeral": pod.ephemeral_bytes,
-        "product": _affinity_product(pod_spec),
-        "status": {
-            "readyReplicas": status.get("readyReplicas") or 0,
-            "replicas": status.get("replicas") or 0,
-        },
-        "conditions": [
-            {k: c.get(k) for k in ("type", "status", "reason", "message")}
-            for c in status.get("conditions") or []
-        ],
-        "child": children.record(body),
-    }
-    return {(namespace, _model_of(body, name)): slim}
+    return {(namespace, model_of(body, name)): workload_record(body, name)}
 
 
 @kopf.index("", "v1", "services", labels=MANAGED)
 async def mmop_services(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     """mmop's Services, as child records."""
-    return {(namespace, _model_of(body, name)): children.record(body)}
+    return {(namespace, model_of(body, name)): children.record(body)}
 
 
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
 async def mmop_pdbs(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     """mmop's PodDisruptionBudgets, as child records."""
-    return {(namespace, _model_of(body, name)): children.record(body)}
+    return {(namespace, model_of(body, name)): children.record(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED)
@@ -288,7 +263,7 @@ async def mmop_jobs(body: kopf.Body, namespace: str | None, name: str, **_: Any)
     Job got (a model may have one per checkpoint and revision)."""
     status = body.get("status") or {}
     return {
-        (namespace, _model_of(body, name)): {
+        (namespace, model_of(body, name)): {
             "child": children.record(body),
             "conditions": [
                 {k: c.get(k) for k in ("type", "status", "reason", "message")}
@@ -306,23 +281,7 @@ async def mmop_jobs(body: kopf.Body, namespace: str | None, name: str, **_: Any)
 async def mmop_claims(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     """The weight-cache claims mmop created: the child record and the claim's phase."""
     phase = (body.get("status") or {}).get("phase")
-    return {(namespace, _model_of(body, name)): {"child": children.record(body), "phase": phase}}
-
-
-def _model_of(body: Mapping[str, Any], name: str) -> str:
-    return str(((body.get("metadata") or {}).get("labels") or {}).get(LABEL_MODEL) or name)
-
-
-def _affinity_product(pod_spec: Mapping[str, Any]) -> str | None:
-    """The GPU product a rendered pod is pinned to (its required node affinity)."""
-    required = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ) or {}
-    for term in required.get("nodeSelectorTerms") or []:
-        for expr in term.get("matchExpressions") or []:
-            if expr.get("key") == GPU_PRODUCT_LABEL and expr.get("values"):
-                return str(expr["values"][0])
-    return None
+    return {(namespace, model_of(body, name)): {"child": children.record(body), "phase": phase}}
 
 
 @kopf.index("", "v1", "pods", labels=MANAGED)
@@ -350,6 +309,8 @@ async def model_pods(body: kopf.Body, namespace: str | None, name: str, **_: Any
             "port": port,
             "ready": ready,
             "deleting": bool(meta.get("deletionTimestamp")),
+            # a LeaderWorkerSet's worker pods run no API server: nothing to scrape there
+            "serves": str((meta.get("labels") or {}).get(LWS_WORKER_INDEX_LABEL, "0")) == "0",
             "oom": oom_time(status),
         }
     }
@@ -364,57 +325,4 @@ async def deployment_changed(
 ) -> None:
     """Mirror the Deployment's replica counts and readiness (and why pods are not created)
     into the model's status."""
-    ctx = context_of(memo)
-    meta = body.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(LABEL_MODEL)
-    namespace = meta.get("namespace")
-    if not name or not namespace:
-        return
-    key = (str(namespace), str(name))
-    if type == "DELETED":
-        ctx.last_ready.pop(key, None)  # keep the cache bounded by live models
-        return
-    st = body.get("status") or {}
-    desired = int((body.get("spec") or {}).get("replicas") or 0)
-    ready, current = int(st.get("readyReplicas") or 0), int(st.get("replicas") or 0)
-    cond = ready_condition(desired, ready, st.get("conditions") or [])
-    seen = (current, ready, cond.reason)
-    if ctx.last_ready.get(key) == seen and type != "ADDED":
-        return
-    ctx.telemetry.set_replicas(*key, desired, current, ready)
-    wrote = await _mirror(ctx, key, {"replicas": current, "readyReplicas": ready}, cond)
-    if wrote is None:
-        return  # no plan yet: the reconcile writes these counts with it
-    ctx.last_ready[key] = seen
-    if wrote and cond.status == "True":
-        logger.info(f"{key[0]}/{key[1]}: {cond.message}")
-
-
-async def _mirror(
-    ctx: OperatorContext, key: tuple[str, str], fields: dict[str, Any], cond: Any
-) -> bool | None:
-    """Write the counts and Ready; None when the model has no plan yet. Ready is left alone
-    while a reconcile reports a child it could not apply."""
-
-    def mirror(seen: Mapping[str, Any] | None) -> bool:
-        conds = [cond]
-        model = seen if seen is not None else ctx.models.get(key)
-        ready = find_condition((model or {}).get("status") or {}, "Ready")
-        if ready and ready.get("reason") in CHILD_REASONS:
-            conds = []
-        return write_status(ctx.kube(), *key, fields, conds, current=seen, planned_only=True)
-
-    try:
-        # Compared first with the model as the watch last delivered it, without a read: a stale
-        # copy fails the write's resourceVersion check and the object is read then. A copy that
-        # needs no write, or has no plan yet, may predate a status write (ours or the
-        # reconcile's) that the watch has not delivered: then the API server decides.
-        seen = ctx.models.get(key)
-        wrote = False
-        with contextlib.suppress(NotPlannedYet):
-            wrote = seen is not None and await asyncio.to_thread(mirror, seen)
-        if not wrote:
-            wrote = await asyncio.to_thread(mirror, None)
-    except NotPlannedYet:
-        return None
-    return wrote
+    await mirror_workload(context_of(memo), body, type, logger)

@@ -15,6 +15,7 @@ from typing import Any
 from mmop.api import API_GROUP as GROUP
 from mmop.api import API_VERSION as VERSION
 from mmop.crd import PLURAL
+from mmop.render import LWS_API_VERSION, LWS_KIND
 
 FIELD_MANAGER = "mmop"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -29,6 +30,14 @@ APPLY_PATHS = {
         "/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}"
     ),
     ("batch/v1", "Job"): "/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+    (LWS_API_VERSION, LWS_KIND): (
+        f"/apis/{LWS_API_VERSION}/namespaces/{{namespace}}/leaderworkersets/{{name}}"
+    ),
+}
+# The kinds whose replicas the autoscaler sets through their scale subresource.
+SCALE_PATHS = {
+    "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale",
+    LWS_KIND: f"/apis/{LWS_API_VERSION}/namespaces/{{namespace}}/leaderworkersets/{{name}}/scale",
 }
 
 CONFIG_MAP_PATH = "/api/v1/namespaces/{namespace}/configmaps/{name}"
@@ -54,7 +63,14 @@ class Kube:
             ("policy/v1", "PodDisruptionBudget"): policy.read_namespaced_pod_disruption_budget,
             ("v1", "PersistentVolumeClaim"): self.core.read_namespaced_persistent_volume_claim,
             ("batch/v1", "Job"): client.BatchV1Api(api_client).read_namespaced_job,
+            (LWS_API_VERSION, LWS_KIND): self._read_group,
         }
+
+    def _read_group(self, name: str, namespace: str, **kwargs: Any) -> Any:
+        group, version = LWS_API_VERSION.split("/")
+        return self.custom.get_namespaced_custom_object(
+            group, version, namespace, "leaderworkersets", name, **kwargs
+        )
 
     # ------------------------------------------------------------------ reads
     def read(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -163,17 +179,47 @@ class Kube:
         _release(self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False))
         self.writes += 1
 
-    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
-        """Set a Deployment's replicas through its scale subresource (the autoscaler's write)."""
-        _release(
-            self.apps.patch_namespaced_deployment_scale(
-                name,
-                namespace,
-                {"spec": {"replicas": replicas}},
-                field_manager=f"{FIELD_MANAGER}-autoscaler",
-                _preload_content=False,
-            )
+    def scale(self, kind: str, namespace: str, name: str, replicas: int) -> None:
+        """Set a Deployment's replicas (a LeaderWorkerSet's groups) through its scale
+        subresource (the autoscaler's write)."""
+        self._call(
+            "PATCH",
+            SCALE_PATHS[kind],
+            namespace,
+            name,
+            {"spec": {"replicas": replicas}},
+            "application/merge-patch+json",
+            [("fieldManager", f"{FIELD_MANAGER}-autoscaler")],
         )
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        namespace: str,
+        name: str,
+        obj: Mapping[str, Any],
+        content_type: str,
+        query: list[tuple[str, Any]] | None = None,
+    ) -> None:
+        """One write to ``path`` with a JSON body (``content_type``: a JSON patch or plain
+        JSON); raises ApiException when refused."""
+        from kubernetes.client.exceptions import ApiException
+
+        method, url, headers, _, _ = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            path_params={"namespace": namespace, "name": name},
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        # a JSON content type: the client encodes the body itself
+        response = self.api_client.call_api(method, url, header_params=headers, body=dict(obj))
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        _release(response.response)
         self.writes += 1
 
     def update_status(

@@ -28,10 +28,19 @@ from mmop.children import ChildRecord
 from mmop.controller.context import Indexes, OperatorContext
 from mmop.controller.report import post_event, write_status
 from mmop.controller.resolve import resolve_models
+from mmop.controller.workload import CHILD_REASONS
 from mmop.hub import HubError, HubReason
 from mmop.inventory import Inventory
 from mmop.planner import Limits, Plan, PlanningError, plan
-from mmop.render import Rendered, cache_objects, companions, render
+from mmop.render import (
+    LWS_KIND,
+    Rendered,
+    RenderedGroup,
+    cache_objects,
+    companions,
+    render,
+    render_multinode,
+)
 from mmop.status import (
     Cond,
     cache_condition,
@@ -49,12 +58,15 @@ UNPLACED_REASONS = ("Infeasible", "InsufficientCapacity")
 # Planned=False reasons the loop retries (the Hub's own backoff bounds how often it is asked):
 # the Hub unreachable, or a license, token or repository someone may fix without an edit.
 UNRESOLVED_REASONS = tuple(str(r) for r in HubReason if r != HubReason.UNREADABLE)
-# Ready reasons a reconcile sets (a Deployment event must not replace them with the replicas'
-# count: the model is not ready while a child is missing).
-CHILD_REASONS = ("ChildConflict", "ApplyFailed")
 # HTTP statuses of a refused write that a retry cannot fix by itself (the user, an admin or a
 # quota must change something): shown as a condition, then retried with backoff.
 REFUSED_STATUSES = (400, 403, 404, 422)
+# What a 404 on a LeaderWorkerSet means: the cluster has no LWS API.
+NO_LWS = (
+    "the LeaderWorkerSet API (leaderworkerset.x-k8s.io/v1) is not served by this cluster: "
+    "install the LeaderWorkerSet controller to run replicas over several nodes "
+    "(docs/multinode.md), or run the operator without --multinode"
+)
 
 
 class ChildrenNotApplied(Exception):
@@ -73,14 +85,24 @@ class Problem:
 class Observed:
     """A model's children as the watches saw them."""
 
-    deployment: Mapping[str, Any] | None  # the Deployment index's record
+    # The serving workload's index record (controller/workload.py): its Deployment, or the
+    # LeaderWorkerSet of a replica over several nodes.
+    deployment: Mapping[str, Any] | None
     children: Mapping[str, ChildRecord | None]  # by kind
     job: Mapping[str, Any] | None = None  # the weight cache's fill Job asked for (index record)
     claim: Mapping[str, Any] | None = None  # the weight-cache claim mmop created (index record)
+    # The index record of a workload of the other kind the model still has (its plan moved
+    # between one node and several): scaled to zero once the new one is applied.
+    stale: Mapping[str, Any] | None = None
+
+    @property
+    def kind(self) -> str | None:
+        """The serving workload's kind (None: there is none)."""
+        return str(self.deployment.get("kind") or "Deployment") if self.deployment else None
 
     @property
     def template_hash(self) -> str | None:
-        record = self.children.get("Deployment")
+        record = self.children.get(self.kind) if self.kind else None
         value = record.fields.get("templateHash") if record else None
         return str(value) if value else None
 
@@ -90,9 +112,16 @@ class Observed:
         return int(value) if value is not None else None
 
 
-def observe(idx: Indexes, namespace: str, name: str, job_name: str | None = None) -> Observed:
+def observe(
+    idx: Indexes,
+    namespace: str,
+    name: str,
+    job_name: str | None = None,
+    kind: str | None = None,
+) -> Observed:
     """The model's children as the watches saw them; ``job_name``: the weight cache's fill
-    Job of the plan's checkpoint (a model may have others, of earlier checkpoints)."""
+    Job of the plan's checkpoint (a model may have others, of earlier checkpoints); ``kind``:
+    the workload the plan wants (Deployment or LeaderWorkerSet; None: whichever there is)."""
 
     def records(index: Mapping[Any, Any]) -> list[Any]:
         store = index.get((namespace, name))
@@ -102,14 +131,19 @@ def observe(idx: Indexes, namespace: str, name: str, job_name: str | None = None
         found = records(index)
         return found[0] if found else None
 
-    deployment = first(idx.mmop_deployments)
+    deployment, group = first(idx.mmop_deployments), first(idx.mmop_groups)
+    if kind is None:
+        kind = LWS_KIND if group is not None else "Deployment"
+    workload, other = (group, deployment) if kind == LWS_KIND else (deployment, group)
     service, pdb, claim = first(idx.mmop_services), first(idx.mmop_pdbs), first(idx.mmop_claims)
     jobs = [j for j in records(idx.mmop_jobs) if job_name and j["child"].name == job_name]
     job = jobs[0] if jobs else None
     return Observed(
-        deployment=deployment,
+        deployment=workload,
+        stale=other,
         children={
             "Deployment": deployment.get("child") if deployment else None,
+            LWS_KIND: group.get("child") if group else None,
             "Service": service,
             "PodDisruptionBudget": pdb,
             "PersistentVolumeClaim": claim.get("child") if claim else None,
@@ -144,9 +178,7 @@ def manifest_of(
 
 def inventory_for(ctx: OperatorContext, idx: Indexes, namespace: str, name: str) -> Inventory:
     """The cluster as one model's plan sees it: its own GPUs count as free."""
-    return ctx.inventory.inventory(
-        idx.gpu_nodes, idx.gpu_pods, (namespace, name), idx.mmop_deployments
-    )
+    return ctx.inventory.inventory(idx.gpu_nodes, idx.gpu_pods, (namespace, name), idx.workloads())
 
 
 def plan_model(ctx: OperatorContext, body: Mapping[str, Any], idx: Indexes, limits: Limits) -> Plan:
@@ -162,6 +194,7 @@ def plan_model(ctx: OperatorContext, body: Mapping[str, Any], idx: Indexes, limi
         limits=calibrated(ctx, limits),
         cache=ctx.assessments,
         resolved=resolve_models(ctx, manifest),
+        multinode=ctx.config.multinode,
     )
 
 
@@ -195,15 +228,19 @@ def reconcile_model(
         status, meta.get("generation")), logger)  # fmt: skip
     if p is None:
         return "unplaced"
+    kind = LWS_KIND if p.nodes_per_replica > 1 else "Deployment"
+    observed = observe(idx, namespace, name, kind=kind)
     replicas = desired_replicas(manifest, p, observed.replicas, replicas_from_plan)
-    rendered = render(
+    rendered = (render_multinode if kind == LWS_KIND else render)(
         name, namespace, meta.get("uid"), manifest.spec, p, ctx.config.render,
         meta.get("generation"), replicas=replicas,
     )  # fmt: skip
     desired, cache, job_name = _with_cache(ctx, body, manifest, p, rendered, idx)
     if cache is not None:
-        observed = observe(idx, namespace, name, job_name)
+        observed = observe(idx, namespace, name, job_name, kind=kind)
     problems = apply_children(ctx, body, desired, observed)
+    if not problems and observed.stale and (cache is None or cache.status == "True"):
+        _retire(ctx, body, observed.stale, logger)
     action = "unchanged"
     if cache is not None and cache.status != "True":
         action = "waiting"  # for the weight cache: the Deployment is applied once it is filled
@@ -217,12 +254,33 @@ def reconcile_model(
     return action
 
 
+def _retire(
+    ctx: OperatorContext, body: Mapping[str, Any], stale: Mapping[str, Any], logger: Logger
+) -> None:
+    """Scale the model's workload of the other kind (a Deployment when the plan now spans
+    nodes, a LeaderWorkerSet when one node holds it again) to zero once the new one is
+    applied: both would hold GPUs. The operator may scale but not delete (least privilege);
+    the empty object goes with the model (its owner reference). Only the model's own."""
+    meta = body["metadata"]
+    namespace, uid = str(meta["namespace"]), str(meta.get("uid"))
+    child: ChildRecord = stale["child"]
+    if child.owner_uid != uid or not int(stale.get("replicas") or 0):
+        return
+    ctx.kube().scale(child.kind, namespace, child.name, 0)
+    message = (
+        f"{child.kind} {child.name} scaled to 0: the plan in force runs as a "
+        f"{'LeaderWorkerSet' if child.kind == 'Deployment' else 'Deployment'}"
+    )
+    post_event(ctx.kube(), body, "Normal", "Retired", message)
+    logger.info(message)
+
+
 def _with_cache(
     ctx: OperatorContext,
     body: Mapping[str, Any],
     manifest: MultimodalModel,
     p: Plan,
-    rendered: Rendered,
+    rendered: Rendered | RenderedGroup,
     idx: Indexes,
 ) -> tuple[list[dict[str, Any]], Cond | None, str | None]:
     """The children to apply and, for a model with spec.model.cache, its CacheReady: the
@@ -236,7 +294,7 @@ def _with_cache(
     uid = meta.get("uid")
     cache_objs = cache_objects(name, namespace, uid, manifest.spec, p, ctx.config.render)
     job_name = str(cache_objs[-1]["metadata"]["name"])  # the Job comes last
-    seen = observe(idx, namespace, name, job_name)
+    seen = observe(idx, namespace, name, job_name, kind=str(rendered.workload["kind"]))
     cond = cache_condition(name, manifest, p, job_name, seen.job, seen.claim)
     serving = rendered.objects() if cond.status == "True" else rendered.objects()[1:]
     return [*cache_objs, *serving], cond, job_name
@@ -294,7 +352,7 @@ def _repair(
     """Re-apply a settled model's Service and PodDisruptionBudget if missing or changed."""
     meta = body["metadata"]
     name, namespace, uid = str(meta["name"]), str(meta["namespace"]), str(meta.get("uid"))
-    desired = companions(name, namespace, uid or None)
+    desired = companions(name, namespace, uid or None, leaders_only=observed.kind == LWS_KIND)
     actions = children.compare(desired, observed.children, uid, namespace)
     if not (actions.apply or actions.unknown or actions.conflicts):
         return "unchanged"
@@ -337,6 +395,8 @@ def apply_children(
             if err.status not in REFUSED_STATUSES:
                 raise  # conflicts, throttling, the API server's trouble: retried by the caller
             message = f"{kind} {namespace}/{name}: {_api_reason(err)}"
+            if kind == LWS_KIND and err.status == 404:
+                message += f" ({NO_LWS})"
             problems.append(Problem("ApplyFailed", message))
     return problems
 
@@ -372,6 +432,7 @@ def _plan_or_report(
             limits=calibrated(ctx, limits),
             cache=ctx.assessments,
             resolved=resolved,
+            multinode=ctx.config.multinode,
         )
     except (PlanningError, HubError) as err:
         was = find_condition(body.get("status") or {}, "Planned") or {}
@@ -397,7 +458,7 @@ def _announce(
     ctx: OperatorContext,
     body: Mapping[str, Any],
     p: Plan,
-    rendered: Rendered,
+    rendered: Rendered | RenderedGroup,
     replicas: int,
     created: bool,
 ) -> None:
@@ -410,7 +471,7 @@ def _announce(
         body,
         "Normal",
         decision,
-        f"{p.explanation} Deployment {name}: {replicas} replica(s), template "
+        f"{p.explanation} {rendered.workload['kind']} {name}: {replicas} replica(s), template "
         f"{rendered.template_hash}.",
     )
 
@@ -447,7 +508,7 @@ def _report_plan(
     ctx: OperatorContext,
     body: Mapping[str, Any],
     p: Plan,
-    rendered: Rendered,
+    rendered: Rendered | RenderedGroup,
     replicas: int,
     observed: Observed,
     problems: Sequence[Problem],

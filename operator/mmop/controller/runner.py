@@ -14,12 +14,17 @@ import kopf
 from mmop.controller.context import OperatorContext
 
 HANDLERS_MODULE = "mmop.controller.handlers"
+# The watches of LeaderWorkerSets, loaded only when the operator serves replicas over several
+# nodes (``--multinode``): without it mmop neither needs the LWS CRD nor the rights to read it.
+MULTINODE_HANDLERS_MODULE = "mmop.controller.handlers_multinode"
 
 
-def load_handlers() -> None:
-    """Register the handlers with kopf's default registry (the module is loaded, as ``kopf run
-    -m`` would; nothing imports it)."""
+def load_handlers(ctx: OperatorContext) -> None:
+    """Register the handlers with kopf's default registry (the modules are loaded, as ``kopf
+    run -m`` would; nothing imports them)."""
     importlib.import_module(HANDLERS_MODULE)
+    if ctx.config.multinode:
+        importlib.import_module(MULTINODE_HANDLERS_MODULE)
 
 
 def run(
@@ -31,7 +36,7 @@ def run(
     settings: kopf.OperatorSettings | None = None,
 ) -> None:
     """Run the operator in this thread until it is stopped (SIGINT/SIGTERM)."""
-    load_handlers()
+    load_handlers(ctx)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
@@ -48,7 +53,7 @@ def run(
 def background(ctx: OperatorContext, ready_timeout: float = 60.0) -> Iterator[OperatorContext]:
     """The operator running cluster-wide in a thread of this process, for as long as the
     ``with`` block lasts; yields its context."""
-    load_handlers()
+    load_handlers(ctx)
     stop, ready = threading.Event(), threading.Event()
     failure: list[BaseException] = []
 

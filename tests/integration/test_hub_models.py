@@ -46,6 +46,7 @@ QWEN3_OMNI = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
 MINICPM_V4 = "openbmb/MiniCPM-V-4"
 QWEN3_6 = "Qwen/Qwen3.6-35B-A3B"  # Qwen3.5 architecture: hybrid linear attention, MoE, vision
 GLM_4_1V = "zai-org/GLM-4.1V-9B-Thinking"
+QWEN3_NEXT = "Qwen/Qwen3-Next-80B-A3B-Instruct"  # linear attention (Gated DeltaNet) MoE, text
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def hub() -> Iterator[HubStandIn]:
             GPT_OSS: Repo(GPT_OSS, gpt_oss),
             **{
                 m: Repo.from_dir(m, FAMILIES / m)
-                for m in (*NEW_MULTIMODAL, QWEN3_OMNI, MINICPM_V4, QWEN3_6, GLM_4_1V)
+                for m in (*NEW_MULTIMODAL, QWEN3_OMNI, MINICPM_V4, QWEN3_6, GLM_4_1V, QWEN3_NEXT)
             },
         }
     )
@@ -308,3 +309,45 @@ def test_glm_4_1v_plans_from_the_hub_with_video_off(
     dep = wait_for(lambda: deployment(sandbox, namespace, "glm41v"), "the Deployment")
     args = " ".join(dep["spec"]["template"]["spec"]["containers"][0]["args"])
     assert '"video":0' in args.replace(" ", ""), args
+
+
+def test_glm_4_1v_plans_video_from_the_hub(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    """GLM-4.1V with video: its frames counted as Glm4vVideoProcessor samples and resizes them
+    (tests/engine/test_processor_tokens.py), so the plan is exact and keeps video on."""
+    doc = vision_workload(model("glm41v-video", GLM_4_1V))
+    doc["spec"]["workload"]["video"] = {
+        "enabled": True, "maxFrames": 32, "maxWidth": 640, "maxHeight": 360,
+    }  # fmt: skip
+    doc["spec"]["workload"]["contextLength"] = {"min": 16384}
+    apply_manifest(sandbox, namespace, doc)
+    mm = planned(sandbox, namespace, "glm41v-video", "True", "PlanFound")
+    plan = mm["status"]["plan"]
+    assert plan["model"] == GLM_4_1V and not plan.get("approximate")
+    assert plan["videoTokens"] > 0
+    dep = wait_for(lambda: deployment(sandbox, namespace, "glm41v-video"), "the Deployment")
+    args = " ".join(dep["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert '"video":0' not in args.replace(" ", ""), args
+
+
+def test_qwen3_next_plans_from_the_hub(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    """Qwen3-Next (hybrid Gated DeltaNet and full attention, MoE): planned from the Hub stand-in's
+    copy of its published config, across GPUs (its 148 GiB of bf16 weights hold no one GPU)."""
+    doc = model("qwen3-next", QWEN3_NEXT)
+    doc["spec"]["workload"] = {"promptTokens": 2048, "outputTokens": 512, "concurrency": 8}
+    apply_manifest(sandbox, namespace, doc)
+    mm = wait_for(
+        lambda: (
+            (m := get_mm(sandbox, namespace, "qwen3-next"))
+            and (condition(m, "Planned") or {}).get("status") == "True"
+            and m
+        ),
+        "Planned=True on qwen3-next",
+        timeout=90,
+    )
+    plan = mm["status"]["plan"]
+    assert plan["model"] == QWEN3_NEXT and plan["modelSource"] == "hub"
+    assert plan["gpusPerReplica"] * plan["memory"]["weights_gib"] > 70  # fp8 at least

@@ -51,5 +51,7 @@ def test_without_the_lws_api_the_model_says_what_to_install(
     assert plan["nodesPerReplica"] == 2 and plan["pipelineParallelSize"] == 2
     assert plan["gpu"] == "L40S" and plan["gpusPerReplica"] == 4
     ready = condition(mm, "Ready") or {}
-    assert "LeaderWorkerSet" in ready["message"] and "not served by this cluster" in ready["message"]
+    assert (
+        "LeaderWorkerSet" in ready["message"] and "not served by this cluster" in ready["message"]
+    )
     assert "install the LeaderWorkerSet controller" in ready["message"]

@@ -20,6 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start a sandbox with fake GPU node pools")
     up.add_argument("--pools", type=Path, default=DEFAULT_POOLS, help="node pools YAML")
     up.add_argument("--no-prometheus", action="store_true", help="do not start Prometheus")
+    up.add_argument(
+        "--lws",
+        action="store_true",
+        help="also run the LeaderWorkerSet controller and its webhooks (builds it the first time)",
+    )
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     sub.add_parser("down", help="stop the sandbox and remove its files")
     sub.add_parser("status", help="print the sandbox's state as JSON")
@@ -30,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         ns.name,
         pools_file=getattr(ns, "pools", DEFAULT_POOLS),
         prometheus=False if getattr(ns, "no_prometheus", False) else None,
+        lws=getattr(ns, "lws", False),
     )
     try:
         if ns.command == "up":
@@ -40,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             print("  kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.count")
             if state.prometheus_url:
                 print(f"  Prometheus: {state.prometheus_url}")
+            if "lws" in state.pids:
+                webhook = state.ports["lws-webhook"]
+                print(f"  LeaderWorkerSet controller: webhooks on 127.0.0.1:{webhook}")
             print(f"  logs: {sandbox.logs}")
             print(f"  stop it with: python -m e2e.sandbox --name {ns.name} down")
         elif ns.command == "down":

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Builds the binaries of the local Kubernetes sandbox (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok, helm, llm-d-inference-sim) from published Go modules, into a
-# versioned cache outside the repository, and prints the directory that holds them.
+# kube-scheduler, kubectl, etcd, kwok, helm, llm-d-inference-sim; and, under a cache key of its own,
+# the LeaderWorkerSet controller with its CRDs and webhook manifests) from published Go modules,
+# into a versioned cache outside the repository, and prints the directory that holds them.
 #
-#   bash e2e/sandbox/build.sh               build what is missing, print the bin dir
-#   bash e2e/sandbox/build.sh --print-dir   print the bin dir, build nothing
-#   bash e2e/sandbox/build.sh --print-env   build what is missing, print NAME=path for every binary
-#   bash e2e/sandbox/build.sh --sync        regenerate gomod/*/go.mod and go.sum from versions.env
+#   bash e2e/sandbox/build.sh                 build what is missing, print the bin dir
+#   bash e2e/sandbox/build.sh --print-dir     print the bin dir, build nothing
+#   bash e2e/sandbox/build.sh --print-env     build what is missing, print NAME=path for every binary
+#                                             (and MMOP_LWS_DIR=<dir> for the LWS controller)
+#   bash e2e/sandbox/build.sh --lws           build the LWS controller if missing, print its dir
+#   bash e2e/sandbox/build.sh --print-lws-dir print the LWS controller's dir, build nothing
+#   bash e2e/sandbox/build.sh --sync [WRAPPER]  regenerate gomod/*/go.mod and go.sum (or only
+#                                             gomod/WRAPPER's) from versions.env
 #
 # Versions live in versions.env only; e2e/sandbox/BUILD.md explains the rest (cache, overrides).
 set -euo pipefail
@@ -24,6 +29,24 @@ readonly BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl
   llm-d-inference-sim)
 readonly WRAPPERS=(kubernetes etcd kwok helm llm-d-inference-sim)
 
+# The LeaderWorkerSet controller is optional (Sandbox(lws=True)) and lives under a cache key of
+# its own, so adding or moving it never invalidates the key of the binaries above. Its lines in
+# versions.env come after OPTIONAL_MARKER, which the main key does not read.
+readonly LWS_WRAPPER=lws
+readonly LWS_BINARY=lws-controller
+readonly LWS_PACKAGE=sigs.k8s.io/lws/cmd
+# Bump when the way the LWS controller is built or its manifests are picked changes.
+readonly LWS_RECIPE_REVISION=1
+# Copied from the module (verified against go.sum) into <lws dir>/share/lws/.
+readonly LWS_MANIFESTS=(
+  config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml
+  config/crd/bases/disaggregatedset.x-k8s.io_disaggregatedsets.yaml
+  config/webhook/manifests.yaml
+  config/webhook/mutating-patch.yaml
+  config/webhook/validating-patch.yaml
+)
+readonly OPTIONAL_MARKER="# ==== optional components"
+
 # Cache layout: $CACHE_ROOT/<key>/{bin,logs,.complete}; module and build caches beside the keys.
 readonly CACHE_ROOT="${MMOP_SANDBOX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mmop/sandbox}"
 
@@ -31,7 +54,7 @@ note() { printf 'mmop sandbox: %s\n' "$*" >&2; }
 
 usage_error() {
   printf 'mmop sandbox: %s\n' "$*" >&2
-  printf 'usage: %s [--print-dir | --print-env | --sync | --help]\n' "${BASH_SOURCE[0]}" >&2
+  printf 'usage: %s [--print-dir | --print-env | --lws | --print-lws-dir | --sync [WRAPPER] | --help]\n' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 
@@ -59,7 +82,7 @@ input_error() {
 # versions.env
 
 KUBERNETES_VERSION="" KUBERNETES_GIT_COMMIT="" ETCD_VERSION="" KWOK_VERSION="" HELM_VERSION=""
-LLM_D_INFERENCE_SIM_VERSION="" KUBERNETES_STAGING_VERSION=""
+LLM_D_INFERENCE_SIM_VERSION="" KUBERNETES_STAGING_VERSION="" LWS_VERSION=""
 
 load_versions() {
   [[ -f $VERSIONS_FILE ]] || input_error "versions file not found: $VERSIONS_FILE"
@@ -73,11 +96,12 @@ load_versions() {
     key=${BASH_REMATCH[1]} value=${BASH_REMATCH[2]}
     case $key in
       KUBERNETES_VERSION | KUBERNETES_GIT_COMMIT | ETCD_VERSION | KWOK_VERSION | HELM_VERSION | \
-        LLM_D_INFERENCE_SIM_VERSION) printf -v "$key" '%s' "$value" ;;
+        LLM_D_INFERENCE_SIM_VERSION | LWS_VERSION) printf -v "$key" '%s' "$value" ;;
       *) input_error "$VERSIONS_FILE:$n: unknown key $key" ;;
     esac
   done <"$VERSIONS_FILE"
-  for key in KUBERNETES_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION LLM_D_INFERENCE_SIM_VERSION; do
+  for key in KUBERNETES_VERSION ETCD_VERSION KWOK_VERSION HELM_VERSION LLM_D_INFERENCE_SIM_VERSION \
+    LWS_VERSION; do
     [[ ${!key} =~ ^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$ ]] ||
       input_error "$VERSIONS_FILE: $key must be a module version like v1.2.3, got '${!key}'"
   done
@@ -118,6 +142,7 @@ upstream_module_of() {
     kwok) echo sigs.k8s.io/kwok ;;
     helm) echo helm.sh/helm/v4 ;;
     llm-d-inference-sim) echo github.com/llm-d/llm-d-inference-sim ;;
+    lws) echo sigs.k8s.io/lws ;;
     *) return 1 ;;
   esac
 }
@@ -129,6 +154,7 @@ upstream_version_of() {
     kwok) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     llm-d-inference-sim) echo "$LLM_D_INFERENCE_SIM_VERSION" ;;
+    lws) echo "$LWS_VERSION" ;;
     *) return 1 ;;
   esac
 }
@@ -142,6 +168,20 @@ override_var_of() {
 # ---------------------------------------------------------------------------------------------
 # Cache key and directories
 
+# versions.env as the main key reads it: the lines before OPTIONAL_MARKER, without the blank
+# lines that lead up to it (so appending an optional component leaves the main key as it was).
+core_versions() {
+  awk -v m="$OPTIONAL_MARKER" '
+    index($0, m) == 1 { exit }
+    /^[[:space:]]*$/ { blank = blank $0 "\n"; next }
+    { printf "%s", blank; blank = ""; print }' "$VERSIONS_FILE"
+}
+
+# The optional components' part of versions.env (from OPTIONAL_MARKER on).
+optional_versions() {
+  awk -v m="$OPTIONAL_MARKER" 'index($0, m) == 1 { on = 1 } on' "$VERSIONS_FILE"
+}
+
 cache_key() {
   local f
   {
@@ -149,9 +189,32 @@ cache_key() {
     echo "platform $(uname -s)/$(uname -m)"
     for f in "$VERSIONS_FILE" "$GOMOD_DIR"/*/go.mod "$GOMOD_DIR"/*/go.sum; do
       [[ -f $f ]] || continue
+      # Optional components are keyed on their own (lws_cache_key).
+      [[ $f == "$GOMOD_DIR/$LWS_WRAPPER/"* ]] && continue
+      echo "== ${f#"$SANDBOX_DIR"/}"
+      if [[ $f == "$VERSIONS_FILE" ]]; then
+        core_versions
+      else
+        cat "$f"
+      fi
+    done
+  } | sha256sum | cut -c1-16
+}
+
+lws_cache_key() {
+  local f
+  {
+    echo "lws recipe $LWS_RECIPE_REVISION"
+    echo "platform $(uname -s)/$(uname -m)"
+    echo "== versions.env (optional part)"
+    optional_versions
+    for f in "$GOMOD_DIR/$LWS_WRAPPER/go.mod" "$GOMOD_DIR/$LWS_WRAPPER/go.sum"; do
+      [[ -f $f ]] || continue
       echo "== ${f#"$SANDBOX_DIR"/}"
       cat "$f"
     done
+    echo "== manifests"
+    printf '%s\n' "${LWS_MANIFESTS[@]}"
   } | sha256sum | cut -c1-16
 }
 
@@ -161,6 +224,19 @@ set_cache_dirs() {
   BIN_DIR="$KEY_DIR/bin"
   LOG_DIR="$KEY_DIR/logs"
   MARKER="$KEY_DIR/.complete"
+}
+
+# The LWS controller's directory: MMOP_LWS_DIR when set, else $CACHE_ROOT/lws-<key>
+# (bin/lws-controller, share/lws/*.yaml, logs/, .complete).
+LWS_DIR="" LWS_LOG_DIR="" LWS_MARKER=""
+set_lws_dirs() {
+  if [[ -n ${MMOP_LWS_DIR:-} ]]; then
+    LWS_DIR=$( (cd "$MMOP_LWS_DIR" 2>/dev/null && pwd) || echo "$MMOP_LWS_DIR")
+  else
+    LWS_DIR="$CACHE_ROOT/lws-$(lws_cache_key)"
+  fi
+  LWS_LOG_DIR="$LWS_DIR/logs"
+  LWS_MARKER="$LWS_DIR/.complete"
 }
 
 # The directory `build.sh` prints: MMOP_SANDBOX_BIN_DIR when set, else the cache's bin dir.
@@ -184,9 +260,13 @@ setup_go_env() {
   export GOCACHE="${GOCACHE:-$CACHE_ROOT/gocache}"
 }
 
-# Step "check Go toolchain": go on PATH, and not older than any wrapper's go directive.
+# Step "check Go toolchain": go on PATH, and not older than the go directive of any wrapper
+# named after LOG (all the main wrappers when none is named).
 check_go() {
   local log=$1 w need
+  shift
+  local wrappers=("$@")
+  ((${#wrappers[@]} > 0)) || wrappers=("${WRAPPERS[@]}")
   mkdir -p "$(dirname "$log")"
   {
     echo "# step: check Go toolchain"
@@ -205,7 +285,7 @@ check_go() {
     echo "go: $(command -v go) $GO_VERSION"
     go env GOOS GOARCH GOPROXY GOMODCACHE GOCACHE GOFLAGS
   } >>"$log" 2>&1
-  for w in "${WRAPPERS[@]}"; do
+  for w in "${wrappers[@]}"; do
     [[ -f $GOMOD_DIR/$w/go.mod ]] || continue
     need=$(awk '$1 == "go" { print $2; exit }' "$GOMOD_DIR/$w/go.mod")
     if ! version_at_least "${GO_VERSION#go}" "$need"; then
@@ -249,19 +329,24 @@ run_step() {
 # Wrapper modules
 
 # The wrappers must pin exactly what versions.env says (no network needed to check).
+check_wrapper() {
+  local w=$1 mod ver gomod
+  gomod="$GOMOD_DIR/$w/go.mod"
+  [[ -f $gomod && -f $GOMOD_DIR/$w/go.sum ]] ||
+    input_error "missing $GOMOD_DIR/$w/go.mod or go.sum; run: bash e2e/sandbox/build.sh --sync $w"
+  mod=$(upstream_module_of "$w")
+  ver=$(upstream_version_of "$w")
+  awk -v m="$mod" -v v="$ver" '
+    $1 == "require" && $2 == m && $3 == v { found = 1 }
+    $1 == m && $2 == v { found = 1 }
+    END { exit !found }' "$gomod" ||
+    input_error "$gomod does not require $mod $ver as $VERSIONS_FILE says; run: bash e2e/sandbox/build.sh --sync $w"
+}
+
 check_wrappers() {
-  local w mod ver gomod bad
+  local w gomod bad
   for w in "${WRAPPERS[@]}"; do
-    gomod="$GOMOD_DIR/$w/go.mod"
-    [[ -f $gomod && -f $GOMOD_DIR/$w/go.sum ]] ||
-      input_error "missing $GOMOD_DIR/$w/go.mod or go.sum; run: bash e2e/sandbox/build.sh --sync"
-    mod=$(upstream_module_of "$w")
-    ver=$(upstream_version_of "$w")
-    awk -v m="$mod" -v v="$ver" '
-      $1 == "require" && $2 == m && $3 == v { found = 1 }
-      $1 == m && $2 == v { found = 1 }
-      END { exit !found }' "$gomod" ||
-      input_error "$gomod does not require $mod $ver as $VERSIONS_FILE says; run: bash e2e/sandbox/build.sh --sync"
+    check_wrapper "$w"
   done
   gomod="$GOMOD_DIR/kubernetes/go.mod"
   bad=$(awk -v v="$KUBERNETES_STAGING_VERSION" '
@@ -303,6 +388,7 @@ sync_wrapper() {
         replaces+=("$line => $line $KUBERNETES_STAGING_VERSION")
       done
       ;;
+    lws) tools=("$LWS_PACKAGE") ;;
     *) tools=("$(package_of "$w")") ;;
   esac
   {
@@ -336,17 +422,26 @@ sync_wrapper() {
   note "wrote $GOMOD_DIR/$w/go.mod and go.sum ($mod $ver, go $godir)"
 }
 
+# do_sync [WRAPPER]: every wrapper, or only the one named.
 do_sync() {
+  local only=${1:-} w todo=()
+  if [[ -n $only ]]; then
+    upstream_module_of "$only" >/dev/null || input_error "--sync: unknown wrapper '$only'"
+    todo=("$only")
+  else
+    todo=("${WRAPPERS[@]}" "$LWS_WRAPPER")
+  fi
   setup_go_env
   local log_dir="$CACHE_ROOT/logs"
-  check_go "$log_dir/sync-toolchain.log"
-  local w
-  for w in "${WRAPPERS[@]}"; do
+  check_go "$log_dir/sync-toolchain.log" "${todo[@]}"
+  for w in "${todo[@]}"; do
     sync_wrapper "$w" "$log_dir"
   done
   check_wrappers
+  check_wrapper "$LWS_WRAPPER"
   set_cache_dirs
-  note "wrappers match $VERSIONS_FILE; cache key is now $(basename "$KEY_DIR")"
+  set_lws_dirs
+  note "wrappers match $VERSIONS_FILE; cache keys are now $(basename "$KEY_DIR") and $(basename "$LWS_DIR")"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -573,6 +668,109 @@ ensure_built() {
   fi
 }
 
+# ---------------------------------------------------------------------------------------------
+# The LeaderWorkerSet controller (its own cache key: $CACHE_ROOT/lws-<key>)
+
+lws_is_complete() {
+  [[ -f $LWS_MARKER && -x $LWS_DIR/bin/$LWS_BINARY ]] || return 1
+  local m
+  for m in "${LWS_MANIFESTS[@]}"; do
+    [[ -f $LWS_DIR/share/lws/$(basename "$m") ]] || return 1
+  done
+}
+
+# copy_lws_manifests DEST: the manifests, from the module as the module cache holds it (go mod
+# download checks it against the wrapper's go.sum first).
+copy_lws_manifests() {
+  local dest=$1 json dir m
+  json=$(go mod download -json "sigs.k8s.io/lws@$LWS_VERSION") || return 1
+  printf '%s\n' "$json"
+  dir=$(sed -n 's/^[[:space:]]*"Dir": *"\(.*\)",\{0,1\}$/\1/p' <<<"$json")
+  [[ -d $dir ]] || {
+    echo "no module directory for sigs.k8s.io/lws@$LWS_VERSION"
+    return 1
+  }
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  for m in "${LWS_MANIFESTS[@]}"; do
+    cp "$dir/$m" "$dest/" || return 1
+    chmod u+w "$dest/$(basename "$m")"
+    echo "copied $m"
+  done
+}
+
+check_lws_binary() {
+  local path=$1
+  "$path" --version >"$path.check" 2>&1 || true
+  cat "$path.check"
+  if ! grep -qF -- "Version: $LWS_VERSION" "$path.check"; then
+    echo "expected the output to contain: Version: $LWS_VERSION"
+    rm -f "$path.check"
+    return 1
+  fi
+  rm -f "$path.check"
+}
+
+ensure_lws_built() {
+  if [[ -n ${MMOP_LWS_DIR:-} ]]; then
+    [[ -x $LWS_DIR/bin/$LWS_BINARY ]] ||
+      input_error "MMOP_LWS_DIR=$MMOP_LWS_DIR lacks bin/$LWS_BINARY"
+    local m
+    for m in "${LWS_MANIFESTS[@]}"; do
+      [[ -f $LWS_DIR/share/lws/$(basename "$m") ]] ||
+        input_error "MMOP_LWS_DIR=$MMOP_LWS_DIR lacks share/lws/$(basename "$m")"
+    done
+    return 0
+  fi
+  lws_is_complete && return 0
+  mkdir -p "$LWS_DIR/bin" "$LWS_LOG_DIR"
+  if command -v flock >/dev/null 2>&1; then
+    exec {lws_lock_fd}>"$LWS_DIR/.lock"
+    if ! flock -n "$lws_lock_fd"; then
+      note "another build of $LWS_DIR is running; waiting for it"
+      flock "$lws_lock_fd"
+    fi
+  fi
+  lws_is_complete && return 0
+
+  setup_go_env
+  check_wrapper "$LWS_WRAPPER"
+  check_go "$LWS_LOG_DIR/toolchain.log" "$LWS_WRAPPER"
+  note "building the LWS controller into $LWS_DIR with $GO_VERSION"
+  local start=$SECONDS partial="$LWS_DIR/bin/.$LWS_BINARY.partial" commit time build_date
+  rm -f "$LWS_DIR"/bin/.*.partial "$LWS_DIR"/bin/.*.partial.check
+  run_step "download modules for lws" "$LWS_LOG_DIR/download-lws.log" "$GOMOD_DIR/$LWS_WRAPPER" \
+    go mod download
+  commit=$(module_info_field "$LWS_WRAPPER" Hash)
+  time=$(module_info_field "$LWS_WRAPPER" Time)
+  build_date=$(date -u -d "$time" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo "$time")
+  local pkg=sigs.k8s.io/lws/pkg/version
+  run_step "build $LWS_BINARY" "$LWS_LOG_DIR/build-$LWS_BINARY.log" "$GOMOD_DIR/$LWS_WRAPPER" \
+    go build -mod=readonly -buildvcs=false -trimpath \
+    -ldflags="-s -w -X $pkg.GitVersion=$LWS_VERSION${commit:+ -X $pkg.GitCommit=$commit}${build_date:+ -X $pkg.BuildDate=$build_date}" \
+    -o "$partial" "$LWS_PACKAGE"
+  run_step "check $LWS_BINARY version" "$LWS_LOG_DIR/check-$LWS_BINARY.log" "$LWS_DIR/bin" \
+    check_lws_binary "$partial"
+  run_step "copy LWS manifests" "$LWS_LOG_DIR/manifests.log" "$GOMOD_DIR/$LWS_WRAPPER" \
+    copy_lws_manifests "$LWS_DIR/share/lws"
+  mv -f "$partial" "$LWS_DIR/bin/$LWS_BINARY"
+  {
+    echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "go: ${GO_VERSION:-unknown}"
+    echo "platform: $(uname -s)/$(uname -m)"
+    echo "recipe: $LWS_RECIPE_REVISION"
+    echo "LWS_VERSION: $LWS_VERSION"
+  } >"$LWS_MARKER.$$"
+  mv -f "$LWS_MARKER.$$" "$LWS_MARKER"
+  note "built $LWS_BINARY and its manifests in $((SECONDS - start))s"
+}
+
+# The default build includes the LWS controller, except when MMOP_SANDBOX_BIN_DIR says the
+# binaries are prebuilt (there may be no Go): then only MMOP_LWS_DIR or `--lws` provides it.
+lws_in_default_build() {
+  [[ -n ${MMOP_LWS_DIR:-} || -z ${MMOP_SANDBOX_BIN_DIR:-} ]]
+}
+
 # Where each binary is taken from: per-binary variable, else MMOP_SANDBOX_BIN_DIR, else the cache.
 resolved_path_of() {
   local name=$1 var
@@ -590,6 +788,8 @@ main() {
     "") ;;
     --print-dir) mode=print-dir ;;
     --print-env) mode=print-env ;;
+    --lws) mode=lws ;;
+    --print-lws-dir) mode=print-lws-dir ;;
     --sync) mode=sync ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -597,20 +797,35 @@ main() {
       ;;
     *) usage_error "unknown argument: $1" ;;
   esac
-  (($# <= 1)) || usage_error "one argument at most"
+  if [[ $mode == sync ]]; then
+    (($# <= 2)) || usage_error "--sync takes one wrapper name at most"
+  else
+    (($# <= 1)) || usage_error "one argument at most"
+  fi
 
   load_versions
   case $mode in
     sync)
-      do_sync
+      do_sync "${2:-}"
       return
       ;;
   esac
   set_cache_dirs
+  set_lws_dirs
   case $mode in
     print-dir) reported_bin_dir ;;
+    print-lws-dir) echo "$LWS_DIR" ;;
+    lws)
+      ensure_lws_built
+      echo "$LWS_DIR"
+      ;;
     build)
       ensure_built
+      if lws_in_default_build; then
+        ensure_lws_built
+      else
+        note "LWS controller not built: MMOP_SANDBOX_BIN_DIR is set (set MMOP_LWS_DIR, or run $0 --lws)"
+      fi
       reported_bin_dir
       ;;
     print-env)
@@ -619,6 +834,10 @@ main() {
       for name in "${BINARIES[@]}"; do
         printf '%s=%q\n' "$(override_var_of "$name")" "$(resolved_path_of "$name")"
       done
+      if lws_in_default_build; then
+        ensure_lws_built
+        printf 'MMOP_LWS_DIR=%q\n' "$LWS_DIR"
+      fi
       ;;
   esac
 }

@@ -1,6 +1,7 @@
 """A local Kubernetes sandbox: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 kwok on 127.0.0.1 with free ports, fake GPU nodes, a pod server that puts a vLLM-compatible
-server behind every served pod's address, and (optionally) Prometheus scraping those servers.
+server behind every served pod's address, (optionally) Prometheus scraping those servers, and
+(optionally, ``lws=True``) the LeaderWorkerSet controller with its webhooks.
 
 Everything a sandbox owns lives under one directory (default ~/.cache/mmop/sandboxes/<name>):
 PKI, etcd data, logs/<component>.log, kubeconfig and state.json (pids and ports). `down` stops
@@ -29,7 +30,8 @@ from typing import Any
 
 import yaml
 
-from e2e.sandbox.pki import Pki, create_pki
+from e2e.sandbox import lws as lws_parts
+from e2e.sandbox.pki import Pki, create_pki, issue_serving_cert
 from e2e.sandbox.pools import DEFAULT_POOLS, load_pools, node_objects
 
 HERE = Path(__file__).parent
@@ -176,8 +178,11 @@ class Sandbox:
         prometheus: bool | None = None,
         log: Callable[[str], None] | None = None,
         startup_scale: float = 0.0,
+        lws: bool = False,
     ) -> None:
         self.name = name
+        # Run the LeaderWorkerSet controller too (e2e/sandbox/lws.py).
+        self.lws = lws
         # Pods turn Ready no sooner than this × their plan's predicted start-up (podserver.py).
         self.startup_scale = startup_scale
         self.root = root or default_root(name)
@@ -248,6 +253,12 @@ class Sandbox:
             shutil.rmtree(self.root)
         started = time.monotonic()
         bins = find_binaries(log=self.log)
+        lws_assets = None
+        if self.lws:
+            try:
+                lws_assets = lws_parts.find_lws(log=self.log)
+            except lws_parts.LwsError as err:
+                raise SandboxError(str(err)) from err
         pools = load_pools(self.pools_file)
         self.logs.mkdir(parents=True)
         octet = self._pick_octet()
@@ -278,6 +289,8 @@ class Sandbox:
             for component in self._control_plane(bins, pki, ports, kubeconfig):
                 self._start(component, state, deadline)
             self._create_nodes(kubeconfig, pools, octet, deadline)
+            if lws_assets is not None:
+                self._start_lws(lws_assets, pki, state, kubeconfig, deadline)
             self._start(self._pod_server(bins, kubeconfig), state, deadline)
             want_prometheus = self.prometheus
             if want_prometheus is None:
@@ -433,6 +446,101 @@ class Sandbox:
             ],
             lambda: _http_ok(f"http://127.0.0.1:{ports['kwok']}/healthz"),
         )
+
+    def _start_lws(
+        self,
+        assets: lws_parts.LwsAssets,
+        pki: Pki,
+        state: SandboxState,
+        kubeconfig: Path,
+        deadline: float,
+    ) -> None:
+        """CRDs, then the controller (webhooks on 127.0.0.1 with a certificate from the sandbox
+        CA), then its webhook configurations; returns once a dry run shows them in force."""
+        from kubernetes import client, config
+        from kubernetes.client.exceptions import ApiException
+
+        for key in ("lws-webhook", "lws-metrics", "lws-health"):
+            state.ports[key] = free_port()
+        ports = state.ports
+        work = self.root / "lws"
+        cert_dir = work / "certs"
+        issue_serving_cert(pki, cert_dir / "tls.crt", cert_dir / "tls.key", "lws-webhook")
+        config_file = work / "config.yaml"
+        config_file.write_text(
+            yaml.safe_dump(
+                lws_parts.controller_config(
+                    webhook_port=ports["lws-webhook"],
+                    cert_dir=cert_dir,
+                    metrics_port=ports["lws-metrics"],
+                    health_port=ports["lws-health"],
+                ),
+                sort_keys=False,
+            )
+        )
+        api_client = config.new_client_from_config(str(kubeconfig))
+        ext: Any = client.ApiextensionsV1Api(api_client)
+        crds = assets.crds()
+        for crd in crds:
+            ext.create_custom_resource_definition(crd)
+        log_path = self.logs / "lws.log"
+
+        def established() -> bool:
+            for crd in crds:
+                got = ext.read_custom_resource_definition(crd["metadata"]["name"])
+                conditions = got.status.conditions or []
+                if not any(c.type == "Established" and c.status == "True" for c in conditions):
+                    return False
+            return True
+
+        self._wait(established, "LWS CRDs established", deadline, log_path)
+        health = f"http://127.0.0.1:{ports['lws-health']}/readyz"
+        self._start(
+            Component(
+                "lws",
+                [str(assets.controller), f"--config={config_file}"],
+                lambda: _http_ok(health) and _tls_ok(ports["lws-webhook"], pki.ca_cert),
+                env={"KUBECONFIG": str(kubeconfig), "ENABLE_WEBHOOKS": "true"},
+            ),
+            state,
+            deadline,
+        )
+        admission: Any = client.AdmissionregistrationV1Api(api_client)
+        documents, patches = assets.webhook_documents()
+        for obj in lws_parts.webhook_configurations(
+            documents,
+            patches,
+            f"https://127.0.0.1:{ports['lws-webhook']}",
+            pki.ca_cert.read_bytes(),
+        ):
+            if obj["kind"] == "MutatingWebhookConfiguration":
+                admission.create_mutating_webhook_configuration(obj)
+            else:
+                admission.create_validating_webhook_configuration(obj)
+        custom: Any = client.CustomObjectsApi(api_client)
+
+        def in_force() -> bool:
+            try:
+                answer = custom.create_namespaced_custom_object(
+                    lws_parts.GROUP,
+                    lws_parts.VERSION,
+                    "default",
+                    lws_parts.PLURAL,
+                    lws_parts.probe_object(),
+                    dry_run="All",
+                )
+            except ApiException:
+                return False
+            return lws_parts.webhooks_applied(answer)
+
+        self._wait(in_force, "LWS webhooks in force", deadline, log_path)
+
+    def _wait(self, probe: Callable[[], bool], step: str, deadline: float, log_path: Path) -> None:
+        while time.monotonic() < deadline:
+            if probe():
+                return
+            time.sleep(0.2)
+        raise SandboxError(f"step '{step}' timed out; log: {log_path}")
 
     def _pod_server(self, bins: Mapping[str, Path], kubeconfig: Path) -> Component:
         ready = self.root / "podserver.ready"
@@ -643,6 +751,19 @@ def _http_ok(url: str) -> bool:
         with urllib.request.urlopen(url, timeout=1) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
+        return False
+
+
+def _tls_ok(port: int, ca_cert: Path) -> bool:
+    """Whether a TLS server on 127.0.0.1:port answers with a certificate the CA vouches for."""
+    ctx = ssl.create_default_context(cafile=str(ca_cert))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=1) as sock,
+            ctx.wrap_socket(sock, server_hostname="127.0.0.1"),
+        ):
+            return True
+    except OSError:
         return False
 
 

@@ -152,3 +152,25 @@ def create_pki(directory: Path, service_ip: str) -> Pki:
         )
     )
     return p
+
+
+def issue_serving_cert(pki: Pki, cert_path: Path, key_path: Path, common_name: str) -> None:
+    """Write a serving certificate for 127.0.0.1 and localhost, signed by the sandbox's CA (for a
+    webhook server the API server calls on the loopback address)."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki.ca_key}: expected an EC key")
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        _name(common_name),
+        key,
+        ca.subject,
+        ca_key,
+        usage=[ExtendedKeyUsageOID.SERVER_AUTH],
+        sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+    )
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_key(key_path, key)
+    _write_cert(cert_path, cert)

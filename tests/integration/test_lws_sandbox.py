@@ -1,0 +1,269 @@
+"""The LeaderWorkerSet controller in the sandbox (``Sandbox(lws=True)``): a LeaderWorkerSet on
+the fake GPU nodes gets its leader StatefulSet, leader and worker pods with the variables LWS's pod
+webhook injects, and ready replicas once kwok makes the pods Ready; the LeaderWorkerSet mmop
+renders for a multi-node plan is accepted as it is."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from e2e.sandbox import Sandbox, SandboxState
+from e2e.sandbox import lws as lws_parts
+from e2e.sandbox.cluster import _pid_alive
+from e2e.waiting import wait_for
+
+from mmop.api import MultimodalModel
+from mmop.inventory import default_inventory
+from mmop.planner import plan
+from mmop.render import (
+    LWS_LEADER_ADDRESS_ENV,
+    LWS_WORKER_INDEX_ENV,
+    RenderOptions,
+    render_multinode,
+)
+
+# tests/unit/test_multinode.py's big_plan: more than one 4 x L40S node.
+BIG = "Qwen/Qwen3-235B-A22B-FP8"
+
+SET_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+TIMEOUT = 90.0  # every wait below is bounded by this
+
+
+@pytest.fixture(scope="module")
+def lws_sandbox() -> Iterator[tuple[Sandbox, SandboxState]]:
+    # No skip when the controller cannot be built or started: up() raises and the tests fail.
+    box = Sandbox(f"pytest-lws-{os.getpid()}", prometheus=False, lws=True)
+    state = box.up(timeout=180)
+    try:
+        yield box, state
+    finally:
+        box.down(quiet=True)
+
+
+@pytest.fixture(scope="module")
+def lws_client(lws_sandbox: tuple[Sandbox, SandboxState]) -> Any:
+    from kubernetes import config
+
+    return config.new_client_from_config(lws_sandbox[1].kubeconfig)
+
+
+@pytest.fixture
+def lws_namespace(lws_client: Any) -> Iterator[str]:
+    from kubernetes import client
+
+    core = client.CoreV1Api(lws_client)
+    name = f"lws-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+def gpu_template(product: str, gpus: int) -> dict[str, Any]:
+    """A pod template as mmop's GPU pods are: the GPU resource, the GPU node taint tolerated."""
+    return {
+        "metadata": {"labels": {"app": "lws-test"}},
+        "spec": {
+            "nodeSelector": {"nvidia.com/gpu.product": product},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "registry.invalid/none:latest",
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                }
+            ],
+        },
+    }
+
+
+def leader_worker_set(name: str, product: str, gpus: int, size: int) -> dict[str, Any]:
+    return {
+        "apiVersion": lws_parts.API_VERSION,
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "leaderWorkerTemplate": {
+                "size": size,
+                "leaderTemplate": gpu_template(product, gpus),
+                "workerTemplate": gpu_template(product, gpus),
+            },
+        },
+    }
+
+
+def env_of(pod: Any) -> dict[str, str]:
+    return {e.name: e.value for e in pod.spec.containers[0].env or []}
+
+
+def lws_pods(core: Any, namespace: str, name: str) -> dict[str, Any]:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"{SET_NAME_LABEL}={name}").items
+    return {p.metadata.name: p for p in pods}
+
+
+def test_the_sandbox_runs_the_controller_on_loopback(
+    lws_sandbox: tuple[Sandbox, SandboxState],
+) -> None:
+    box, state = lws_sandbox
+    assert _pid_alive(state.pids["lws"])
+    assert (box.logs / "lws.log").stat().st_size > 0
+    ports = {state.ports[k] for k in ("lws-webhook", "lws-metrics", "lws-health")}
+    others = {v for k, v in state.ports.items() if not k.startswith("lws-")}
+    assert len(ports) == 3 and not ports & others
+    config = (box.root / "lws" / "config.yaml").read_text()
+    assert "0.0.0.0" not in config and ":8443" not in config and ":8081" not in config
+
+
+def test_a_leader_worker_set_gets_leader_and_worker_pods_with_lws_variables(
+    lws_client: Any, lws_namespace: str
+) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(lws_client)
+    apps = client.AppsV1Api(lws_client)
+    custom = client.CustomObjectsApi(lws_client)
+    ns, name = lws_namespace, "pair"
+    custom.create_namespaced_custom_object(
+        lws_parts.GROUP,
+        lws_parts.VERSION,
+        ns,
+        lws_parts.PLURAL,
+        leader_worker_set(name, "NVIDIA-H100-80GB-HBM3", gpus=8, size=2),
+    )
+    # The leader StatefulSet (one leader per replica), and a worker StatefulSet per leader.
+    wait_for(lambda: apps.list_namespaced_stateful_set(ns).items, "the leader StatefulSet", TIMEOUT)
+    leader_sts = apps.read_namespaced_stateful_set(name, ns)
+    assert leader_sts.spec.replicas == 1
+    pods = wait_for(
+        lambda: (p := lws_pods(core, ns, name)).keys() >= {f"{name}-0", f"{name}-0-1"} and p,
+        "the leader and worker pods",
+        TIMEOUT,
+    )
+    assert apps.read_namespaced_stateful_set(f"{name}-0", ns).spec.replicas == 1
+    leader, worker = pods[f"{name}-0"], pods[f"{name}-0-1"]
+    assert worker.metadata.labels[WORKER_INDEX_LABEL] == "1"
+    assert leader.metadata.labels[WORKER_INDEX_LABEL] == "0"
+    # Injected by LWS's mutating pod webhook.
+    for pod, index in ((leader, "0"), (worker, "1")):
+        env = env_of(pod)
+        assert env[LWS_LEADER_ADDRESS_ENV] == f"{name}-0.{name}.{ns}", env
+        assert env[LWS_WORKER_INDEX_ENV] == index
+        assert env["LWS_GROUP_SIZE"] == "2"
+
+    # Both scheduled on whole H100 nodes (the GPU taint tolerated), on two different nodes.
+    def scheduled() -> dict[str, Any] | None:
+        pods = lws_pods(core, ns, name)
+        return pods if all(p.spec.node_name for p in pods.values()) else None
+
+    placed = wait_for(scheduled, "the pods to be scheduled", TIMEOUT)
+    nodes = [p.spec.node_name for p in placed.values()]
+    assert len(set(nodes)) == 2
+    for node in nodes:
+        labels = core.read_node(node).metadata.labels
+        assert labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+    # kwok makes the pods Ready; the controller counts the group ready.
+    status = wait_for(
+        lambda: (
+            (lws := custom.get_namespaced_custom_object_status(
+                lws_parts.GROUP, lws_parts.VERSION, ns, lws_parts.PLURAL, name
+            ))["status"].get("readyReplicas") == 1
+            and lws["status"]
+        ),
+        "the LeaderWorkerSet to report 1 ready replica",
+        TIMEOUT,
+    )  # fmt: skip
+    assert status["replicas"] == 1
+    # The headless Service LWS_LEADER_ADDRESS resolves through.
+    service = core.read_namespaced_service(name, ns)
+    assert service.spec.cluster_ip == "None"
+
+
+def _leaves(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, (*path, i))
+    else:
+        yield path, value
+
+
+def _at(obj: Any, path: tuple[str | int, ...]) -> Any:
+    for part in path:
+        obj = obj[part]
+    return obj
+
+
+def test_the_rendered_multinode_leader_worker_set_is_accepted_as_rendered(
+    lws_client: Any, lws_namespace: str
+) -> None:
+    """render_multinode's object (Qwen3-235B-A22B-FP8 on L40S over two nodes) passes the CRD
+    schema and the webhooks, keeps every field it sets (nothing pruned as unknown) and runs."""
+    from kubernetes import client
+
+    m = MultimodalModel.model_validate(
+        {
+            "apiVersion": "mmop.dev/v1alpha1",
+            "kind": "MultimodalModel",
+            "metadata": {"name": "big"},
+            "spec": {"model": {"id": BIG}, "placement": {"gpuTypes": ["L40S"]}},
+        }
+    )
+    big = plan(m, default_inventory(), multinode=True)
+    assert big.nodes_per_replica == 2
+    out = render_multinode("big", lws_namespace, None, m.spec, big, RenderOptions())
+    body = out.leader_worker_set
+    custom = client.CustomObjectsApi(lws_client)
+    args = (lws_parts.GROUP, lws_parts.VERSION, lws_namespace, lws_parts.PLURAL)
+    dry = custom.create_namespaced_custom_object(*args, body, dry_run="All")
+    created = custom.create_namespaced_custom_object(*args, body)
+    for answer in (dry, created):
+        for path, value in _leaves(body["spec"]):
+            try:
+                got = _at(answer["spec"], path)
+            except (KeyError, IndexError):
+                pytest.fail(f"spec {list(path)} was dropped by the API server (v0.9.0 CRD)")
+            assert str(got) == str(value), f"spec {list(path)}: {got!r} != {value!r}"
+    spec = created["spec"]
+    assert spec["startupPolicy"] == "LeaderCreated"
+    assert spec["leaderWorkerTemplate"]["restartPolicy"] == "RecreateGroupOnPodRestart"
+    assert spec["rolloutStrategy"]["type"] == "RollingUpdate"
+
+    core = client.CoreV1Api(lws_client)
+    size = big.nodes_per_replica
+    want = {f"big-{r}" for r in range(big.replicas)} | {
+        f"big-{r}-{w}" for r in range(big.replicas) for w in range(1, size)
+    }
+    pods = wait_for(
+        lambda: (p := lws_pods(core, lws_namespace, "big")).keys() >= want and p,
+        f"the {len(want)} pods of big's {big.replicas} group(s)",
+        TIMEOUT,
+    )
+    for pod_name, pod in pods.items():
+        env = env_of(pod)
+        group = pod.metadata.labels["leaderworkerset.sigs.k8s.io/group-index"]
+        assert env[LWS_LEADER_ADDRESS_ENV] == f"big-{group}.big.{lws_namespace}", pod_name
+        # What the workers' --node-rank=$(LWS_WORKER_INDEX) expands to.
+        assert env[LWS_WORKER_INDEX_ENV] == pod.metadata.labels[WORKER_INDEX_LABEL], pod_name
+    wait_for(
+        lambda: (
+            custom.get_namespaced_custom_object_status(*args, "big")
+            .get("status", {})
+            .get("readyReplicas")
+            == big.replicas
+        ),
+        f"big to report {big.replicas} ready replica(s)",
+        TIMEOUT,
+    )

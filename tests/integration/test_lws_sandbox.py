@@ -267,3 +267,92 @@ def test_the_rendered_multinode_leader_worker_set_is_accepted_as_rendered(
         f"big to report {big.replicas} ready replica(s)",
         TIMEOUT,
     )
+
+
+# ------------------------------------------------------------------ the operator, --multinode
+
+
+@pytest.fixture(scope="module")
+def multinode_operator(lws_sandbox: tuple[Sandbox, SandboxState]) -> Iterator[Any]:
+    from tests.integration.test_operator import in_process_operator
+
+    with in_process_operator(lws_sandbox[1], multinode=True) as ctx:
+        yield ctx
+
+
+def test_the_operator_serves_a_model_over_two_nodes_as_a_leader_worker_set(
+    lws_sandbox: tuple[Sandbox, SandboxState],
+    lws_client: Any,
+    lws_namespace: str,
+    multinode_operator: Any,
+) -> None:
+    from kubernetes import client
+    from tests.integration.test_operator import apply_manifest, condition, get_mm
+
+    state, ns = lws_sandbox[1], lws_namespace
+    custom, core = client.CustomObjectsApi(lws_client), client.CoreV1Api(lws_client)
+    doc = {
+        "apiVersion": "mmop.dev/v1alpha1",
+        "kind": "MultimodalModel",
+        "metadata": {"name": "big"},
+        "spec": {"model": {"id": BIG}, "placement": {"gpuTypes": ["L40S"]}},
+    }
+    apply_manifest(state, ns, doc)
+
+    def group() -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            found: dict[str, Any] = custom.get_namespaced_custom_object(
+                "leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets", "big"
+            )
+        except ApiException:
+            return None
+        return found
+
+    lws = wait_for(group, "the model's LeaderWorkerSet", TIMEOUT)
+    assert lws["spec"]["replicas"] == 1
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == 2
+    assert lws["metadata"]["ownerReferences"][0]["kind"] == "MultimodalModel"
+
+    # Ready once the group's pods run on two whole L40S nodes.
+    mm = wait_for(
+        lambda: (
+            (m := get_mm(state, ns, "big"))
+            and (c := condition(m, "Ready"))
+            and c["status"] == "True"
+            and m
+        ),
+        "Ready=True on the model over two nodes",
+        TIMEOUT,
+    )
+    assert mm["status"]["plan"]["nodesPerReplica"] == 2
+    assert mm["status"]["readyReplicas"] == 1
+    pods = core.list_namespaced_pod(ns, label_selector="mmop.dev/model=big").items
+    assert len(pods) == 2
+    nodes = {p.spec.node_name for p in pods}
+    assert len(nodes) == 2 and all(n for n in nodes)
+    for n in nodes:
+        assert core.read_node(n).metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-L40S"
+    for p in pods:
+        (engine,) = [c for c in p.spec.containers if c.name == "vllm"]
+        assert engine.resources.limits["nvidia.com/gpu"] == "4"
+        assert "--pipeline-parallel-size=2" in engine.args
+    worker = next(p for p in pods if p.metadata.labels[WORKER_INDEX_LABEL] == "1")
+    assert "--headless" in next(c for c in worker.spec.containers if c.name == "vllm").args
+    service = core.read_namespaced_service("big", ns)
+    assert service.spec.selector[WORKER_INDEX_LABEL] == "0"  # requests reach the leader only
+
+    # The autoscaler's write (the scale subresource), as the operator makes it: a second group.
+    multinode_operator.kube().scale("LeaderWorkerSet", ns, "big", 2)
+    mm = wait_for(
+        lambda: (
+            (m := get_mm(state, ns, "big"))
+            and (m.get("status") or {}).get("readyReplicas") == 2
+            and m
+        ),
+        "two ready groups mirrored into the model's status",
+        TIMEOUT,
+    )
+    pods = core.list_namespaced_pod(ns, label_selector="mmop.dev/model=big").items
+    assert len({p.spec.node_name for p in pods}) == 4  # every L40S node, one pod each

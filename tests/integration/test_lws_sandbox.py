@@ -356,3 +356,28 @@ def test_the_operator_serves_a_model_over_two_nodes_as_a_leader_worker_set(
     )
     pods = core.list_namespaced_pod(ns, label_selector="mmop.dev/model=big").items
     assert len({p.spec.node_name for p in pods}) == 4  # every L40S node, one pod each
+
+    # A worker lost (its node drained, its process killed): the whole group is recreated
+    # (restartPolicy RecreateGroupOnPodRestart: a vLLM engine cannot take a new worker).
+    leader = next(p for p in pods if p.metadata.name == "big-0")
+    core.delete_namespaced_pod("big-0-1", ns)
+
+    def recreated() -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            now = core.read_namespaced_pod("big-0", ns)
+        except ApiException:
+            return False
+        return bool(now.metadata.uid != leader.metadata.uid)
+
+    wait_for(recreated, "the group's leader recreated after its worker was deleted", TIMEOUT)
+    wait_for(
+        lambda: (
+            (m := get_mm(state, ns, "big"))
+            and (m.get("status") or {}).get("readyReplicas") == 2
+            and (condition(m, "Ready") or {}).get("status") == "True"
+        ),
+        "both groups ready again",
+        TIMEOUT,
+    )

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from e2e.engine.venv import EngineVenv
+from tests.engine.test_argv_drift import multinode_argv
 
 from mmop import capabilities, modalities
 from mmop.api import ModelSource, MultimodalModel
@@ -26,7 +27,7 @@ from mmop.catalog import GpuSpec, resolve_gpu
 from mmop.inventory import load_inventory
 from mmop.model import CATALOG_MODELS_DIR, ModelProfile, catalog_ids, load_profile
 from mmop.planner import Plan, PlanningError, plan
-from mmop.render import vllm_args
+from mmop.render import ROLE_LEADER, ROLE_WORKER, vllm_args
 
 CHECK = Path(__file__).resolve().parents[2] / "e2e" / "engine" / "scripts" / "check_config.py"
 # One GPU per generation in the catalog (Turing, Ampere, Ada, Hopper, Blackwell).
@@ -198,6 +199,23 @@ def matrix(engine: EngineVenv, tmp_path_factory: pytest.TempPathFactory) -> dict
     requests: dict[str, dict[str, Any]] = {
         name: {**c, "argv": catalog_argv(c["argv"])} for name, c in {**CONTROLS, **table}.items()
     }
+    # The pods of a replica over two 4x L40S nodes (TP 4 x PP 2), as the kubelet runs them.
+    multinode = {f"multinode:{role}": role for role in (ROLE_LEADER, ROLE_WORKER)}
+    for name, role in multinode.items():
+        requests[name] = {
+            "argv": catalog_argv(multinode_argv(role)),
+            "compute_capability": resolve_gpu("L40S").compute_capability,
+            "gpu": "L40S",
+            "gpus_per_node": 4,
+        }
+    # control: three nodes cannot hold TP 4 x PP 2 (vLLM checks that --nnodes divides them)
+    bad = [
+        a if not a.startswith("--nnodes=") else "--nnodes=3" for a in multinode_argv(ROLE_LEADER)
+    ]
+    requests["multinode:control-nnodes"] = {
+        **requests["multinode:leader"],
+        "argv": catalog_argv(bad),
+    }
     for case in cases:
         if case.plan is not None:
             requests[case.name] = {
@@ -212,6 +230,8 @@ def matrix(engine: EngineVenv, tmp_path_factory: pytest.TempPathFactory) -> dict
         "cases": cases,
         "controls": {k: verdicts[k] for k in CONTROLS},
         "table": {k: (table[k], verdicts[k]) for k in table},
+        "multinode": {k: verdicts[k] for k in multinode},
+        "multinode_control": verdicts["multinode:control-nnodes"],
     }
 
 
@@ -255,6 +275,20 @@ def test_plans_are_accepted_by_vllm_on_their_gpu(matrix: dict[str, Any]) -> None
         if c.verdict is not None and not c.verdict["ok"] and not offline_remote_code(c)
     ]
     assert not refused, f"{len(refused)} plan(s) vLLM refuses:\n" + "\n".join(refused)
+
+
+def test_a_replica_over_two_nodes_is_accepted_by_vllms_configuration(
+    matrix: dict[str, Any],
+) -> None:
+    """Leader and headless worker of a TP 4 x PP 2 plan: vLLM 0.32.0's parser, model and
+    engine configs (ParallelConfig: --nnodes divides TP x PP, the rank within the nodes, the
+    multiprocessing executor across nodes), the worker's dtype and the attention backend."""
+    for name, verdict in matrix["multinode"].items():
+        assert verdict["ok"], f"{name}: [{verdict['stage']}] {verdict['error']}"
+        assert verdict["quantization"] == "fp8", verdict
+    control = matrix["multinode_control"]
+    assert not control["ok"] and control["stage"] == "engine_config", control
+    assert "must evenly divide the total world size (8)" in control["error"], control
 
 
 def test_models_that_need_remote_code_are_planned_with_it(matrix: dict[str, Any]) -> None:

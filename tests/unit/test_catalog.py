@@ -36,6 +36,7 @@ REQUIRED_MODELS = [
     "Qwen/Qwen3-VL-8B-Instruct",
     "Qwen/Qwen3-VL-30B-A3B-Instruct",
     "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8",
+    "Qwen/Qwen3-VL-235B-A22B-Instruct",
     "OpenGVLab/InternVL2_5-8B",
     "OpenGVLab/InternVL2_5-26B",
     "OpenGVLab/InternVL2_5-78B",
@@ -82,6 +83,7 @@ KV_BYTES_PER_TOKEN = {
     "Qwen/Qwen3-VL-8B-Instruct": 36 * 2 * 8 * 128 * 2,
     "Qwen/Qwen3-VL-30B-A3B-Instruct": 98_304,  # checked against a vLLM log
     "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8": 98_304,
+    "Qwen/Qwen3-VL-235B-A22B-Instruct": 94 * 2 * 4 * 128 * 2,
     "OpenGVLab/InternVL2_5-8B": 32 * 2 * 8 * 128 * 2,
     "OpenGVLab/InternVL2_5-26B": 48 * 2 * 8 * 128 * 2,
     "OpenGVLab/InternVL2_5-78B": 80 * 2 * 8 * 128 * 2,

@@ -314,3 +314,20 @@ def test_the_readme_says_how_many_catalog_configs_are_verbatim_and_reconstructed
     assert f"ships the configs of {total} models" in text
     assert re.search(rf"{counts['verbatim']} `config.json` files are verbatim copies", text)
     assert f"and {counts['reconstructed']} are reconstructed" in text
+
+
+def test_qwen3_vl_235b_counts_its_checkpoint_s_parameters_and_shares_the_30b_vision_tower() -> None:
+    big_id, small_id = "Qwen/Qwen3-VL-235B-A22B-Instruct", "Qwen/Qwen3-VL-30B-A3B-Instruct"
+    big = load_profile(big_id)
+    # The safetensors total of the published checkpoint, exactly (source.yaml).
+    assert big.params.total == catalog_source(big_id)["published_params"] == 235_670_022_896
+    text = big.text
+    assert text.moe is not None and (text.moe.num_experts, text.moe.experts_per_token) == (128, 8)
+    assert (len(text.layers), text.hidden_size, text.num_kv_heads) == (94, 4096, 4)
+    vision = {
+        m: json.loads((CATALOG_MODELS_DIR / m / "config.json").read_text())["vision_config"]
+        for m in (big_id, small_id)
+    }
+    assert vision[big_id].pop("out_hidden_size") == 4096
+    assert vision[small_id].pop("out_hidden_size") == 2048
+    assert vision[big_id] == vision[small_id]

@@ -32,15 +32,21 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 BIG = "Qwen/Qwen3-235B-A22B-FP8"  # 94 layers, ~220 GiB of weights: more than a 4× L40S node
 VL = "Qwen/Qwen3-VL-30B-A3B-Instruct"  # vision, 48 layers: more than one L4 (22 GiB)
+VL_BIG = "Qwen/Qwen3-VL-235B-A22B-Instruct"  # vision, 94 layers, ~439 GiB in bf16
 
 
-def manifest(model: str, gpu_types: list[str], name: str = "big") -> MultimodalModel:
+def manifest(
+    model: str, gpu_types: list[str], name: str = "big", quantizations: list[str] | None = None
+) -> MultimodalModel:
+    placement: dict[str, Any] = {"gpuTypes": gpu_types}
+    if quantizations is not None:
+        placement["quantizations"] = quantizations
     return MultimodalModel.model_validate(
         {
             "apiVersion": "mmop.dev/v1alpha1",
             "kind": "MultimodalModel",
             "metadata": {"name": name},
-            "spec": {"model": {"id": model}, "placement": {"gpuTypes": gpu_types}},
+            "spec": {"model": {"id": model}, "placement": placement},
         }
     )
 
@@ -199,6 +205,32 @@ def test_a_vision_model_over_single_gpu_nodes() -> None:
     assert (p.tensor_parallel_size, p.pipeline_parallel_size) == (1, 2)
     assert len(p.memory.stages) == 2 and p.memory.fits
     assert all(s.kv_cache_gib > 0 for s in p.memory.stages)
+
+
+def test_a_235b_vision_model_in_bf16_is_planned_over_two_a100_nodes() -> None:
+    # 439 GiB of bf16 weights: more than a node of 8× A100-40GB (54.9 GiB per GPU at tp 8).
+    p = plan(
+        manifest(VL_BIG, ["A100-40GB"], quantizations=["none"]), default_inventory(), multinode=True
+    )
+    assert (p.gpu, p.tensor_parallel_size, p.pipeline_parallel_size) == ("A100-40GB-SXM", 8, 2)
+    assert p.nodes_per_replica == 2 and p.replicas == 1
+    assert (p.quantization, p.kv_cache_dtype) == ("none", "auto")
+    assert p.memory.fits and len(p.memory.stages) == 2
+    first, last = p.memory.stages
+    assert (first.first_layer, first.layers, last.first_layer, last.layers) == (0, 47, 47, 47)
+    assert all(s.kv_cache_gib > 0 for s in p.memory.stages)
+    assert p.memory.kv_cache_tokens >= p.max_model_len
+    price = default_inventory().price("A100-40GB-SXM")
+    assert p.cost_per_hour_usd == pytest.approx(p.replicas * 2 * 8 * price)
+    assert p.config.startswith("A100-40GB-SXM/tp8/pp2/none/")
+    assert "--pipeline-parallel-size=2" in vllm_args(p)
+    assert p.resources.gpus == 8  # per pod: one node's GPUs
+
+
+def test_a_235b_vision_model_in_bf16_on_a100_40gb_is_infeasible_without_multinode() -> None:
+    with pytest.raises(PlanningError) as err:
+        plan(manifest(VL_BIG, ["A100-40GB"], quantizations=["none"]), default_inventory())
+    assert err.value.reason == PlanningReason.INFEASIBLE
 
 
 def test_multinode_needs_whole_free_nodes(tmp_path: Path) -> None:

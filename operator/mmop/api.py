@@ -721,7 +721,10 @@ class PlanStatus(ApiModel):
     )
     gpu: str = Field(description="Catalog GPU name")
     gpu_product: str = Field(description="nvidia.com/gpu.product of the nodes used")
-    gpus_per_replica: int = Field(ge=0, description="Tensor-parallel size")
+    gpus_per_replica: int = Field(
+        ge=0,
+        description="GPUs one replica uses: the tensor-parallel size times the pipeline stages",
+    )
     pipeline_parallel_size: int | None = Field(
         default=None,
         ge=1,

@@ -5,10 +5,10 @@ Every vLLM engine reports the KV cache it allocated (``vllm:cache_config_info``:
 GPU blocks × the block size, or the token count). The operator compares each new engine's
 figure with its plan's prediction and records the observation under a :class:`MemoryKey` — what
 decides the memory of a replica: the checkpoint and the commit it was read at, the GPU, the
-tensor-parallel size, the weights' quantization, the KV-cache dtype, the vLLM version and the
-user's extra flags. Later plans of that key scale the estimator's available KV memory by the
-observed ratio (``estimator.Calibration.kv_memory_scale``), so they use the observed figure,
-and say "calibrated from N start-ups".
+tensor-parallel size and pipeline stages, the weights' quantization, the KV-cache dtype, the
+vLLM version and the user's extra flags. Later plans of that key scale the estimator's
+available KV memory by the observed ratio (``estimator.Calibration.kv_memory_scale``), so they
+use the observed figure, and say "calibrated from N start-ups".
 
 The store is plain data, serialised into a ConfigMap by the shell (one key per record, JSON),
 bounded to ``MAX_RECORDS``; no clock: records are ordered by a sequence number.
@@ -47,20 +47,30 @@ class MemoryKey:
     kv_cache_dtype: str
     vllm_version: str
     extra_args: tuple[str, ...] = ()
+    # Stages over nodes (a LeaderWorkerSet group): each rank holds a share of the layers and
+    # their KV cache, so a replica over nodes is a key of its own.
+    pipeline_parallel_size: int = 1
 
     @property
     def name(self) -> str:
-        """A stable ConfigMap key (``[-._a-zA-Z0-9]``, 40 characters)."""
-        text = json.dumps(
-            [self.model, self.commit or "", self.gpu, self.tensor_parallel_size, self.weights,
-             self.kv_cache_dtype, self.vllm_version, list(self.extra_args)],
-        )  # fmt: skip
-        return "kv-" + hashlib.sha256(text.encode()).hexdigest()[:37]
+        """A stable ConfigMap key (``[-._a-zA-Z0-9]``, 40 characters). Single-node keys read
+        as before pipeline stages were part of the key."""
+        fields: list[object] = [
+            self.model, self.commit or "", self.gpu, self.tensor_parallel_size, self.weights,
+            self.kv_cache_dtype, self.vllm_version, list(self.extra_args),
+        ]  # fmt: skip
+        if self.pipeline_parallel_size > 1:
+            fields.append(self.pipeline_parallel_size)
+        return "kv-" + hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:37]
 
     def describe(self) -> str:
         commit = f"@{self.commit[:12]}" if self.commit else ""
+        stages = self.pipeline_parallel_size
+        gpus = f"{self.tensor_parallel_size}× {self.gpu}" + (
+            f" × {stages} stages" if stages > 1 else ""
+        )
         return (
-            f"{self.model}{commit} on {self.tensor_parallel_size}× {self.gpu}, weights "
+            f"{self.model}{commit} on {gpus}, weights "
             f"{self.weights}, KV {self.kv_cache_dtype}, vLLM {self.vllm_version}"
         )
 
@@ -184,13 +194,19 @@ class CalibrationStore:
 def key_of_plan(
     plan: Mapping[str, object], extra_args: Sequence[str], vllm_version: str
 ) -> MemoryKey | None:
-    """The MemoryKey of a plan in force (``status.plan``, camelCase)."""
+    """The MemoryKey of a plan in force (``status.plan``, camelCase; ``gpusPerReplica`` is
+    tensor parallel × pipeline stages)."""
     try:
+        stages = int(str(plan.get("pipelineParallelSize") or 1))
+        gpus = int(str(plan["gpusPerReplica"]))
+        if stages < 1 or gpus % stages:
+            return None
         return MemoryKey(
             model=str(plan["model"]),
             commit=str(plan["modelCommit"]) if plan.get("modelCommit") else None,
             gpu=str(plan["gpu"]),
-            tensor_parallel_size=int(str(plan["gpusPerReplica"])),
+            tensor_parallel_size=gpus // stages,
+            pipeline_parallel_size=stages,
             weights=str(plan["quantization"]),
             kv_cache_dtype=str(plan["kvCacheDtype"]),
             vllm_version=vllm_version,

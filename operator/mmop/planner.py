@@ -649,7 +649,11 @@ class Limits:
     def calibrated(
         self, cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str
     ) -> Calibrated | None:
-        if self.kv_calibration is None or cand.pp > 1:  # engines report single-node KV only
+        # A group's leader reports the group's cache: vLLM gives every rank the smallest rank's
+        # block count (vllm/v1/core/kv_cache_utils.py l. 2662-2671 at 0.32.0, get_kv_cache_configs)
+        # and publishes it (vllm/v1/engine/core.py l. 340), as the plan's memory.kv_cache_tokens
+        # takes the smallest stage; the key carries the stages (MemoryKey.pipeline_parallel_size).
+        if self.kv_calibration is None:
             return None
         return self.kv_calibration.lookup(memory_key(cand, spec, vllm_version))
 
@@ -827,6 +831,7 @@ def memory_key(cand: _Candidate, spec: MultimodalModelSpec, vllm_version: str) -
         commit=cand.weights.profile.commit,
         gpu=cand.gpu.name,
         tensor_parallel_size=cand.tp,
+        pipeline_parallel_size=cand.pp,
         weights=cand.weights.label,
         kv_cache_dtype=cand.kv,
         vllm_version=vllm_version,

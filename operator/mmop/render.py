@@ -124,6 +124,12 @@ LWS_RESTART_POLICY = "RecreateGroupOnPodRestart"
 LWS_STARTUP_POLICY = "LeaderCreated"
 ROLE_LEADER = "leader"
 ROLE_WORKER = "worker"
+# LWS names a headless Service after the LeaderWorkerSet, through which the leaders' DNS names
+# (LWS_LEADER_ADDRESS) resolve, and creates it only when no Service of that name exists
+# (pkg/controllers/leaderworkerset_controller.go reconcileHeadlessServices, l. 213-221;
+# pkg/utils/controller/controller_utils.go CreateHeadlessServiceIfNotExists, l. 33-65): the
+# set takes the model's name with this suffix, and the model's Service keeps the model's name.
+LWS_NAME_SUFFIX = "-lws"
 
 _LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -428,6 +434,14 @@ def render(
     )
 
 
+def group_name(mm_name: str) -> str:
+    """The LeaderWorkerSet's name (and so its headless Service's and its pods' prefix): the
+    model's with ``-lws``, never the model's own, which the model's Service keeps. LWS requires
+    a DNS-1035 label (at most 63 characters), so a model served over nodes may have at most
+    59; a longer name is refused by LWS's webhook, reported as ApplyFailed."""
+    return f"{mm_name}{LWS_NAME_SUFFIX}"
+
+
 def render_multinode(
     mm_name: str,
     namespace: str,
@@ -442,7 +456,8 @@ def render_multinode(
     a LeaderWorkerSet of ``replicas`` groups (LWS v0.10.0), each a leader pod (``vllm serve``
     with the plan's flags, the API server, probes) and ``nodes_per_replica − 1`` worker pods
     (the same image, flags, GPUs, CPU, memory and /dev/shm, ``--headless``, no probes); the
-    Service selects the leaders only; one PodDisruptionBudget covers every pod of the model.
+    Service (the model's name) selects the leaders only; the set is :func:`group_name`, whose
+    headless Service LWS creates; one PodDisruptionBudget covers every pod of the model.
     Pure, like :func:`render` (which single-node plans keep)."""
     if plan.nodes_per_replica < 2:
         raise ValueError("render_multinode renders plans over several nodes; use render()")
@@ -455,7 +470,7 @@ def render_multinode(
         template["metadata"]["annotations"] = _sorted(
             {**template["metadata"].get("annotations", {}), TEMPLATE_HASH: digest}
         )
-    meta = _meta(mm_name, namespace, uid, {TEMPLATE_HASH: digest})
+    meta = {**_meta(mm_name, namespace, uid, {TEMPLATE_HASH: digest}), "name": group_name(mm_name)}
     if generation is not None:
         meta["annotations"] = {GENERATION_ANNOTATION: str(generation)}
     surge = options.max_surge

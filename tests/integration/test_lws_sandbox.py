@@ -225,6 +225,8 @@ def test_the_rendered_multinode_leader_worker_set_is_accepted_as_rendered(
     assert big.nodes_per_replica == 2
     out = render_multinode("big", lws_namespace, None, m.spec, big, RenderOptions())
     body = out.leader_worker_set
+    name = body["metadata"]["name"]
+    assert name == "big-lws"
     custom = client.CustomObjectsApi(lws_client)
     args = (lws_parts.GROUP, lws_parts.VERSION, lws_namespace, lws_parts.PLURAL)
     dry = custom.create_namespaced_custom_object(*args, body, dry_run="All")
@@ -243,23 +245,23 @@ def test_the_rendered_multinode_leader_worker_set_is_accepted_as_rendered(
 
     core = client.CoreV1Api(lws_client)
     size = big.nodes_per_replica
-    want = {f"big-{r}" for r in range(big.replicas)} | {
-        f"big-{r}-{w}" for r in range(big.replicas) for w in range(1, size)
+    want = {f"{name}-{r}" for r in range(big.replicas)} | {
+        f"{name}-{r}-{w}" for r in range(big.replicas) for w in range(1, size)
     }
     pods = wait_for(
-        lambda: (p := lws_pods(core, lws_namespace, "big")).keys() >= want and p,
+        lambda: (p := lws_pods(core, lws_namespace, name)).keys() >= want and p,
         f"the {len(want)} pods of big's {big.replicas} group(s)",
         TIMEOUT,
     )
     for pod_name, pod in pods.items():
         env = env_of(pod)
         group = pod.metadata.labels["leaderworkerset.sigs.k8s.io/group-index"]
-        assert env[LWS_LEADER_ADDRESS_ENV] == f"big-{group}.big.{lws_namespace}", pod_name
+        assert env[LWS_LEADER_ADDRESS_ENV] == f"{name}-{group}.{name}.{lws_namespace}", pod_name
         # What the workers' --node-rank=$(LWS_WORKER_INDEX) expands to.
         assert env[LWS_WORKER_INDEX_ENV] == pod.metadata.labels[WORKER_INDEX_LABEL], pod_name
     wait_for(
         lambda: (
-            custom.get_namespaced_custom_object_status(*args, "big")
+            custom.get_namespaced_custom_object_status(*args, name)
             .get("status", {})
             .get("readyReplicas")
             == big.replicas
@@ -270,6 +272,15 @@ def test_the_rendered_multinode_leader_worker_set_is_accepted_as_rendered(
 
 
 # ------------------------------------------------------------------ the operator, --multinode
+
+
+def _service_or_none(core: Any, namespace: str, name: str) -> Any:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return core.read_namespaced_service(name, namespace)
+    except ApiException:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +315,7 @@ def test_the_operator_serves_a_model_over_two_nodes_as_a_leader_worker_set(
 
         try:
             found: dict[str, Any] = custom.get_namespaced_custom_object(
-                "leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets", "big"
+                "leaderworkerset.x-k8s.io", "v1", ns, "leaderworkersets", "big-lws"
             )
         except ApiException:
             return None
@@ -342,9 +353,18 @@ def test_the_operator_serves_a_model_over_two_nodes_as_a_leader_worker_set(
     assert "--headless" in next(c for c in worker.spec.containers if c.name == "vllm").args
     service = core.read_namespaced_service("big", ns)
     assert service.spec.selector[WORKER_INDEX_LABEL] == "0"  # requests reach the leader only
+    assert service.spec.cluster_ip != "None"
+    # LWS's own headless Service, through which the workers resolve LWS_LEADER_ADDRESS.
+    headless = wait_for(
+        lambda: _service_or_none(core, ns, "big-lws"), "LWS's headless Service", TIMEOUT
+    )
+    assert headless.spec.cluster_ip == "None"
+    assert headless.metadata.owner_references[0].kind == "LeaderWorkerSet"
+    for p in pods:
+        assert env_of(p)[LWS_LEADER_ADDRESS_ENV] == f"big-lws-0.big-lws.{ns}"
 
     # The autoscaler's write (the scale subresource), as the operator makes it: a second group.
-    multinode_operator.kube().scale("LeaderWorkerSet", ns, "big", 2)
+    multinode_operator.kube().scale("LeaderWorkerSet", ns, "big-lws", 2)
     mm = wait_for(
         lambda: (
             (m := get_mm(state, ns, "big"))
@@ -359,14 +379,14 @@ def test_the_operator_serves_a_model_over_two_nodes_as_a_leader_worker_set(
 
     # A worker lost (its node drained, its process killed): the whole group is recreated
     # (restartPolicy RecreateGroupOnPodRestart: a vLLM engine cannot take a new worker).
-    leader = next(p for p in pods if p.metadata.name == "big-0")
-    core.delete_namespaced_pod("big-0-1", ns)
+    leader = next(p for p in pods if p.metadata.name == "big-lws-0")
+    core.delete_namespaced_pod("big-lws-0-1", ns)
 
     def recreated() -> bool:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            now = core.read_namespaced_pod("big-0", ns)
+            now = core.read_namespaced_pod("big-lws-0", ns)
         except ApiException:
             return False
         return bool(now.metadata.uid != leader.metadata.uid)
@@ -381,3 +401,62 @@ def test_the_operator_serves_a_model_over_two_nodes_as_a_leader_worker_set(
         "both groups ready again",
         TIMEOUT,
     )
+
+
+def test_a_235b_vision_model_in_bf16_turns_ready_over_two_a100_40gb_nodes(
+    lws_sandbox: tuple[Sandbox, SandboxState],
+    lws_client: Any,
+    lws_namespace: str,
+    multinode_operator: Any,
+) -> None:
+    """Issue 18's case: Qwen3-VL-235B-A22B-Instruct kept in bf16 (~439 GiB of weights) is more
+    than a node of 8x A100-40GB holds; with --multinode it becomes a LeaderWorkerSet of two pods,
+    each on a whole A100-40GB node (tp 8 within the node, pp 2 across), and turns Ready."""
+    from kubernetes import client
+    from tests.integration.test_operator import apply_manifest, condition, get_mm
+
+    state, ns = lws_sandbox[1], lws_namespace
+    core = client.CoreV1Api(lws_client)
+    custom = client.CustomObjectsApi(lws_client)
+    doc = {
+        "apiVersion": "mmop.dev/v1alpha1",
+        "kind": "MultimodalModel",
+        "metadata": {"name": "vl"},
+        "spec": {
+            "model": {"id": "Qwen/Qwen3-VL-235B-A22B-Instruct"},
+            "placement": {"gpuTypes": ["A100-40GB"], "quantizations": ["none"]},
+        },
+    }
+    apply_manifest(state, ns, doc)
+    mm = wait_for(
+        lambda: (
+            (m := get_mm(state, ns, "vl"))
+            and (c := condition(m, "Ready"))
+            and c["status"] == "True"
+            and m
+        ),
+        "Ready=True on the 235B vision model over two A100-40GB nodes",
+        TIMEOUT,
+    )
+    planned = mm["status"]["plan"]
+    assert planned["nodesPerReplica"] == 2
+    assert planned["quantization"] == "none"  # kept as asked: no quantization to squeeze it
+    assert (planned["gpusPerReplica"], planned["pipelineParallelSize"]) == (16, 2)
+    assert planned["gpuProduct"] == "NVIDIA-A100-SXM4-40GB"
+    lws = custom.get_namespaced_custom_object(
+        lws_parts.GROUP, lws_parts.VERSION, ns, lws_parts.PLURAL, "vl-lws"
+    )
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == 2
+    pods = core.list_namespaced_pod(ns, label_selector="mmop.dev/model=vl").items
+    assert len(pods) == 2
+    nodes = {p.spec.node_name for p in pods}
+    assert len(nodes) == 2 and all(nodes)
+    for n in nodes:
+        labels = core.read_node(n).metadata.labels
+        assert labels["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-40GB"
+    for p in pods:
+        (engine,) = [c for c in p.spec.containers if c.name == "vllm"]
+        assert engine.resources.limits["nvidia.com/gpu"] == "8"
+        assert "--tensor-parallel-size=8" in engine.args
+        assert "--pipeline-parallel-size=2" in engine.args
+        assert not any(a.startswith("--quantization") for a in engine.args)

@@ -49,7 +49,7 @@ def test_without_the_lws_api_the_model_says_what_to_install(
     assert planned.get("status") == "True", planned
     plan = mm["status"]["plan"]
     assert plan["nodesPerReplica"] == 2 and plan["pipelineParallelSize"] == 2
-    assert plan["gpu"] == "L40S" and plan["gpusPerReplica"] == 4
+    assert plan["gpu"] == "L40S" and plan["gpusPerReplica"] == 8  # 4 per node, 2 nodes
     ready = condition(mm, "Ready") or {}
     assert (
         "LeaderWorkerSet" in ready["message"] and "not served by this cluster" in ready["message"]

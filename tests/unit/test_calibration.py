@@ -119,3 +119,53 @@ def test_the_loops_slim_copy_of_a_model_keeps_what_the_calibration_key_is_made_o
     full = key_of_plan(status["plan"], [], "0.32.0")
     slim = slim_model({"metadata": {"name": "m"}, "spec": {}, "status": status})
     assert full is not None and key_of_plan(slim["status"]["plan"], [], "0.32.0") == full
+
+
+def test_single_node_keys_keep_their_configmap_names() -> None:
+    # Records written before pipeline stages joined the key are still found.
+    key = MemoryKey("Qwen/Qwen3-VL-8B-Instruct", "abc", "L40S", 4, "none", "auto", "0.32.0",
+                    ("--enforce-eager",))  # fmt: skip
+    assert key.name == "kv-bc4cc4ee8c93ceedf5ed8f54384d060162c5d"
+
+
+def multinode_manifest() -> MultimodalModel:
+    return MultimodalModel.model_validate(
+        {
+            "apiVersion": "mmop.dev/v1alpha1",
+            "kind": "MultimodalModel",
+            "metadata": {"name": "big"},
+            "spec": {
+                "model": {"id": "Qwen/Qwen3-235B-A22B-FP8"},
+                "placement": {"gpuTypes": ["L40S"]},
+            },
+        }
+    )
+
+
+def test_a_replica_over_nodes_is_a_calibration_key_of_its_own() -> None:
+    from mmop.controller.autoscaling import slim_model
+
+    big = plan(multinode_manifest(), default_inventory(), multinode=True)
+    assert (big.tensor_parallel_size, big.pipeline_parallel_size) == (4, 2)
+    status = plan_status(big, "h")
+    assert status["gpusPerReplica"] == 8  # every GPU of the group, as the GPUs column says
+    key = key_of_plan(status, [], big.vllm_version)
+    assert key is not None
+    assert (key.tensor_parallel_size, key.pipeline_parallel_size) == (4, 2)
+    assert "4× L40S × 2 stages" in key.describe()
+    # Not the key of the same model on one node at tp 4 (or tp 8): a group's engine report
+    # never calibrates a single-node plan.
+    single = MemoryKey(key.model, key.commit, key.gpu, 4, key.weights, key.kv_cache_dtype,
+                       key.vllm_version)  # fmt: skip
+    assert key.name != single.name
+    assert key.name != MemoryKey(key.model, key.commit, key.gpu, 8, key.weights,
+                                 key.kv_cache_dtype, key.vllm_version).name  # fmt: skip
+    slim = slim_model({"metadata": {"name": "big"}, "spec": {}, "status": {"plan": status}})
+    assert key_of_plan(slim["status"]["plan"], [], big.vllm_version) == key
+    # A group's observation calibrates the next plan of the group.
+    observed = int(big.memory.kv_cache_tokens * 0.7)
+    store, _ = CalibrationStore.empty().observe(key, "big-lws-0", big.memory.kv_cache_tokens,
+                                                observed)  # fmt: skip
+    again = plan(multinode_manifest(), default_inventory(), multinode=True,
+                 limits=Limits(kv_calibration=store))  # fmt: skip
+    assert again.config == big.config and again.kv_memory_scale == 0.7

@@ -21,6 +21,7 @@ from mmop.planner import Plan, PlanningError, PlanningReason, plan
 from mmop.render import (
     LWS_WORKER_INDEX_LABEL,
     RenderOptions,
+    group_name,
     render,
     render_multinode,
     startup_budget_seconds,
@@ -326,6 +327,19 @@ def test_a_multinode_plan_renders_a_leader_worker_set(big_plan: Plan) -> None:
     status = plan_status(big_plan, out.template_hash)
     assert status["pipelineParallelSize"] == 2 and status["nodesPerReplica"] == 2
     assert "--pipeline-parallel-size=2" in status["args"]
+
+
+def test_the_group_is_not_named_as_the_models_service(big_plan: Plan) -> None:
+    # LWS names its headless Service after the LeaderWorkerSet (the leaders' DNS names,
+    # LWS_LEADER_ADDRESS = <set>-<group>.<set>.<namespace>, resolve through it) and creates it
+    # only if no Service of that name exists (lws v0.9.0 pkg/utils/controller/
+    # controller_utils.go CreateHeadlessServiceIfNotExists): the model's own Service must take
+    # another name, or the workers cannot find their leader.
+    m = manifest(BIG, ["L40S"])
+    out = render_multinode("big", "ns", "uid-1", m.spec, big_plan, RenderOptions())
+    assert out.service["metadata"]["name"] == "big"  # what clients reach, as for one node
+    assert out.leader_worker_set["metadata"]["name"] == group_name("big") == "big-lws"
+    assert out.pod_disruption_budget["metadata"]["name"] == "big"
 
 
 def test_render_multinode_refuses_a_single_node_plan() -> None:

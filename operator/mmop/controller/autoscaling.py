@@ -79,7 +79,8 @@ _PLAN_KEPT = (
     "config", "memory", "performance", "templateHash", "replicas", "gpu", "costPerHourUsd",
     "startupSeconds",
     # what the calibration key is made of (calibration.key_of_plan)
-    "model", "modelCommit", "gpusPerReplica", "quantization", "kvCacheDtype", "kvMemoryScale",
+    "model", "modelCommit", "gpusPerReplica", "pipelineParallelSize", "quantization",
+    "kvCacheDtype", "kvMemoryScale",
 )  # fmt: skip
 _STATUS_KEPT = (
     "conditions", "observedGeneration", "decisions", "autoscaler", "replicas", "readyReplicas",

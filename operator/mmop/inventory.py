@@ -56,6 +56,12 @@ DEFAULT_INVENTORY_FILE = GPUS_FILE.parent / "inventory.yaml"
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GFD_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# The network between a node and the other GPU nodes of its pool, in Gb/s (per GPU's NIC, one
+# direction: "400" for InfiniBand NDR, "100" for 100 GbE), set by the cluster's administrators:
+# no standard label carries it. Read for replicas over several nodes (docs/multinode.md).
+INTER_NODE_LABEL = "mmop.dev/inter-node-gbps"
+# Largest figure believed (1.6 Tb/s per NIC is the fastest class sold in 2026).
+MAX_INTER_NODE_GBPS = 1600.0
 GFD_MEMORY_LABEL = "nvidia.com/gpu.memory"
 GFD_FAMILY_LABEL = "nvidia.com/gpu.family"
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
@@ -393,6 +399,16 @@ class GpuPool(BaseModel):
         return tuple(t for t in self.nodes[0].taints if t in common)
 
     @property
+    def inter_node_link(self) -> tuple[float | None, bool]:
+        """(the slowest figure the pool's nodes give in :data:`INTER_NODE_LABEL`, Gb/s — None
+        when none gives one — and whether every node gives one). A group may land on any nodes
+        of the pool, so its slowest node bounds it; a value that is not a number in
+        (0, :data:`MAX_INTER_NODE_GBPS`] counts as absent."""
+        figures = [inter_node_gbps(node.labels.get(INTER_NODE_LABEL)) for node in self.nodes]
+        given = [f for f in figures if f is not None]
+        return (min(given) if given else None), len(given) == len(figures)
+
+    @property
     def node_selector(self) -> dict[str, str]:
         """Placement labels (:data:`PLACEMENT_LABELS`) every node of the pool carries with the
         same value."""
@@ -648,6 +664,18 @@ class UnrecognisedNode:
     product_label: str
     product_label_key: str
     gpus_allocatable: int
+
+
+def inter_node_gbps(value: str | None) -> float | None:
+    """A node's :data:`INTER_NODE_LABEL` value in Gb/s, or None when absent or not a number in
+    (0, :data:`MAX_INTER_NODE_GBPS`]."""
+    if value is None:
+        return None
+    try:
+        figure = float(value)
+    except ValueError:
+        return None
+    return figure if 0 < figure <= MAX_INTER_NODE_GBPS else None
 
 
 def node_record(

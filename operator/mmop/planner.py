@@ -40,7 +40,7 @@ from mmop.estimator import (
     hardware_refusal,
     requests_fitting,
 )
-from mmop.inventory import Inventory
+from mmop.inventory import INTER_NODE_LABEL, GpuPool, Inventory
 from mmop.model import (
     CheckpointQuantization,
     ModelError,
@@ -347,6 +347,9 @@ class _Candidate:
     cap: _Cap
     refusal: Refused | None = None  # the GPU cannot run these weights / this KV dtype
     pp: int = 1  # pipeline stages, one node each (tp = the node's GPUs when more than 1)
+    # The link between the stages' nodes, Gb/s, and where the figure comes from (pp > 1 only).
+    link_gbit: float | None = None
+    link_source: str = ""
 
     @property
     def key(self) -> str:
@@ -754,6 +757,7 @@ def _evaluate(
         cand.weights.profile.commit,  # a Hub model's config at another commit is another model
         cand.kv,
         cand.cap.label,
+        cand.link_gbit,
         scale := (
             c.ratio
             if (c := limits.calibrated(cand, spec, vllm_version))
@@ -929,6 +933,7 @@ def _assess(
         workload,
         tensor_parallel_size=cand.tp,
         pipeline_parallel_size=cand.pp,
+        inter_node_gbit_per_second=cand.link_gbit,
         quantization=cand.weights.quantization_flag
         or (profile.quantization.method if profile.quantization else None),
         kv_cache_dtype=cand.kv,
@@ -1036,17 +1041,49 @@ def _multinode_candidates(
         if tp > spec.placement.max_gpus_per_replica or profile.text.num_attention_heads % tp:
             continue
         most = min(pool.node_count, MAX_PIPELINE_STAGES, profile.text.num_layers)
+        gbit, source = inter_node_link(pool, gpu)
         for pp in range(2, most + 1):
             for wopt in weights:
                 for kv in kv_options:
                     refusal = _refusal(wopt, kv, gpu)
                     out.extend(
                         _Candidate(
-                            gpu, pool.name, pool.product_label, tp, wopt, kv, cap, refusal, pp
+                            gpu,
+                            pool.name,
+                            pool.product_label,
+                            tp,
+                            wopt,
+                            kv,
+                            cap,
+                            refusal,
+                            pp,
+                            link_gbit=gbit,
+                            link_source=source,
                         )
                         for cap in caps[wopt.label]
                     )
     return out
+
+
+def inter_node_link(pool: GpuPool, gpu: GpuSpec) -> tuple[float, str]:
+    """The link a group's stages talk over, Gb/s, and a phrase saying where it comes from: the
+    slowest node's ``mmop.dev/inter-node-gbps`` label; a node without the label counts as the
+    documented default of its GPU class (perf.inter_node_gbit_per_second), so a pool labelled
+    only in part is never credited more than the default."""
+    default = perf.inter_node_gbit_per_second(gpu)
+    labelled, everywhere = pool.inter_node_link
+    if labelled is None:
+        return default, (
+            f"assumed for {gpu.name} nodes; label the nodes {INTER_NODE_LABEL}=<Gb/s> to give "
+            "the real figure"
+        )
+    if everywhere:
+        return labelled, f"the slowest node's {INTER_NODE_LABEL} label"
+    figure = min(labelled, default)
+    return figure, (
+        f"some nodes lack the {INTER_NODE_LABEL} label: the slower of their labels and the "
+        f"default for {gpu.name} nodes"
+    )
 
 
 def _refusal(wopt: _Weights, kv: str, gpu: GpuSpec) -> Refused | None:
@@ -1455,6 +1492,10 @@ def plan(
             f"(tensor parallel {chosen.tp} within a node × pipeline parallel {chosen.pp} "
             "across nodes), served by a LeaderWorkerSet: the cluster needs the LeaderWorkerSet "
             "controller (v0.10.0) and a fast network between the nodes (docs/multinode.md)"
+        )
+        notes.append(
+            f"inter-node link {chosen.link_gbit:g} Gb/s per GPU between stages "
+            f"({chosen.link_source})"
         )
     explanation = (
         f"{acc.replicas} replica(s) of {shape} "

@@ -14,7 +14,7 @@ from mmop.api import MultimodalModel
 from mmop.catalog import default_catalog
 from mmop.cli import main
 from mmop.estimator import EngineArgs, EstimateError, estimate, pipeline_layers
-from mmop.inventory import Inventory, default_inventory, load_inventory
+from mmop.inventory import Inventory, default_inventory, inter_node_gbps, load_inventory
 from mmop.model import load_profile
 from mmop.perf import PerfWorkload, estimate_performance, inter_node_gbit_per_second
 from mmop.planner import Plan, PlanningError, PlanningReason, plan
@@ -361,3 +361,56 @@ def test_mmop_plan_plans_over_nodes_only_when_asked_as_the_operator_does_not_yet
     out = json.loads(capsys.readouterr().out)
     assert out["pipeline_parallel_size"] == 2 and "--pipeline-parallel-size=2" in out["args"]
     assert main(["plan", str(path), "--json"]) == 3  # the operator's answer: Infeasible
+
+
+# ----------------------------------------------------------- the inter-node link, from labels
+
+
+def _l40s_pool(labels: dict[str, str] | None = None) -> dict[str, Any]:
+    pool: dict[str, Any] = {"name": "l40s", "gpu": "L40S", "nodes": 4, "gpusPerNode": 4}
+    if labels is not None:
+        pool["labels"] = labels
+    return pool
+
+
+def test_the_inter_node_link_comes_from_the_nodes_label(tmp_path: Path) -> None:
+    unlabelled = plan(manifest(BIG, ["L40S"]), inventory(tmp_path, [_l40s_pool()]),
+                      multinode=True)  # fmt: skip
+    slow_inv = inventory(tmp_path, [_l40s_pool({"mmop.dev/inter-node-gbps": "10"})])
+    slow = plan(manifest(BIG, ["L40S"]), slow_inv, multinode=True)
+    assert unlabelled.config == slow.config  # the same shape: only its speed changes
+    # L40S (PCIe) nodes default to 100 Gb/s Ethernet; 10 Gb/s makes every step's hand-over
+    # between the stages slower.
+    assert any("inter-node link 100 Gb/s" in n and "assumed for L40S" in n
+               for n in unlabelled.notes)  # fmt: skip
+    assert any("inter-node link 10 Gb/s" in n and "slowest node's mmop.dev/inter-node-gbps" in n
+               for n in slow.notes)  # fmt: skip
+    assert slow.performance.tpot_p95_seconds > unlabelled.performance.tpot_p95_seconds
+    fast_inv = inventory(tmp_path, [_l40s_pool({"mmop.dev/inter-node-gbps": "400"})])
+    fast = plan(manifest(BIG, ["L40S"]), fast_inv, multinode=True)
+    assert fast.performance.tpot_p95_seconds < unlabelled.performance.tpot_p95_seconds
+    # A value that is not a figure counts as absent.
+    odd_inv = inventory(tmp_path, [_l40s_pool({"mmop.dev/inter-node-gbps": "fast"})])
+    odd = plan(manifest(BIG, ["L40S"]), odd_inv, multinode=True)
+    assert odd.performance == unlabelled.performance
+
+
+def test_a_pool_labelled_in_part_is_not_credited_more_than_the_default(tmp_path: Path) -> None:
+    from mmop.planner import inter_node_link
+
+    inv = inventory(tmp_path, [_l40s_pool()])
+    (pool,) = inv.pools
+    nodes = list(pool.nodes)
+    nodes[0] = nodes[0].model_copy(update={"labels": {**nodes[0].labels,
+                                                      "mmop.dev/inter-node-gbps": "800"}})  # fmt: skip
+    partial = pool.model_copy(update={"nodes": tuple(nodes)})
+    assert partial.inter_node_link == (800.0, False)
+    figure, source = inter_node_link(partial, partial.gpu_spec())
+    assert figure == 100.0 and "some nodes lack" in source
+    nodes[1] = nodes[1].model_copy(update={"labels": {**nodes[1].labels,
+                                                      "mmop.dev/inter-node-gbps": "25"}})  # fmt: skip
+    slower = pool.model_copy(update={"nodes": tuple(nodes)})
+    assert inter_node_link(slower, slower.gpu_spec())[0] == 25.0
+    for bad in ("0", "-5", "1e9", "nan"):
+        assert inter_node_gbps(bad) is None, bad
+    assert inter_node_gbps("200") == 200.0

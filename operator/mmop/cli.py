@@ -213,10 +213,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--multinode",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="when no single node holds a replica, plan one over several nodes (tensor "
-        "parallel within a node × pipeline parallel across nodes, a LeaderWorkerSet; "
-        "docs/multinode.md). Off by default: the operator does not deploy such plans yet, "
-        "so `mmop plan` answers as the operator would",
+        help="when no single node holds a replica, or spanning nodes saves at least a fifth "
+        "of the cost, plan one over several nodes (tensor parallel within a node × pipeline "
+        "parallel across nodes, a LeaderWorkerSet; docs/multinode.md), as an operator run "
+        "with --multinode does",
     )
     pl.add_argument("--json", action="store_true", help="print the plan as JSON")
 
@@ -247,8 +247,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "--multinode",
         action="store_true",
         default=None,
-        help="plan models that no single node holds over several nodes and serve them as "
-        "LeaderWorkerSets (needs the LWS controller; docs/multinode.md)",
+        help="plan models that no single node holds (or that cost at least a fifth less so) "
+        "over several nodes and serve them as LeaderWorkerSets (needs the LWS controller; "
+        "docs/multinode.md)",
     )
     rn.add_argument(
         "--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz"

@@ -57,9 +57,12 @@ PLANNER_UTILIZATION = 0.9  # leaves ~10% for CUDA context, fragmentation and spi
 # (mmop.calibration): what the standard config keys miss must not turn into a false fit.
 APPROXIMATE_KV_SCALE = 0.8
 TP_SIZES = (1, 2, 4, 8)
-# Pipeline stages a multi-node replica may have (one node each); tried only when no single node
-# holds a replica (docs/multinode.md).
+# Pipeline stages a multi-node replica may have (one node each) (docs/multinode.md).
 MAX_PIPELINE_STAGES = 8
+# A replica spans nodes although one node would hold it only when that saves at least this share
+# of the cheapest single-node plan's cost: a group is recreated whole when any of its pods fails,
+# rolls out and starts slower, and needs the LeaderWorkerSet controller and a fast network.
+MULTINODE_MIN_SAVING = 0.2
 MM_PROCESSOR_CACHE_GB = DEFAULT_MM_PROCESSOR_CACHE_GB
 # Smaller caches the planner may render (--mm-processor-cache-gb) when a node's memory cannot
 # hold the default one; the cache only saves re-processing repeated media.
@@ -1410,17 +1413,22 @@ def plan(
         return sorted(options, key=_Option.sort_key)
 
     feasible = ranked()
-    if not feasible and multinode:
-        # No single node holds a replica: try replicas over several nodes (docs/multinode.md).
-        # When none works either, the answer is the single-node search's, unchanged.
+    single_cost = feasible[0].cost if feasible else None
+    if multinode:
+        # Replicas over several nodes (docs/multinode.md): when no single node holds one, or
+        # when spanning saves at least MULTINODE_MIN_SAVING of the cheapest single-node plan.
+        # When none is taken, the answer is the single-node search's, unchanged.
         multi = _multinode_candidates(spec, profile, inventory, allow_local, resolved)
         multi_outcomes, multi_pruned = _search(
             multi, spec, inventory, vllm_version, exhaustive, limits, cache
         )
-        if any(isinstance(o, Accepted) for o in multi_outcomes.values()):
+        costs = [o.cost_per_hour_usd for o in multi_outcomes.values() if isinstance(o, Accepted)]
+        if costs and (
+            single_cost is None or min(costs) <= single_cost * (1 - MULTINODE_MIN_SAVING)
+        ):
             cands = [*cands, *multi]
             outcomes.update(multi_outcomes)
-            pruned = multi_pruned
+            pruned = multi_pruned if single_cost is None else [*pruned, *multi_pruned]
             feasible = ranked()
     if not feasible:
         raise PlanningError(_nearest_miss(cands, outcomes), reason=_infeasible_reason(outcomes))
@@ -1487,8 +1495,14 @@ def plan(
     shape = f"{chosen.tp}× {chosen.gpu.name}"
     if chosen.pp > 1:
         shape = f"{chosen.pp} nodes × {shape}"
+        why = (
+            "no single node of the cluster holds a replica"
+            if single_cost is None
+            else f"spanning nodes costs ${acc.cost_per_hour_usd:.2f}/h against "
+            f"${single_cost:.2f}/h for the cheapest plan on one node per replica"
+        )
         notes.append(
-            f"no single node of the cluster holds a replica: each spans {chosen.pp} nodes "
+            f"{why}: each replica spans {chosen.pp} nodes "
             f"(tensor parallel {chosen.tp} within a node × pipeline parallel {chosen.pp} "
             "across nodes), served by a LeaderWorkerSet: the cluster needs the LeaderWorkerSet "
             "controller (v0.10.0) and a fast network between the nodes (docs/multinode.md)"

@@ -414,3 +414,35 @@ def test_a_pool_labelled_in_part_is_not_credited_more_than_the_default(tmp_path:
     for bad in ("0", "-5", "1e9", "nan"):
         assert inter_node_gbps(bad) is None, bad
     assert inter_node_gbps("200") == 200.0
+
+
+# ------------------------------------------------------------------- spanning when cheaper
+
+
+def _mixed(tmp_path: Path, l4_price: float) -> Inventory:
+    return inventory(
+        tmp_path,
+        [
+            {"name": "h100", "gpu": "H100-80GB", "nodes": 1, "gpusPerNode": 8,
+             "pricePerHourUsd": 4.0},
+            {"name": "l4", "gpu": "L4", "nodes": 4, "gpusPerNode": 1,
+             "pricePerHourUsd": l4_price},
+        ],
+    )  # fmt: skip
+
+
+def test_a_replica_spans_nodes_when_that_saves_enough(tmp_path: Path) -> None:
+    m = manifest(VL, [], quantizations=["none"])
+    one_node = plan(m, _mixed(tmp_path, 0.5))
+    assert (one_node.gpu, one_node.nodes_per_replica) == ("H100-80GB-SXM", 1)
+    spanning = plan(m, _mixed(tmp_path, 0.5), multinode=True)
+    assert spanning.gpu == "L4" and spanning.nodes_per_replica > 1
+    assert spanning.cost_per_hour_usd <= 0.8 * one_node.cost_per_hour_usd
+    assert any(
+        f"against ${one_node.cost_per_hour_usd:.2f}/h for the cheapest plan on one node" in n
+        for n in spanning.notes
+    )
+    # Less than a fifth saved: one node per replica is kept, as without --multinode.
+    l4_price = 0.95 * one_node.cost_per_hour_usd / spanning.nodes_per_replica
+    close = plan(m, _mixed(tmp_path, l4_price), multinode=True)
+    assert (close.config, close.nodes_per_replica) == (one_node.config, 1)

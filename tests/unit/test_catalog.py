@@ -37,10 +37,12 @@ REQUIRED_MODELS = [
     "Qwen/Qwen3-VL-30B-A3B-Instruct",
     "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8",
     "Qwen/Qwen3-VL-235B-A22B-Instruct",
+    "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8",
     "OpenGVLab/InternVL2_5-8B",
     "OpenGVLab/InternVL2_5-26B",
     "OpenGVLab/InternVL2_5-78B",
     "OpenGVLab/InternVL3-8B",
+    "OpenGVLab/InternVL3-78B",
     "google/gemma-3-4b-it",
     "google/gemma-3-12b-it",
     "google/gemma-3-27b-it",
@@ -84,10 +86,12 @@ KV_BYTES_PER_TOKEN = {
     "Qwen/Qwen3-VL-30B-A3B-Instruct": 98_304,  # checked against a vLLM log
     "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8": 98_304,
     "Qwen/Qwen3-VL-235B-A22B-Instruct": 94 * 2 * 4 * 128 * 2,
+    "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8": 94 * 2 * 4 * 128 * 2,
     "OpenGVLab/InternVL2_5-8B": 32 * 2 * 8 * 128 * 2,
     "OpenGVLab/InternVL2_5-26B": 48 * 2 * 8 * 128 * 2,
     "OpenGVLab/InternVL2_5-78B": 80 * 2 * 8 * 128 * 2,
     "OpenGVLab/InternVL3-8B": 28 * 2 * 4 * 128 * 2,
+    "OpenGVLab/InternVL3-78B": 80 * 2 * 8 * 128 * 2,
     "google/gemma-3-4b-it": 34 * 2 * 4 * 256 * 2,
     "google/gemma-3-12b-it": 48 * 2 * 8 * 256 * 2,
     "google/gemma-3-27b-it": 62 * 2 * 16 * 128 * 2,
@@ -188,6 +192,7 @@ def test_quantized_checkpoints_carry_their_method() -> None:
         "Qwen/Qwen2.5-7B-Instruct-AWQ": ("awq", 4),
         "Qwen/Qwen3-VL-4B-Instruct-FP8": ("fp8", 8),
         "Qwen/Qwen3-235B-A22B-FP8": ("fp8", 8),
+        "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8": ("fp8", 8),
         "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic": ("compressed-tensors", 8),
     }
     for model_id, (method, bits) in expect.items():
@@ -331,3 +336,40 @@ def test_qwen3_vl_235b_counts_its_checkpoint_s_parameters_and_shares_the_30b_vis
     assert vision[big_id].pop("out_hidden_size") == 4096
     assert vision[small_id].pop("out_hidden_size") == 2048
     assert vision[big_id] == vision[small_id]
+
+
+def test_qwen3_vl_235b_fp8_is_the_bf16_checkpoint_in_128x128_fp8_blocks() -> None:
+    bf16_id, fp8_id = "Qwen/Qwen3-VL-235B-A22B-Instruct", "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8"
+    bf16, fp8 = load_profile(bf16_id), load_profile(fp8_id)
+    assert fp8.params == bf16.params
+    assert fp8.params.total == catalog_source(fp8_id)["published_params"] == 235_670_022_896
+    quant = fp8.quantization
+    assert quant is not None and (quant.method, quant.weight_bits) == ("fp8", 8)
+    assert quant.group_size == 128 * 128  # one scale per 128×128 weight block
+    assert {"lm_head", "model.visual"} <= set(quant.unquantized_modules)
+    configs = {
+        m: json.loads((CATALOG_MODELS_DIR / m / "config.json").read_text())
+        for m in (bf16_id, fp8_id)
+    }
+    assert configs[fp8_id].pop("quantization_config")["weight_block_size"] == [128, 128]
+    assert configs[fp8_id] == configs[bf16_id]
+    assert fp8.text.moe is not None and fp8.text.moe.num_experts == 128
+
+
+def test_internvl3_78b_pairs_internvit_6b_with_qwen2_5_72b() -> None:
+    model_id = "OpenGVLab/InternVL3-78B"
+    profile = load_profile(model_id)
+    assert profile.family == "internvl" and not profile.approximate
+    assert profile.params.total == catalog_source(model_id)["published_params"] == 78_408_318_336
+    text = profile.text
+    assert (len(text.layers), text.hidden_size, text.num_kv_heads, text.vocab_size) == (
+        80,
+        8192,
+        8,
+        151674,
+    )
+    vision = profile.vision
+    assert vision is not None
+    assert (vision.num_layers, vision.hidden_size, vision.image_size) == (45, 3200, 448)
+    # The same components as InternVL2.5-78B: the same weights to the parameter.
+    assert profile.params == load_profile("OpenGVLab/InternVL2_5-78B").params

@@ -110,6 +110,44 @@ def test_llama4_chunked_attention_and_shared_expert_are_read() -> None:
     assert maverick.params.served == pytest.approx(400e9, rel=0.02)
 
 
+@pytest.mark.parametrize(
+    ("model", "experts", "moe_layers", "full", "published", "text_published"),
+    [
+        ("meta-llama/Llama-4-Scout-17B-16E-Instruct", 16, 48, 12, 108_641_793_536, 107_769_861_120),
+        (
+            "meta-llama/Llama-4-Maverick-17B-128E-Instruct",
+            128,
+            24,
+            12,
+            401_583_781_376,
+            400_711_848_960,
+        ),
+    ],
+)
+def test_llama4_is_read_as_vllm_builds_it_and_counts_the_published_checkpoint(
+    model: str, experts: int, moe_layers: int, full: int, published: int, text_published: int
+) -> None:
+    """The Instruct checkpoints' safetensors totals (bench/families source.yaml): the decoder is
+    counted as vLLM's Llama4 model builds it, the vision tower as an upper bound."""
+    profile = load_profile_from_dir(FAMILIES / model)
+    text = profile.text
+    assert text.moe is not None
+    assert (text.moe.num_experts, text.moe.experts_per_token) == (experts, 1)
+    assert text.moe.moe_layers == moe_layers  # interleave_moe_layer_step 1 (Scout), 2 (Maverick)
+    assert text.moe.shared_expert_intermediate_size == text.moe.expert_intermediate_size == 8192
+    # Dense layers (Maverick's every other layer) use intermediate_size_mlp.
+    assert text.dense_mlp_params == (48 - moe_layers) * 3 * 5120 * 16384
+    kinds = [layer.kind for layer in text.layers]
+    assert kinds.count(AttentionKind.FULL) == full and kinds[3] == AttentionKind.FULL
+    assert {layer.window_tokens for layer in text.layers if layer.kind != AttentionKind.FULL} == {
+        8192
+    }
+    decoder = profile.params.embedding + profile.params.language_model
+    assert decoder == pytest.approx(text_published, rel=1e-5)
+    assert profile.params.vision >= published - text_published  # 871,932,416 published
+    assert published <= profile.params.total <= published * 1.005
+
+
 def test_a_dense_mlp_beside_the_moe_block_is_counted() -> None:
     """Gemma 4's layers run a dense MLP and, where the config has experts, an MoE block beside
     it (vLLM's Gemma4DecoderLayer): the experts add to the dense MLP, they do not replace it."""

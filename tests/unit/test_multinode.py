@@ -34,6 +34,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 BIG = "Qwen/Qwen3-235B-A22B-FP8"  # 94 layers, ~220 GiB of weights: more than a 4× L40S node
 VL = "Qwen/Qwen3-VL-30B-A3B-Instruct"  # vision, 48 layers: more than one L4 (22 GiB)
 VL_BIG = "Qwen/Qwen3-VL-235B-A22B-Instruct"  # vision, 94 layers, ~439 GiB in bf16
+VL_BIG_FP8 = "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8"  # the same in 128×128-block FP8
 
 
 def manifest(
@@ -232,6 +233,20 @@ def test_a_235b_vision_model_in_bf16_on_a100_40gb_is_infeasible_without_multinod
     with pytest.raises(PlanningError) as err:
         plan(manifest(VL_BIG, ["A100-40GB"], quantizations=["none"]), default_inventory())
     assert err.value.reason == PlanningReason.INFEASIBLE
+
+
+def test_a_235b_vision_model_in_fp8_fits_one_node_of_8_h100(tmp_path: Path) -> None:
+    # ~220 GiB of block-FP8 weights (the vision tower, lm_head and router gates in bf16): one
+    # replica within one node of 8× H100-80GB (tp 4), with or without multi-node planning.
+    inv = inventory(tmp_path, [{"name": "h100", "gpu": "H100-80GB", "nodes": 1, "gpusPerNode": 8}])
+    spec = manifest(VL_BIG_FP8, ["H100-80GB"])
+    single = plan(spec, inv)
+    assert single.gpu == "H100-80GB-SXM" and single.quantization == "fp8"
+    assert (single.pipeline_parallel_size, single.nodes_per_replica) == (1, 1)
+    assert single.tensor_parallel_size == 4 and single.memory.fits  # 4 of the 8 GPUs
+    assert single.memory.kv_cache_tokens >= single.max_model_len
+    assert "--pipeline-parallel-size=2" not in vllm_args(single)
+    assert plan(spec, inv, multinode=True) == single
 
 
 def test_multinode_needs_whole_free_nodes(tmp_path: Path) -> None:

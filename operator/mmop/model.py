@@ -458,7 +458,12 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         expert = 3 * hidden * moe.expert_intermediate_size
         moe_mlp = moe.num_experts * expert + hidden * moe.num_experts
         if moe.shared_expert_intermediate_size:
-            moe_mlp += 3 * hidden * moe.shared_expert_intermediate_size + hidden
+            moe_mlp += 3 * hidden * moe.shared_expert_intermediate_size
+            if mtype.startswith(("qwen2_moe", "qwen3")):
+                # The Qwen MoE families gate their shared expert with a hidden → 1 projection
+                # (vLLM 0.32.0 models/qwen2_moe.py l. 148, qwen3_next.py l. 197); DeepSeek-style
+                # (GLM-4.5, Kimi) and Llama 4 (models/llama4.py l. 107) shared experts have none.
+                moe_mlp += hidden
         per_layer_params = attn_total + layers * norms + moe.moe_layers * moe_mlp
         dense_layers = layers if dense_beside_moe else layers - moe.moe_layers
         per_layer_params += dense_layers * dense_mlp

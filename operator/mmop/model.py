@@ -1487,6 +1487,10 @@ def _build_internvl(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     lc = dict(cfg["llm_config"])
     arch = " ".join(lc.get("architectures") or [])
     text_type = "qwen2" if "Qwen2" in arch else ("llama" if "Llama" in arch else "internlm2")
+    if "Qwen3" in arch:
+        # InternVL3.5: a Qwen3 decoder (q_norm / k_norm in every layer), or Qwen3-MoE; vLLM builds
+        # the llm_config's own architecture (vLLM 0.32.0 models/internvl.py:617-621).
+        text_type = "qwen3_moe" if "Qwen3Moe" in arch else "qwen3"
     if text_type == "internlm2" and "tie_word_embeddings" not in lc:
         lc["tie_word_embeddings"] = False
     lm_hidden = int(lc["hidden_size"])

@@ -227,3 +227,15 @@ def test_internvl_hf_layout_is_read_by_the_generic_path_not_the_chat_rule() -> N
     assert p.family == "generic_mm" and p.approximate
     assert p.vision is not None and p.vision.patch_size == 14
     assert mm.max_image_cost(p).tokens >= 13 * 256
+
+
+def test_internvl3_5_reads_its_qwen3_decoder() -> None:
+    """InternVL3.5-8B's llm_config is Qwen3ForCausalLM: a Qwen3 decoder with q_norm / k_norm in
+    each of its 36 layers, which the chat rule read as InternLM2 (9,216 parameters short). The
+    count is the checkpoint's: model.safetensors.index.json's total_size 17,056,636,928 bytes of
+    bf16."""
+    p = load_profile_from_dir(FAMILIES / "OpenGVLab/InternVL3_5-8B", "OpenGVLab/InternVL3_5-8B")
+    assert (p.family, p.text.model_type, p.approximate) == ("internvl", "qwen3", False)
+    assert p.params.total == 17_056_636_928 // 2
+    assert (p.text.num_layers, p.text.num_kv_heads, p.text.head_dim) == (36, 8, 128)
+    assert mm.max_image_cost(p).tokens == (12 + 1) * 256

@@ -458,7 +458,16 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         expert = 3 * hidden * moe.expert_intermediate_size
         moe_mlp = moe.num_experts * expert + hidden * moe.num_experts
         if moe.shared_expert_intermediate_size:
-            moe_mlp += 3 * hidden * moe.shared_expert_intermediate_size + hidden
+            moe_mlp += 3 * hidden * moe.shared_expert_intermediate_size
+            if c.get("shared_expert_intermediate_size"):
+                # Qwen-MoE's sigmoid gate on the shared expert (vLLM 0.32.0
+                # models/qwen2_moe.py:148-153, qwen3_next.py:197-202); DeepSeek / GLM / Kimi's
+                # n_shared_experts and Llama 4's shared expert have none.
+                moe_mlp += hidden
+        if mtype.startswith(("glm4_moe", "glm4v_moe")) or c.get("topk_method") == "noaux_tc":
+            # the router's per-expert score-correction bias (vLLM 0.32.0 models/glm4_moe.py:148,
+            # deepseek_v2.py:327-330)
+            moe_mlp += moe.num_experts
         per_layer_params = attn_total + layers * norms + moe.moe_layers * moe_mlp
         dense_layers = layers if dense_beside_moe else layers - moe.moe_layers
         per_layer_params += dense_layers * dense_mlp
@@ -1462,8 +1471,8 @@ def _build_glm4v(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     ``text_config``)."""
     tc = _text_cfg_of(cfg)
     text_type = str(tc.get("model_type") or "glm4")
-    if text_type in ("glm4v", "glm4v_moe"):
-        text_type = "glm4_moe" if text_type == "glm4v_moe" else "glm4"
+    if text_type in ("glm4v", "glm4v_moe", "glm4v_text", "glm4v_moe_text"):
+        text_type = "glm4_moe" if text_type.startswith("glm4v_moe") else "glm4"
     vision = _glm4v_vit(cfg["vision_config"])
     return _profile(model_id, "glm4v", cfg, pre, tc, text_type=text_type, vision=vision)
 

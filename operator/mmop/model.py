@@ -459,11 +459,15 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         moe_mlp = moe.num_experts * expert + hidden * moe.num_experts
         if moe.shared_expert_intermediate_size:
             moe_mlp += 3 * hidden * moe.shared_expert_intermediate_size
-            if mtype.startswith(("qwen2_moe", "qwen3")):
-                # The Qwen MoE families gate their shared expert with a hidden → 1 projection
-                # (vLLM 0.32.0 models/qwen2_moe.py l. 148, qwen3_next.py l. 197); DeepSeek-style
-                # (GLM-4.5, Kimi) and Llama 4 (models/llama4.py l. 107) shared experts have none.
+            if c.get("shared_expert_intermediate_size"):
+                # Qwen-MoE's sigmoid gate on the shared expert (vLLM 0.32.0
+                # models/qwen2_moe.py:148-153, qwen3_next.py:197-202); DeepSeek / GLM / Kimi's
+                # n_shared_experts and Llama 4's shared expert have none.
                 moe_mlp += hidden
+        if mtype.startswith(("glm4_moe", "glm4v_moe")) or c.get("topk_method") == "noaux_tc":
+            # the router's per-expert score-correction bias (vLLM 0.32.0 models/glm4_moe.py:148,
+            # deepseek_v2.py:327-330)
+            moe_mlp += moe.num_experts
         per_layer_params = attn_total + layers * norms + moe.moe_layers * moe_mlp
         dense_layers = layers if dense_beside_moe else layers - moe.moe_layers
         per_layer_params += dense_layers * dense_mlp
@@ -1467,8 +1471,8 @@ def _build_glm4v(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     ``text_config``)."""
     tc = _text_cfg_of(cfg)
     text_type = str(tc.get("model_type") or "glm4")
-    if text_type in ("glm4v", "glm4v_moe"):
-        text_type = "glm4_moe" if text_type == "glm4v_moe" else "glm4"
+    if text_type in ("glm4v", "glm4v_moe", "glm4v_text", "glm4v_moe_text"):
+        text_type = "glm4_moe" if text_type.startswith("glm4v_moe") else "glm4"
     vision = _glm4v_vit(cfg["vision_config"])
     return _profile(model_id, "glm4v", cfg, pre, tc, text_type=text_type, vision=vision)
 
@@ -1492,6 +1496,10 @@ def _build_internvl(model_id: str, cfg: Json, pre: Json) -> ModelProfile:
     lc = dict(cfg["llm_config"])
     arch = " ".join(lc.get("architectures") or [])
     text_type = "qwen2" if "Qwen2" in arch else ("llama" if "Llama" in arch else "internlm2")
+    if "Qwen3" in arch:
+        # InternVL3.5: a Qwen3 decoder (q_norm / k_norm in every layer), or Qwen3-MoE; vLLM builds
+        # the llm_config's own architecture (vLLM 0.32.0 models/internvl.py:617-621).
+        text_type = "qwen3_moe" if "Qwen3Moe" in arch else "qwen3"
     if text_type == "internlm2" and "tie_word_embeddings" not in lc:
         lc["tie_word_embeddings"] = False
     lm_hidden = int(lc["hidden_size"])

@@ -27,6 +27,8 @@ FAMILIES = Path(__file__).resolve().parents[2] / "bench" / "families"
 QWEN3_OMNI = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
 QWEN3_5 = "Qwen/Qwen3.6-35B-A3B"  # Qwen3.5 architecture: Qwen3-VL's processors
 GLM4V = "zai-org/GLM-4.1V-9B-Thinking"  # bench/families
+GLM4_5V = "zai-org/GLM-4.5V"  # bench/families: config only, the image processor's defaults
+INTERNVL3_5 = "OpenGVLab/InternVL3_5-8B"  # bench/families: chat layout over Qwen3
 
 
 def profile_of(model: str) -> ModelProfile:
@@ -62,6 +64,8 @@ IMAGE_MODELS: dict[str, list[dict[str, Any]]] = {
         {},
         {"size": {"shortest_edge": 12544, "longest_edge": 1605632}},
     ],
+    GLM4_5V: [{}],
+    INTERNVL3_5: [{}, {"max_dynamic_patch": 6}],
 }
 PHI3V = "microsoft/Phi-3.5-vision-instruct"
 AUDIO_MODELS = ["Qwen/Qwen2-Audio-7B-Instruct", "Qwen/Qwen2.5-Omni-7B", QWEN3_OMNI]
@@ -82,6 +86,7 @@ VIDEO_MODELS: dict[str, list[dict[str, Any]]] = {
     QWEN3_OMNI: [{}],
     QWEN3_5: [{}],
     "OpenGVLab/InternVL3-8B": [{}],
+    INTERNVL3_5: [{}],
     "openbmb/MiniCPM-V-2_6": [{}],
     GLM4V: [{}, {"size": {"shortest_edge": 12544, "longest_edge": 4816896}}],
 }
@@ -95,7 +100,8 @@ VIDEO_SIZES = [
     (3840, 2160),
 ]
 VIDEO_FRAMES = [1, 2, 3, 4, 5, 8, 16, 37, 64, 768]
-PROCESSED_VIDEO = {"OpenGVLab/InternVL3-8B", "openbmb/MiniCPM-V-2_6"}  # processed for real
+# processed for real
+PROCESSED_VIDEO = {"OpenGVLab/InternVL3-8B", INTERNVL3_5, "openbmb/MiniCPM-V-2_6"}
 CLIPS = [(30, 30.0), (3, 30.0), (900, 30.0), (901, 30.0), (931, 30.0), (451, 29.97), (2000, 25.0)]
 CLIPS += [(100000, 24.0), (7, 0.5)]
 AUDIO_SECONDS = [0.01, 0.5, 1, 1.234, 10.005, 29.99, 30, 30.01, 45, 299, 300, 600]
@@ -112,6 +118,8 @@ WORST_IMAGE = [
     ("Qwen/Qwen3-VL-8B-Instruct", {}, 4000, 4000),
     ("zai-org/GLM-4.1V-9B-Thinking", {}, 4000, 4000),
     ("zai-org/GLM-4.1V-9B-Thinking", {}, 25, 3000),
+    (GLM4_5V, {}, 4000, 4000),
+    (INTERNVL3_5, {}, 1024, 1024),
     ("mistralai/Pixtral-12B-2409", {}, 4000, 1000),
     ("mistralai/Mistral-Small-3.1-24B-Instruct-2503", {}, 2048, 2048),
 ]

@@ -47,6 +47,8 @@ MINICPM_V4 = "openbmb/MiniCPM-V-4"
 QWEN3_6 = "Qwen/Qwen3.6-35B-A3B"  # Qwen3.5 architecture: hybrid linear attention, MoE, vision
 GLM_4_1V = "zai-org/GLM-4.1V-9B-Thinking"
 QWEN3_NEXT = "Qwen/Qwen3-Next-80B-A3B-Instruct"  # linear attention (Gated DeltaNet) MoE, text
+GLM_4_5V = "zai-org/GLM-4.5V"  # GLM-4.1V's vision over a GLM-4.5-Air MoE decoder
+INTERNVL3_5 = "OpenGVLab/InternVL3_5-8B"  # the remote-code chat layout over a Qwen3 decoder
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,16 @@ def hub() -> Iterator[HubStandIn]:
             GPT_OSS: Repo(GPT_OSS, gpt_oss),
             **{
                 m: Repo.from_dir(m, FAMILIES / m)
-                for m in (*NEW_MULTIMODAL, QWEN3_OMNI, MINICPM_V4, QWEN3_6, GLM_4_1V, QWEN3_NEXT)
+                for m in (
+                    *NEW_MULTIMODAL,
+                    QWEN3_OMNI,
+                    MINICPM_V4,
+                    QWEN3_6,
+                    GLM_4_1V,
+                    QWEN3_NEXT,
+                    GLM_4_5V,
+                    INTERNVL3_5,
+                )
             },
         }
     )
@@ -351,3 +362,39 @@ def test_qwen3_next_plans_from_the_hub(
     plan = mm["status"]["plan"]
     assert plan["model"] == QWEN3_NEXT and plan["modelSource"] == "hub"
     assert plan["gpusPerReplica"] * plan["memory"]["weights_gib"] > 70  # fp8 at least
+
+
+def test_glm_4_5v_plans_from_the_hub_across_gpus(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    """GLM-4.5V (glm4v_moe): GLM-4.1V's image rule over a MoE decoder of 107.7 B parameters
+    (200.6 GiB in bf16), so the plan is exact, spans GPUs and turns video off."""
+    apply_manifest(sandbox, namespace, vision_workload(model("glm45v", GLM_4_5V)))
+    mm = planned(sandbox, namespace, "glm45v", "True", "PlanFound")
+    plan = mm["status"]["plan"]
+    assert plan["model"] == GLM_4_5V and plan["modelSource"] == "hub"
+    assert not plan.get("approximate")
+    assert plan["maxImageTokens"] == 1369  # 1024x1024: 37 x 37 tokens of 28 px
+    assert plan["gpusPerReplica"] >= 2
+    weights = plan["memory"]["weights_gib"] * plan["gpusPerReplica"]
+    assert weights > 95, (plan["quantization"], weights)  # fp8 at least
+    dep = wait_for(lambda: deployment(sandbox, namespace, "glm45v"), "the Deployment")
+    args = " ".join(dep["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert '"video":0' in args.replace(" ", ""), args
+
+
+def test_internvl3_5_needs_remote_code_then_plans_with_its_tiling(
+    sandbox: SandboxState, operator: Any, hub: HubStandIn, namespace: str
+) -> None:
+    """InternVL3.5-8B (InternVLChatModel over Qwen3-8B): the chat rule's tiling, so the plan is
+    exact; its config maps AutoConfig to the repository's code, which the user must allow."""
+    apply_manifest(sandbox, namespace, vision_workload(model("internvl35", INTERNVL3_5)))
+    planned(sandbox, namespace, "internvl35", "False", "RemoteCodeRequired")
+    doc = vision_workload(model("internvl35", INTERNVL3_5))
+    doc["spec"]["model"]["trustRemoteCode"] = True
+    apply_manifest(sandbox, namespace, doc)
+    mm = planned(sandbox, namespace, "internvl35", "True", "PlanFound")
+    plan = mm["status"]["plan"]
+    assert plan["model"] == INTERNVL3_5 and plan["modelSource"] == "hub"
+    assert not plan.get("approximate")
+    assert plan["maxImageTokens"] == (12 + 1) * 256  # worst image within 1024x1024

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mmop import estimator as est
 from mmop import modalities as mm
 from mmop.model import ModelError, build_profile, load_profile_from_dir
 
@@ -227,3 +228,35 @@ def test_internvl_hf_layout_is_read_by_the_generic_path_not_the_chat_rule() -> N
     assert p.family == "generic_mm" and p.approximate
     assert p.vision is not None and p.vision.patch_size == 14
     assert mm.max_image_cost(p).tokens >= 13 * 256
+
+
+def test_internvl3_5_reads_its_qwen3_decoder() -> None:
+    """InternVL3.5-8B's llm_config is Qwen3ForCausalLM: a Qwen3 decoder with q_norm / k_norm in
+    each of its 36 layers, which the chat rule read as InternLM2 (9,216 parameters short). The
+    count is the checkpoint's: model.safetensors.index.json's total_size 17,056,636,928 bytes of
+    bf16."""
+    p = load_profile_from_dir(FAMILIES / "OpenGVLab/InternVL3_5-8B", "OpenGVLab/InternVL3_5-8B")
+    assert (p.family, p.text.model_type, p.approximate) == ("internvl", "qwen3", False)
+    assert p.params.total == 17_056_636_928 // 2
+    assert (p.text.num_layers, p.text.num_kv_heads, p.text.head_dim) == (36, 8, 128)
+    assert mm.max_image_cost(p).tokens == (12 + 1) * 256
+    # vLLM's chat processor gives video to Qwen-family decoders (models/internvl.py:347-355)
+    assert "video" in mm.supported_modalities(p)
+
+
+def test_glm4_5v_counts_its_checkpoint_and_reads_the_glm4_5_air_decoder() -> None:
+    """GLM-4.5V (glm4v_moe): one dense layer then 45 MoE layers of 128 routed experts and one
+    shared expert. Its router has a per-expert score-correction bias and no shared-expert gate,
+    which mmop counted as Qwen-MoE's (hidden-wide) gate: 178,560 parameters over the checkpoint's
+    107,710,933,120 (the tensor list published with the config)."""
+    p = load_profile_from_dir(FAMILIES / "zai-org/GLM-4.5V", "zai-org/GLM-4.5V")
+    assert (p.family, p.text.model_type, p.approximate) == ("glm4v", "glm4_moe", False)
+    assert p.params.total == 107_710_933_120
+    moe = p.text.moe
+    assert moe is not None
+    assert (moe.num_experts, moe.experts_per_token, moe.moe_layers) == (128, 8, 45)
+    assert (moe.expert_intermediate_size, moe.shared_expert_intermediate_size) == (1408, 1408)
+    # 46 layers × 8 KV heads × head_dim 128 × K and V × bf16 (partial rotary leaves it whole)
+    assert (p.text.num_layers, p.text.num_kv_heads, p.text.head_dim) == (46, 8, 128)
+    assert est.kv_bytes_per_token_per_layer(p, 1, 2) * p.text.num_layers == 188_416
+    assert p.vision is not None and p.vision.params + p.vision.projector_params == 858_681_856

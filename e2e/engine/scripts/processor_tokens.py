@@ -232,7 +232,8 @@ def glm4v_image(req: dict[str, Any]) -> dict[str, Any]:
     size vLLM resolves; run: image_grid_thw of a processed blank image."""
     from transformers import Glm4vImageProcessor
 
-    ip = Glm4vImageProcessor.from_dict(model_files(req["model"])["preprocessor_config"])
+    # a family copy without its preprocessor config: the processor's defaults, as mmop reads it
+    ip = Glm4vImageProcessor.from_dict(model_files(req["model"]).get("preprocessor_config", {}))
     size = qwen_size(req.get("kwargs") or {}, dict(ip.size))
     patches = ip.get_number_of_image_patches(req["height"], req["width"], {"size": size})
     out: dict[str, Any] = {"tokens": patches // ip.merge_size**2}

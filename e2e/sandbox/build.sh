@@ -22,7 +22,7 @@ readonly VERSIONS_FILE="$SANDBOX_DIR/versions.env"
 readonly GOMOD_DIR="$SANDBOX_DIR/gomod"
 # Bump when the way the binaries are built changes (flags, tags, stamping): it is part of the cache
 # key, so caches built the old way are not reused.
-readonly RECIPE_REVISION=2
+readonly RECIPE_REVISION=3
 readonly WRAPPER_MODULE_PREFIX="mmop.dev/e2e/sandbox/gomod"
 
 readonly BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm
@@ -556,13 +556,57 @@ check_binary() {
   rm -f "$path.check"
 }
 
+# llm-d-inference-sim observes vllm:time_to_first_token_seconds after its queue: its
+# simulateTTFT (pkg/llm-d-inference-sim/context.go, v0.10.2) reports only the simulated prefill
+# delay, while vLLM counts TTFT from the request's arrival (vllm/v1/metrics/stats.py, l. 521 at
+# 0.32.0: time since req_stats.arrival_time). The sandbox's build reports the time since the
+# request context was created (startProcessing, set as the HTTP request is read: request.go,
+# newBaseRequestContext) instead: one line of a copy of the module (verified against go.sum by
+# `go mod download`), built through a copy of the wrapper that replaces the module with it. The
+# build fails if the line is not found exactly once.
+readonly SIM_TTFT_LINE='common.WriteToChannel(s.metrics.ttftChan, ttft.Seconds(), s.logger)'
+readonly SIM_TTFT_FROM_ARRIVAL='common.WriteToChannel(s.metrics.ttftChan, time.Since(respCtx.RequestContext().startProcessingTime()).Seconds(), s.logger)'
+readonly SIM_MODULE=github.com/llm-d/llm-d-inference-sim
+
+# sim_patched_wrapper DIR (run in the wrapper): DIR/module, the patched copy of the module, and
+# DIR/wrapper, the wrapper with `replace SIM_MODULE => DIR/module`.
+sim_patched_wrapper() {
+  local dir=$1 module src
+  module=$(go list -mod=readonly -m -f '{{.Dir}}' "$SIM_MODULE") || return 1
+  rm -rf "$dir"
+  mkdir -p "$dir/wrapper"
+  cp -R "$module" "$dir/module"
+  chmod -R u+w "$dir/module"
+  src="$dir/module/pkg/llm-d-inference-sim/context.go"
+  if [[ $(grep -cF -- "$SIM_TTFT_LINE" "$src") != 1 ]]; then
+    echo "expected exactly one line '$SIM_TTFT_LINE' in $src"
+    return 1
+  fi
+  awk -v from="$SIM_TTFT_LINE" -v to="$SIM_TTFT_FROM_ARRIVAL" '{
+    i = index($0, from)
+    if (i) { $0 = substr($0, 1, i - 1) to substr($0, i + length(from)) }
+    print
+  }' "$src" >"$src.new"
+  mv -f "$src.new" "$src"
+  [[ $(grep -cF -- "$SIM_TTFT_FROM_ARRIVAL" "$src") == 1 ]] || return 1
+  cp go.mod go.sum "$dir/wrapper/"
+  (cd "$dir/wrapper" && go mod edit -replace="$SIM_MODULE=$dir/module")
+  echo "patched $src"
+}
+
 build_binary() {
   local name=$1 w pkg partial
   w=$(wrapper_of "$name")
   pkg=$(package_of "$name")
   partial="$BIN_DIR/.$name.partial"
   rm -f "$partial"
-  run_step "build $name" "$LOG_DIR/build-$name.log" "$GOMOD_DIR/$w" \
+  local dir="$GOMOD_DIR/$w"
+  if [[ $name == llm-d-inference-sim ]]; then
+    run_step "patch $name (TTFT from arrival)" "$LOG_DIR/patch-$name.log" "$dir" \
+      sim_patched_wrapper "$KEY_DIR/sim-build"
+    dir="$KEY_DIR/sim-build/wrapper"
+  fi
+  run_step "build $name" "$LOG_DIR/build-$name.log" "$dir" \
     go build -mod=readonly -buildvcs=false -trimpath -tags="$(tags_of "$name")" \
     -ldflags="$(ldflags_of "$name")" -o "$partial" "$pkg"
   run_step "check $name version" "$LOG_DIR/check-$name.log" "$BIN_DIR" \

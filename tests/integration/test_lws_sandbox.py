@@ -274,6 +274,29 @@ def test_the_rendered_multinode_leader_worker_set_is_accepted_as_rendered(
 # ------------------------------------------------------------------ the operator, --multinode
 
 
+def _scale_up_as_the_autoscaler(ctx: Any, body: dict[str, Any], replicas: int) -> None:
+    import asyncio
+    import logging
+
+    from mmop import autoscaler
+    from mmop.api import Scaling
+    from mmop.controller.autoscaling import _act
+
+    decision = autoscaler.ScalingDecision(
+        action=autoscaler.Action.SCALE_UP, replicas=replicas, reason="Saturated"
+    )
+    obs = autoscaler.observation(
+        now_seconds=0.0, desired_replicas=1, ready_replicas=1, loads=(), ttft_p95_seconds=None,
+        preemptions_per_second=None, oom_killed=(), plan={}, saved={}, consolidated=False,
+    )  # fmt: skip
+    assert ctx.indexes is not None
+    taken, *_ = asyncio.run(
+        _act(ctx, body, ctx.indexes, logging.getLogger("test"), decision, obs, Scaling(),
+             autoscaler.State(), 0.0)
+    )  # fmt: skip
+    assert taken.action == autoscaler.Action.SCALE_UP, taken.message  # not ScaleRefused
+
+
 def _service_or_none(core: Any, namespace: str, name: str) -> Any:
     from kubernetes.client.exceptions import ApiException
 
@@ -363,8 +386,9 @@ def test_the_operator_serves_a_model_over_two_nodes_as_a_leader_worker_set(
     for p in pods:
         assert env_of(p)[LWS_LEADER_ADDRESS_ENV] == f"big-lws-0.big-lws.{ns}"
 
-    # The autoscaler's write (the scale subresource), as the operator makes it: a second group.
-    multinode_operator.kube().scale("LeaderWorkerSet", ns, "big-lws", 2)
+    # The autoscaler's write, made by the operator's own code (autoscaling._act: the scale
+    # subresource of the workload found in the watches, by its own name, big-lws): a second group.
+    _scale_up_as_the_autoscaler(multinode_operator, get_mm(state, ns, "big"), 2)
     mm = wait_for(
         lambda: (
             (m := get_mm(state, ns, "big"))

@@ -101,6 +101,13 @@ def test_observe_finds_the_group_and_the_deployment_left_over(group: RenderedGro
     assert observe(idx, "ns", "big").kind == LWS_KIND
     # both indexes feed the inventory
     assert {r["kind"] for r in idx.workloads()[("ns", "big")]} == {"Deployment", LWS_KIND}
+    # What the autoscaler scales: the workload by its own name (the group is <model>-lws, not
+    # the model's name, which LWS's headless Service would collide with).
+    assert seen.scale_target == (LWS_KIND, "big-lws")
+    assert back.scale_target == ("Deployment", "big")
+    none = observe(Indexes(gpu_nodes={}, gpu_pods={}, mmop_deployments={}, mmop_services={},
+                           mmop_pdbs={}, model_pods={}), "ns", "big")  # fmt: skip
+    assert none.scale_target is None
 
 
 def test_groups_not_bound_yet_hold_a_whole_node_per_pod() -> None:

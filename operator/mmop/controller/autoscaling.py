@@ -459,8 +459,9 @@ async def _act(
     status = body.get("status") or {}
     if decision.action in (Action.SCALE_UP, Action.SCALE_DOWN):
         try:
-            kind = str(observe(idx, namespace, name).kind or "Deployment")
-            await asyncio.to_thread(ctx.kube().scale, kind, namespace, name, decision.replicas)
+            # The workload by its own name: a LeaderWorkerSet is <model>-lws (render.group_name).
+            kind, target = observe(idx, namespace, name).scale_target or ("Deployment", name)
+            await asyncio.to_thread(ctx.kube().scale, kind, namespace, target, decision.replicas)
         except ApiException as err:
             refused = ScalingDecision(
                 action=Action.HOLD,

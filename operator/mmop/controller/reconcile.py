@@ -111,6 +111,15 @@ class Observed:
         value = (self.deployment or {}).get("replicas")
         return int(value) if value is not None else None
 
+    @property
+    def scale_target(self) -> tuple[str, str] | None:
+        """(kind, name) of the serving workload, as its scale subresource is addressed: a
+        Deployment has the model's name, a LeaderWorkerSet ``<model>-lws``
+        (render.group_name). None: there is none."""
+        kind = self.kind
+        child = self.children.get(kind) if kind else None
+        return (kind, child.name) if kind and child is not None else None
+
 
 def observe(
     idx: Indexes,

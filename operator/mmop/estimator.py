@@ -67,6 +67,14 @@ VERSION_GRAPHS_BEFORE_KV = (0, 20, 0)  # VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPH
 VERSION_TOKENS_FROM_CONCURRENCY = (0, 20, 2)  # "GPU KV cache size" = concurrency x max_model_len
 VERSION_LARGE_DEVICE_DEFAULTS = (0, 28, 0)  # >= 160 GiB devices: 16384 / 1024
 VERSION_TRITON_TOP_K_TOP_P = (0, 17, 0)  # top-k/top-p by a Triton kernel, no vocabulary sort
+# Model Runner V2 profiles every non-pooling model (config/vllm.py l. 703-739 at 0.32.0: the
+# default unless a feature it lacks is asked for; mmop renders none of those). Its dummy sampler
+# run registers no sampling parameters, so the sampler returns before any fp32 copy, top-k or
+# top-p (v1/worker/gpu/model_runner.py l. 972-983, v1/worker/gpu/sample/sampler.py l. 237-238):
+# the logits alone. Releases 0.25-0.31 made it the default for dense models first, but their
+# dummy sampler is not read here (a 0.26.0 start-up shows 28 bytes per element): they keep the
+# V1 count, which is the larger.
+VERSION_MODEL_RUNNER_V2 = (0, 32, 0)
 
 # Before vLLM 0.17.0 the dummy sampler's top-k/top-p sorts every row's whole vocabulary in
 # PyTorch (v1/sample/ops/topk_topp_sampler.py ``apply_top_k_top_p``: 0.10.2 l. 145, 0.11.0
@@ -295,6 +303,11 @@ class Estimate(BaseModel):
     requested_gib: float = Field(description="ceil(total × utilization)")
     weights_gib: float
     non_torch_gib: float
+    sampler_state_gib: float = Field(
+        default=0.0,
+        description="Model Runner V2's per-request vocabulary state (vLLM >= 0.32.0), held for "
+        "the engine's life",
+    )
     activation_gib: float
     activation_text_gib: float
     activation_encoder_gib: float
@@ -720,18 +733,38 @@ def _text_activation_parts(
     per_token = (mlp_width + q_width + kv_width + 4 * t.hidden_size) * 2 * cal.lm_activation_factor
     forward = mnbt * per_token
     rows = min(mns, mnbt)
-    sampler = rows * t.vocab_size * sampler_bytes_per_element(args.vllm_version, rows, cal)
+    per_element = sampler_bytes_per_element(args.vllm_version, rows, cal, tp)
+    sampler = rows * t.vocab_size * per_element
     return forward, sampler + mnbt * t.hidden_size * 2
 
 
-def sampler_bytes_per_element(version: str, rows: int, cal: Calibration) -> float:
-    """Peak bytes per (row × vocabulary entry) of vLLM's dummy sampler run: the vocabulary sort
-    of releases before 0.17.0 (SAMPLER_SORT_BYTES), else the calibrated fp32 copies."""
-    if parse_version(version) >= VERSION_TRITON_TOP_K_TOP_P:
+def sampler_bytes_per_element(version: str, rows: int, cal: Calibration, tp: int = 1) -> float:
+    """Peak bytes per (row × vocabulary entry) of vLLM's dummy sampler run: Model Runner V2's
+    logits in the model's dtype (2 bytes; under tensor parallelism each rank also holds its
+    vocabulary shard while they are gathered, logits_processor.py l. 122-133), the vocabulary
+    sort of releases before 0.17.0 (SAMPLER_SORT_BYTES), else the calibrated fp32 copies."""
+    v = parse_version(version)
+    if v >= VERSION_MODEL_RUNNER_V2:
+        return 2 + 2 / tp
+    if v >= VERSION_TRITON_TOP_K_TOP_P:
         return 4 * cal.sampler_logit_copies
     if rows == 1:
         return SAMPLER_SORT_BYTES_ONE_ROW
     return SAMPLER_SORT_BYTES if rows >= 128 else SAMPLER_SORT_BYTES_FEW_ROWS
+
+
+def sampler_state_bytes(profile: ModelProfile, args: EngineArgs, mns: int) -> int:
+    """Model Runner V2's per-request vocabulary state, allocated when the model has loaded (after
+    "Model loading took" is measured, v1/worker/gpu/model_runner.py l. 423-456) and held for the
+    engine's life, so vLLM counts it against the KV cache: the penalties' output token counts
+    (max_num_seqs × vocabulary int32) and prompt bit mask (sample/penalties.py l. 40-47), and the
+    structured-output bit mask (structured_outputs.py l. 85-90), on the last pipeline stage only
+    (model_runner.py l. 460-524). None before 0.32.0."""
+    if parse_version(args.vllm_version) < VERSION_MODEL_RUNNER_V2:
+        return 0
+    vocab = profile.text.vocab_size
+    words = -(-vocab // 32)
+    return mns * 4 * (vocab + 2 * words)
 
 
 @dataclass(frozen=True)
@@ -842,7 +875,15 @@ def mm_profile(
     per_prompt = max(1, min(per_prompt_limit, max_model_len // max(item.tokens, 1)))
     items = max(1, min(budget // max(item.tokens, 1), mns * per_prompt))
     dummy = _dummy_item_cost(profile, args, modality, item, max_model_len)
-    enc = _encoder_bytes(profile, args, modality, dummy, items, cal)
+    enc_item, enc_items = dummy, items
+    ratio = profile.vision.positions_per_token_bound if profile.vision else None
+    if modality != "audio" and ratio:
+        # The generic path: whatever its items, vLLM encodes at most the budget's tokens, each
+        # of at most `ratio` encoder positions.
+        positions = max(dummy.encoder_patches * items, math.ceil(budget * ratio))
+        enc_item = modalities.ItemCost(dummy.tokens, positions, max(dummy.encoder_sequence, 1))
+        enc_items = 1
+    enc = _encoder_bytes(profile, args, modality, enc_item, enc_items, cal)
     out_width = profile.text.hidden_size
     if profile.family in ("qwen3_vl", "qwen3_omni", GENERIC_MM_FAMILY):
         out_width *= 1 + len(
@@ -1015,6 +1056,7 @@ def estimate(
     pp = args.pipeline_parallel_size
     # NCCL (and, with TP, custom all-reduce) buffers: pipeline stages talk over NCCL too.
     non_torch = int((cal.non_torch_gib + (cal.non_torch_tp_gib if tp > 1 or pp > 1 else 0.0)) * GIB)
+    sampler_state = sampler_state_bytes(profile, args, mns)
     text_act = text_activation_bytes(profile, args, mnbt, mns, cal)
     mm = mm_profile(profile, args, max_model_len, mnbt, mns, cal)
     activation = max(mm.encoder_bytes + mm.output_bytes, mm.output_bytes + text_act)
@@ -1025,7 +1067,7 @@ def estimate(
     if args.kv_cache_memory_bytes:
         available = args.kv_cache_memory_bytes
     else:
-        available = requested - weights - non_torch - activation - applied_graphs
+        available = requested - weights - non_torch - sampler_state - activation - applied_graphs
         if cal.kv_memory_scale != 1.0 and available > 0:
             available = int(available * cal.kv_memory_scale)
 
@@ -1097,7 +1139,9 @@ def estimate(
             f"when initializing the engine ({where.strip() + ': ' if where else ''}weights "
             f"{_gib(weights):.2f} GiB + activation "
             f"{_gib(activation):.2f} GiB + graphs {_gib(applied_graphs):.2f} GiB + non-torch "
-            f"{_gib(non_torch):.2f} GiB exceed {budget_gib:.2f} GiB)."
+            f"{_gib(non_torch):.2f} GiB"
+            + (f" + sampler state {_gib(sampler_state):.2f} GiB" if sampler_state else "")
+            + f" exceed {budget_gib:.2f} GiB)."
         )
     elif need > num_blocks:
         fits, failure = False, FitFailure.MAX_SEQ_LEN
@@ -1139,6 +1183,7 @@ def estimate(
         requested_gib=budget_gib,
         weights_gib=_gib(weights),
         non_torch_gib=_gib(non_torch),
+        sampler_state_gib=_gib(sampler_state),
         activation_gib=_gib(activation),
         activation_text_gib=_gib(text_act),
         activation_encoder_gib=_gib(mm.encoder_bytes + mm.output_bytes),
@@ -1243,7 +1288,8 @@ def _pipeline(
         if args.kv_cache_memory_bytes:
             available = args.kv_cache_memory_bytes
         else:
-            available = inp.requested - weights - inp.non_torch - activation - applied
+            state = sampler_state_bytes(profile, args, inp.mns) if last else 0
+            available = inp.requested - weights - inp.non_torch - state - activation - applied
             if cal.kv_memory_scale != 1.0 and available > 0:
                 available = int(available * cal.kv_memory_scale)
         by_kind: dict[AttentionKind, int] = {}

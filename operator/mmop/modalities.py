@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from mmop.model import GENERIC_MM_FAMILY, ModelProfile
+from mmop.model import GENERIC_MM_FAMILY, QWEN_PUBLISHED_MAX_UNITS, ModelProfile
 
 # vLLM caps the frame count of the Qwen2-VL-family video dummy it profiles with.
 QWEN_VL_MAX_PROFILE_FRAMES = 14
@@ -374,7 +374,11 @@ def _qwen_processor_size(pre: Mapping[str, Any], default: tuple[int, int]) -> di
 
 
 def _qwen_image_bounds(profile: ModelProfile, kw: Mapping[str, Any]) -> tuple[int, int]:
-    default = _qwen_processor_size(profile.preprocessor, (56 * 56, 28 * 28 * 1280))
+    longest = 28 * 28 * 1280  # Qwen2VLImageProcessor's class default
+    if profile.processor_config_missing:
+        patch, merge, _ = _qwen_unit(profile)
+        longest = (patch * merge) ** 2 * QWEN_PUBLISHED_MAX_UNITS
+    default = _qwen_processor_size(profile.preprocessor, (56 * 56, longest))
     return _qwen_size(default, _scoped(kw, "images_kwargs"))
 
 

@@ -40,6 +40,15 @@ QUANT_CONFIG_FILE = "hf_quant_config.json"
 MODEL_FILES = (*CONFIG_FILES, *PROCESSOR_FILES, VIDEO_PROCESSOR_FILE, QUANT_CONFIG_FILE)
 
 
+# Families whose images vLLM sizes with a Qwen2-VL image processor (size / min_pixels /
+# max_pixels of preprocessor_config.json), and the largest image, in merged-patch units, that the
+# published Qwen vision models set there: Qwen2.5-VL max_pixels 12,845,056 = 16,384 x 28 x 28,
+# Qwen3-VL / Qwen3.5 size.longest_edge 16,777,216 = 16,384 x 32 x 32 (catalog preprocessor configs).
+QWEN_PROCESSOR_FAMILIES = frozenset(
+    {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_omni", "qwen2_5_omni"}
+)
+QWEN_PUBLISHED_MAX_UNITS = 16384
+
 _NATIVE_TYPES_FILE = Path(__file__).parent / "catalog" / "native_config_types.txt"
 NATIVE_CONFIG_TYPES = frozenset(
     line.strip()
@@ -173,6 +182,12 @@ class VisionTower(BaseModel):
     item_tiles_bound: int = Field(
         default=1, description="Generic path only: tiles (crops, slices) of that bound"
     )
+    positions_per_token_bound: float | None = Field(
+        default=None,
+        description="Generic path only: an upper bound on encoder input positions per "
+        "placeholder token (a fixed-size tower pooling or resampling its patches encodes many "
+        "per token), so the encoder profile is bounded whatever the item size",
+    )
 
 
 class AudioEncoder(BaseModel):
@@ -256,13 +271,25 @@ class ModelProfile(BaseModel):
         return self.vision is not None or self.audio is not None
 
     @property
+    def processor_config_missing(self) -> bool:
+        """A Qwen-processor family whose preprocessor_config.json was not among the files read.
+        vLLM sizes its images from that file; the processor class's own default (1,280 units of
+        merged patches) is far below what every published Qwen vision model sets (16,384), so
+        images are bounded by the published figure instead (QWEN_PUBLISHED_MAX_UNITS) and the
+        estimate is approximate."""
+        if self.vision is None or self.family not in QWEN_PROCESSOR_FAMILIES:
+            return False
+        return not any(k != "video" for k in self.preprocessor)
+
+    @property
     def approximate(self) -> bool:
         """Read by the generic path: a text model type mmop has no family for, sized from the
         standard config keys alone (what it may miss: attention sinks, linear-attention state,
         unusual layer layouts), or a multimodal family mmop has no processor rule for, whose
-        encoder and image tokens are upper bounds (GENERIC_MM_FAMILY). Plans keep a margin
+        encoder and image tokens are upper bounds (GENERIC_MM_FAMILY), or a family whose
+        processor config is missing (processor_config_missing). Plans keep a margin
         (planner.APPROXIMATE_KV_SCALE)."""
-        if self.family == GENERIC_MM_FAMILY:
+        if self.family == GENERIC_MM_FAMILY or self.processor_config_missing:
             return True
         return self.family == "text" and self.text.model_type not in GENERIC_KNOWN_TYPES
 
@@ -274,6 +301,12 @@ class ModelProfile(BaseModel):
                 f"model_type {self.config.get('model_type')!r} is a multimodal family mmop has no "
                 "processor rule for, read by the generic path (encoder and image tokens are "
                 "upper bounds)"
+            )
+        if self.processor_config_missing:
+            return (
+                "no preprocessor_config.json was read: images are bounded by the largest size "
+                f"published Qwen vision models set ({QWEN_PUBLISHED_MAX_UNITS:,} tokens), not the "
+                "processor class default"
             )
         return (
             f"model_type {self.text.model_type!r} is read by the generic path (standard config "
@@ -1219,6 +1252,12 @@ def _generic_vision(vc: Json, cfg: Json, pre: Json, lm_hidden: int) -> VisionTow
     temporal = int(vc.get("temporal_patch_size") or 1)
     merge = _merge_of(vc, cfg)
     per_tile, tiles = _generic_item_bound(vc, cfg, pre, patch, merge)
+    # Encoder positions per placeholder token: merge² where patches are merged into tokens; a
+    # tower of a fixed input side that pools or resamples (Gemma 3: 4,096 patches to 256
+    # tokens) encodes its whole native grid for each tile's tokens.
+    ratio = float(merge * merge)
+    if image:
+        ratio = max(ratio, (-(-image // patch)) ** 2 / per_tile)
     # Layout tokens processors add around an image's embeddings: a break per row of the grid
     # (Pixtral's [IMG_BREAK]) and begin/end or tile tags.
     per_tile += math.isqrt(per_tile) + 1 + LAYOUT_TOKENS_PER_TILE
@@ -1236,7 +1275,13 @@ def _generic_vision(vc: Json, cfg: Json, pre: Json, lm_hidden: int) -> VisionTow
     tower = _vision_tower(
         GENERIC_MM_FAMILY, c, params, projector, merge=merge, temporal=temporal, gated=True
     )
-    return tower.model_copy(update={"item_tokens_bound": per_tile, "item_tiles_bound": tiles})
+    return tower.model_copy(
+        update={
+            "item_tokens_bound": per_tile,
+            "item_tiles_bound": tiles,
+            "positions_per_token_bound": ratio,
+        }
+    )
 
 
 def _generic_audio_params(ac: Json) -> int:

@@ -27,6 +27,7 @@ def test_budget_is_a_fraction_of_total_memory() -> None:
 def test_available_kv_is_budget_minus_every_other_term() -> None:
     est = estimate(QWEN25, H100, EngineArgs(max_model_len=32768))
     rest = est.weights_gib + est.non_torch_gib + est.activation_gib + est.cudagraph_gib
+    rest += est.sampler_state_gib
     assert est.kv_cache_gib == pytest.approx(est.requested_gib - rest, abs=1e-3)
 
 
@@ -336,3 +337,31 @@ def test_sampler_sorts_the_vocabulary_before_vllm_0_17() -> None:
     # llm-d's vLLM 0.11.0 H100 measurement of this start-up: activation 5.64 GiB, KV 4.45 GiB
     assert old.activation_gib == pytest.approx(5.64, abs=0.1)
     assert old.kv_cache_gib == pytest.approx(4.45, rel=0.05)
+
+
+def test_model_runner_v2_samples_the_dummy_batch_without_fp32_copies() -> None:
+    """vLLM 0.32.0 profiles with Model Runner V2, whose dummy sampler run holds the logits only
+    (no sampling parameters: v1/worker/gpu/sample/sampler.py l. 237-238); 0.31.0 is counted
+    with the V1 runner's fp32 copies (32 bytes per row x vocabulary entry)."""
+    args = EngineArgs(max_model_len=8192)
+    old = estimate(QWEN25, H100, args.model_copy(update={"vllm_version": "0.31.0"}))
+    new = estimate(QWEN25, H100, args)
+    rows, vocab = 1024, QWEN25.text.vocab_size
+    assert old.activation_text_gib == pytest.approx(
+        (rows * vocab * 32 + 8192 * QWEN25.text.hidden_size * 2) / 2**30, abs=1e-3
+    )
+    assert new.activation_text_gib < old.activation_text_gib / 3
+    # ... and keeps per-request vocabulary state for the engine's life, counted against the KV
+    # cache: int32 output counts plus two bit masks (penalties.py l. 40-47, structured_outputs.py
+    # l. 85-90).
+    words = -(-vocab // 32)
+    assert new.sampler_state_gib == pytest.approx(rows * 4 * (vocab + 2 * words) / 2**30, abs=1e-3)
+    assert old.sampler_state_gib == 0
+    assert new.kv_cache_gib > old.kv_cache_gib
+
+
+def test_model_runner_v2_state_is_sized_by_max_num_seqs() -> None:
+    small = estimate(QWEN25, L4, EngineArgs(max_model_len=8192, max_num_seqs=16))
+    large = estimate(QWEN25, L4, EngineArgs(max_model_len=8192, max_num_seqs=256))
+    assert large.sampler_state_gib == pytest.approx(16 * small.sampler_state_gib, abs=2e-3)
+    assert small.sampler_state_gib > 0

@@ -112,8 +112,12 @@ def test_a_model_larger_than_a_node_fits_two_pipeline_stages() -> None:
     # Each stage holds about half the decoder; both halves and the embeddings make the whole.
     whole = one.weights_gib - 0.05
     assert first.weights_gib + last.weights_gib - 0.1 == pytest.approx(whole, rel=1e-3)
-    # Only the last stage runs the sampler's dummy pass: its activation peak is the larger.
-    assert last.activation_gib > first.activation_gib
+    # Only the last stage runs the sampler's dummy pass: its activation peak is the larger
+    # where the sampler's peak exceeds the forward's (the V1 model runner's fp32 copies, before
+    # vLLM 0.32.0); Model Runner V2's dummy sampler holds only the logits.
+    assert last.activation_gib >= first.activation_gib
+    v1 = _est(BIG, "L40S", 4, 2, vllm_version="0.31.0")
+    assert v1.stages[1].activation_gib > v1.stages[0].activation_gib
     # Every stage allocates the smallest stage's blocks (vLLM's min over workers).
     assert two.kv_cache_blocks == min(s.kv_cache_blocks for s in two.stages) == last.kv_cache_blocks
     assert first.kv_cache_blocks > two.kv_cache_blocks

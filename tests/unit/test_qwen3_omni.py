@@ -23,7 +23,10 @@ def profile():  # type: ignore[no-untyped-def]
 
 def test_it_is_read_as_qwen3_omni_not_as_qwen2_5_omni(profile) -> None:  # type: ignore[no-untyped-def]
     assert profile.family == "qwen3_omni"
-    assert not profile.approximate
+    # bench/families holds its config.json only: without the preprocessor config the image
+    # bound is the published one, and the estimate says it is approximate
+    assert profile.processor_config_missing and profile.approximate
+    assert "preprocessor_config.json" in profile.approximate_what
     assert profile.architecture == "Qwen3OmniMoeForConditionalGeneration"
     assert set(mm.supported_modalities(profile)) == {"image", "video", "audio"}
 
@@ -57,7 +60,11 @@ def test_vllm_profiles_30_seconds_of_audio(profile) -> None:  # type: ignore[no-
 
 def test_images_are_cut_on_the_towers_32_pixel_unit(profile) -> None:  # type: ignore[no-untyped-def]
     assert mm.image_cost(profile, 960, 960).tokens == (960 // 32) ** 2
-    assert mm.max_image_cost(profile).tokens == 980  # 28*28*1280 pixels in 32x32 units
+    # No preprocessor_config.json here: not the class default (28*28*1280 pixels, 980 units of
+    # 32x32, what vLLM would never be given), but the largest published Qwen setting.
+    assert mm.max_image_cost(profile).tokens == 16384
+    with_config = profile.model_copy(update={"preprocessor": {"max_pixels": 12845056}})
+    assert mm.max_image_cost(with_config).tokens == 12845056 // (32 * 32)
 
 
 def test_video_frames_default_to_the_processors_768_units(profile) -> None:  # type: ignore[no-untyped-def]

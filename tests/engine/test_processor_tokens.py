@@ -43,8 +43,11 @@ IMAGE_MODELS: dict[str, list[dict[str, Any]]] = {
     "Qwen/Qwen2-VL-7B-Instruct": [{}],
     "Qwen/Qwen2.5-VL-7B-Instruct": [{}, {"max_pixels": 256 * 28 * 28}, {"min_pixels": 200704}],
     "Qwen/Qwen2.5-Omni-7B": [{}],
-    QWEN3_OMNI: [{}, {"max_pixels": 256 * 32 * 32}],
-    QWEN3_5: [{}],
+    # bench/families holds these two without preprocessor_config.json: mmop then bounds images
+    # at the published 16,384 units (model.QWEN_PUBLISHED_MAX_UNITS), not the class default the
+    # processor falls back to, so the processor is given that bound.
+    QWEN3_OMNI: [{"max_pixels": 16384 * 32 * 32}, {"max_pixels": 256 * 32 * 32}],
+    QWEN3_5: [{"max_pixels": 16384 * 32 * 32}],
     "Qwen/Qwen3-VL-8B-Instruct": [{}, {"max_pixels": 1024 * 32 * 32}],
     "Qwen/Qwen3-VL-30B-A3B-Instruct": [{}],
     "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8": [{}],

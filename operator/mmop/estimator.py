@@ -71,9 +71,12 @@ VERSION_TRITON_TOP_K_TOP_P = (0, 17, 0)  # top-k/top-p by a Triton kernel, no vo
 # default unless a feature it lacks is asked for; mmop renders none of those). Its dummy sampler
 # run registers no sampling parameters, so the sampler returns before any fp32 copy, top-k or
 # top-p (v1/worker/gpu/model_runner.py l. 972-983, v1/worker/gpu/sample/sampler.py l. 237-238):
-# the logits alone. Releases 0.25-0.31 made it the default for dense models first, but their
-# dummy sampler is not read here (a 0.26.0 start-up shows 28 bytes per element): they keep the
-# V1 count, which is the larger.
+# the logits alone. From 0.25 it was already the default for dense models, with the same dummy
+# sampler (0.26.0: config/vllm.py l. 605-622, v1/worker/gpu/model_runner.py l. 654-665), but a
+# 0.26.0 AWQ start-up of Qwen2.5-7B shows 1.04 GiB of peak activation that 256 rows of logits do
+# not explain (AWQ Marlin's fp32 reduction buffers, perhaps; not measured here), and 0.26.0 does
+# not count state allocated before its profile (utils/mem_utils.py l. 303-313): releases before
+# 0.32.0 keep the V1 count, the larger.
 VERSION_MODEL_RUNNER_V2 = (0, 32, 0)
 
 # Before vLLM 0.17.0 the dummy sampler's top-k/top-p sorts every row's whole vocabulary in

@@ -174,6 +174,22 @@ TABLE: tuple[Row, ...] = (
         ),
     ),
     Row(
+        key="inc",
+        feature="inc (INCConfig): AutoRound checkpoints (quant_method auto-round)",
+        min_capability=60,
+        runs_as="a checkpoint's auto-round method becomes inc; float16/bfloat16 activations; "
+        "integer formats packed as GPTQ or AWQ tensors, quantized where block_name_to_quantize "
+        "and extra_config say (mmop sizes these; FP8-block and MXFP formats get no verdict); "
+        "needs the checkpoint's quantization_config",
+        amd="listed",
+        sources=(
+            f"{_Q}/inc/inc.py INCConfig.get_min_capability (line 266) = 60, "
+            "get_supported_act_dtypes (line 262), get_quant_method (line 322), "
+            "override_quantization_method (line 361)",
+            f"{_Q}/inc/config_parser.py INCConfigParser._resolve_raw (line 82)",
+        ),
+    ),
+    Row(
         key="compressed-tensors",
         feature="compressed-tensors",
         min_capability=70,
@@ -244,16 +260,17 @@ _QUANT_CLASS = {
     "gptq": "gptq", "gptq_marlin": "gptq", "auto_gptq": "gptq",
     "fp8": "fp8", "compressed-tensors": "compressed-tensors",
     "mxfp4": "mxfp4", "gpt_oss_mxfp4": "mxfp4", "modelopt": "modelopt",
-    "modelopt_fp4": "modelopt_fp4",
+    "modelopt_fp4": "modelopt_fp4", "inc": "inc",
 }  # fmt: skip
 # get_min_capability of each config class; mxfp4: quantization/mxfp4.py Mxfp4Config (line 71)
 # = 80; modelopt: quantization/modelopt.py ModelOptFp8Config (line 445) = 80,
-# ModelOptNvFp4Config (line 768) = 75.
+# ModelOptNvFp4Config (line 768) = 75; inc: quantization/inc/inc.py INCConfig (l. 266-267) = 60.
 MIN_CAPABILITY: Mapping[str, int] = {
     "awq": 75, "gptq": 60, "fp8": 75, "compressed-tensors": 70, "mxfp4": 80, "modelopt": 80,
-    "modelopt_fp4": 75,
+    "modelopt_fp4": 75, "inc": 60,
 }  # fmt: skip
-# get_supported_act_dtypes: mxfp4.py line 79 (bfloat16 only); modelopt.py lines 441 and 764.
+# get_supported_act_dtypes: mxfp4.py line 79 (bfloat16 only); modelopt.py lines 441 and 764;
+# inc/inc.py l. 262-263.
 ACT_DTYPES: Mapping[str, tuple[str, ...]] = {
     "awq": ("float16", "bfloat16"),
     "gptq": ("float16", "bfloat16"),
@@ -262,6 +279,7 @@ ACT_DTYPES: Mapping[str, tuple[str, ...]] = {
     "mxfp4": ("bfloat16",),
     "modelopt": ("bfloat16", "float16"),
     "modelopt_fp4": ("bfloat16", "float16"),
+    "inc": ("float16", "bfloat16"),
 }
 # --quantization values a checkpoint's quant_method accepts (override_quantization_method).
 _OVERRIDES = {
@@ -269,7 +287,7 @@ _OVERRIDES = {
     "gptq": ("gptq", "gptq_marlin", "auto_gptq", "marlin"),
 }
 _RESOLVED = {"awq": "auto_awq", "gptq": "auto_gptq"}
-_NEEDS_CHECKPOINT = ("awq", "gptq", "compressed-tensors", "modelopt", "modelopt_fp4")
+_NEEDS_CHECKPOINT = ("awq", "gptq", "compressed-tensors", "modelopt", "modelopt_fp4", "inc")
 # (ModelOpt's configs name hf_quant_config.json as their file, quantization/modelopt.py:304-305;
 # without one, model_loader/weight_utils.py:347-375 raises "Cannot find the config file".)
 

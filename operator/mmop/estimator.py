@@ -511,6 +511,8 @@ def _weight_parts(profile: ModelProfile, args: EngineArgs, dtype: str) -> _Weigh
             for m in quant.unquantized_modules
             for key in ("visual", "vision", "vit", "mm_")
         )
+        if quant is not None and quant.vision_quantized is not None:
+            vision_quantized = quant.vision_quantized  # the checkpoint names its quantized blocks
         vision_bytes = (params.vision + params.audio) * (
             per if vision_quantized and quant and quant.method != "awq" else wbytes
         )

@@ -804,7 +804,7 @@ def _internvit(vc: Json, lm_hidden: int, downsample: float, image_size: int) -> 
 # kept so that the estimator can give vLLM's own refusal of it.
 SIZED_CHECKPOINT_METHODS = frozenset(
     {"fp8", "fbgemm_fp8", "compressed-tensors", "gptq", "auto_gptq", "gptq_marlin", "awq",
-     "auto_awq", "awq_marlin", "modelopt", "modelopt_fp4", "mxfp4", "bitsandbytes"}
+     "auto_awq", "awq_marlin", "modelopt", "modelopt_fp4", "mxfp4", "bitsandbytes", "inc"}
 )  # fmt: skip
 # ModelOpt's quant_algo values mmop sizes: weight bits and elements per scale.
 MODELOPT_ALGOS = {"FP8": (8, None), "FP8_PB_WO": (8, None), "NVFP4": (4, 16)}
@@ -841,11 +841,66 @@ def _modelopt_mixed(q: Json, skip: tuple[str, ...]) -> CheckpointQuantization:
     )
 
 
+# Layers an AutoRound extra_config may keep in 16 bits that mmop sizes as part of the decoder
+# (matched at the end of the layer name); smaller ones (routers, shared-expert gates, linear
+# attention's in_proj_ba) are left out of the count.
+_AUTOROUND_SIZED_LAYERS = (
+    "q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "self_attn", "linear_attn",
+    "in_proj_qkvz", "in_proj_qkv", "in_proj_z", "out_proj", "gate_proj", "up_proj", "down_proj",
+    "gate_up_proj", "mlp", "experts", "shared_expert", "shared_experts",
+)  # fmt: skip
+
+
+def _auto_round(q: Json) -> CheckpointQuantization:
+    """An AutoRound checkpoint (quant_method ``auto-round``), which vLLM 0.32.0 loads with its INC
+    config (``INCConfig.override_quantization_method``, quantization/inc/inc.py l. 361-368).
+    mmop sizes its integer formats (data_type ``int``, ``auto_round:auto_gptq`` or
+    ``auto_round:auto_awq`` packing: GPTQ/AWQ tensors, inc.py l. 38-46, 160-175): a layer is
+    quantized when it lies under ``block_name_to_quantize`` (all linear layers but lm_head when
+    absent) unless ``extra_config`` gives it 16 bits or more (inc/config_parser.py l. 82-214,
+    inc.py l. 322-340). Its FP8-block and MXFP formats get no verdict."""
+    data_type = str(q.get("data_type") or "int")
+    packing = str(q.get("packing_format") or "auto_round:auto_gptq")
+    if data_type != "int" or packing not in ("auto_round:auto_gptq", "auto_round:auto_awq"):
+        raise ValueError(
+            f"AutoRound data_type {data_type!r} with packing_format {packing!r}: mmop sizes only "
+            "AutoRound's integer (GPTQ/AWQ-packed) checkpoints, so no verdict is given"
+        )
+    bits = int(q.get("bits", 4))
+    group = q.get("group_size", 128)
+    blocks = q.get("block_name_to_quantize") or q.get("to_quant_block_names")
+    if isinstance(blocks, str):
+        blocks = blocks.split(",")
+    names = [str(b) for b in blocks or []]
+    extra = q.get("extra_config") or {}
+    kept = tuple(
+        sorted(
+            name
+            for name, layer in extra.items()
+            if isinstance(layer, dict)
+            and int(layer.get("bits", bits)) >= 16
+            and name.rstrip(".*$").endswith(_AUTOROUND_SIZED_LAYERS)
+            and "mtp" not in name
+        )
+    )
+    return CheckpointQuantization(
+        method="inc",
+        weight_bits=bits,
+        group_size=int(group) if isinstance(group, int) and group > 0 else None,
+        unquantized_modules=kept,
+        # vision towers are quantized only where a quantized block names them; without
+        # block_name_to_quantize they are counted in 16 bits (the larger, safe count)
+        vision_quantized=any(k in n for n in names for k in ("visual", "vision")),
+    )
+
+
 def _quantization(cfg: Json) -> CheckpointQuantization | None:
     q = cfg.get("quantization_config") or (cfg.get("text_config") or {}).get("quantization_config")
     if not q:
         return None
     method = str(q.get("quant_method", "")).lower()
+    if method == "auto-round":
+        return _auto_round(q)
     if not method and (q.get("producer") or {}).get("name") == "modelopt":
         # vLLM names ModelOpt's method from its producer (model_arch_config_convertor.py:270-290)
         method = "modelopt"

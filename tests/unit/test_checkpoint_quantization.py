@@ -151,3 +151,94 @@ def test_an_mxfp4_model_from_the_hub_is_planned_not_a_crash() -> None:
         max_num_batched_tokens=got.max_num_batched_tokens))  # fmt: skip
     assert full.approximate and any("generic path" in w for w in full.warnings)
     assert got.memory.kv_cache_tokens < 0.85 * full.kv_cache_tokens
+
+
+# ------------------------------------------------------------------------------- AutoRound
+CATALOG = Path(__file__).resolve().parents[2] / "operator/mmop/catalog/models"
+
+
+def _qwen3_vl(quant: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    cfg = json.loads((CATALOG / "Qwen/Qwen3-VL-8B-Instruct/config.json").read_text())
+    return with_quant(cfg, quant)
+
+
+AUTOROUND = {
+    "quant_method": "auto-round", "bits": 4, "group_size": 128, "sym": True, "data_type": "int",
+    "packing_format": "auto_round:auto_gptq",
+    "block_name_to_quantize": "model.language_model.layers",
+}  # fmt: skip
+
+
+def test_an_autoround_checkpoint_is_vllms_inc_sized_as_its_gptq_tensors() -> None:
+    # vLLM 0.32.0 overrides quant_method auto-round to its INC config (inc/inc.py l. 361-368);
+    # before, mmop called it "not a quantization method of vLLM" and gave no verdict.
+    profile = build_profile("acme/vl-int4-autoround", _qwen3_vl(AUTOROUND))
+    assert profile.quantization is not None
+    assert profile.quantization.method == "inc"
+    assert profile.quantization.vision_quantized is False  # only the decoder blocks are named
+    gptq = build_profile(
+        "acme/vl-gptq",
+        _qwen3_vl({"quant_method": "gptq", "bits": 4, "group_size": 128,
+                   "modules_to_not_convert": ["visual"]}),
+    )  # fmt: skip
+    args = EngineArgs()
+    got = weights_bytes_per_gpu(profile, args, "bfloat16")
+    assert got == weights_bytes_per_gpu(gptq, args, "bfloat16")
+    bf16 = weights_bytes_per_gpu(build_profile("acme/vl", _qwen3_vl({})), args, "bfloat16")
+    # 4-bit decoder: well under half of the bf16 weights, the 16-bit tower and embeddings kept
+    assert 0.3 * bf16 < got < 0.5 * bf16
+    est = estimate(profile, resolve_gpu("L4"), EngineArgs(max_model_len=16384))
+    assert est.fits
+
+
+def test_autoround_16_bit_layers_count_only_where_they_are_large() -> None:
+    small = {  # routers and linear attention's in_proj_ba: left out of the count
+        "model.language_model.layers.0.mlp.gate": {"bits": 16},
+        "model.language_model.layers.0.linear_attn.in_proj_ba": {"bits": 16},
+    }
+    large = {"model.language_model.layers.0.self_attn.q_proj": {"bits": 16}}
+    plain = build_profile("a/p", _qwen3_vl(AUTOROUND))
+    with_small = build_profile("a/s", _qwen3_vl({**AUTOROUND, "extra_config": small}))
+    with_large = build_profile("a/l", _qwen3_vl({**AUTOROUND, "extra_config": large}))
+    assert with_small.quantization is not None and with_large.quantization is not None
+    assert with_small.quantization.unquantized_modules == ()
+    assert with_large.quantization.unquantized_modules == tuple(large)
+    args = EngineArgs()
+    w = {p.id: weights_bytes_per_gpu(p, args, "bfloat16") for p in (plain, with_small, with_large)}
+    assert w["a/s"] == w["a/p"]
+    assert w["a/l"] > w["a/p"]  # attention counted in 16 bits: the larger, safe side
+
+
+def test_autoround_vision_is_quantized_only_where_its_blocks_are_named() -> None:
+    args = EngineArgs()
+    text_only = build_profile("a/t", _qwen3_vl(AUTOROUND))
+    both = build_profile(
+        "a/b",
+        _qwen3_vl({**AUTOROUND,
+                   "block_name_to_quantize": ["model.language_model.layers", "model.visual.blocks"]}),
+    )  # fmt: skip
+    assert both.quantization is not None and both.quantization.vision_quantized is True
+    assert weights_bytes_per_gpu(both, args, "bfloat16") < weights_bytes_per_gpu(
+        text_only, args, "bfloat16"
+    )
+
+
+@pytest.mark.parametrize(
+    "quant",
+    [
+        {"data_type": "fp", "bits": 8, "group_size": [128, 128], "packing_format": "auto_round:fp8"},
+        {"data_type": "mx_fp", "bits": 4, "group_size": 32,
+         "packing_format": "auto_round:llm_compressor"},
+    ],
+)  # fmt: skip
+def test_autoround_float_formats_get_no_verdict(quant: dict[str, Any]) -> None:
+    with pytest.raises(ModelError, match="only AutoRound's integer"):
+        build_profile("a/f", _qwen3_vl({**AUTOROUND, **quant}))
+
+
+def test_inc_runs_from_pascal_in_half_or_bfloat16() -> None:
+    profile = build_profile("acme/vl-int4-autoround", _qwen3_vl(AUTOROUND))
+    # INCConfig.get_min_capability = 60 (inc/inc.py l. 266-267): a T4 (7.5) runs it in fp16
+    assert hardware_refusal(profile, EngineArgs(), resolve_gpu("T4")) is None

@@ -425,10 +425,18 @@ def _dtype_bytes(dtype: str) -> int:
 # Weights
 
 
-def _quant_bytes_per_param(method: str, bits: int, group: int | None) -> float:
+def _quant_bytes_per_param(
+    method: str, bits: int, group: int | None, float_weights: bool = False
+) -> float:
     if method == "modelopt_fp4":
         # NVFP4: two 4-bit values per byte and one FP8 (e4m3) scale per 16 values
         # (vllm/model_executor/layers/quantization/modelopt.py lines 907-960 and 2003)
+        return 0.5 + 1 / (group or 16)
+    if method == "compressed-tensors" and float_weights and bits == 4:
+        # FP4 weights: two values per byte and one 8-bit scale per group, FP8 per 16 (NVFP4) or
+        # E8M0 per 32 (MXFP4): compressed_tensors/schemes/compressed_tensors_w4a4_nvfp4.py
+        # l. 52-84, compressed_tensors_w4a4_mxfp4.py l. 64-88 (vLLM 0.32.0); one float32 global
+        # scale per layer is left out
         return 0.5 + 1 / (group or 16)
     if method in ("fp8", "modelopt") or (method == "compressed-tensors" and bits == 8):
         scale = 4 / group if group else 0.0
@@ -493,7 +501,9 @@ def _weight_parts(profile: ModelProfile, args: EngineArgs, dtype: str) -> _Weigh
         if quant is not None and (
             args.quantization is None or args.quantization.startswith(quant.method)
         ):
-            per = _quant_bytes_per_param(quant.method, quant.weight_bits, quant.group_size)
+            per = _quant_bytes_per_param(
+                quant.method, quant.weight_bits, quant.group_size, quant.float_weights
+            )
         elif method == "fp8":
             per = 1.0
         elif method == "bitsandbytes":

@@ -221,6 +221,10 @@ class CheckpointQuantization(BaseModel):
     vision_quantized: bool | None = Field(
         default=None, description="Whether the vision tower is among the quantized layers"
     )
+    float_weights: bool = Field(
+        default=False,
+        description="compressed-tensors: the weights are floating-point (FP4: NVFP4 or MXFP4)",
+    )
 
 
 class ParamCounts(BaseModel):
@@ -926,12 +930,18 @@ def _quantization(cfg: Json) -> CheckpointQuantization | None:
     if method == "compressed-tensors":
         bits = 8
         group: int | None = None
+        floats = False
         for scheme in (q.get("config_groups") or {}).values():
             weights = scheme.get("weights") or {}
             bits = int(weights.get("num_bits", bits))
             group = weights.get("group_size") or group
+            floats = str(weights.get("type", "int")) == "float"
         return CheckpointQuantization(
-            method=method, weight_bits=bits, group_size=group, unquantized_modules=skip
+            method=method,
+            weight_bits=bits,
+            group_size=group,
+            unquantized_modules=skip,
+            float_weights=floats and bits == 4,
         )
     if method in ("modelopt", "modelopt_fp4"):
         algo = str(q.get("quant_algo") or (q.get("quantization") or {}).get("quant_algo") or "")

@@ -242,3 +242,39 @@ def test_inc_runs_from_pascal_in_half_or_bfloat16() -> None:
     profile = build_profile("acme/vl-int4-autoround", _qwen3_vl(AUTOROUND))
     # INCConfig.get_min_capability = 60 (inc/inc.py l. 266-267): a T4 (7.5) runs it in fp16
     assert hardware_refusal(profile, EngineArgs(), resolve_gpu("T4")) is None
+
+
+def _ct_fp4(group: int) -> dict[str, Any]:
+    """compressed-tensors FP4 as llm-compressor writes it (nvfp4-pack-quantized: group 16;
+    MXFP4: group 32), the vision tower and lm_head ignored."""
+    scheme = {"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": group,
+              "symmetric": True, "dynamic": False}  # fmt: skip
+    return {
+        "quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": scheme,
+                                      "input_activations": {**scheme, "dynamic": "local"}}},
+        "ignore": ["lm_head", "re:.*visual.*"],
+    }  # fmt: skip
+
+
+def test_compressed_tensors_fp4_weights_are_sized_with_one_8_bit_scale_per_group() -> None:
+    # vLLM allocates FP4 weights as two values per byte plus one 8-bit scale per group of 16
+    # (NVFP4) or 32 (MXFP4); mmop counted them as integer weights with a 16-bit scale and a
+    # zero point per group (0.656 bytes per weight instead of 0.5625 for NVFP4).
+    args = EngineArgs()
+    ct = build_profile("acme/vl-nvfp4", _qwen3_vl(_ct_fp4(16)))
+    assert ct.quantization is not None and ct.quantization.float_weights
+    modelopt = build_profile(
+        "nvidia/vl-nvfp4",
+        _qwen3_vl({"quant_method": "modelopt", "quant_algo": "NVFP4", "group_size": 16,
+                   "exclude_modules": ["lm_head", "model.visual*"]}),
+    )  # fmt: skip
+    assert weights_bytes_per_gpu(ct, args, "bfloat16") == weights_bytes_per_gpu(
+        modelopt, args, "bfloat16"
+    )
+    mx = build_profile("acme/vl-mxfp4", _qwen3_vl(_ct_fp4(32)))
+    bf16 = build_profile("acme/vl", _qwen3_vl({}))
+    decoder = bf16.params.language_model
+    assert weights_bytes_per_gpu(ct, args, "bfloat16") - weights_bytes_per_gpu(
+        mx, args, "bfloat16"
+    ) == pytest.approx(decoder * (1 / 16 - 1 / 32), rel=1e-6, abs=2)

@@ -22,7 +22,7 @@ readonly VERSIONS_FILE="$SANDBOX_DIR/versions.env"
 readonly GOMOD_DIR="$SANDBOX_DIR/gomod"
 # Bump when the way the binaries are built changes (flags, tags, stamping): it is part of the cache
 # key, so caches built the old way are not reused.
-readonly RECIPE_REVISION=3
+readonly RECIPE_REVISION=4
 readonly WRAPPER_MODULE_PREFIX="mmop.dev/e2e/sandbox/gomod"
 
 readonly BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm
@@ -556,42 +556,69 @@ check_binary() {
   rm -f "$path.check"
 }
 
-# llm-d-inference-sim observes vllm:time_to_first_token_seconds after its queue: its
-# simulateTTFT (pkg/llm-d-inference-sim/context.go, v0.10.2) reports only the simulated prefill
-# delay, while vLLM counts TTFT from the request's arrival (vllm/v1/metrics/stats.py, l. 521 at
-# 0.32.0: time since req_stats.arrival_time). The sandbox's build reports the time since the
-# request context was created (startProcessing, set as the HTTP request is read: request.go,
-# newBaseRequestContext) instead: one line of a copy of the module (verified against go.sum by
-# `go mod download`), built through a copy of the wrapper that replaces the module with it. The
-# build fails if the line is not found exactly once.
+# Two departures of llm-d-inference-sim (v0.10.2) from vLLM are corrected in a copy of the module
+# (verified against go.sum by `go mod download`), built through a copy of the wrapper that replaces
+# the module with it. Each patch rewrites one line; the build fails if a line is not found exactly
+# once, so a new release of the module cannot be patched silently.
+#
+# 1. TTFT from arrival. The simulator observes vllm:time_to_first_token_seconds after its queue:
+#    simulateTTFT (pkg/llm-d-inference-sim/context.go) reports only the simulated prefill delay,
+#    while vLLM counts TTFT from the request's arrival (vllm/v1/metrics/stats.py, l. 521 at 0.32.0:
+#    time since req_stats.arrival_time). The patched build reports the time since the request
+#    context was created (startProcessing, set as the HTTP request is read: request.go,
+#    newBaseRequestContext).
+readonly SIM_TTFT_FILE=pkg/llm-d-inference-sim/context.go
 readonly SIM_TTFT_LINE='common.WriteToChannel(s.metrics.ttftChan, ttft.Seconds(), s.logger)'
 readonly SIM_TTFT_FROM_ARRIVAL='common.WriteToChannel(s.metrics.ttftChan, time.Since(respCtx.RequestContext().startProcessingTime()).Seconds(), s.logger)'
+# 2. A full KV cache waits instead of failing. The simulator answers HTTP 500 when a request's
+#    prompt blocks do not fit its KV cache (request.go, kvCacheOnRequestStart; the error comes
+#    from kv-cache/block_cache.go, startRequest), while vLLM's scheduler leaves such a request
+#    waiting until blocks free (vllm/v1/core/sched/scheduler.py at 0.32.0: allocate_slots returns
+#    None, l. 1275, and the waiting request is not scheduled). The patched build retries the allocation
+#    every 5 ms until it fits; after 120 s (a request larger than the whole cache) it fails as
+#    before. The retry happens in the request's worker, so the request counts as running, not
+#    waiting, while it waits (docs/autoscaling.md lists this departure).
+readonly SIM_KV_FILE=pkg/llm-d-inference-sim/request.go
+readonly SIM_KV_LINE='stat, err = reqCtx.sim.kvcacheHelper.OnRequestStart(reqCtx.request())'
+readonly SIM_KV_CAPACITY_FILE=pkg/kv-cache/block_cache.go
+readonly SIM_KV_CAPACITY_ERROR='the kv cache does not have sufficient capacity to store this request'
+readonly SIM_KV_WAIT='for kvWaitUntil := time.Now().Add(120 * time.Second); ; time.Sleep(5 * time.Millisecond) { stat, err = reqCtx.sim.kvcacheHelper.OnRequestStart(reqCtx.request()); if err == nil || err.Error() != "'"$SIM_KV_CAPACITY_ERROR"'" || time.Now().After(kvWaitUntil) { break } }'
 readonly SIM_MODULE=github.com/llm-d/llm-d-inference-sim
 
-# sim_patched_wrapper DIR (run in the wrapper): DIR/module, the patched copy of the module, and
-# DIR/wrapper, the wrapper with `replace SIM_MODULE => DIR/module`.
-sim_patched_wrapper() {
-  local dir=$1 module src
-  module=$(go list -mod=readonly -m -f '{{.Dir}}' "$SIM_MODULE") || return 1
-  rm -rf "$dir"
-  mkdir -p "$dir/wrapper"
-  cp -R "$module" "$dir/module"
-  chmod -R u+w "$dir/module"
-  src="$dir/module/pkg/llm-d-inference-sim/context.go"
-  if [[ $(grep -cF -- "$SIM_TTFT_LINE" "$src") != 1 ]]; then
-    echo "expected exactly one line '$SIM_TTFT_LINE' in $src"
+# patch_line FILE FROM TO: replace the one line of FILE that contains FROM (FROM replaced by TO).
+patch_line() {
+  local src=$1 from=$2 to=$3
+  if [[ $(grep -cF -- "$from" "$src") != 1 ]]; then
+    echo "expected exactly one line '$from' in $src"
     return 1
   fi
-  awk -v from="$SIM_TTFT_LINE" -v to="$SIM_TTFT_FROM_ARRIVAL" '{
+  awk -v from="$from" -v to="$to" '{
     i = index($0, from)
     if (i) { $0 = substr($0, 1, i - 1) to substr($0, i + length(from)) }
     print
   }' "$src" >"$src.new"
   mv -f "$src.new" "$src"
-  [[ $(grep -cF -- "$SIM_TTFT_FROM_ARRIVAL" "$src") == 1 ]] || return 1
+  [[ $(grep -cF -- "$to" "$src") == 1 ]] || return 1
+  echo "patched $src"
+}
+
+# sim_patched_wrapper DIR (run in the wrapper): DIR/module, the patched copy of the module, and
+# DIR/wrapper, the wrapper with `replace SIM_MODULE => DIR/module`.
+sim_patched_wrapper() {
+  local dir=$1 module
+  module=$(go list -mod=readonly -m -f '{{.Dir}}' "$SIM_MODULE") || return 1
+  rm -rf "$dir"
+  mkdir -p "$dir/wrapper"
+  cp -R "$module" "$dir/module"
+  chmod -R u+w "$dir/module"
+  patch_line "$dir/module/$SIM_TTFT_FILE" "$SIM_TTFT_LINE" "$SIM_TTFT_FROM_ARRIVAL" || return 1
+  if [[ $(grep -cF -- "\"$SIM_KV_CAPACITY_ERROR\"" "$dir/module/$SIM_KV_CAPACITY_FILE") != 1 ]]; then
+    echo "expected the capacity error '$SIM_KV_CAPACITY_ERROR' in $SIM_KV_CAPACITY_FILE"
+    return 1
+  fi
+  patch_line "$dir/module/$SIM_KV_FILE" "$SIM_KV_LINE" "$SIM_KV_WAIT" || return 1
   cp go.mod go.sum "$dir/wrapper/"
   (cd "$dir/wrapper" && go mod edit -replace="$SIM_MODULE=$dir/module")
-  echo "patched $src"
 }
 
 build_binary() {
@@ -602,7 +629,7 @@ build_binary() {
   rm -f "$partial"
   local dir="$GOMOD_DIR/$w"
   if [[ $name == llm-d-inference-sim ]]; then
-    run_step "patch $name (TTFT from arrival)" "$LOG_DIR/patch-$name.log" "$dir" \
+    run_step "patch $name (TTFT from arrival, KV waits)" "$LOG_DIR/patch-$name.log" "$dir" \
       sim_patched_wrapper "$KEY_DIR/sim-build"
     dir="$KEY_DIR/sim-build/wrapper"
   fi

@@ -48,7 +48,7 @@ DATASET = HERE / "dataset.yaml"
 
 # Flags that put something else in GPU memory (a KV connector's buffers, a draft model) that
 # mmop neither models nor renders: such rows are listed, not scored.
-UNMODELLED_FLAGS = {"kv_transfer_config", "speculative_config"}
+UNMODELLED_FLAGS = {"kv_transfer_config"}
 
 ENGINE_FLAGS = {
     "max_model_len",
@@ -138,6 +138,10 @@ def _engine_args(row: dict[str, Any]) -> EngineArgs:
     if flags.get("kv_cache_dtype") == "auto":
         flags.pop("kv_cache_dtype")
     version = str(row.get("vllm_version") or "0.11.0")
+    spec = (row.get("flags") or {}).get("speculative_config") or {}
+    if spec:  # as `mmop estimate --speculative-config` reads it (a named model: a draft model)
+        flags["speculative_method"] = spec.get("method") or "draft_model"
+        flags["num_speculative_tokens"] = spec.get("num_speculative_tokens")
     return EngineArgs(
         tensor_parallel_size=int(row.get("tensor_parallel_size") or 1),
         vllm_version=version,

@@ -140,6 +140,22 @@ def _json_arg(name: str, raw: str | None) -> dict[str, Any]:
     return value
 
 
+def _speculative(spec: dict[str, Any]) -> dict[str, Any]:
+    """--speculative-config's JSON as EngineArgs fields (vLLM's SpeculativeConfig keys)."""
+    if not spec:
+        return {}
+    method = spec.get("method")
+    if method is None:
+        # vLLM infers a draft model's method from the model it names
+        method = "draft_model" if spec.get("model") else None
+    if not isinstance(method, str):
+        raise UsageError('--speculative-config: expected a method (e.g. "mtp") or a model')
+    return {
+        "speculative_method": method,
+        "num_speculative_tokens": spec.get("num_speculative_tokens"),
+    }
+
+
 def _validation_message(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"]) or "value"
@@ -182,6 +198,11 @@ def _build_parser() -> argparse.ArgumentParser:
     est.add_argument("--mm-encoder-tp-mode", choices=("weights", "data"), default="weights")
     est.add_argument("--enforce-eager", action="store_true")
     est.add_argument("--skip-mm-profiling", action="store_true")
+    est.add_argument(
+        "--speculative-config",
+        help='JSON, e.g. \'{"method": "mtp", "num_speculative_tokens": 2}\' (the model\'s own MTP '
+        "layers; other drafters get no verdict)",
+    )
     est.add_argument("--vllm-version", default=PINNED_VLLM_VERSION)
     est.add_argument(
         "--vllm-use-v1",
@@ -429,6 +450,7 @@ def run_estimate(ns: argparse.Namespace) -> Estimate:
         "mm_encoder_tp_mode": ns.mm_encoder_tp_mode,
         "enforce_eager": ns.enforce_eager,
         "skip_mm_profiling": ns.skip_mm_profiling,
+        **_speculative(_json_arg("--speculative-config", ns.speculative_config)),
         "vllm_version": ns.vllm_version,
         "vllm_use_v1": ns.vllm_use_v1,
     }

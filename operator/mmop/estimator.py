@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mmop import capabilities, modalities
 from mmop.catalog import GpuSpec
-from mmop.model import GENERIC_MM_FAMILY, AttentionKind, ModelProfile
+from mmop.model import GENERIC_MM_FAMILY, AttentionKind, Layer, ModelProfile
 from mmop.vllm import (
     PINNED_VLLM_VERSION as PINNED_VLLM_VERSION,
 )  # re-exported: callers import it here
@@ -160,6 +160,15 @@ class EngineArgs(BaseModel):
         "models it keeps two state blocks per request instead of one",
     )
     skip_mm_profiling: bool = Field(default=False, description="--skip-mm-profiling")
+    speculative_method: str | None = Field(
+        default=None,
+        description="--speculative-config's method (speculative decoding): mmop sizes the "
+        "model's own multi-token-prediction layers (mtp, <family>_mtp); other drafters get no "
+        "verdict",
+    )
+    num_speculative_tokens: int | None = Field(
+        default=None, gt=0, le=64, description="--speculative-config's num_speculative_tokens"
+    )
     kv_cache_memory_bytes: int | None = Field(default=None, gt=0, description="--kv-cache-memory")
     vllm_version: str = Field(default=PINNED_VLLM_VERSION, description="vLLM release modelled")
     vllm_use_v1: bool = Field(
@@ -556,6 +565,11 @@ def _weight_parts(profile: ModelProfile, args: EngineArgs, dtype: str) -> _Weigh
         vision_bytes = (params.vision + params.audio) * (
             other if quant.vision_quantized else wbytes
         )
+    if speculative_layers(profile, args):
+        # The MTP drafter's own layers, counted in the model's dtype (NVIDIA's NVFP4 exports and
+        # AutoRound leave mtp.* unquantized; vLLM forces its fc unquantized for NVFP4,
+        # models/qwen3_5_mtp.py l. 89-106): the larger, safe count when a checkpoint quantizes them
+        lm_bytes += profile.text.mtp_params * wbytes
     return _WeightParts(lm_bytes, embed_bytes, vision_bytes, vision_split, experts_per_gpu, tp)
 
 
@@ -629,6 +643,49 @@ def mxfp4_expert_bytes_per_gpu(profile: ModelProfile, tp: int) -> float:
     values = moe.moe_layers * moe.num_experts * 3 * hidden * inter  # gate+up (2) and down (1)
     biases = moe.moe_layers * moe.num_experts * (2 * inter + hidden) * 2  # bf16, when present
     return values * MXFP4_BYTES_PER_VALUE + biases
+
+
+# ----------------------------------------------------------------------------------------------
+# Speculative decoding
+
+
+def is_mtp_method(method: str | None) -> bool:
+    """vLLM 0.32.0's MTP methods: ``mtp`` and the per-family ``<family>_mtp`` names
+    (config/speculative.py l. 39-65), all drafting with the checkpoint's own MTP layers."""
+    return method is not None and (method == "mtp" or method.endswith("_mtp"))
+
+
+def speculative_layers(profile: ModelProfile, args: EngineArgs) -> int:
+    """Decoder layers the speculative drafter adds (the model's MTP layers), 0 without one.
+    Raises NoVerdict for a drafter mmop does not size."""
+    method = args.speculative_method
+    if method is None:
+        return 0
+    if not is_mtp_method(method):
+        raise NoVerdict(
+            f"--speculative-config method {method!r}: mmop sizes only the model's own "
+            "multi-token-prediction drafter (method mtp), so no verdict is given"
+        )
+    if profile.text.mtp_layers <= 0:
+        raise NoVerdict(
+            f"--speculative-config method {method!r}: {profile.id}'s config.json names no MTP "
+            "layers (mtp_num_hidden_layers, num_nextn_predict_layers), so no verdict is given"
+        )
+    if args.pipeline_parallel_size > 1:
+        raise NoVerdict(
+            "speculative decoding with --pipeline-parallel-size > 1: not modelled, no verdict"
+        )
+    return profile.text.mtp_layers
+
+
+def _with_draft_layers(profile: ModelProfile, draft: int) -> ModelProfile:
+    """The profile whose KV cache also holds the drafter's layers: vLLM gives each MTP layer a
+    full-attention KV cache of its own beside the model's (its attention layers join the KV
+    cache spec; grouped with the model's full-attention layers in a hybrid model)."""
+    if not draft:
+        return profile
+    layers = profile.text.layers + tuple(Layer(kind=AttentionKind.FULL) for _ in range(draft))
+    return profile.model_copy(update={"text": profile.text.model_copy(update={"layers": layers})})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1051,6 +1108,8 @@ def estimate(
         )
     dtype = resolve_dtype(profile, args, gpu)
     _check_flags(profile, args)
+    draft_layers = speculative_layers(profile, args)
+    kv_profile = _with_draft_layers(profile, draft_layers)
     tp = args.tensor_parallel_size
     d_mnbt, d_mns = batch_defaults(gpu, version)
     mns = args.max_num_seqs or d_mns
@@ -1064,6 +1123,13 @@ def estimate(
             f"approximate: {profile.approximate_what}; a plan keeps a margin until an engine "
             "reports its own KV cache"
         )
+    if draft_layers:
+        warnings.append(
+            f"approximate: speculative decoding ({args.speculative_method}, "
+            f"{args.num_speculative_tokens or 1} token(s)): the drafter's {draft_layers} MTP "
+            "layer(s) are counted in the model's dtype with a KV cache and CUDA graphs of their "
+            "own; its dummy forward is taken to peak below the model's"
+        )
 
     total = gpu.memory_bytes
     requested = math.ceil(total * util)
@@ -1075,7 +1141,7 @@ def estimate(
     text_act = text_activation_bytes(profile, args, mnbt, mns, cal)
     mm = mm_profile(profile, args, max_model_len, mnbt, mns, cal)
     activation = max(mm.encoder_bytes + mm.output_bytes, mm.output_bytes + text_act)
-    cudagraph = cudagraph_bytes(profile, args, cal)
+    cudagraph = cudagraph_bytes(profile, args, cal, profile.text.num_layers + draft_layers)
     graphs_first = version >= VERSION_GRAPHS_BEFORE_KV
     applied_graphs = cudagraph if graphs_first else 0
 
@@ -1088,14 +1154,14 @@ def estimate(
 
     kv_dtype_bytes = KV_DTYPE_BYTES[args.kv_cache_dtype] or _dtype_bytes(dtype)
     per_layer = kv_bytes_per_token_per_layer(profile, tp, kv_dtype_bytes)
-    groups = kv_groups(profile)
+    groups = kv_groups(kv_profile)
     group_size = groups[0].layers
     state_blocks = 2 if args.enable_prefix_caching else 1
     if any(g.kind == "linear" for g in groups):
         block = hybrid_block_size(profile, tp, per_layer, _dtype_bytes(dtype), block)
     page = per_layer * block
     kv_layers = sum(g.layers for g in groups if g.kind != "linear")
-    bytes_per_token_all = int(per_layer * min(kv_layers, len(profile.text.layers)))
+    bytes_per_token_all = int(per_layer * min(kv_layers, len(kv_profile.text.layers)))
     num_blocks = max(0, int(available // (page * group_size))) if available > 0 else 0
     stages: list[StageMemory] = []
     where = ""
@@ -1226,7 +1292,7 @@ def estimate(
         mm_profile=mm.description,
         fits=fits,
         reason=reason,
-        approximate=profile.approximate,
+        approximate=profile.approximate or bool(draft_layers),
         warnings=warnings,
         failure=failure,
         pipeline_parallel_size=pp,

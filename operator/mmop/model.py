@@ -138,6 +138,17 @@ class TextModel(BaseModel):
     linear_attention: LinearAttention | None = None
     attention_params: int = Field(default=0, description="All layers' attention projections")
     dense_mlp_params: int = Field(default=0, description="All dense (non-MoE) MLPs")
+    mtp_layers: int = Field(
+        default=0,
+        description="Multi-token-prediction layers the checkpoint ships (mtp_num_hidden_layers, "
+        "num_nextn_predict_layers): vLLM's MTP drafter for speculative decoding",
+    )
+    mtp_params: int = Field(
+        default=0,
+        description="Parameters of the MTP module: its decoder layers (full attention and the "
+        "model's MLP or MoE block), the input projection and norms; the embedding and LM head "
+        "are shared with the model",
+    )
 
     @property
     def shared_expert_params(self) -> int:
@@ -489,6 +500,7 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
     attn_total = (layers - linear) * attn + linear * (_gated_delta_net_params(c, hidden) or attn)
     per_layer_params = 0
     dense_mlp_total = layers * dense_mlp
+    moe_mlp = 0
     if moe is None:
         per_layer_params = attn_total + layers * (dense_mlp + norms)
     else:
@@ -511,6 +523,12 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         dense_mlp_total = dense_layers * dense_mlp
     lm_params = per_layer_params + hidden  # final norm
     embed = vocab * hidden * (1 if tie else 2)
+    # The MTP module (vLLM 0.32.0 models/qwen3_5_mtp.py l. 66-141, deepseek_mtp.py): per layer a
+    # full-attention decoder layer with the model's MLP (the MoE block in an MoE model), then
+    # fc/eh_proj (2 × hidden → hidden) and three norms; embedding and LM head are the model's.
+    mtp = int(_get(c, "mtp_num_hidden_layers", "num_nextn_predict_layers", default=0) or 0)
+    mtp_layer = attn + norms + (moe_mlp if moe is not None else dense_mlp)
+    mtp_params = mtp * mtp_layer + 2 * hidden * hidden + 3 * hidden if mtp else 0
 
     text = TextModel(
         model_type=mtype,
@@ -530,6 +548,8 @@ def _text_model(cfg: Json, model_type: str | None = None) -> tuple[TextModel, in
         linear_attention=_linear_attention(c) if linear else None,
         attention_params=attn_total,
         dense_mlp_params=dense_mlp_total,
+        mtp_layers=mtp,
+        mtp_params=mtp_params,
     )
     return text, embed, lm_params
 

@@ -61,12 +61,6 @@ REAL_ENGINE = "vllm"  # the SERVE_LABEL value that asks for the real engine
 ANNOTATION_PREFIX = "sandbox.mmop.dev/"
 FORWARDED_FLAGS = ("--served-model-name", "--model", "--max-num-seqs", "--max-model-len")
 DEFAULT_MODEL = "mmop/sandbox-model"
-# vLLM's scheduler keeps every request it is sent waiting, with no length limit; the simulator
-# refuses requests past --max-waiting-queue-length (default 1000) with HTTP 429, "Failed to
-# enqueue request, waiting requests queue is full" (llm-d-inference-sim v0.10.2
-# pkg/llm-d-inference-sim/simulator.go, addRequestToQueue and enqueue). The pod server passes a
-# limit no test or benchmark reaches unless the pod's sim-args set one.
-WAITING_QUEUE_LENGTH = 100_000
 STARTUP_ANNOTATION = ANNOTATION_PREFIX + "startup-seconds"
 MODEL_LABEL = "mmop.dev/model"
 
@@ -122,8 +116,6 @@ def simulator_args(pod: dict[str, Any], port: int) -> list[str]:
     extra = shlex.split(notes.get(ANNOTATION_PREFIX + "sim-args") or "")
     if notes.get(ANNOTATION_PREFIX + "kv-cache-blocks") and "--enable-kvcache" not in extra:
         out.append("--enable-kvcache")  # without it the simulator keeps no KV accounting
-    if not any(a.startswith("--max-waiting-queue-length") for a in extra):
-        out.append(f"--max-waiting-queue-length={WAITING_QUEUE_LENGTH}")
     return out + extra
 
 

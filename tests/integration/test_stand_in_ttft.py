@@ -157,28 +157,3 @@ def test_a_full_kv_cache_makes_requests_wait_not_fail(small_kv_simulator: str) -
         if line.startswith("vllm:request_success_total")
     )
     assert successes == KV_REQUESTS, metrics
-
-
-def test_the_simulators_own_queue_limit_refuses_which_the_sandbox_lifts(
-    tmp_path: Path,
-) -> None:
-    # As published, requests past --max-waiting-queue-length are refused (HTTP 429 inside the
-    # stream); vLLM keeps them all waiting. The pod server passes a limit no run reaches
-    # (podserver.WAITING_QUEUE_LENGTH): the same three requests on one worker then all answer.
-    from e2e.sandbox.podserver import WAITING_QUEUE_LENGTH
-
-    for limit, answered in ((1, 2), (WAITING_QUEUE_LENGTH, 3)):
-        flags = ("--max-num-seqs=1", f"--max-waiting-queue-length={limit}")
-        with _stand_in(tmp_path / f"sim-{limit}.log", *flags) as url:
-            seen: list[float] = []
-            bodies: list[bytes] = []
-            threads = [
-                threading.Thread(target=_chat, args=(url, seen, f"hello {i}", bodies))
-                for i in range(3)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
-        assert len(seen) == answered, bodies
-        assert sum(b"queue is full" in body for body in bodies) == 3 - answered

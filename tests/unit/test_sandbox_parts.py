@@ -79,17 +79,6 @@ def test_simulator_takes_the_pods_vllm_arguments() -> None:
     assert simulator_environment()["POD_IP"] == "127.0.0.1"
 
 
-def test_the_simulators_waiting_queue_is_as_unbounded_as_vllms() -> None:
-    # vLLM keeps every request waiting; the simulator's default refuses past 1000 (HTTP 429),
-    # which a backlogged replica in the 180-s autoscaler benchmark hit 369 times per run.
-    args = simulator_args(pod(["--model", "m"]), port=1)
-    assert "--max-waiting-queue-length=100000" in args
-    own = simulator_args(
-        pod(["--model", "m"], {"sandbox.mmop.dev/sim-args": "--max-waiting-queue-length=1"}), 1
-    )
-    assert [a for a in own if a.startswith("--max-waiting")] == ["--max-waiting-queue-length=1"]
-
-
 def test_simulator_accepts_vllm_serve_form() -> None:
     args = simulator_args(
         pod(["vllm", "serve", "google/gemma-3-4b-it", "--max-model-len", "4096"]), 9

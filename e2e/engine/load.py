@@ -91,6 +91,14 @@ def concurrent_chats(
     """``requests`` chats at once, each with its own images (no two alike); ``while_running`` is
     called repeatedly (e.g. to scrape /metrics) until the last request has finished."""
     width, height = image_size
+    # every image made before the first request goes, so the requests leave together
+    images = [
+        [
+            png_data_url(width, height, seed=i * images_per_request + k)
+            for k in range(images_per_request)
+        ]
+        for i in range(requests)
+    ]
     done = threading.Event()
     with ThreadPoolExecutor(max_workers=requests) as pool:
         futures = [
@@ -98,10 +106,7 @@ def concurrent_chats(
                 chat,
                 base_url,
                 model,
-                [
-                    png_data_url(width, height, seed=i * images_per_request + k)
-                    for k in range(images_per_request)
-                ],
+                images[i],
                 f"Request {i}: describe the picture.",
                 max_tokens,
                 timeout,

@@ -23,6 +23,7 @@ from e2e.engine.scenario import (
     EXAMPLES,
     PRESSURE_FLAGS,
     PRESSURE_IMAGE_SIZE,
+    PRESSURE_IMAGES,
     PRESSURE_KV_TOKENS,
     PRESSURE_MAX_TOKENS,
     PRESSURE_REQUESTS,
@@ -152,7 +153,7 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
     sandbox: SandboxState, namespace: str
 ) -> None:
     """The operator in-process, the Qwen2.5-VL example served by the real engine with a KV cache
-    shrunk to 4,096 tokens (PRESSURE_FLAGS), mode External (one engine fits this machine, so the
+    shrunk to 2,560 tokens (PRESSURE_FLAGS), mode External (one engine fits this machine, so the
     autoscaler recommends rather than starts a second): four image chats at once fill the KV
     cache and queue; mmop scrapes the engine's own /metrics, records the scale-up it would make,
     and reports the KV cache the engine really has next to the one it planned."""
@@ -195,7 +196,10 @@ def test_the_autoscaler_reads_the_real_engine_under_traffic(
         pod = core.list_namespaced_pod(namespace).items[0]
         url = f"http://{pod.status.pod_ip}:{OPENAI_PORT}"
         images = [
-            [png_data_url(*PRESSURE_IMAGE_SIZE, seed=20_000 + 10 * r + k) for k in range(4)]
+            [
+                png_data_url(*PRESSURE_IMAGE_SIZE, seed=20_000 + 10 * r + k)
+                for k in range(PRESSURE_IMAGES)
+            ]
             for r in range(PRESSURE_REQUESTS)
         ]
         answers: list[Any] = []
@@ -400,7 +404,10 @@ def test_the_autoscaler_scales_onto_a_second_real_engine(
         first = core.list_namespaced_pod(namespace).items[0]
         url = f"http://{first.status.pod_ip}:{OPENAI_PORT}"
         images = [
-            [png_data_url(*PRESSURE_IMAGE_SIZE, seed=30_000 + 10 * r + k) for k in range(4)]
+            [
+                png_data_url(*PRESSURE_IMAGE_SIZE, seed=30_000 + 10 * r + k)
+                for k in range(PRESSURE_IMAGES)
+            ]
             for r in range(PRESSURE_REQUESTS)
         ]
         answers: list[Any] = []

@@ -78,6 +78,17 @@ VERSION_TRITON_TOP_K_TOP_P = (0, 17, 0)  # top-k/top-p by a Triton kernel, no vo
 # not count state allocated before its profile (utils/mem_utils.py l. 303-313): releases before
 # 0.32.0 keep the V1 count, the larger.
 VERSION_MODEL_RUNNER_V2 = (0, 32, 0)
+# vLLM 0.11.0-0.12.0 keep, through the text model's profiling run, each dummy encoder output
+# zero-padded to the encoder budget (0.11.x: v1/worker/gpu_model_runner.py l. 3369-3387 at
+# 0.11.0, l. 4113-4132 at 0.11.2) or, in 0.12.0, to the modality's counted tokens per item
+# (l. 4331-4354). 0.10.2 and 0.13.0 keep the outputs as they are.
+VERSION_ENCODER_OUTPUT_PADDED = (0, 11, 0)
+VERSION_ENCODER_OUTPUT_PADDED_PER_ITEM = (0, 12, 0)
+VERSION_ENCODER_OUTPUT_UNPADDED = (0, 13, 0)
+# ... the same releases count a Qwen3-VL video as 12.5 tokens per embedding
+# (modalities.qwen3_vl_v011_counted_video_tokens).
+VERSION_QWEN3_VL_FORMATTED_VIDEO = (0, 11, 0)
+VERSION_QWEN3_VL_EMBEDDINGS_VIDEO = (0, 13, 0)
 
 # Before vLLM 0.17.0 the dummy sampler's top-k/top-p sorts every row's whole vocabulary in
 # PyTorch (v1/sample/ops/topk_topp_sampler.py ``apply_top_k_top_p``: 0.10.2 l. 145, 0.11.0
@@ -935,17 +946,29 @@ def mm_profile(
 ) -> MMProfile:
     """vLLM's encoder profiling pass: how many items of which modality, and its memory."""
     costs = _max_item_costs(profile, args, max_model_len)
+    # The tokens vLLM counts per item (its encoder budget, item counts and choice of modality):
+    # the embeddings, but for Qwen3-VL's video in 0.11.0-0.12.0.
     max_tokens = {m: c.tokens for m, c in costs.items()}
+    version = parse_version(args.vllm_version)
+    if (
+        "video" in costs
+        and profile.family == "qwen3_vl"
+        and VERSION_QWEN3_VL_FORMATTED_VIDEO <= version < VERSION_QWEN3_VL_EMBEDDINGS_VIDEO
+    ):
+        max_tokens["video"] = modalities.qwen3_vl_v011_counted_video_tokens(
+            profile, max_model_len, args.mm_processor_kwargs
+        )
     if not costs or args.skip_mm_profiling:
         why = "skipped (--skip-mm-profiling)" if args.skip_mm_profiling else "none"
         return MMProfile(None, 0, 0, 0, 0, max_tokens, why if profile.multimodal else "text model")
-    modality = max(costs, key=lambda m: (costs[m].tokens, m))
+    modality = max(costs, key=lambda m: (max_tokens[m], m))
     item = costs[modality]
-    budget = max(mnbt, item.tokens)
+    counted = max(max_tokens[modality], 1)
+    budget = max(mnbt, counted)
     limit = args.limit_mm_per_prompt.get(modality)
     per_prompt_limit = limit.count if limit is not None else 999
-    per_prompt = max(1, min(per_prompt_limit, max_model_len // max(item.tokens, 1)))
-    items = max(1, min(budget // max(item.tokens, 1), mns * per_prompt))
+    per_prompt = max(1, min(per_prompt_limit, max_model_len // counted))
+    items = max(1, min(budget // counted, mns * per_prompt))
     dummy = _dummy_item_cost(profile, args, modality, item, max_model_len)
     enc_item, enc_items = dummy, items
     ratio = profile.vision.positions_per_token_bound if profile.vision else None
@@ -961,10 +984,17 @@ def mm_profile(
         out_width *= 1 + len(
             profile.config.get("vision_config", {}).get("deepstack_visual_indexes") or []
         )
-    output = items * dummy.tokens * out_width * 2
+    rows = dummy.tokens  # each item's output embeddings, as profiling keeps them
+    padded = ""
+    if VERSION_ENCODER_OUTPUT_PADDED <= version < VERSION_ENCODER_OUTPUT_UNPADDED:
+        pad_to = budget if version < VERSION_ENCODER_OUTPUT_PADDED_PER_ITEM else counted
+        if rows < pad_to:
+            rows = pad_to
+            padded = f"; each output padded to {pad_to} rows"
+    output = items * rows * out_width * 2
     desc = (
         f"encoder budget {budget} tokens, profiled with {items} {modality} item(s) of "
-        f"{dummy.tokens} tokens"
+        f"{dummy.tokens} tokens{padded}"
     )
     return MMProfile(modality, items, dummy.tokens, enc, output, max_tokens, desc)
 

@@ -474,6 +474,34 @@ def _qwen_max_video(profile: ModelProfile, seq_len: int, kw: Mapping[str, Any]) 
     return _qwen_video(profile, w, h, max(frames, 1), kw)
 
 
+# vLLM 0.11.0-0.12.0 count a Qwen3-VL video at 12.5 tokens per video embedding (the timestamp
+# text around it, by its estimate) and search the frames of the counted dummy up to this many
+# (models/qwen3_vl.py at 0.11.0: _MAX_FRAMES_PER_VIDEO l. 91, get_max_video_tokens l. 658-675;
+# at 0.12.0: l. 123, 690-709).
+QWEN3_VL_V011_FORMATTED_PER_TOKEN = 12.5
+QWEN3_VL_V011_MAX_FRAMES = 24576
+
+
+def qwen3_vl_v011_counted_video_tokens(
+    profile: ModelProfile, seq_len: int, kw: Mapping[str, Any]
+) -> int:
+    """The tokens vLLM 0.11.0-0.12.0 count for one Qwen3-VL video (``get_max_video_tokens``):
+    ``int(12.5 x`` the video embeddings of the largest image's size at the most frames whose
+    embeddings fit `seq_len` (searched from two frames up, ``_get_max_video_frames``, at most
+    24,576 frames, ``get_num_frames_with_most_features``; qwen2_vl.py l. 974-1009 at 0.11.0)).
+    vLLM sizes its encoder budget and its profiling from this count; 0.13.0 counts the embeddings
+    only. The count is not capped by `seq_len`: a 65,536-token context counts 153,600."""
+    w, h = _qwen_max_image(profile, kw)
+    frames = 2
+    while (
+        frames < QWEN3_VL_V011_MAX_FRAMES
+        and _qwen_video(profile, w, h, frames + 1, kw).tokens <= seq_len
+    ):
+        frames += 1
+    soft = _qwen_video(profile, w, h, frames, kw).tokens
+    return int(soft * QWEN3_VL_V011_FORMATTED_PER_TOKEN)
+
+
 def sampled_frames(
     profile: ModelProfile,
     total_frames: int,

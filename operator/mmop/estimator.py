@@ -89,6 +89,16 @@ VERSION_ENCODER_OUTPUT_UNPADDED = (0, 13, 0)
 # (modalities.qwen3_vl_v011_counted_video_tokens).
 VERSION_QWEN3_VL_FORMATTED_VIDEO = (0, 11, 0)
 VERSION_QWEN3_VL_EMBEDDINGS_VIDEO = (0, 13, 0)
+# Up to vLLM 0.11.0 the Qwen2-VL / Qwen2.5-VL vision attention (also Qwen3-VL's and
+# Qwen2.5-Omni's, which reuse it) copies q, k and v out of the qkv projection and rotates q and k
+# in float32 (models/qwen2_5_vl.py Qwen2_5_VisionAttention.forward l. 343-357 at 0.11.0, with
+# models/qwen2_vl.py apply_rotary_pos_emb_vision l. 275-284: a float32 copy and a float32
+# output), and with TP > 1 it all-gathers the whole qkv and interleaves it into a second copy
+# (split_qkv l. 311-333, all_gather_interleave). 0.9.0-0.10.2 rotate q and k one at a time; 0.11.0
+# rotates them concatenated; 0.11.1 rotates them in bf16 without the copies.
+VERSION_QWEN_VIT_ROTARY_CONCAT = (0, 11, 0)
+VERSION_QWEN_VIT_ROTARY_BF16 = (0, 11, 1)
+QWEN_VIT_FAMILIES = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni"})
 
 # Before vLLM 0.17.0 the dummy sampler's top-k/top-p sorts every row's whole vocabulary in
 # PyTorch (v1/sample/ops/topk_topp_sampler.py ``apply_top_k_top_p``: 0.10.2 l. 145, 0.11.0
@@ -1021,10 +1031,33 @@ def _encoder_bytes(
     if args.mm_encoder_tp_mode == "data":
         patches = math.ceil(patches / args.tensor_parallel_size)
     mlp = (3 if v.gated_mlp else 2) * v.intermediate_size // tp
-    width = (mlp + 4 * v.hidden_size) * 2
+    elements = max(mlp + 4 * v.hidden_size, _qwen_vit_attention_elements(profile, args, tp))
+    width = elements * 2
     merged = v.hidden_size * v.spatial_merge_size**2
     merger = patches // max(1, v.spatial_merge_size**2) * merged * 2 * 2
     return int(patches * width * cal.encoder_activation_factor + merger)
+
+
+def _qwen_vit_attention_elements(profile: ModelProfile, args: EngineArgs, tp: int) -> int:
+    """Live 2-byte elements per patch at the peak of a Qwen ViT's attention in vLLM up to 0.11.0
+    (0 elsewhere: the MLP's peak is the larger). The block's input and its normed copy (2H), the
+    qkv projection (3H/tp) and q, k, v copied out of it (3H/tp), then the rotation: 0.11.0
+    concatenates q and k (2H/tp), copies them to float32 (4H/tp), rotates into a float32 output
+    (4H/tp) and casts it back (2H/tp); earlier releases rotate q, then k, alone (2H/tp + 2H/tp +
+    H/tp). With tp > 1, split_qkv first holds the all-gathered qkv and its interleaved copy (6H)
+    beside the local projection. Read in the source (VERSION_QWEN_VIT_ROTARY_CONCAT's note), not
+    measured on a GPU here."""
+    version = parse_version(args.vllm_version)
+    if profile.family not in QWEN_VIT_FAMILIES or version >= VERSION_QWEN_VIT_ROTARY_BF16:
+        return 0
+    v = profile.vision
+    assert v is not None
+    h = v.hidden_size
+    rotary = 12 * h // tp if version >= VERSION_QWEN_VIT_ROTARY_CONCAT else 5 * h // tp
+    peak = 2 * h + 6 * h // tp + rotary
+    if tp > 1:
+        peak = max(peak, 2 * h + 3 * h // tp + 6 * h)
+    return peak
 
 
 # ----------------------------------------------------------------------------------------------

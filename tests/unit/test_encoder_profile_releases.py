@@ -1,7 +1,8 @@
 """vLLM 0.11.0-0.12.0's encoder profiling, as those releases ran it: each dummy encoder output
 zero-padded (to the encoder budget in 0.11.x, to the modality's counted tokens per item in
 0.12.0) and held through the text model's profiling run; Qwen3-VL's video counted at 12.5
-tokens per embedding. 0.10.2 and 0.13.0 do neither."""
+tokens per embedding. 0.10.2 and 0.13.0 do neither. And the Qwen ViTs' attention up to 0.11.0,
+whose float32 rotation of copied q and k (and, with TP, the all-gathered qkv) outgrows the MLP."""
 
 from __future__ import annotations
 
@@ -81,3 +82,62 @@ def test_the_pinned_release_is_unchanged() -> None:
     est = estimate(QWEN3_VL_MOE, H100, EngineArgs(max_model_len=65536))
     assert "padded" not in est.mm_profile
     assert est.max_tokens_per_video is not None and est.max_tokens_per_video < 20000
+
+
+# ---------------------------------------------------------------------------- Qwen ViT attention
+QWEN25_3B = load_profile("Qwen/Qwen2.5-VL-3B-Instruct")
+QWEN25_7B = load_profile("Qwen/Qwen2.5-VL-7B-Instruct")
+L4 = resolve_gpu("L4")
+
+
+def _encoder_gib(profile: object, version: str, tp: int = 1) -> float:
+    args = EngineArgs(
+        max_model_len=8192,
+        max_num_batched_tokens=2048,
+        tensor_parallel_size=tp,
+        vllm_version=version,
+        vllm_use_v1=True,
+        limit_mm_per_prompt={"video": 0},
+    )
+    est = estimate(profile, L4 if tp == 1 else H100, args)  # type: ignore[arg-type]
+    return est.activation_encoder_gib
+
+
+def test_qwen25_vl_at_0_11_0_matches_its_start_up_log() -> None:
+    # Ray Data's vision example (bench/estimator/dataset.yaml qwen25vl3b-l4-ray-data-vision-len8192):
+    # vLLM 0.11.0, L4, --max-model-len 8192 --max-num-batched-tokens 2048: 9.26 GiB of KV cache.
+    args = EngineArgs(max_model_len=8192, max_num_batched_tokens=2048, vllm_version="0.11.0")
+    est = estimate(QWEN25_3B, L4, args)
+    assert est.kv_cache_gib == pytest.approx(9.26, rel=0.03)  # 10.45 (+12.9 %) before
+
+
+def test_qwen25_vl_at_0_9_matches_its_start_up_log() -> None:
+    # bench/estimator/dataset.yaml qwen25vl7b-l4-tsailiming-len2048: vLLM 0.9.0.1, 1.81 GiB.
+    args = EngineArgs(max_model_len=2048, vllm_version="0.9.0.1", vllm_use_v1=True)  # V1 logged
+    est = estimate(QWEN25_7B, L4, args)
+    assert est.kv_cache_gib == pytest.approx(1.81, rel=0.03)  # 1.95 (+7.7 %) before
+
+
+def test_the_attention_peak_per_release() -> None:
+    # One 16,384-token image: 65,536 patches of a ViT 1,280 wide with a 3,420-wide gated MLP, whose
+    # peak (3 x 3,420 + 4 x 1,280 = 15,380 elements a patch) the attention exceeds up to 0.11.0:
+    # 2H + 6H + 5H = 13H (q, k rotated one at a time) before, 2H + 6H + 12H = 20H in 0.11.0.
+    h, patches = 1280, 65536
+    mlp_phase = 3 * 3420 + 4 * h
+    base = _encoder_gib(QWEN25_3B, "0.11.1")
+    assert base == _encoder_gib(QWEN25_3B, "0.32.0")
+    for version, elements in (("0.10.2", 13 * h), ("0.11.0", 20 * h)):
+        extra = patches * (elements - mlp_phase) * 2 / GIB
+        assert _encoder_gib(QWEN25_3B, version) - base == pytest.approx(extra, abs=2e-4), version
+
+
+def test_tensor_parallel_attention_holds_the_gathered_qkv() -> None:
+    # TP 2 before 0.11.1: split_qkv holds the all-gathered qkv and its interleaved copy (6H) beside
+    # the block's input, its normed copy and the local projection: 2H + 1.5H + 6H = 9.5H, more
+    # than the MLP's 3 x 3,420 / 2 + 4H a patch.
+    h, patches = 1280, 65536
+    gathered = 2 * h + 3 * h // 2 + 6 * h
+    mlp_phase = 3 * 3420 // 2 + 4 * h
+    extra = patches * (gathered - mlp_phase) * 2 / GIB
+    delta = _encoder_gib(QWEN25_7B, "0.10.2", tp=2) - _encoder_gib(QWEN25_7B, "0.11.1", tp=2)
+    assert delta == pytest.approx(extra, abs=2e-4)

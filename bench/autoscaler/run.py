@@ -3,7 +3,7 @@
 Usage (from the repository root, after `pip install -e '.[dev]'` and `python -m e2e.load install`):
     python bench/autoscaler/run.py [--patterns step,burst,sinusoid,trace]
                                    [--policies static,hpa,keda,mmop]
-                                   [--startup SECONDS] [--stretch F]
+                                   [--startup SECONDS] [--stretch F] [--lead-in SECONDS]
                                    [--markdown bench/autoscaler/results.md]
                                    [--docs docs/benchmarks.md]
 
@@ -33,7 +33,9 @@ to the first token, 40 ms a token, a 10-block KV cache that two running requests
 
 --startup S holds every new replica un-Ready for S seconds after it starts (the sandbox's
 emulated start-up, sandbox.mmop.dev/startup-seconds); --stretch F scales the patterns' times so
-that a step or a swell lasts longer than a start-up.
+that a step or a swell lasts longer than a start-up; --lead-in S sends the pattern's opening rate
+for S seconds before it (not measured), so every fleet has sized itself for that load when the
+pattern begins, as a service in production has.
 
 Figures per (pattern, policy): SLO attainment (share of requests with TTFT ≤ the SLO, a failed
 request counting as a miss), GPU-hours (∫ Deployment spec.replicas × GPUs per replica dt over the
@@ -68,6 +70,7 @@ from e2e.load.patterns import (  # noqa: E402
     Pattern,
     burst,
     generated_trace,
+    lead_in,
     sinusoid,
     step,
     write_trace,
@@ -92,6 +95,10 @@ POOLS = {
         {"name": "l4", "gpu": "L4", "nodes": 14, "gpusPerNode": 1, "cpu": "16", "memory": "64Gi"}
     ]
 }
+
+# A request sent this soon before the measured window opens still counts in it (its record's start
+# is the send time, a few ms after its scheduled arrival).
+LEAD_IN_EDGE_SECONDS = 0.02
 
 # Each pattern at time scale f (--stretch): f = 1 is the 2–2.5-minute version; slower start-ups
 # need longer patterns, or a step is over before a new replica can arrive.
@@ -291,7 +298,8 @@ def run_one(
     mm = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     gpus = int(((mm.get("status") or {}).get("plan") or {}).get("gpus_per_replica") or 1)
     venv = require()
-    arrivals = pattern.arrivals(seed=ns.seed)
+    sent_pattern = lead_in(pattern, ns.lead_in)
+    arrivals = sent_pattern.arrivals(seed=ns.seed)
     trace = write_trace(work / f"{namespace}.jsonl", arrivals, venv.image_files()[:1], seed=ns.seed)
     recorder = FleetRecorder(api_client, namespace, name, interval=1.0, scrape_pods=False)
     hpa: HpaController | None = None
@@ -299,7 +307,7 @@ def run_one(
         hpa = HpaController(api_client, namespace, name, ns.hpa_target, 1, ns.max)
     elif policy == "keda":
         hpa = KedaController(api_client, namespace, name, ns.keda_target, 1, ns.max)
-    log(f"{namespace}: {len(arrivals)} requests over {pattern.duration_seconds:.0f} s")
+    log(f"{namespace}: {len(arrivals)} requests over {sent_pattern.duration_seconds:.0f} s")
     with (
         recorder,
         Gateway(lambda: ready_pod_urls(api_client, namespace, name), routing=ns.gateway) as gateway,
@@ -317,13 +325,14 @@ def run_one(
                 venv=venv,
             ).start()
             try:
-                result = run.wait(timeout=pattern.duration_seconds + 300)
+                result = run.wait(timeout=sent_pattern.duration_seconds + 300)
             finally:
                 run.stop()
         finally:
             if hpa is not None:
                 hpa.stop()
-    figures = measure(pattern, policy, result, recorder, gpus, len(arrivals))
+    measured = sum(1 for a in arrivals if a >= ns.lead_in)
+    figures = measure(pattern, policy, result, recorder, gpus, measured, ns.lead_in)
     figures["gateway_retried"] = gateway.stats.retried
     figures["gateway_failed"] = gateway.stats.failed()
     mm = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
@@ -345,16 +354,21 @@ def measure(
     recorder: FleetRecorder,
     gpus: int,
     sent: int,
+    lead: float = 0.0,
 ) -> dict[str, Any]:
-    t0 = result.schedule_start
+    """Figures over the pattern itself: the `lead` seconds before it (the lead-in at the opening
+    rate) are sent but not measured."""
+    t0 = result.schedule_start + lead
     end = t0 + pattern.duration_seconds
     records = result.records
+    if lead > 0:  # a request belongs to the window it was sent in (a few ms after its schedule)
+        records = [r for r in records if r.start >= t0 - LEAD_IN_EDGE_SECONDS]
     met = sum(
         1
         for r in records
         if r.error is None and r.ttft_seconds is not None and r.ttft_seconds <= SLO_TTFT_SECONDS
     )
-    failed = len(result.failed()) + max(0, sent - len(records))
+    failed = sum(1 for r in records if r.error is not None) + max(0, sent - len(records))
     ttfts = [r.ttft_seconds for r in records if r.ttft_seconds is not None]
     changes = [c for c in recorder.changes() if t0 <= c[0] <= end]
     increase = t0 + (pattern.increase_at_seconds or 0.0)
@@ -389,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
         "--startup", type=float, default=0.0, help="seconds a new replica takes to turn Ready"
     )
     ap.add_argument("--stretch", type=float, default=1.0, help="time scale of the patterns")
+    ap.add_argument(
+        "--lead-in",
+        type=float,
+        default=0.0,
+        help="seconds of the opening rate sent before each pattern and not measured",
+    )
     ap.add_argument("--keda-target", type=float, default=3.0, help="requests in flight per pod")
     ap.add_argument("--peak", type=int, default=7, help="static fleet (sized for the peak)")
     ap.add_argument("--max", type=int, default=10, help="maxReplicas of hpa and mmop")
@@ -486,6 +506,15 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def lead_in_text(seconds: float) -> str:
+    if seconds <= 0:
+        return "none: each policy's fleet starts at its start replicas when the pattern begins"
+    return (
+        f"{seconds:g} s at the pattern's opening rate before it, sent and not measured, so each "
+        "fleet has sized itself for that load when the pattern begins"
+    )
+
+
 def setup(ns: argparse.Namespace, wall: float) -> str:
     pats = "\n".join(
         f"  - {p}: {PATTERNS[p](ns.stretch).description}" for p in ns.patterns.split(",")
@@ -505,6 +534,7 @@ def setup(ns: argparse.Namespace, wall: float) -> str:
         f"the pods, target {ns.keda_target:g} per replica, 30 s polling, the HPA's default "
         f"behaviour), 1–{ns.max} replicas; mmop = mode Auto, 1–{ns.max} "
         f"replicas, default behaviour, autoscaler tick {TICK_SECONDS} s\n"
+        f"- lead-in: {lead_in_text(ns.lead_in)}\n"
         f"- cold start: every new replica turns Ready {ns.startup:g} s after it starts "
         "(sandbox.mmop.dev/startup-seconds; 0: as fast as the stand-in, about 1 s)\n"
         "- GPU-hours: ∫ Deployment spec.replicas (Pending pods included) × GPUs per replica "

@@ -134,6 +134,29 @@ def burst(
     )
 
 
+def lead_in(pattern: Pattern, seconds: float) -> Pattern:
+    """``pattern`` after ``seconds`` at its opening rate: a fleet that has been serving that load
+    (and an autoscaler that has sized it) when the measured pattern begins, as a service in
+    production has. The lead-in's requests are sent but belong to no measurement."""
+    if seconds <= 0:
+        return pattern
+    opening = pattern.rate(0.0)
+
+    def rate(t: float) -> float:
+        return opening if t < seconds else pattern.rate(t - seconds)
+
+    increase = pattern.increase_at_seconds
+    return Pattern(
+        name=pattern.name,
+        duration_seconds=pattern.duration_seconds + seconds,
+        rate=rate,
+        description=f"{seconds:g} s at {opening:g} req/s, then {pattern.description}",
+        increase_at_seconds=None if increase is None else increase + seconds,
+        shape=pattern.shape,
+        notes=pattern.notes,
+    )
+
+
 def sinusoid(low: float, high: float, period: float, duration: float) -> Pattern:
     """A sine between ``low`` and ``high`` req/s with ``period`` seconds, starting at ``low``."""
 

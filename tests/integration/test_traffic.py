@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from e2e.load.fleet import FleetRecorder, reversals
 from e2e.load.gateway import Gateway, ready_pod_urls
-from e2e.load.patterns import burst, generated_trace, sinusoid, step, write_trace
+from e2e.load.patterns import burst, generated_trace, lead_in, sinusoid, step, write_trace
 from e2e.load.runner import LoadRun, quantile, read_results
 from e2e.load.venv import png, require
 from e2e.sandbox import SandboxState
@@ -186,6 +186,19 @@ def test_the_sinusoid_swings_between_its_bounds_and_the_step_rises_where_it_says
     s = step(1, 10, at=20, hold=30, after=10)
     assert s.increase_at_seconds == 20 and s.rate(19.9) == 1 and s.rate(20) == 10
     assert s.rate(50) == 1
+
+
+def test_a_lead_in_holds_the_opening_rate_then_plays_the_pattern_shifted() -> None:
+    wave = sinusoid(5, 20, period=150, duration=300)
+    led = lead_in(wave, 120)
+    assert led.duration_seconds == 420 and led.increase_at_seconds == 120
+    assert led.rate(0) == led.rate(119.9) == pytest.approx(5)
+    assert led.rate(120 + 75) == pytest.approx(wave.rate(75)) == pytest.approx(20)
+    arrivals = led.arrivals(seed=2)
+    opening = sum(1 for t in arrivals if t < 120) / 120
+    assert 4 < opening < 6  # about 5 req/s, 600 requests: within ~4 standard deviations
+    s = step(3, 15, at=20, hold=60, after=40)
+    assert lead_in(s, 0) is s and lead_in(s, 60).increase_at_seconds == 80
 
 
 def test_the_trace_file_is_aiperf_single_turn_with_one_image_per_request(tmp_path: Path) -> None:

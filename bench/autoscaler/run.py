@@ -225,7 +225,12 @@ class KedaController(HpaController):
 
 
 # ---------------------------------------------------------------------------- one run
-def manifest(name: str, policy: str, peak: int, max_replicas: int) -> dict[str, Any]:
+def manifest(
+    name: str, policy: str, peak: int, max_replicas: int, start: int = 1
+) -> dict[str, Any]:
+    """The policy's MultimodalModel. An autoscaled fleet starts at ``start`` replicas: mode
+    External with spec.replicas (mmop's mode Auto is switched on once they are Ready, and keeps
+    the count it finds)."""
     scaling: dict[str, Any] = {"minReplicas": 1, "maxReplicas": max_replicas}
     spec: dict[str, Any] = {
         "model": {"id": "Qwen/Qwen2-VL-2B-Instruct"},
@@ -237,9 +242,9 @@ def manifest(name: str, policy: str, peak: int, max_replicas: int) -> dict[str, 
     }
     if policy == "static":
         scaling.update(mode="Off", minReplicas=peak, maxReplicas=peak)
-    elif policy in ("hpa", "keda"):
+    elif policy in ("hpa", "keda") or start > 1:
         scaling["mode"] = "External"
-        spec["replicas"] = 1
+        spec["replicas"] = start
     else:
         scaling["mode"] = "Auto"
     return {
@@ -286,15 +291,28 @@ def run_one(
         30,
         0.2,
     )
+    start_replicas = ns.peak if policy == "static" else ns.start_replicas
     custom.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, manifest(name, policy, ns.peak, ns.max)
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        manifest(name, policy, ns.peak, ns.max, start=start_replicas),
     )
-    start_replicas = ns.peak if policy == "static" else 1
     wait_until(
         f"{start_replicas} Ready replica(s)",
         lambda: len(ready_pod_urls(api_client, namespace, name)) >= start_replicas,
         180 + ns.startup,
     )
+    if policy == "mmop" and start_replicas > 1:  # from the starting fleet to mmop's autoscaler
+        custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"spec": {"replicas": None, "scaling": {"mode": "Auto"}}},
+        )
     mm = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     gpus = int(((mm.get("status") or {}).get("plan") or {}).get("gpus_per_replica") or 1)
     venv = require()
@@ -403,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
         "--startup", type=float, default=0.0, help="seconds a new replica takes to turn Ready"
     )
     ap.add_argument("--stretch", type=float, default=1.0, help="time scale of the patterns")
+    ap.add_argument(
+        "--start-replicas",
+        type=int,
+        default=1,
+        help="replicas an autoscaled fleet has Ready when the load starts",
+    )
     ap.add_argument(
         "--lead-in",
         type=float,
@@ -534,7 +558,8 @@ def setup(ns: argparse.Namespace, wall: float) -> str:
         f"the pods, target {ns.keda_target:g} per replica, 30 s polling, the HPA's default "
         f"behaviour), 1–{ns.max} replicas; mmop = mode Auto, 1–{ns.max} "
         f"replicas, default behaviour, autoscaler tick {TICK_SECONDS} s\n"
-        f"- lead-in: {lead_in_text(ns.lead_in)}\n"
+        f"- lead-in: {lead_in_text(ns.lead_in)}; autoscaled fleets start at "
+        f"{ns.start_replicas} Ready replica(s)\n"
         f"- cold start: every new replica turns Ready {ns.startup:g} s after it starts "
         "(sandbox.mmop.dev/startup-seconds; 0: as fast as the stand-in, about 1 s)\n"
         "- GPU-hours: ∫ Deployment spec.replicas (Pending pods included) × GPUs per replica "

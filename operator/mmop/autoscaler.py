@@ -445,9 +445,12 @@ def _needs(
     """Replicas the demand needs, by each measure: (replicas, reason, what it is from). With
     a rate model (the engines' finished requests and the plan's requests/s per replica): the
     forecast arrival rate plus the queue drained within ``drain_seconds``; without one, the
-    requests in flight over the plan's concurrency. Always: the KV cache and the queue, spread
-    so each replica keeps its spare room (a queue is demand the rate cannot show when clients
-    wait for their answers before asking again)."""
+    requests in flight over the plan's concurrency. Always: the KV cache, spread so each replica
+    keeps its spare room; and the queue spread the same way (a queue is demand the rate cannot
+    show when clients wait for their answers before asking again) — except while replicas are
+    starting under a rate model: the queue then grows with every tick of their start-up, and
+    spreading it would order a replica per few requests that the starting ones will drain (the
+    rate model's drain term still counts it)."""
     util = tuning.target_utilization
     loads = obs.loads
     kv_limit = scaling.targets.kv_cache_usage
@@ -459,20 +462,26 @@ def _needs(
     )
     reason = "Saturated" if saturated else "LowSpareCapacity"
     queue_room = max(1e-9, scaling.targets.queue_length - tuning.queue_spare)
+    capacity = _capacity(obs, state)
+    rate_model = state.demand is not None and capacity is not None
+    starting = obs.desired_replicas > obs.ready_replicas
     needs: list[tuple[float, str, str]] = [
         (
             total_kv / max(1e-9, kv_limit - tuning.kv_spare),
             reason,
             f"KV {total_kv / len(loads):.2f} mean over {len(loads)} replica(s)",
         ),
-        (
-            total_queue / queue_room,
-            reason,
-            f"{total_queue:.0f} waiting over {len(loads)} replica(s)",
-        ),
     ]
-    capacity = _capacity(obs, state)
-    if state.demand is not None and capacity is not None:
+    if not (rate_model and starting):
+        needs.append(
+            (
+                total_queue / queue_room,
+                reason,
+                f"{total_queue:.0f} waiting over {len(loads)} replica(s)",
+            )
+        )
+    if rate_model:
+        assert state.demand is not None and capacity is not None
         ahead = obs.startup_seconds or 0.0
         forecast = min(
             state.demand + max(0.0, state.growth) * ahead,

@@ -534,3 +534,36 @@ def test_scale_ups_in_a_row_are_not_spaced_by_the_cooldown() -> None:
     assert d.action == Action.SCALE_DOWN
     d, state = decide(SCALING, NO_SLO, obs(5, [(0.95, 9)] * 2), state, tuning)
     assert d.action == Action.HOLD and d.reason == "CoolingDown"
+
+
+def test_a_queue_growing_while_replicas_start_does_not_order_a_replica_per_few_requests() -> None:
+    # The autoscaler benchmark at 180-s start-ups: one Ready replica (3.3 req/s) under 5 req/s,
+    # three ordered. Each tick of their start-up the queue grows by ~9; spread over the one
+    # Ready replica it asked for 9, then 10 replicas (the cap), where the rate model — the demand
+    # it measures, its growth over one start-up and the queue drained in 30 s, at 3.3 req/s a
+    # replica — asks for at most 5.
+    scaling = Scaling(min_replicas=1, max_replicas=10)
+
+    def tick(t: float, waiting: float, desired: int) -> Observation:
+        return Observation(
+            now_seconds=t,
+            desired_replicas=desired,
+            ready_replicas=1,
+            loads=(
+                ReplicaLoad(
+                    pod="p0", kv_cache_usage=0.6, requests_waiting=waiting, requests_running=2
+                ),
+            ),
+            requests_per_second=3.3,
+            planned_requests_per_second=3.3,
+            planned_concurrency=2,
+            startup_seconds=180,
+        )
+
+    d, state = decide(scaling, NO_SLO, tick(0, 8, 1), State())
+    assert d.action == Action.SCALE_UP and d.replicas == 4  # nothing starting: the queue spread
+    replicas = 4
+    for t, waiting in ((5, 17), (10, 26), (15, 35)):
+        d, state = decide(scaling, NO_SLO, tick(t, waiting, replicas), state)
+        replicas = d.replicas
+        assert replicas <= 5 and d.reason in ("ReplicasPending", "DemandForecast"), (t, d)

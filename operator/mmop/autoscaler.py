@@ -9,8 +9,9 @@ step: the most of
   the plan's requests/s per replica at the SLO, corrected online from the throughput replicas
   really reach when saturated and bounded by the engine's concurrency over a request's running
   time (Little's law), kept at a target utilisation (0.8); the forecast is the smoothed
-  demand plus its growth (the slope over 30 s) over one replica's predicted start-up time
-  (capped at twice demand), so what is ordered now is sized for when it arrives;
+  demand plus its growth (its least-squares slope over 30 s or half a start-up, the longer)
+  over one replica's predicted start-up time (capped at twice demand), so what is ordered now
+  is sized for when it arrives;
 - without the engines' request rates: requests in flight over the plan's in-SLO concurrency per
   replica (the engines' ``--max-num-seqs``), at the same utilisation;
 - the KV cache and queue the replicas report, spread so each keeps ``kvSpare`` (0.10) KV and
@@ -196,7 +197,10 @@ class Tuning(BaseModel):
         default=0.5, gt=0, le=1, description="Weight of the newest arrival rate in the demand"
     )
     growth_window_seconds: float = Field(
-        default=30, gt=0, description="Growth: the smoothed demand's slope over this long"
+        default=30,
+        gt=0,
+        description="Growth: the smoothed demand's least-squares slope over this long, or half a "
+        "replica's start-up if longer",
     )
     max_forecast_factor: float = Field(
         default=2.0, ge=1, description="The forecast is at most this many times demand now"
@@ -381,10 +385,14 @@ def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
             demand = a * arrivals + (1 - a) * state.demand
         else:
             demand = arrivals
-    window = tuning.growth_window_seconds
+    # The forecast extrapolates the growth over a replica's start-up, which multiplies the
+    # slope's Poisson noise by that long: over a window of at least half the start-up, fitted by
+    # least squares, the noise carried into the forecast stays a fraction of the demand (at
+    # 5 req/s and a 342-s start-up, ±17 req/s from a 30-s two-point slope; ~±1 from a 171-s fit).
+    window = max(tuning.growth_window_seconds, (obs.startup_seconds or 0.0) / 2)
     history = (*(h for h in state.demand_history if now - h[0] <= window), (now, demand))
-    first_t, first_demand = history[0]
-    growth = (demand - first_demand) / (now - first_t) if now - first_t >= window / 2 else 0.0
+    first_t = history[0][0]
+    growth = _slope(history) if now - first_t >= window / 2 else 0.0
     factor = state.capacity_factor
     planned = obs.planned_requests_per_second
     if planned is not None:
@@ -423,6 +431,17 @@ def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
             "service_seconds": service,
         }
     )
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float:
+    """The least-squares slope of (time, value) points (0 without a spread of times)."""
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    spread = sum((t - mean_t) ** 2 for t, _ in points)
+    if spread <= 0:
+        return 0.0
+    return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread
 
 
 def _capacity(obs: Observation, state: State) -> float | None:

@@ -448,22 +448,42 @@ def test_the_forecast_looks_one_start_up_ahead() -> None:
 
     def run(startup: float) -> tuple[int, State]:
         state, replicas, tuning = State(), 4, Tuning(scale_up_cooldown_seconds=0)
-        for k, rate in enumerate([4.0, 5.0, 6.0, 7.0]):  # +1 req/s every 5 s
-            o = engines(5 * k, rate, [8 / replicas] * replicas, startup_seconds=startup)
+        for k in range(40):  # 4 req/s rising by 0.05 req/s a second, for 195 s
+            o = engines(5 * k, 4 + 0.25 * k, [8 / replicas] * replicas, startup_seconds=startup)
             d, state = decide(scaling, NO_SLO, o, state, tuning)
             replicas = d.replicas
         return replicas, state
 
     quick, state = run(0)
-    # Smoothed demand 4 → 4.5 → 5.25 → 6.125; growth over the 15 s seen: 2.125 / 15 req/s².
-    assert state.demand == 6.125 and abs(state.growth - 2.125 / 15) < 1e-9
-    assert quick == math.ceil(6.125 / (2 * 0.8))
-    # Ordered now, a replica arrives after its start-up: sized for the demand then (capped at
+    # Smoothed demand 13.5 req/s at the end; its least-squares slope 0.05 req/s².
+    assert abs(state.demand - 13.5) < 1e-6 and abs(state.growth - 0.05) < 1e-6
+    assert quick == math.ceil(13.5 / (2 * 0.8))
+    # Ordered now, a replica arrives after its start-up: sized for the demand then (at most
     # twice demand now), not for today's.
-    slow, _ = run(180)
-    assert slow == math.ceil(2 * 6.125 / (2 * 0.8))
+    slow, state = run(180)
+    assert abs(state.growth - 0.05) < 1e-6  # fitted over 90 s, half the start-up
+    assert slow == math.ceil((13.5 + 0.05 * 180) / (2 * 0.8))
     medium, _ = run(20)
-    assert medium == math.ceil((6.125 + 20 * 2.125 / 15) / (2 * 0.8))
+    assert medium == math.ceil((13.5 + 0.05 * 20) / (2 * 0.8))
+
+
+def test_noise_over_a_long_start_up_is_not_growth() -> None:
+    # Poisson arrivals at 5 req/s, ticks of 5 s, a 342-s start-up: a 30-s two-point slope of the
+    # smoothed demand, extrapolated over 342 s, swung the forecast by tens of req/s (so it sat
+    # at twice the demand); fitted over half the start-up it stays within a fraction of it.
+    import random
+
+    rng = random.Random(5)
+    state, tuning = State(), Tuning(scale_up_cooldown_seconds=0)
+    scaling = Scaling(min_replicas=1, max_replicas=50)
+    worst = 0.0
+    for k in range(120):
+        count = sum(1 for _ in range(5 * 50) if rng.random() < 0.1)  # ~Poisson(25) in 5 s
+        o = engines(5 * k, count / 5, [2.0] * 3, startup_seconds=342)
+        _, state = decide(scaling, NO_SLO, o, state, tuning)
+        if k * 5 >= 342:
+            worst = max(worst, abs(state.growth) * 342)
+    assert worst < 2.5, worst  # under half the demand
 
 
 def test_noise_is_not_growth() -> None:

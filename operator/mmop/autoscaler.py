@@ -397,11 +397,14 @@ def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
     planned = obs.planned_requests_per_second
     if planned is not None:
         observed = obs.requests_per_second / len(obs.loads) / planned
-        waiting = sum(r.requests_waiting for r in obs.loads) / len(obs.loads)
+        # Saturated — every replica with a queue, or every one running all it may — is when
+        # what they finish is what a replica can finish. (A mean of one waiting is not: one
+        # replica's burst among idle ones taught the fleet a capacity of what it was sent.)
+        queued = all(r.requests_waiting >= 1 for r in obs.loads)
         full = obs.planned_concurrency is not None and all(
             r.requests_running >= obs.planned_concurrency for r in obs.loads
         )
-        if waiting >= 1 or full:  # saturated: this is what a replica can finish
+        if queued or full:  # saturated: this is what a replica can finish
             a = tuning.capacity_smoothing
             factor = a * observed + (1 - a) * factor
         elif observed > factor:  # carries more than thought without saturating

@@ -510,6 +510,14 @@ def test_saturated_replicas_teach_the_real_capacity() -> None:
     assert d.action == Action.SCALE_UP and d.replicas == 3
 
 
+def test_one_replicas_burst_does_not_teach_the_fleet_a_lower_capacity() -> None:
+    # Four replicas finish 5 req/s between them (1.25 each, the plan says 2); a burst left 5
+    # waiting on one, none on the others: not saturated, so nothing learned from 1.25.
+    o = engines(0, 5.0, [2, 1, 1, 1], [5, 0, 0, 0])
+    _, state = decide(SCALING, NO_SLO, o, State(capacity_factor=1.0))
+    assert state.capacity_factor == 1.0
+
+
 def test_a_replica_that_carries_more_without_saturating_raises_the_capacity() -> None:
     _, state = decide(SCALING, NO_SLO, engines(0, 6.0, [2]), State())
     assert state.capacity_factor == 3.0  # 6 req/s from one replica with room to spare

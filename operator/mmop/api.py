@@ -816,6 +816,13 @@ class AutoscalerStatus(ApiModel):
         ge=0,
         description="$/h of the plan for spec.workload's peak when the fleet was consolidated",
     )
+    observed_startup_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="A replica's start-up as observed (median of the Ready replicas' "
+        "creation-to-Ready times); the demand forecast looks this far ahead instead of "
+        "status.plan.startupSeconds",
+    )
 
 
 class MultimodalModelStatus(ApiModel):

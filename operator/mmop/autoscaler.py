@@ -71,6 +71,12 @@ class ReplicaLoad(BaseModel):
     kv_cache_usage: float = Field(ge=0, le=1, description="vllm:kv_cache_usage_perc, 0–1")
     requests_waiting: float = Field(ge=0, description="vllm:num_requests_waiting")
     requests_running: float = Field(default=0, ge=0, description="vllm:num_requests_running")
+    requests_per_second: float | None = Field(
+        default=None,
+        ge=0,
+        description="Requests it finished per second over the window (None: it was not scraped "
+        "at the window's start, e.g. it turned Ready inside it)",
+    )
 
 
 class Observation(BaseModel):
@@ -112,6 +118,11 @@ class Observation(BaseModel):
     startup_seconds: float | None = Field(
         default=None, ge=0, description="Predicted time for a new replica to turn Ready"
     )
+    replica_startups: tuple[float, ...] = Field(
+        default=(),
+        description="Seconds each Ready replica took from its creation to Ready (replicas whose "
+        "engine never restarted)",
+    )
 
 
 class State(BaseModel):
@@ -151,6 +162,13 @@ class State(BaseModel):
     service_seconds: float | None = Field(
         default=None, gt=0, description="Time a request spends running (Little's law), smoothed"
     )
+    startup_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="A replica's start-up as observed: the median of the Ready replicas' "
+        "creation-to-Ready times, kept while none reports one",
+    )
+    startup_samples: int = Field(default=0, ge=0, description="Replicas that median is over")
 
 
 class ScalingDecision(BaseModel):
@@ -260,6 +278,7 @@ def decide(
     consolidation, state = _consolidate(scaling, obs, state, tuning)
     if consolidation is not None:
         return consolidation, state
+    state = _learn_startup(obs, state)
     state = _learn(obs, state, tuning)
     recommended, reason, message = _recommend(scaling, slo, obs, state, tuning)
     window = max(tuning.scale_up_window_seconds, tuning.scale_down_window_seconds)
@@ -389,20 +408,28 @@ def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
     # slope's Poisson noise by that long: over a window of at least half the start-up, fitted by
     # least squares, the noise carried into the forecast stays a fraction of the demand (at
     # 5 req/s and a 342-s start-up, ±17 req/s from a 30-s two-point slope; ~±1 from a 171-s fit).
-    window = max(tuning.growth_window_seconds, (obs.startup_seconds or 0.0) / 2)
+    window = max(tuning.growth_window_seconds, (_startup(obs, state) or 0.0) / 2)
     history = (*(h for h in state.demand_history if now - h[0] <= window), (now, demand))
     first_t = history[0][0]
     growth = _slope(history) if now - first_t >= window / 2 else 0.0
     factor = state.capacity_factor
     planned = obs.planned_requests_per_second
+    # Capacity is read from the replicas that served the whole window: one that turned Ready
+    # inside it runs and queues requests whose finishing the window's rate does not count, so
+    # counting it taught a fleet of 4 saturated replicas and 1 new one 80 % of its capacity.
+    rated = [r for r in obs.loads if r.requests_per_second is not None]
+    sample = rated or list(obs.loads)
+    finished = (
+        sum(r.requests_per_second or 0.0 for r in rated) if rated else obs.requests_per_second
+    )
     if planned is not None:
-        observed = obs.requests_per_second / len(obs.loads) / planned
+        observed = finished / len(sample) / planned
         # Saturated — every replica with a queue, or every one running all it may — is when
         # what they finish is what a replica can finish. (A mean of one waiting is not: one
         # replica's burst among idle ones taught the fleet a capacity of what it was sent.)
-        queued = all(r.requests_waiting >= 1 for r in obs.loads)
+        queued = all(r.requests_waiting >= 1 for r in sample)
         full = obs.planned_concurrency is not None and all(
-            r.requests_running >= obs.planned_concurrency for r in obs.loads
+            r.requests_running >= obs.planned_concurrency for r in sample
         )
         if queued or full:  # saturated: this is what a replica can finish
             a = tuning.capacity_smoothing
@@ -417,9 +444,9 @@ def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
         if r.requests_waiting >= 1 and r.requests_running > 0:
             concurrency = max(concurrency or 0.0, r.requests_running)
     service = state.service_seconds
-    running = sum(r.requests_running for r in obs.loads)
-    if obs.requests_per_second and running > 0:
-        seen = running / obs.requests_per_second
+    running = sum(r.requests_running for r in sample)
+    if finished and running > 0:
+        seen = running / finished
         a = tuning.capacity_smoothing
         service = seen if service is None else a * seen + (1 - a) * service
     return state.model_copy(
@@ -434,6 +461,33 @@ def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
             "service_seconds": service,
         }
     )
+
+
+def _learn_startup(obs: Observation, state: State) -> State:
+    """A replica's start-up as this cluster delivers it: the median of the Ready replicas'
+    creation-to-Ready times (image pull, weights, loading, compilation, graph capture — and the
+    wait for a node), kept while no replica reports one. The plan's prediction is a model of
+    that path; once a replica has come up, what it took is the better forecast horizon."""
+    seen = sorted(obs.replica_startups)
+    if not seen:
+        return state
+    n = len(seen)
+    median = seen[n // 2] if n % 2 else (seen[n // 2 - 1] + seen[n // 2]) / 2
+    return state.model_copy(update={"startup_seconds": median, "startup_samples": n})
+
+
+def _startup(obs: Observation, state: State) -> float | None:
+    """The forecast horizon: the observed start-up, else the plan's prediction."""
+    return state.startup_seconds if state.startup_seconds is not None else obs.startup_seconds
+
+
+def _startup_source(obs: Observation, state: State) -> str:
+    if state.startup_seconds is not None:
+        n = state.startup_samples
+        return f"a replica's start-up, observed on {n} replica{'s' if n != 1 else ''}"
+    if obs.startup_seconds is not None:
+        return "a replica's start-up, as the plan predicts it"
+    return "no start-up known"
 
 
 def _slope(points: Sequence[tuple[float, float]]) -> float:
@@ -504,7 +558,7 @@ def _needs(
         )
     if rate_model:
         assert state.demand is not None and capacity is not None
-        ahead = obs.startup_seconds or 0.0
+        ahead = _startup(obs, state) or 0.0
         forecast = min(
             state.demand + max(0.0, state.growth) * ahead,
             state.demand * tuning.max_forecast_factor,
@@ -516,7 +570,7 @@ def _needs(
                 (forecast + drain) / (capacity * util),
                 "DemandForecast",
                 f"{state.demand:.2f} req/s now, {forecast:.2f} forecast {ahead:.0f} s ahead "
-                f"(a replica's start-up), {total_queue:.0f} waiting to drain in "
+                f"({_startup_source(obs, state)}), {total_queue:.0f} waiting to drain in "
                 f"{tuning.drain_seconds:.0f} s, {capacity:.2f} req/s per replica",
             )
         )
@@ -544,7 +598,7 @@ def _recommend(
     pending = max(0, current - obs.ready_replicas)
     if not loads:
         if pending:
-            return current, "ReplicasPending", _pending_message(obs, pending)
+            return current, "ReplicasPending", _pending_message(obs, state, pending)
         return current, "NoSignals", "no Ready replica reported metrics"
     kv_limit = scaling.targets.kv_cache_usage
     queue_limit = scaling.targets.queue_length
@@ -578,10 +632,11 @@ def _recommend(
         breach = "SloMissed", f"TTFT p95 above the {slo_target:g} s target: {summary}"
     if breach is not None:
         if pending:
-            return current, "ReplicasPending", f"{breach[1]}; {_pending_message(obs, pending)}"
+            waiting = _pending_message(obs, state, pending)
+            return current, "ReplicasPending", f"{breach[1]}; {waiting}"
         return current + 1, *breach
     if pending:
-        return current, "ReplicasPending", _pending_message(obs, pending)
+        return current, "ReplicasPending", _pending_message(obs, state, pending)
     if current > 1 and current > scaling.min_replicas:
         fewer = max(wanted, scaling.min_replicas, 1, current - tuning.max_scale_down_step)
         fewer = min(fewer, current - 1)
@@ -596,12 +651,9 @@ def _recommend(
     return current, "WithinTargets", summary
 
 
-def _pending_message(obs: Observation, pending: int) -> str:
-    when = (
-        f", ready in about {obs.startup_seconds:.0f} s from their start"
-        if obs.startup_seconds
-        else ""
-    )
+def _pending_message(obs: Observation, state: State, pending: int) -> str:
+    startup = _startup(obs, state)
+    when = f", ready in about {startup:.0f} s from their start" if startup else ""
     return (
         f"{obs.ready_replicas}/{obs.desired_replicas} Ready: {pending} starting count as "
         f"capacity on its way{when}"
@@ -762,14 +814,18 @@ def reversals_in(state: State, now: float, window_seconds: float) -> int:
 
 def loads_from(
     pods: Sequence[tuple[str, float | None, float | None, float | None]],
+    finished: Mapping[str, float] | None = None,
 ) -> tuple[ReplicaLoad, ...]:
-    """ReplicaLoads from (pod, kv usage, waiting, running); pods missing a gauge are left out."""
+    """ReplicaLoads from (pod, kv usage, waiting, running) and, where known, each pod's finished
+    requests per second over the window; pods missing a gauge are left out."""
+    rates = finished or {}
     return tuple(
         ReplicaLoad(
             pod=pod,
             kv_cache_usage=min(1.0, max(0.0, kv)),
             requests_waiting=waiting,
             requests_running=running or 0.0,
+            requests_per_second=rate if _usable(rate := rates.get(pod)) else None,
         )
         for pod, kv, waiting, running in pods
         if _usable(kv) and _usable(waiting) and (running is None or _usable(running))
@@ -795,6 +851,7 @@ def observation(
     consolidated: bool,
     kv_below_prediction: str | None = None,
     requests_per_second: float | None = None,
+    replica_startups: Sequence[float] = (),
 ) -> Observation:
     """One tick's Observation from the Deployment's counts, the engines' signals and what the
     model's status holds: ``plan`` is status.plan (planned concurrency per replica, replicas,
@@ -828,6 +885,7 @@ def observation(
         requests_per_second=finite(requests_per_second),
         planned_requests_per_second=float(planned_rps) if planned_rps else None,
         startup_seconds=float(startup) if startup is not None else None,
+        replica_startups=tuple(float(s) for s in replica_startups if _usable(s)),
     )
 
 

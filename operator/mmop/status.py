@@ -10,6 +10,7 @@ entries of ``status.decisions``. The controller calls these and writes the resul
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -327,8 +328,33 @@ def restore_history(saved: Mapping[str, Any]) -> tuple[State, str]:
         last_direction=int(saved.get("lastDirection") or 0),
         reversals=times("reversals"),
         replans=times("replans"),
+        startup_seconds=_non_negative(saved.get("observedStartupSeconds")),
     )
     return state, str(saved.get("lastOomTime") or "")
+
+
+def _non_negative(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def replica_startup_seconds(pod: Mapping[str, Any]) -> float | None:
+    """How long a pod took from its creation to Ready (None: not Ready, a container restarted —
+    its Ready time is then the restart's — or the times are unreadable)."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    if any(int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or []):
+        return None
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if not ready or ready.get("status") != "True":
+        return None
+    created = seconds_of(meta.get("creationTimestamp"))
+    became = seconds_of(ready.get("lastTransitionTime"))
+    if created is None or became is None or became < created:
+        return None
+    return became - created
 
 
 def _meaningful(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -351,6 +377,9 @@ def autoscaler_status(
         "reversals": [rfc3339(t) for t in state.reversals],
         "replans": [rfc3339(t) for t in state.replans],
         "lastOomTime": last_oom or None,
+        "observedStartupSeconds": (
+            round(state.startup_seconds, 1) if state.startup_seconds is not None else None
+        ),
     }
     if learned is not None:
         update["avoid"] = sorted(learned.avoid)

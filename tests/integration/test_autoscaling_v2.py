@@ -86,3 +86,16 @@ def test_demand_far_beyond_a_replica_is_met_in_one_decision_while_replicas_start
     early = [d for d in ups[1:] if seconds(d["time"]) < first + STARTUP_SECONDS - 2]
     assert not early, ups
     assert not load.failed, load.failed[:5]
+
+    # The start-up the replicas took (creation to Ready) is learned and shown: the forecast
+    # looks that far ahead instead of the plan's prediction.
+    def observed() -> float | None:
+        saved = get_mm(sandbox, namespace, name)["status"].get("autoscaler") or {}
+        return saved.get("observedStartupSeconds")
+
+    wait_for(lambda: observed() is not None, "status.autoscaler.observedStartupSeconds", 30)
+    learned = observed()
+    assert learned is not None and STARTUP_SECONDS - 1 <= learned <= max(took) + 10, (
+        learned,
+        took,
+    )

@@ -518,6 +518,47 @@ def test_one_replicas_burst_does_not_teach_the_fleet_a_lower_capacity() -> None:
     assert state.capacity_factor == 1.0
 
 
+def test_a_replica_that_turned_ready_inside_the_window_teaches_no_capacity() -> None:
+    # Four replicas served the whole window and finished 3.3 req/s each, two running and one
+    # waiting on each; a fifth turned Ready inside it and already runs two with one waiting, but
+    # its finished requests are not in the window's rate. Counting it read 13.2 / 5 = 2.64 req/s
+    # per replica (and 10 running over 13.2 req/s, 0.76 s each): 80 % of the real capacity.
+    def seen(t: float) -> Observation:
+        loads = tuple(
+            ReplicaLoad(
+                pod=f"p{i}",
+                kv_cache_usage=0.3,
+                requests_waiting=1,
+                requests_running=2,
+                requests_per_second=3.3 if i < 4 else None,
+            )
+            for i in range(5)
+        )
+        return Observation(
+            now_seconds=t,
+            desired_replicas=5,
+            ready_replicas=5,
+            loads=loads,
+            requests_per_second=13.2,
+            planned_requests_per_second=3.3,
+            planned_concurrency=2,
+        )
+
+    state = State()
+    for t in range(0, 30, 5):
+        _, state = decide(SCALING, NO_SLO, seen(t), state)
+    assert abs(state.capacity_factor - 1.0) < 1e-9
+    assert state.service_seconds is not None and abs(state.service_seconds - 8 / 13.2) < 1e-9
+    capacity = autoscaler._capacity(seen(30), state)
+    assert capacity is not None and abs(capacity - 3.3) < 1e-9
+
+
+def test_each_replicas_finished_rate_rides_on_its_load() -> None:
+    loads = loads_from([("a", 0.2, 1.0, 2.0), ("b", 0.1, 0.0, 1.0)], {"a": 3.0})
+    assert [r.requests_per_second for r in loads] == [3.0, None]
+    assert loads_from([("a", 0.2, 1.0, 2.0)], {"a": math.nan})[0].requests_per_second is None
+
+
 def test_a_replica_that_carries_more_without_saturating_raises_the_capacity() -> None:
     _, state = decide(SCALING, NO_SLO, engines(0, 6.0, [2]), State())
     assert state.capacity_factor == 3.0  # 6 req/s from one replica with room to spare
@@ -595,3 +636,77 @@ def test_a_queue_growing_while_replicas_start_does_not_order_a_replica_per_few_r
         d, state = decide(scaling, NO_SLO, tick(t, waiting, replicas), state)
         replicas = d.replicas
         assert replicas <= 5 and d.reason in ("ReplicasPending", "DemandForecast"), (t, d)
+
+
+def test_the_forecast_looks_as_far_ahead_as_replicas_took_to_start() -> None:
+    """The plan predicts a 342-s start-up; the cluster's replicas came up in about 180 s (a
+    filled weight cache, a faster network): a replica ordered now arrives then, so the forecast
+    looks 180 s ahead, not 342 s (which ordered twice the demand on every rise)."""
+    scaling = Scaling(min_replicas=1, max_replicas=50)
+
+    def run(startups: tuple[float, ...]) -> tuple[int, State, str]:
+        state, replicas, tuning = State(), 4, Tuning(scale_up_cooldown_seconds=0)
+        message = ""
+        for k in range(40):  # 4 req/s rising by 0.05 req/s a second, for 195 s
+            o = engines(
+                5 * k,
+                4 + 0.25 * k,
+                [8 / replicas] * replicas,
+                startup_seconds=342,
+                replica_startups=startups,
+            )
+            d, state = decide(scaling, NO_SLO, o, state, tuning)
+            replicas = d.replicas
+            if d.action == Action.SCALE_UP:
+                message = d.message
+        return replicas, state, message
+
+    predicted, state, message = run(())
+    assert state.startup_seconds is None
+    assert predicted == math.ceil(min(13.5 + 0.05 * 342, 2 * 13.5) / (2 * 0.8))
+    assert "as the plan predicts it" in message
+    observed, state, message = run((178.0, 183.0, 180.0))
+    assert state.startup_seconds == 180 and state.startup_samples == 3  # the median
+    assert abs(state.growth - 0.05) < 1e-6  # fitted over 90 s, half the observed start-up
+    assert observed == math.ceil((13.5 + 0.05 * 180) / (2 * 0.8))
+    assert observed < predicted
+    assert "180 s ahead (a replica's start-up, observed on 3 replicas)" in message
+
+
+def test_the_observed_start_up_is_kept_while_no_replica_reports_one() -> None:
+    scaling = Scaling(min_replicas=1, max_replicas=10)
+    _, state = decide(
+        scaling, NO_SLO, engines(0, 4.0, [2, 2], replica_startups=(90.0, 110.0)), State()
+    )
+    assert state.startup_seconds == 100 and state.startup_samples == 2
+    # The replicas restarted (their Ready time is the restart's: not reported).
+    d, state = decide(scaling, NO_SLO, engines(5, 4.0, [2, 2], desired=3), state)
+    assert state.startup_seconds == 100
+    assert d.reason == "ReplicasPending" and "ready in about 100 s" in d.message
+    # Without any observation the plan's prediction is the horizon, as before.
+    d, _ = decide(scaling, NO_SLO, engines(5, 4.0, [2, 2], desired=3, startup_seconds=342), State())
+    assert "ready in about 342 s" in d.message
+
+
+def test_a_replicas_start_up_is_read_from_its_pod() -> None:
+    from mmop.status import replica_startup_seconds
+
+    def pod(ready: str, at: str, restarts: int = 0) -> dict[str, object]:
+        return {
+            "metadata": {"creationTimestamp": "2026-12-06T10:00:00Z"},
+            "status": {
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": ready, "lastTransitionTime": at},
+                ],
+                "containerStatuses": [{"name": "vllm", "restartCount": restarts}],
+            },
+        }
+
+    assert replica_startup_seconds(pod("True", "2026-12-06T10:03:05Z")) == 185
+    assert replica_startup_seconds(pod("False", "2026-12-06T10:00:01Z")) is None
+    # Restarted: the Ready time is the restart's, not the start-up's.
+    assert replica_startup_seconds(pod("True", "2026-12-06T11:00:00Z", restarts=1)) is None
+    assert replica_startup_seconds(pod("True", "not a time")) is None
+    assert replica_startup_seconds(pod("True", "2026-12-06T09:00:00Z")) is None  # before creation
+    assert replica_startup_seconds({}) is None

@@ -32,6 +32,18 @@ def test_a_young_history_opens_on_its_oldest_scrape() -> None:
     assert window_start(history, 15, 30)[0].time_seconds == 5
 
 
+def test_a_pod_that_turned_ready_inside_the_window_opens_it_at_its_first_scrape() -> None:
+    # Pod "a" is scraped from t=0, pod "b" from t=20: at t=40 with a 30-s window, "a" opens at
+    # t=10 (its newest at least 30 s old) and "b" at its first scrape, so what "b" finished
+    # between t=20 and t=40 counts instead of being left out of the rate.
+    history = ModelHistory(state=autoscaler.State())
+    for t in range(0, 40, 10):
+        pods = ["a"] if t < 20 else ["a", "b"]
+        remember(history, float(t), 30, [Scrape(pod=p, time_seconds=t) for p in pods])
+    start = {s.pod: s.time_seconds for s in window_start(history, 40, 30)}
+    assert start == {"a": 10, "b": 20}
+
+
 def test_history_comes_back_from_status_after_a_restart() -> None:
     state, last_oom = restore_history(
         {

@@ -175,8 +175,9 @@ def test_an_exposition_without_vllm_metrics_gives_no_signals() -> None:
     before, after = parse_exposition(text, "p", 0.0), parse_exposition(text, "p", 10.0)
     s = signals([before], [after])
     assert s.pods == 1 and s.unusable_pods == 0
-    counts = {"pods", "unusable_pods", "window_seconds"}
+    counts = {"pods", "unusable_pods", "window_seconds", "finished_per_pod"}
     assert s.model_dump(exclude=counts) == dict.fromkeys(s.model_dump(exclude=counts))
+    assert s.finished_per_pod == {}
 
 
 def _pod(
@@ -213,6 +214,18 @@ def test_signals_over_several_pods() -> None:
     # p50: rank 2 of 4 ends the 0.1-0.5 bucket -> 0.5; p95: rank 3.8 in 0.5-1 -> 0.5 + 0.5*1.8/2
     assert s.ttft_p50_seconds == pytest.approx(0.5)
     assert s.ttft_p95_seconds == pytest.approx(0.95)
+
+
+def test_each_pod_scraped_at_both_ends_has_its_own_finished_rate() -> None:
+    def pod(name: str, t: float, done: float) -> Scrape:
+        return Scrape(pod=name, time_seconds=t, counters={"request_success": done})
+
+    s = signals(
+        [pod("a", 0.0, 10), pod("b", 5.0, 0)],
+        [pod("a", 10.0, 43), pod("b", 10.0, 16), pod("c", 10.0, 7)],
+    )
+    assert s.finished_per_pod == {"a": pytest.approx(3.3), "b": pytest.approx(3.2)}
+    assert s.requests_per_second == pytest.approx(6.5)  # "c" has no start: in neither
 
 
 def test_a_restarted_server_counts_from_zero() -> None:

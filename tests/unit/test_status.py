@@ -67,10 +67,17 @@ def test_ready_says_why_pods_are_not_created() -> None:
 
 
 def test_the_autoscaler_history_survives_a_round_trip_through_status() -> None:
-    state = State(last_change_seconds=1_800_000_000.0, last_direction=-1, reversals=(1.7e9,))
+    state = State(
+        last_change_seconds=1_800_000_000.0,
+        last_direction=-1,
+        reversals=(1.7e9,),
+        startup_seconds=181.25,
+    )
     saved = autoscaler_status({}, state, "2026-11-22T08:00:00Z")
     assert saved is not None
+    assert saved["observedStartupSeconds"] == 181.2  # shown to the user, rounded
     back, last_oom = restore_history(saved)
+    assert back.startup_seconds == 181.2
     assert back.last_change_seconds == state.last_change_seconds
     assert back.last_direction == -1 and back.reversals == (1.7e9,)
     assert last_oom == "2026-11-22T08:00:00Z"

@@ -259,12 +259,15 @@ def _history(ctx: OperatorContext, key: ModelKey, status: Mapping[str, Any]) -> 
 
 
 def window_start(history: ModelHistory, now: float, window: float) -> list[Scrape]:
-    """The scrapes that open the window: the newest at least ``window`` old, else the oldest."""
-    chosen: list[Scrape] = []
+    """The scrapes that open the window, one per pod: its newest at least ``window`` old, else
+    its oldest kept. A pod that turned Ready inside the window opens it at its first scrape, so
+    the requests it finished count (over the time it served) from its second tick on."""
+    chosen: dict[str, Scrape] = {}
     for t, scrapes in history.scrapes:
-        if now - t >= window or not chosen:
-            chosen = scrapes
-    return chosen
+        for s in scrapes:
+            if now - t >= window or s.pod not in chosen:
+                chosen[s.pod] = s
+    return list(chosen.values())
 
 
 def remember(history: ModelHistory, now: float, window: float, scrapes: list[Scrape]) -> None:
@@ -328,7 +331,7 @@ async def _read_engines(
          s.gauges.get("requests_running"))
         for s in result.scrapes
     ]  # fmt: skip
-    return _Reading(sig, autoscaler.loads_from(gauges), result)
+    return _Reading(sig, autoscaler.loads_from(gauges, sig.finished_per_pod), result)
 
 
 async def tick(
@@ -350,11 +353,7 @@ async def tick(
     history = _history(ctx, key, status)
     store = idx.model_pods.get(key)
     members = [dict(p) for p in (list(store) if store is not None else [])]
-    targets = [
-        Target(p["name"], f"http://{p['ip']}:{p['port']}/metrics")
-        for p in members
-        if p.get("ready") and p.get("ip") and not p.get("deleting") and p.get("serves", True)
-    ]
+    targets = _targets(members)
     now = time.time() if now is None else now
     window = float(scaling.behavior.window_seconds)
     reading = await _read_engines(ctx, key, targets, history, window, now, logger)
@@ -377,6 +376,7 @@ async def tick(
         consolidated=consolidated,
         kv_below_prediction=below,
         requests_per_second=reading.signals.requests_per_second,
+        replica_startups=_startups(members),
     )
     decision, state = autoscaler.decide(scaling, slo, obs, history.state)
     snapshot = {"metadata": meta, "spec": spec, "status": status}
@@ -391,6 +391,24 @@ async def tick(
         _record, ctx, snapshot, decision, learned, history, now, peak_cost, metrics
     )
     return decision
+
+
+def _targets(members: list[dict[str, Any]]) -> list[Target]:
+    """The pods to scrape: Ready, addressed, not being deleted, serving the API."""
+    return [
+        Target(p["name"], f"http://{p['ip']}:{p['port']}/metrics")
+        for p in members
+        if p.get("ready") and p.get("ip") and not p.get("deleting") and p.get("serves", True)
+    ]
+
+
+def _startups(members: list[dict[str, Any]]) -> list[float]:
+    """How long each live pod took to turn Ready (those that report it)."""
+    return [
+        float(p["startup"])
+        for p in members
+        if p.get("startup") is not None and not p.get("deleting")
+    ]
 
 
 def metrics_condition(result: ScrapeResult, current: Mapping[str, Any] | None) -> Cond | None:

@@ -42,6 +42,7 @@ from mmop.render import (
     MANAGER,
     PORT_NAME,
 )
+from mmop.status import replica_startup_seconds
 from mmop.vllm import OPENAI_PORT
 
 RETRY_DELAYS = (1, 2, 5, 10, 30, 60)  # seconds before the n-th retry of a failed reconcile
@@ -286,7 +287,8 @@ async def mmop_claims(body: kopf.Body, namespace: str | None, name: str, **_: An
 
 @kopf.index("", "v1", "pods", labels=MANAGED)
 async def model_pods(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
-    """Pods of each model: address, readiness and the newest OOM kill of its engine."""
+    """Pods of each model: address, readiness, the newest OOM kill of its engine and how long
+    it took to turn Ready."""
     meta = body.get("metadata") or {}
     model = (meta.get("labels") or {}).get(LABEL_MODEL)
     if not model:
@@ -312,6 +314,7 @@ async def model_pods(body: kopf.Body, namespace: str | None, name: str, **_: Any
             # a LeaderWorkerSet's worker pods run no API server: nothing to scrape there
             "serves": str((meta.get("labels") or {}).get(LWS_WORKER_INDEX_LABEL, "0")) == "0",
             "oom": oom_time(status),
+            "startup": replica_startup_seconds(body),
         }
     }
 

@@ -59,6 +59,12 @@ class Signals(BaseModel):
     requests_waiting: float | None = Field(default=None, ge=0, description="queued, all pods")
     preemptions_per_second: float | None = Field(default=None, ge=0)
     requests_per_second: float | None = Field(default=None, ge=0, description="finished")
+    finished_per_pod: dict[str, float] = Field(
+        default_factory=dict,
+        description="requests finished per second by each pod scraped at both ends of the "
+        "window (a pod that turned Ready inside it has none: its finished requests are not in "
+        "requests_per_second either)",
+    )
     prompt_tokens_per_second: float | None = Field(default=None, ge=0)
     generation_tokens_per_second: float | None = Field(default=None, ge=0)
     ttft_p50_seconds: float | None = Field(default=None, ge=0, description="time to first token")
@@ -119,6 +125,12 @@ def signals(before: Sequence[Scrape], after: Sequence[Scrape], unusable: int = 0
         except OverflowError:  # only over a vanishing window; such a rate is no signal
             return None
 
+    per_pod = {
+        a.pod: delta / w
+        for (b, a), w in zip(pairs, windows, strict=True)
+        if (delta := _counter_delta(b, a, "request_success")) is not None
+        and math.isfinite(delta / w)
+    }
     values["preemptions_per_second"] = rate("preemptions")
     values["requests_per_second"] = rate("request_success")
     values["prompt_tokens_per_second"] = rate("prompt_tokens")
@@ -145,5 +157,6 @@ def signals(before: Sequence[Scrape], after: Sequence[Scrape], unusable: int = 0
         pods=len(after),
         unusable_pods=unusable_pods,
         window_seconds=math.fsum(windows) / len(windows) if windows else None,
+        finished_per_pod=per_pod,
         **finite,
     )

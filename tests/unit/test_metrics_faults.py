@@ -125,8 +125,10 @@ def controller_tick(
 
 
 def assert_finite(sig: Signals) -> None:
-    for name, value in sig.model_dump().items():
+    for name, value in sig.model_dump(exclude={"finished_per_pod"}).items():
         assert value is None or math.isfinite(value), (name, value)
+    for pod, rate in sig.finished_per_pod.items():
+        assert math.isfinite(rate) and rate >= 0, (pod, rate)
 
 
 async def two_scrapes(

@@ -118,6 +118,12 @@ class Observation(BaseModel):
     startup_seconds: float | None = Field(
         default=None, ge=0, description="Predicted time for a new replica to turn Ready"
     )
+    running_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Mean time the requests finished over the window spent running, as the "
+        "engines report it (vllm:request_inference_time_seconds)",
+    )
     replica_startups: tuple[float, ...] = Field(
         default=(),
         description="Seconds each Ready replica took from its creation to Ready (replicas whose "
@@ -160,7 +166,10 @@ class State(BaseModel):
         description="Most requests one engine ran while others waited on it: its real limit",
     )
     service_seconds: float | None = Field(
-        default=None, gt=0, description="Time a request spends running (Little's law), smoothed"
+        default=None,
+        gt=0,
+        description="Time a request spends running (the engines' figure, else Little's "
+        "law), smoothed",
     )
     startup_seconds: float | None = Field(
         default=None,
@@ -443,10 +452,17 @@ def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
     for r in obs.loads:
         if r.requests_waiting >= 1 and r.requests_running > 0:
             concurrency = max(concurrency or 0.0, r.requests_running)
+    # The time a request runs: what the engines report it took, else Little's law (requests
+    # running now over those finished per second in the window — a gauge read at one instant,
+    # which overstated it by a third against the stand-in engines' own figure in the benchmark).
     service = state.service_seconds
     running = sum(r.requests_running for r in sample)
-    if finished and running > 0:
+    seen: float | None = None
+    if obs.running_seconds:
+        seen = obs.running_seconds
+    elif finished and running > 0:
         seen = running / finished
+    if seen is not None:
         a = tuning.capacity_smoothing
         service = seen if service is None else a * seen + (1 - a) * service
     return state.model_copy(
@@ -852,6 +868,7 @@ def observation(
     kv_below_prediction: str | None = None,
     requests_per_second: float | None = None,
     replica_startups: Sequence[float] = (),
+    running_seconds: float | None = None,
 ) -> Observation:
     """One tick's Observation from the Deployment's counts, the engines' signals and what the
     model's status holds: ``plan`` is status.plan (planned concurrency per replica, replicas,
@@ -886,6 +903,7 @@ def observation(
         planned_requests_per_second=float(planned_rps) if planned_rps else None,
         startup_seconds=float(startup) if startup is not None else None,
         replica_startups=tuple(float(s) for s in replica_startups if _usable(s)),
+        running_seconds=finite(running_seconds) or None,
     )
 
 

@@ -553,6 +553,45 @@ def test_a_replica_that_turned_ready_inside_the_window_teaches_no_capacity() -> 
     assert capacity is not None and abs(capacity - 3.3) < 1e-9
 
 
+def test_the_engines_own_running_time_sets_a_replicas_capacity() -> None:
+    # The benchmark's stand-ins ran 2 at once and reported 0.564 s per request (their
+    # vllm:request_inference_time_seconds), 3.5 req/s each; the running gauge read at one
+    # instant over the window's finished rate said 0.75 s, and the fleet was sized for 2.66.
+    def seen(t: float, running_seconds: float | None) -> Observation:
+        loads = tuple(
+            ReplicaLoad(
+                pod=f"p{i}",
+                kv_cache_usage=0.3,
+                requests_waiting=1 if t == 0 else 0,
+                requests_running=2,
+                requests_per_second=2.66,
+            )
+            for i in range(4)
+        )
+        return Observation(
+            now_seconds=t,
+            desired_replicas=4,
+            ready_replicas=4,
+            loads=loads,
+            requests_per_second=4 * 2.66,
+            planned_requests_per_second=7.1,
+            planned_concurrency=256,
+            running_seconds=running_seconds,
+        )
+
+    state = State()
+    for t in range(0, 60, 5):
+        _, state = decide(SCALING, NO_SLO, seen(t, 0.564), state)
+    capacity = autoscaler._capacity(seen(60, 0.564), state)
+    assert capacity is not None and abs(capacity - 2 / 0.564) < 1e-6
+    # Without the engines' figure, Little's law from the gauges stands in.
+    state = State()
+    for t in range(0, 60, 5):
+        _, state = decide(SCALING, NO_SLO, seen(t, None), state)
+    capacity = autoscaler._capacity(seen(60, None), state)
+    assert capacity is not None and abs(capacity - 2.66) < 1e-6
+
+
 def test_each_replicas_finished_rate_rides_on_its_load() -> None:
     loads = loads_from([("a", 0.2, 1.0, 2.0), ("b", 0.1, 0.0, 1.0)], {"a": 3.0})
     assert [r.requests_per_second for r in loads] == [3.0, None]

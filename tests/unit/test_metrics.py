@@ -76,7 +76,7 @@ def test_idle_server_reads_as_zeros() -> None:
         "mm_cache_hits",
     }
     assert all(v == 0.0 for v in idle.counters.values())
-    assert set(idle.histograms) == {"ttft", "itl", "tpot", "e2e"}
+    assert set(idle.histograms) == {"ttft", "itl", "tpot", "e2e", "inference_time"}
     assert all(h.count == 0 for h in idle.histograms.values())
 
 
@@ -226,6 +226,27 @@ def test_each_pod_scraped_at_both_ends_has_its_own_finished_rate() -> None:
     )
     assert s.finished_per_pod == {"a": pytest.approx(3.3), "b": pytest.approx(3.2)}
     assert s.requests_per_second == pytest.approx(6.5)  # "c" has no start: in neither
+
+
+def test_the_time_requests_ran_is_the_engines_own_mean_over_the_window() -> None:
+    def pod(name: str, t: float, total: float, count: float) -> Scrape:
+        hist = Histogram(((1.0, count), (math.inf, count)), total, count)
+        return Scrape(pod=name, time_seconds=t, histograms={"inference_time": hist})
+
+    s = signals(
+        [pod("a", 0.0, 10.0, 20), pod("b", 0.0, 0.0, 0)],
+        [pod("a", 30.0, 40.0, 70), pod("b", 30.0, 27.0, 50)],
+    )
+    assert s.running_mean_seconds == pytest.approx((30.0 + 27.0) / (50 + 50))
+    idle = signals([pod("a", 0.0, 1.0, 2)], [pod("a", 30.0, 1.0, 2)])
+    assert idle.running_mean_seconds is None  # nothing finished: no figure, not 0
+
+
+def test_the_pinned_vllm_reports_the_time_requests_ran() -> None:
+    before, after = golden("idle"), golden("after")
+    assert "inference_time" in after.histograms
+    s = signals([before], [after])
+    assert s.running_mean_seconds is not None and s.running_mean_seconds > 0
 
 
 def test_a_restarted_server_counts_from_zero() -> None:

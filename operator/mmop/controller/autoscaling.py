@@ -377,6 +377,7 @@ async def tick(
         kv_below_prediction=below,
         requests_per_second=reading.signals.requests_per_second,
         replica_startups=_startups(members),
+        running_seconds=reading.signals.running_mean_seconds,
     )
     decision, state = autoscaler.decide(scaling, slo, obs, history.state)
     snapshot = {"metadata": meta, "spec": spec, "status": status}

@@ -69,6 +69,12 @@ METRICS: tuple[MetricName, ...] = (
         "e2e", "vllm:e2e_request_latency_seconds", Kind.HISTOGRAM, "request latency end to end"
     ),
     MetricName(
+        "inference_time",
+        "vllm:request_inference_time_seconds",
+        Kind.HISTOGRAM,
+        "time a request spent running (the RUNNING phase, queueing excluded)",
+    ),
+    MetricName(
         "mm_cache_queries", "vllm:mm_cache_queries", Kind.COUNTER, "multimodal cache lookups"
     ),
     MetricName("mm_cache_hits", "vllm:mm_cache_hits", Kind.COUNTER, "multimodal cache hits"),

@@ -77,6 +77,12 @@ class Signals(BaseModel):
     tpot_p95_seconds: float | None = Field(default=None, ge=0)
     e2e_p50_seconds: float | None = Field(default=None, ge=0, description="request latency")
     e2e_p95_seconds: float | None = Field(default=None, ge=0)
+    running_mean_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="mean time the requests finished in the window spent running "
+        "(vllm:request_inference_time_seconds: sum over count)",
+    )
     mm_cache_hit_rate: float | None = Field(
         default=None, ge=0, le=1, description="multimodal cache hits / lookups in the window"
     )
@@ -147,6 +153,17 @@ def signals(before: Sequence[Scrape], after: Sequence[Scrape], unusable: int = 0
             values[f"{key}_{label}_seconds"] = (
                 histogram_quantile(q, merged) if merged is not None else None
             )
+
+    running = merge_histograms(
+        [
+            a.histograms["inference_time"].minus(b.histograms["inference_time"])
+            for b, a in pairs
+            if "inference_time" in a.histograms and "inference_time" in b.histograms
+        ]
+    )
+    values["running_mean_seconds"] = (
+        running.sum / running.count if running is not None and running.count > 0 else None
+    )
 
     queries = _sum([_counter_delta(b, a, "mm_cache_queries") for b, a in pairs])
     hits = _sum([_counter_delta(b, a, "mm_cache_hits") for b, a in pairs])

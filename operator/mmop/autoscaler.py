@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, TypeGuard
@@ -74,8 +75,8 @@ class ReplicaLoad(BaseModel):
     requests_per_second: float | None = Field(
         default=None,
         ge=0,
-        description="Requests it finished per second over the window (None: it was not scraped "
-        "at the window's start, e.g. it turned Ready inside it)",
+        description="Requests it finished per second over its window (None: scraped only once "
+        "so far, e.g. it turned Ready since the last tick)",
     )
 
 
@@ -423,9 +424,9 @@ def _learn(obs: Observation, state: State, tuning: Tuning) -> State:
     growth = _slope(history) if now - first_t >= window / 2 else 0.0
     factor = state.capacity_factor
     planned = obs.planned_requests_per_second
-    # Capacity is read from the replicas that served the whole window: one that turned Ready
-    # inside it runs and queues requests whose finishing the window's rate does not count, so
-    # counting it taught a fleet of 4 saturated replicas and 1 new one 80 % of its capacity.
+    # Capacity is read from the replicas with a finished rate: one scraped only once runs and
+    # queues requests whose finishing no rate counts yet, so counting it taught a fleet of 4
+    # saturated replicas and 1 new one 80 % of its capacity.
     rated = [r for r in obs.loads if r.requests_per_second is not None]
     sample = rated or list(obs.loads)
     finished = (
@@ -484,12 +485,14 @@ def _learn_startup(obs: Observation, state: State) -> State:
     creation-to-Ready times (image pull, weights, loading, compilation, graph capture — and the
     wait for a node), kept while no replica reports one. The plan's prediction is a model of
     that path; once a replica has come up, what it took is the better forecast horizon."""
-    seen = sorted(obs.replica_startups)
-    if not seen:
+    if not obs.replica_startups:
         return state
-    n = len(seen)
-    median = seen[n // 2] if n % 2 else (seen[n // 2 - 1] + seen[n // 2]) / 2
-    return state.model_copy(update={"startup_seconds": median, "startup_samples": n})
+    return state.model_copy(
+        update={
+            "startup_seconds": statistics.median(obs.replica_startups),
+            "startup_samples": len(obs.replica_startups),
+        }
+    )
 
 
 def _startup(obs: Observation, state: State) -> float | None:

@@ -62,7 +62,7 @@ class Signals(BaseModel):
     finished_per_pod: dict[str, float] = Field(
         default_factory=dict,
         description="requests finished per second by each pod scraped at both ends of the "
-        "window (a pod that turned Ready inside it has none: its finished requests are not in "
+        "window (a pod with no scrape at the start has none: its finished requests are not in "
         "requests_per_second either)",
     )
     prompt_tokens_per_second: float | None = Field(default=None, ge=0)

@@ -564,8 +564,11 @@ class ScalingBehavior(SpecModel):
         le=100,
         description="Replicas added at most per decision (unset: as many as the demand needs)",
     )
-    max_scale_down_step: int = Field(
-        default=1, ge=1, le=100, description="Replicas removed at most per decision"
+    max_scale_down_step: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Replicas removed at most per decision (unset: down to what the demand needs)",
     )
     window_seconds: int = Field(
         default=30, ge=5, le=600, description="Window for rates and latency quantiles"

@@ -211,7 +211,7 @@ class Tuning(BaseModel):
     scale_up_cooldown_seconds: float = Field(default=15, ge=0)
     scale_down_cooldown_seconds: float = Field(default=60, ge=0)
     max_scale_up_step: int | None = Field(default=None, ge=1, description="None: no limit")
-    max_scale_down_step: int = Field(default=1, ge=1)
+    max_scale_down_step: int | None = Field(default=None, ge=1, description="None: no limit")
     slo_down_margin: float = Field(default=0.8, gt=0, le=1, description="Scale down only below")
     pressure_seconds: float = Field(default=60, ge=0, description="KV pressure before re-plan")
     replan_spacing_seconds: float = Field(default=300, ge=0)
@@ -308,9 +308,10 @@ def decide(
             scaling.max_replicas,
         )
     elif recommended < current:
+        step = tuning.max_scale_down_step
         target = max(
             _over(history, now, tuning.scale_down_window_seconds, current, pick=max),
-            current - tuning.max_scale_down_step,
+            current - step if step is not None else scaling.min_replicas,
             scaling.min_replicas,
         )
         target = min(target, current)
@@ -349,15 +350,12 @@ def decide(
     reversals = tuple(t for t in state.reversals if now - t < tuning.reversal_window_seconds)
     if state.last_direction and direction != state.last_direction:
         reversals += (now,)
+    # The stabilisation history goes on across changes (as the HPA's does): recommendations
+    # are replica counts for the demand, not steps from the fleet of their time, so a fall is
+    # followed one window behind it. Starting it again at each change made each further
+    # scale-down wait a whole window: one replica per ~126 s on the benchmark's falling sine.
     state = state.model_copy(
-        update={
-            "last_change_seconds": now,
-            "last_direction": direction,
-            "reversals": reversals,
-            # A change starts a new stabilisation history: old recommendations were for a
-            # different fleet.
-            "recommendations": ((now, target),),
-        }
+        update={"last_change_seconds": now, "last_direction": direction, "reversals": reversals}
     )
     action = Action.SCALE_UP if direction > 0 else Action.SCALE_DOWN
     return ScalingDecision(action=action, replicas=target, reason=reason, message=message), state
@@ -656,17 +654,18 @@ def _recommend(
         return current + 1, *breach
     if pending:
         return current, "ReplicasPending", _pending_message(obs, state, pending)
-    if current > 1 and current > scaling.min_replicas:
-        fewer = max(wanted, scaling.min_replicas, 1, current - tuning.max_scale_down_step)
-        fewer = min(fewer, current - 1)
-        kv_each, queue_each = total_kv / fewer, total_queue / fewer
-        slo_ok = slo_target is None or ttft is None or ttft <= tuning.slo_down_margin * slo_target
-        if (
-            kv_each < kv_limit - tuning.kv_spare
-            and queue_each < queue_limit - tuning.queue_spare
-            and slo_ok
-        ):
-            return fewer, "SpareCapacity", f"{fewer} replica(s) would carry it: {summary}"
+    slo_ok = slo_target is None or ttft is None or ttft <= tuning.slo_down_margin * slo_target
+    if current > 1 and current > scaling.min_replicas and slo_ok:
+        # The fewest replicas that every measure agrees carry it, spread so each keeps its
+        # spare room: straight there (the stabilisation window and maxScaleDownStep pace it).
+        step = tuning.max_scale_down_step
+        floor = max(wanted, scaling.min_replicas, 1, current - step if step is not None else 1)
+        for fewer in range(floor, current):
+            if (
+                total_kv / fewer < kv_limit - tuning.kv_spare
+                and total_queue / fewer < queue_limit - tuning.queue_spare
+            ):
+                return fewer, "SpareCapacity", f"{fewer} replica(s) would carry it: {summary}"
     return current, "WithinTargets", summary
 
 

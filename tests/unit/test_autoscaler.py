@@ -88,7 +88,7 @@ def test_ttft_above_the_slo_scales_up() -> None:
     assert d.action == Action.SCALE_UP and d.reason == "SloMissed" and d.replicas == 3
 
 
-def test_scale_down_waits_for_the_stabilization_window_then_goes_one_at_a_time() -> None:
+def test_scale_down_waits_for_the_stabilization_window_then_goes_to_what_carries_it() -> None:
     state = State()
     idle = [(0.05, 0)] * 4
     for t in range(0, 120, 15):
@@ -96,7 +96,39 @@ def test_scale_down_waits_for_the_stabilization_window_then_goes_one_at_a_time()
         assert d.action == Action.HOLD, t
         assert d.reason == "ScaleDownStabilizing"
     d, state = decide(SCALING, NO_SLO, obs(120, idle), state)
-    assert d.action == Action.SCALE_DOWN and d.replicas == 3 and d.reason == "SpareCapacity"
+    # 4 × 0.05 KV on one replica is 0.2, far below 0.8 − 0.1: one carries it.
+    assert d.action == Action.SCALE_DOWN and d.replicas == 1 and d.reason == "SpareCapacity"
+
+
+def test_a_scale_down_step_from_the_spec_removes_that_many_at_most() -> None:
+    scaling = Scaling.model_validate({"maxReplicas": 8, "behavior": {"maxScaleDownStep": 1}})
+    state = State()
+    idle = [(0.05, 0)] * 4
+    for t in range(0, 135, 15):
+        d, state = decide(scaling, NO_SLO, obs(t, idle), state)
+    assert d.action == Action.SCALE_DOWN and d.replicas == 3
+
+
+def test_a_falling_load_is_followed_one_window_behind() -> None:
+    """Recommendations are replica counts, so the stabilisation history goes on across
+    changes: the fleet follows the highest count of the last window, never waiting a whole
+    window again after each scale-down, and never below what the load needs at the time."""
+    replicas, state = 8, State()
+    kv_needed = 0.8 - 0.1
+
+    def total_kv(t: float) -> float:  # the fleet's KV use, falling at 0.6 replica-loads a minute
+        return 4.0 - t / 100
+
+    fleet = {}
+    for t in range(0, 330, 15):
+        load = [(total_kv(t) / replicas, 0.0)] * replicas
+        d, state = decide(SCALING, NO_SLO, obs(t, load), state)
+        if d.action == Action.SCALE_DOWN:
+            replicas = d.replicas
+        assert replicas >= math.ceil(total_kv(t) / kv_needed), t
+        fleet[t] = replicas
+    # What the load needed 120 s + one cooldown before: ceil(2.2 / 0.7) = 4 at t = 300.
+    assert fleet[300] <= math.ceil(total_kv(180) / kv_needed) == 4, fleet
 
 
 def test_scale_down_only_if_the_rest_would_stay_below_the_triggers() -> None:

@@ -435,9 +435,16 @@ def test_the_autoscaler_scales_onto_a_second_real_engine(
             for c in clients:
                 c.join(timeout=600)
         assert answers and all(a.status == 200 for a in answers), answers
-        status = get_mm(sandbox, namespace, name)["status"]
-        ups = [d for d in status.get("decisions") or [] if d["action"] == "ScaleUp"]
-        assert ups and ups[0]["replicas"] == 2, status.get("decisions")
+
+        def scale_ups() -> list[dict[str, Any]]:
+            status = get_mm(sandbox, namespace, name).get("status") or {}
+            return [d for d in status.get("decisions") or [] if d["action"] == "ScaleUp"]
+
+        # The decision is recorded after the scale it ordered (a second status write), and the
+        # two engines and the chats share two cores: wait for the record, do not race it.
+        wait_for(lambda: bool(scale_ups()), "the ScaleUp recorded in status", timeout=120)
+        ups = scale_ups()
+        assert ups[0]["replicas"] == 2, ups
         wait_for(
             lambda: (
                 ((get_mm(sandbox, namespace, name).get("status") or {}).get("readyReplicas")) == 2

@@ -781,3 +781,36 @@ def test_a_replicas_start_up_is_read_from_its_pod() -> None:
     assert replica_startup_seconds(pod("True", "not a time")) is None
     assert replica_startup_seconds(pod("True", "2026-12-06T09:00:00Z")) is None  # before creation
     assert replica_startup_seconds({}) is None
+
+
+def test_a_queue_below_capacity_does_not_teach_a_lower_capacity() -> None:
+    # The benchmark's stand-ins run 2 at once, 0.565 s each (3.5 req/s); at 5 req/s over two of
+    # them, Poisson arrivals leave one request waiting on both at some ticks. What they finish
+    # then (2.5 req/s each) is what they were sent, not what they can carry: the fleet that
+    # learned it was sized for 1.9-2.3 req/s per replica.
+    def seen(t: float, waiting: float) -> Observation:
+        return Observation(
+            now_seconds=t,
+            desired_replicas=2,
+            ready_replicas=2,
+            loads=tuple(
+                ReplicaLoad(
+                    pod=f"p{i}",
+                    kv_cache_usage=0.2,
+                    requests_waiting=waiting,
+                    requests_running=2 if waiting else 1,
+                    requests_per_second=2.5,
+                )
+                for i in range(2)
+            ),
+            requests_per_second=5.0,
+            planned_requests_per_second=7.1,
+            planned_concurrency=256,
+            running_seconds=0.565,
+        )
+
+    state = State()
+    for k in range(24):
+        _, state = decide(SCALING, NO_SLO, seen(5 * k, 1 if k % 3 == 0 else 0), state)
+    capacity = autoscaler._capacity(seen(120, 0), state)
+    assert capacity is not None and abs(capacity - 2 / 0.565) < 1e-6

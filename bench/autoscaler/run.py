@@ -226,7 +226,12 @@ class KedaController(HpaController):
 
 # ---------------------------------------------------------------------------- one run
 def manifest(
-    name: str, policy: str, peak: int, max_replicas: int, start: int = 1
+    name: str,
+    policy: str,
+    peak: int,
+    max_replicas: int,
+    start: int = 1,
+    utilization: float | None = None,
 ) -> dict[str, Any]:
     """The policy's MultimodalModel. An autoscaled fleet starts at ``start`` replicas: mode
     External with spec.replicas (mmop's mode Auto is switched on once they are Ready, and keeps
@@ -247,6 +252,8 @@ def manifest(
         spec["replicas"] = start
     else:
         scaling["mode"] = "Auto"
+    if policy == "mmop" and utilization is not None:
+        scaling["targets"] = {"utilization": utilization}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "MultimodalModel",
@@ -297,7 +304,7 @@ def run_one(
         VERSION,
         namespace,
         PLURAL,
-        manifest(name, policy, ns.peak, ns.max, start=start_replicas),
+        manifest(name, policy, ns.peak, ns.max, start=start_replicas, utilization=ns.utilization),
     )
     wait_until(
         f"{start_replicas} Ready replica(s)",
@@ -451,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
         "the 2 requests an engine runs; the results files that state 10 blocks read 0.8 there, "
         "the KV target itself, where a planned engine at its --max-num-seqs holds far less)",
     )
+    ap.add_argument(
+        "--utilization",
+        type=float,
+        help="mmop's spec.scaling.targets.utilization (unset: its default, 0.8)",
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--name", default="asbench", help="sandbox name")
     ap.add_argument("--markdown", help="write the results here")
@@ -566,7 +578,9 @@ def setup(ns: argparse.Namespace, wall: float) -> str:
         "by the bench's KEDA-style scaler (requests in flight, running + waiting, summed over "
         f"the pods, target {ns.keda_target:g} per replica, 30 s polling, the HPA's default "
         f"behaviour), 1–{ns.max} replicas; mmop = mode Auto, 1–{ns.max} "
-        f"replicas, default behaviour, autoscaler tick {TICK_SECONDS} s\n"
+        f"replicas, default behaviour"
+        + (f", targets.utilization {ns.utilization:g}" if ns.utilization is not None else "")
+        + f", autoscaler tick {TICK_SECONDS} s\n"
         f"- lead-in: {lead_in_text(ns.lead_in)}; autoscaled fleets start at "
         f"{ns.start_replicas} Ready replica(s)\n"
         f"- cold start: every new replica turns Ready {ns.startup:g} s after it starts "

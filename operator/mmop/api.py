@@ -536,6 +536,13 @@ class ScalingTargets(SpecModel):
     queue_spare: float = Field(
         default=3, ge=0, le=10_000, description="Scale up below this average spare queue"
     )
+    utilization: float = Field(
+        default=0.8,
+        ge=0.3,
+        le=1,
+        description="Load a replica is sized for, as a share of its capacity (requests/s); "
+        "lower keeps more headroom for demand that outgrows the forecast while replicas start",
+    )
 
 
 class ScalingBehavior(SpecModel):

@@ -252,6 +252,7 @@ def tuning_for(scaling: Scaling) -> Tuning:
     return Tuning(
         kv_spare=t.kv_spare,
         queue_spare=t.queue_spare,
+        target_utilization=t.utilization,
         scale_up_window_seconds=b.scale_up_stabilization_seconds,
         scale_down_window_seconds=b.scale_down_stabilization_seconds,
         scale_up_cooldown_seconds=b.scale_up_cooldown_seconds,

@@ -814,3 +814,17 @@ def test_a_queue_below_capacity_does_not_teach_a_lower_capacity() -> None:
         _, state = decide(SCALING, NO_SLO, seen(5 * k, 1 if k % 3 == 0 else 0), state)
     capacity = autoscaler._capacity(seen(120, 0), state)
     assert capacity is not None and abs(capacity - 2 / 0.565) < 1e-6
+
+
+def test_the_utilization_a_replica_is_sized_for_comes_from_the_spec() -> None:
+    # 4 replicas finishing 6 req/s, 2 req/s each by the plan: at 0.8 of it, 6 / 1.6 → 4 (hold);
+    # at 0.5, as a user with slow start-ups keeps headroom for, 6 / 1.0 → 6.
+    tuning = {"scaleUpCooldownSeconds": 0}
+    default = Scaling.model_validate({"maxReplicas": 20, "behavior": tuning})
+    d, _ = decide(default, NO_SLO, engines(0, 6.0, [1.5] * 4), State())
+    assert d.action == Action.HOLD
+    roomy = Scaling.model_validate(
+        {"maxReplicas": 20, "behavior": tuning, "targets": {"utilization": 0.5}}
+    )
+    d, _ = decide(roomy, NO_SLO, engines(0, 6.0, [1.5] * 4), State())
+    assert d.action == Action.SCALE_UP and d.replicas == 6

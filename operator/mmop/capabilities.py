@@ -241,6 +241,15 @@ VLLM_QUANTIZATION_METHODS = (
 )  # fmt: skip
 """``QuantizationMethods`` of the pinned release (no bitsandbytes)."""
 
+VLLM_KV_CACHE_DTYPES = (
+    "auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla",
+    "nvfp4_ds_mla", "turboquant_k8v4", "turboquant_4bit_nc", "turboquant_k3v4_nc",
+    "turboquant_3bit_nc", "ultraquant_4bit", "int4_per_token_head", "int8_per_token_head",
+    "fp8_per_token_head", "nvfp4", "nvfp4_4over6",
+)  # fmt: skip
+"""``CacheDType`` of the pinned release (vllm/config/cache.py lines 39-58 at 0.32.0): every
+value ``--kv-cache-dtype`` takes."""
+
 ROCM = (
     "awq", "auto_awq", "awq_marlin", "gptq", "auto_gptq", "fp8", "deepseek_v4_fp8",
     "compressed-tensors", "fbgemm_fp8", "inc", "quark", "mxfp4", "mxfp8", "torchao", "modelopt",

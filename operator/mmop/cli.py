@@ -24,9 +24,10 @@ from pydantic import ValidationError
 from mmop.catalog import GpuError, resolve_gpu
 from mmop.estimator import (
     DTYPES,
+    KV_CACHE_DTYPE_FLAGS,
     KV_DTYPE_BYTES,
     PINNED_VLLM_VERSION,
-    QUANTIZATIONS,
+    QUANTIZATION_FLAGS,
     EngineArgs,
     Estimate,
     EstimateError,
@@ -185,9 +186,21 @@ def _build_parser() -> argparse.ArgumentParser:
     est.add_argument("--gpu", required=True, help="catalog GPU name or nvidia.com/gpu.product")
     est.add_argument("--gpu-memory-gib", type=float, help="override device memory (GiB)")
     est.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
-    est.add_argument("--quantization", "-q", choices=QUANTIZATIONS)
+    est.add_argument(
+        "--quantization",
+        "-q",
+        choices=QUANTIZATION_FLAGS,
+        metavar="METHOD",
+        help="any of vLLM's methods; one mmop does not size gets no verdict",
+    )
     est.add_argument("--dtype", default="auto", choices=DTYPES)
-    est.add_argument("--kv-cache-dtype", default="auto", choices=sorted(KV_DTYPE_BYTES))
+    est.add_argument(
+        "--kv-cache-dtype",
+        default="auto",
+        choices=KV_CACHE_DTYPE_FLAGS,
+        metavar="DTYPE",
+        help=f"any of vLLM's; mmop sizes {', '.join(KV_DTYPE_BYTES)}, others get no verdict",
+    )
     est.add_argument("--gpu-memory-utilization", type=float)
     est.add_argument("--max-model-len", type=int)
     est.add_argument("--max-num-seqs", type=int)

@@ -58,6 +58,14 @@ QUANTIZATIONS = (
     "modelopt",
     "modelopt_fp4",
 )
+# Every --quantization / --kv-cache-dtype value vLLM takes (the pinned release's, and the older
+# names the benchmark's start-ups use): a value mmop does not size gets no verdict, not a
+# refusal of the user's flag (``unsized_flag``).
+QUANTIZATION_FLAGS = tuple(dict.fromkeys((*QUANTIZATIONS, *capabilities.VLLM_QUANTIZATION_METHODS)))
+KV_CACHE_DTYPE_FLAGS = tuple(dict.fromkeys((*KV_DTYPE_BYTES, *capabilities.VLLM_KV_CACHE_DTYPES)))
+# --quantization values mmop sizes without a checkpoint quantized that way: online FP8 of a
+# 16-bit checkpoint, and bitsandbytes (sized only to give the refusal of releases that drop it).
+_FLAG_ONLY_SIZED = ("fp8", "bitsandbytes")
 DTYPES = ("auto", "bfloat16", "float16", "half", "float32")
 MODALITIES = ("image", "video", "audio")
 
@@ -201,9 +209,9 @@ class EngineArgs(BaseModel):
     @field_validator("quantization")
     @classmethod
     def _quant(cls, value: str | None) -> str | None:
-        if value is not None and value not in QUANTIZATIONS:
+        if value is not None and value not in QUANTIZATION_FLAGS:
             raise ValueError(
-                f"unsupported quantization {value!r}; one of {', '.join(QUANTIZATIONS)}"
+                f"unsupported quantization {value!r}; one of {', '.join(QUANTIZATION_FLAGS)}"
             )
         return value
 
@@ -217,9 +225,9 @@ class EngineArgs(BaseModel):
     @field_validator("kv_cache_dtype")
     @classmethod
     def _kv_dtype(cls, value: str) -> str:
-        if value not in KV_DTYPE_BYTES:
+        if value not in KV_CACHE_DTYPE_FLAGS:
             raise ValueError(
-                f"unsupported kv-cache-dtype {value!r}; one of {', '.join(KV_DTYPE_BYTES)}"
+                f"unsupported kv-cache-dtype {value!r}; one of {', '.join(KV_CACHE_DTYPE_FLAGS)}"
             )
         return value
 
@@ -1105,6 +1113,33 @@ def _check_flags(profile: ModelProfile, args: EngineArgs) -> None:
             f"max_model_len (max_position_embeddings={derived} in model's config.json)."
         )
     _check_quantization(profile, args)
+    unsized = unsized_flag(profile, args)
+    if unsized:
+        raise NoVerdict(unsized)
+
+
+def unsized_flag(profile: ModelProfile, args: EngineArgs) -> str | None:
+    """Why mmop cannot size a --quantization or --kv-cache-dtype value vLLM accepts (an online
+    method other than FP8 of a checkpoint not quantized that way, a KV-cache format mmop has no
+    bytes per element for), or None: such a start-up gets no verdict rather than a guess."""
+    checkpoint = profile.quantization.method if profile.quantization else None
+    if (
+        args.quantization is not None
+        and checkpoint is None
+        and args.quantization not in _FLAG_ONLY_SIZED
+    ):
+        return (
+            f"--quantization {args.quantization}: vLLM {args.vllm_version} quantizes "
+            f"{profile.id}'s weights this way as it loads them, and mmop does not size that "
+            "method, so no verdict is given (mmop sizes online fp8 and the checkpoint "
+            "methods of a quantization_config)"
+        )
+    if args.kv_cache_dtype not in KV_DTYPE_BYTES:
+        return (
+            f"--kv-cache-dtype {args.kv_cache_dtype}: mmop has no size per element for this KV "
+            f"cache format, so no verdict is given (it sizes {', '.join(KV_DTYPE_BYTES)})"
+        )
+    return None
 
 
 def _check_quantization(profile: ModelProfile, args: EngineArgs) -> None:

@@ -542,3 +542,48 @@ def test_plan_reads_a_local_directory_named_as_the_model_id(
     code, out, err = run(capsys, "plan", str(path), "--json")
     assert code == 0, err
     assert json.loads(out)["max_model_len"] > 0
+
+
+GPT_OSS_DIR = Path(__file__).resolve().parents[2] / "bench" / "families" / "openai" / "gpt-oss-20b"
+
+
+def test_every_quantization_value_of_vllm_is_taken_and_the_checkpoints_own_is_sized(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--quantization mxfp4` pasted from a gpt-oss command line is vLLM's own value for that
+    checkpoint: the same answer as without the flag, not a refusal of the flag."""
+    base = ["estimate", str(GPT_OSS_DIR), "--gpu", "H100", "--json"]
+    code, out, _ = run(capsys, *base)
+    assert code == 0
+    code_flag, out_flag, err = run(capsys, *base, "--quantization", "mxfp4")
+    assert code_flag == 0, err
+    assert json.loads(out_flag)["kv_cache_gib"] == json.loads(out)["kv_cache_gib"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--quantization", "fp8_per_block"], "--quantization fp8_per_block"),
+        (["--quantization", "experts_int8"], "--quantization experts_int8"),
+        (["--kv-cache-dtype", "fp8_ds_mla"], "--kv-cache-dtype fp8_ds_mla"),
+        (["--kv-cache-dtype", "nvfp4"], "--kv-cache-dtype nvfp4"),
+    ],
+)
+def test_a_vllm_value_mmop_does_not_size_gets_no_verdict_not_a_guess(
+    capsys: pytest.CaptureFixture[str], flags: list[str], says: str
+) -> None:
+    argv = ["estimate", "Qwen/Qwen2.5-VL-7B-Instruct", "--gpu", "H100", *flags, "--json"]
+    code, out, err = run(capsys, *argv)
+    data = _json_error(out, err, 2)
+    assert data["reason"] == "NoVerdict"
+    assert says in data["error"] and "no verdict" in data["error"]
+
+
+def test_a_quantization_vllm_does_not_have_is_still_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(
+        capsys, "estimate", "Qwen/Qwen2.5-VL-7B-Instruct", "--gpu", "H100", "-q", "int3_magic"
+    )
+    assert code == 2 and out == ""
+    assert "int3_magic" in err and len(err.strip().splitlines()) == 1

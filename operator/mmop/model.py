@@ -1030,7 +1030,7 @@ def _family_of(cfg: Json) -> str:
         return "glm4v"
     if mtype == "qwen3_omni_moe" or "Qwen3OmniMoe" in arch:
         return "qwen3_omni"
-    if mtype == "qwen2_5_omni" or "Omni" in arch:
+    if mtype == "qwen2_5_omni" or "Qwen2_5Omni" in arch:
         return "qwen2_5_omni"
     if mtype == "qwen2_audio":
         return "qwen2_audio"
@@ -1065,7 +1065,12 @@ def build_profile(model_id: str, cfg: Json, preprocessor: Json | None = None) ->
         return builder(model_id, cfg, dict(preprocessor or {}))
     except ModelError:
         raise
-    except (KeyError, TypeError, ValueError) as err:
+    except KeyError as err:
+        raise ModelError(
+            f"{model_id}: cannot read config.json: the {family} family needs the key {err} "
+            "and it is missing, so no verdict is given"
+        ) from err
+    except (TypeError, ValueError) as err:
         raise ModelError(f"{model_id}: cannot read config.json ({err})") from err
 
 

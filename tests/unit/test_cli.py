@@ -574,6 +574,7 @@ def test_a_vllm_value_mmop_does_not_size_gets_no_verdict_not_a_guess(
 ) -> None:
     argv = ["estimate", "Qwen/Qwen2.5-VL-7B-Instruct", "--gpu", "H100", *flags, "--json"]
     code, out, err = run(capsys, *argv)
+    assert code == 2
     data = _json_error(out, err, 2)
     assert data["reason"] == "NoVerdict"
     assert says in data["error"] and "no verdict" in data["error"]

@@ -212,3 +212,23 @@ def test_an_encoder_without_a_sub_config_gets_no_verdict() -> None:
     cfg["embd_layer"] = {"image_embd_layer": {"crop_size": 448}}
     with pytest.raises(ModelError, match="no verdict"):
         build_profile("e", cfg, {})
+
+
+def test_an_omni_model_of_another_family_is_not_read_as_qwen2_5_omni() -> None:
+    """Only Qwen2.5-Omni's own classes take its rules; another "…Omni…" class is read by the
+    generic path (here: an image budget it can bound), not refused for lacking Qwen's keys."""
+    cfg = _vl(
+        {"hidden_size": 1024, "num_hidden_layers": 24, "patch_size": 14, "spatial_merge_size": 2},
+        model_type="teapot_omni",
+        architectures=["TeapotOmniForConditionalGeneration"],
+    )
+    profile = build_profile("f", cfg, {"max_pixels": 1003520})
+    assert profile.family == GENERIC_MM_FAMILY and profile.approximate
+
+
+def test_a_key_a_family_needs_is_named_when_missing() -> None:
+    cfg = {"model_type": "qwen2_5_omni", "architectures": ["Qwen2_5OmniModel"]}
+    with pytest.raises(
+        ModelError, match=r"qwen2_5_omni family needs the key '\w+' and it is missing"
+    ):
+        build_profile("g", cfg, {})

@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--utilization",
         type=float,
-        help="mmop's spec.scaling.targets.utilization (unset: its default, 0.8)",
+        help="mmop's spec.scaling.targets.utilization (unset: its default, 0.7)",
     )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--name", default="asbench", help="sandbox name")

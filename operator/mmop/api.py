@@ -537,7 +537,7 @@ class ScalingTargets(SpecModel):
         default=3, ge=0, le=10_000, description="Scale up below this average spare queue"
     )
     utilization: float = Field(
-        default=0.8,
+        default=0.7,
         ge=0.3,
         le=1,
         description="Load a replica is sized for, as a share of its capacity (requests/s); "

@@ -8,7 +8,7 @@ step: the most of
 - the forecast arrival rate, plus the queue drained within 30 s, over one replica's capacity:
   the plan's requests/s per replica at the SLO, corrected online from the throughput replicas
   really reach when saturated and bounded by the engine's concurrency over a request's running
-  time (Little's law), kept at a target utilisation (0.8); the forecast is the smoothed
+  time (Little's law), kept at a target utilisation (0.7); the forecast is the smoothed
   demand plus its growth (its least-squares slope over 30 s or half a start-up, the longer)
   over one replica's predicted start-up time (capped at twice demand), so what is ordered now
   is sized for when it arrives;
@@ -219,7 +219,7 @@ class Tuning(BaseModel):
     replan_window_seconds: float = Field(default=3600, gt=0)
     reversal_window_seconds: float = Field(default=3600, gt=0)
     target_utilization: float = Field(
-        default=0.8, gt=0, le=1, description="Load per replica, as a share of its capacity"
+        default=0.7, gt=0, le=1, description="Load per replica, as a share of its capacity"
     )
     demand_smoothing: float = Field(
         default=0.5, gt=0, le=1, description="Weight of the newest arrival rate in the demand"

@@ -459,7 +459,7 @@ def engines(
 
 def test_demand_sets_the_replicas_directly_without_a_step_limit() -> None:
     scaling = Scaling(min_replicas=1, max_replicas=20)
-    tuning = Tuning(scale_up_cooldown_seconds=0)
+    tuning = Tuning(scale_up_cooldown_seconds=0, target_utilization=0.8)
     # 4 replicas finishing 6 req/s with 3 each in flight: 6 / (2 × 0.8) → 4, hold.
     d, state = decide(scaling, NO_SLO, engines(0, 6.0, [3] * 4), State(), tuning)
     assert d.action == Action.HOLD
@@ -479,7 +479,8 @@ def test_the_forecast_looks_one_start_up_ahead() -> None:
     scaling = Scaling(min_replicas=1, max_replicas=50)
 
     def run(startup: float) -> tuple[int, State]:
-        state, replicas, tuning = State(), 4, Tuning(scale_up_cooldown_seconds=0)
+        state, replicas = State(), 4
+        tuning = Tuning(scale_up_cooldown_seconds=0, target_utilization=0.8)
         for k in range(40):  # 4 req/s rising by 0.05 req/s a second, for 195 s
             o = engines(5 * k, 4 + 0.25 * k, [8 / replicas] * replicas, startup_seconds=startup)
             d, state = decide(scaling, NO_SLO, o, state, tuning)
@@ -716,7 +717,8 @@ def test_the_forecast_looks_as_far_ahead_as_replicas_took_to_start() -> None:
     scaling = Scaling(min_replicas=1, max_replicas=50)
 
     def run(startups: tuple[float, ...]) -> tuple[int, State, str]:
-        state, replicas, tuning = State(), 4, Tuning(scale_up_cooldown_seconds=0)
+        state, replicas = State(), 4
+        tuning = Tuning(scale_up_cooldown_seconds=0, target_utilization=0.8)
         message = ""
         for k in range(40):  # 4 req/s rising by 0.05 req/s a second, for 195 s
             o = engines(
@@ -818,13 +820,15 @@ def test_a_queue_below_capacity_does_not_teach_a_lower_capacity() -> None:
 
 def test_the_utilization_a_replica_is_sized_for_comes_from_the_spec() -> None:
     # 4 replicas finishing 6 req/s, 2 req/s each by the plan: at 0.8 of it, 6 / 1.6 → 4 (hold);
-    # at 0.5, as a user with slow start-ups keeps headroom for, 6 / 1.0 → 6.
+    # at the default 0.7, 6 / 1.4 → 5; at 0.5, as a user with slow start-ups keeps headroom
+    # for, 6 / 1.0 → 6.
     tuning = {"scaleUpCooldownSeconds": 0}
-    default = Scaling.model_validate({"maxReplicas": 20, "behavior": tuning})
-    d, _ = decide(default, NO_SLO, engines(0, 6.0, [1.5] * 4), State())
-    assert d.action == Action.HOLD
-    roomy = Scaling.model_validate(
-        {"maxReplicas": 20, "behavior": tuning, "targets": {"utilization": 0.5}}
-    )
-    d, _ = decide(roomy, NO_SLO, engines(0, 6.0, [1.5] * 4), State())
-    assert d.action == Action.SCALE_UP and d.replicas == 6
+
+    def replicas(targets: dict[str, float]) -> tuple[Action, int]:
+        spec = {"maxReplicas": 20, "behavior": tuning, "targets": targets}
+        d, _ = decide(Scaling.model_validate(spec), NO_SLO, engines(0, 6.0, [1.5] * 4), State())
+        return d.action, d.replicas
+
+    assert replicas({"utilization": 0.8}) == (Action.HOLD, 4)
+    assert replicas({}) == (Action.SCALE_UP, 5)
+    assert replicas({"utilization": 0.5}) == (Action.SCALE_UP, 6)

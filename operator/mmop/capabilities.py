@@ -363,15 +363,23 @@ def resolve_dtype(
     return dtype
 
 
-def checkpoint_quantization(requested: str | None, checkpoint: str | None) -> str | None:
+def checkpoint_quantization(
+    requested: str | None, checkpoint: str | None, model_type: str | None = None
+) -> str | None:
     """The quantization vLLM settles on for ``--quantization requested`` and a checkpoint whose
-    quantization_config says ``checkpoint`` (None: it has none); raises :class:`VllmRefusal` with
-    vLLM's message when they conflict or the method needs a checkpoint that has it."""
+    quantization_config says ``checkpoint`` (None: it has none) of ``model_type``; raises
+    :class:`VllmRefusal` with vLLM's message when they conflict or the method needs a checkpoint
+    that has it."""
     if requested is not None and requested not in VLLM_QUANTIZATION_METHODS:
         raise VllmRefusal(
             f"Unknown quantization method: {requested}. Must be one of "
             f"{list(VLLM_QUANTIZATION_METHODS)}."
         )
+    if checkpoint in ("mxfp4", "gpt_oss_mxfp4") and model_type == "gpt_oss":
+        # GptOssMxfp4Config.override_quantization_method claims an MXFP4 gpt-oss checkpoint
+        # whatever --quantization says, and _verify_quantization then replaces the flag with it
+        # (quantization/mxfp4.py l. 116-146, config/model.py l. 1383-1437 at 0.32.0)
+        return "gpt_oss_mxfp4"
     if checkpoint is not None:
         base = _QUANT_CLASS.get(checkpoint, checkpoint)
         if base in _OVERRIDES and (requested is None or requested in _OVERRIDES[base]):

@@ -63,6 +63,9 @@ QUANTIZATIONS = (
 # refusal of the user's flag (``unsized_flag``).
 QUANTIZATION_FLAGS = tuple(dict.fromkeys((*QUANTIZATIONS, *capabilities.VLLM_QUANTIZATION_METHODS)))
 KV_CACHE_DTYPE_FLAGS = tuple(dict.fromkeys((*KV_DTYPE_BYTES, *capabilities.VLLM_KV_CACHE_DTYPES)))
+# --quantization values that name the same checkpoint format as vLLM's resolved method
+_QUANT_FAMILY = {"auto_awq": "awq", "awq_marlin": "awq", "auto_gptq": "gptq",
+                 "gptq_marlin": "gptq", "gpt_oss_mxfp4": "mxfp4"}  # fmt: skip
 # --quantization values mmop sizes without a checkpoint quantized that way: online FP8 of a
 # 16-bit checkpoint, and bitsandbytes (sized only to give the refusal of releases that drop it).
 _FLAG_ONLY_SIZED = ("fp8", "bitsandbytes")
@@ -1148,7 +1151,7 @@ def _check_quantization(profile: ModelProfile, args: EngineArgs) -> None:
     checkpoint without one); online fp8 of a 16-bit checkpoint needs none."""
     checkpoint = profile.quantization.method if profile.quantization else None
     try:
-        capabilities.checkpoint_quantization(args.quantization, checkpoint)
+        capabilities.checkpoint_quantization(args.quantization, checkpoint, _model_type(profile))
     except capabilities.VllmRefusal as err:
         if checkpoint is None and args.quantization in capabilities.VLLM_QUANTIZATION_METHODS:
             raise EstimateError(
@@ -1164,7 +1167,9 @@ def hardware_refusal(profile: ModelProfile, args: EngineArgs, gpu: GpuSpec) -> s
     checkpoint = profile.quantization.method if profile.quantization else None
     try:
         dtype = resolve_dtype(profile, args, gpu)
-        method = capabilities.checkpoint_quantization(args.quantization, checkpoint)
+        method = capabilities.checkpoint_quantization(
+            args.quantization, checkpoint, _model_type(profile)
+        )
     except (EstimateError, capabilities.VllmRefusal) as err:
         return str(err)
     model_type = _model_type(profile)
@@ -1206,6 +1211,22 @@ def estimate(
         )
     dtype = resolve_dtype(profile, args, gpu)
     _check_flags(profile, args)
+    overridden: str | None = None
+    if profile.quantization is not None and args.quantization is not None:
+        # vLLM took the flag as the checkpoint's own method (a Marlin kernel of AWQ, the gpt-oss
+        # MXFP4 override, …): the weights are the checkpoint's either way
+        served = capabilities.checkpoint_quantization(
+            args.quantization, profile.quantization.method, _model_type(profile)
+        )
+        if _QUANT_FAMILY.get(served, served) != _QUANT_FAMILY.get(
+            args.quantization, args.quantization
+        ):
+            overridden = (
+                f"--quantization {args.quantization} is overridden: vLLM serves "
+                f"{profile.id}'s {profile.quantization.method} checkpoint with {served} "
+                "whatever the flag says"
+            )
+        args = args.model_copy(update={"quantization": None})
     draft_layers = speculative_layers(profile, args)
     kv_profile = _with_draft_layers(profile, draft_layers)
     tp = args.tensor_parallel_size
@@ -1215,7 +1236,7 @@ def estimate(
     mnbt = args.max_num_batched_tokens or d_mnbt
     util = args.gpu_memory_utilization or default_utilization(version)
     block = args.block_size or 16
-    warnings: list[str] = []
+    warnings: list[str] = [overridden] if overridden else []
     if profile.approximate:
         warnings.append(
             f"approximate: {profile.approximate_what}; a plan keeps a margin until an engine "

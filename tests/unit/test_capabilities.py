@@ -210,3 +210,13 @@ def test_a_checkpoints_method_wins_and_a_conflicting_flag_is_refused() -> None:
 def test_bitsandbytes_is_not_a_method_of_the_pinned_release() -> None:
     with pytest.raises(VllmRefusal, match="Unknown quantization method: bitsandbytes"):
         checkpoint_quantization("bitsandbytes", None)
+
+
+def test_an_mxfp4_gpt_oss_checkpoint_is_served_as_gpt_oss_mxfp4_whatever_the_flag() -> None:
+    """GptOssMxfp4Config.override_quantization_method (quantization/mxfp4.py at 0.32.0)."""
+    for flag in (None, "mxfp4", "gpt_oss_mxfp4", "fp8"):
+        assert checkpoint_quantization(flag, "mxfp4", "gpt_oss") == "gpt_oss_mxfp4"
+    # Another model type's MXFP4 checkpoint is not claimed: the flag must agree with it.
+    assert checkpoint_quantization("mxfp4", "mxfp4", "teapot_moe") == "mxfp4"
+    with pytest.raises(VllmRefusal, match="does not match"):
+        checkpoint_quantization("fp8", "mxfp4", "teapot_moe")

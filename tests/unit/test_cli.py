@@ -588,3 +588,17 @@ def test_a_quantization_vllm_does_not_have_is_still_refused(
     )
     assert code == 2 and out == ""
     assert "int3_magic" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_flag_vllm_overrides_on_gpt_oss_is_sized_as_the_checkpoint_and_said(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = ["estimate", str(GPT_OSS_DIR), "--gpu", "H100", "--json"]
+    _, out, _ = run(capsys, *base)
+    for flag in ("gpt_oss_mxfp4", "fp8"):
+        code, out_flag, err = run(capsys, *base, "--quantization", flag)
+        assert code == 0, err
+        data = json.loads(out_flag)
+        assert data["kv_cache_gib"] == json.loads(out)["kv_cache_gib"]
+        said = [w for w in data["warnings"] if "is overridden" in w]
+        assert bool(said) == (flag == "fp8"), data["warnings"]

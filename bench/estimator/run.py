@@ -5,12 +5,15 @@ Usage:
     python bench/estimator/run.py --markdown OUT  # also write a markdown report
 
 Two splits, reported apart: dataset.yaml (rows the estimator's constants were set from) and
-dataset_heldout.yaml (rows never looked at while tuning). Models outside the catalog are read
-from bench/families/<id> or bench/estimator/configs/<id> (published configs with their
-provenance); a row whose model has no config here, or one mmop cannot read, is listed and left
-out of the metrics. Each row is one observed vLLM start-up (model, GPU, TP, version, flags) with
-what vLLM logged ("Available KV cache memory", "GPU KV cache size", or a refusal), and its
-source URL.
+dataset_heldout.yaml (rows never looked at while tuning); ``--dataset FILE`` scores one file of
+the same format (rows kept elsewhere). Models outside the catalog are read from a Hub when one
+is given (``--hub URL``, default ``$HF_ENDPOINT``; the token ``$HF_TOKEN``; a row's ``revision``)
+through the path ``mmop estimate <hub id>`` and the operator take, else from
+bench/families/<id> or bench/estimator/configs/<id> (published configs with their provenance);
+a row whose model has no config there, one mmop cannot read, or flags or a GPU it does not take,
+is listed with the reason and left out of the metrics. Each row is one observed vLLM start-up
+(model, GPU, TP, version, flags) with what vLLM logged ("Available KV cache memory", "GPU KV
+cache size", or a refusal), and its source URL.
 For every row we predict available KV memory per GPU, KV tokens and fit/no-fit with:
 
 - mmop: ``mmop.estimator.estimate`` with the row's flags and vLLM version;
@@ -28,6 +31,7 @@ vLLM whose V0 engine runs: ``estimator.NoVerdict``) count in neither.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -36,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from mmop.catalog import GIB, GpuSpec, resolve_gpu
+from mmop.catalog import GIB, GpuError, GpuSpec, resolve_gpu
 from mmop.estimator import EngineArgs, EstimateError, NoVerdict, estimate
 from mmop.model import ModelError, ModelProfile, catalog_ids, load_profile, load_profile_from_dir
 
@@ -226,18 +231,42 @@ PREDICTORS: dict[str, Callable[[ModelProfile, GpuSpec, EngineArgs], Prediction]]
 }
 
 
-def _profile(raw: dict[str, Any]) -> tuple[ModelProfile | None, str]:
-    """The row's model, or why there is none."""
+def _hub_profile(
+    model: str, revision: str | None, endpoint: str
+) -> tuple[ModelProfile | None, str]:
+    """The model read from a Hub as `mmop estimate <hub id>` and the operator read it (the token
+    from $HF_TOKEN), or why it could not be."""
+    from mmop.hub import HubError, HubResolver
+
+    resolver = HUB_RESOLVERS.setdefault(endpoint, HubResolver(endpoint=endpoint))
+    try:
+        return resolver.resolve(model, revision, os.environ.get("HF_TOKEN") or None).profile(), ""
+    except HubError as err:
+        return None, f"the Hub at {endpoint}: {err}"
+
+
+HUB_RESOLVERS: dict[str, Any] = {}
+
+
+def _profile(raw: dict[str, Any], hub: str | None = None) -> tuple[ModelProfile | None, str]:
+    """The row's model, or why there is none: the catalog's; else, with a Hub endpoint, the
+    Hub's (the path `mmop estimate <hub id>` takes); else a published config kept here."""
     model = str(raw["model"])
+    why = "no published config here"
     try:
         if raw.get("catalog", True) or model in CATALOG_IDS:
             return load_profile(model), ""
+        if hub:
+            revision = raw.get("revision")
+            profile, why = _hub_profile(model, str(revision) if revision else None, hub)
+            if profile is not None:
+                return profile, ""
         for base in CONFIG_DIRS:
             if (base / model / "config.json").is_file():
                 return load_profile_from_dir(base / model, model), ""
     except ModelError as err:
         return None, f"mmop cannot read it (no verdict): {err}"
-    return None, "no published config here"
+    return None, why
 
 
 # Models the catalog holds now, whatever the row's `catalog` flag said when it was collected.
@@ -246,18 +275,23 @@ CATALOG_IDS = frozenset(catalog_ids())
 SKIPPED: dict[str, str] = {}
 
 
-def evaluate(dataset: Path = DATASET) -> list[Row]:
+def evaluate(dataset: Path = DATASET, hub: str | None = None) -> list[Row]:
     rows = []
     for raw in yaml.safe_load(dataset.read_text()):
-        profile, why = _profile(raw)
+        profile, why = _profile(raw, hub)
         unmodelled = sorted(UNMODELLED_FLAGS & set(raw.get("flags") or {}))
         if unmodelled:
             profile, why = None, f"flags mmop does not model: {', '.join(unmodelled)}"
         if profile is None:
             SKIPPED[str(raw["id"])] = why
             continue
-        gpu = _gpu(raw)
-        args = _engine_args(raw)
+        try:
+            gpu = _gpu(raw)
+            args = _engine_args(raw)
+        except (GpuError, ValidationError) as err:
+            first = str(err).strip().splitlines()
+            SKIPPED[str(raw["id"])] = f"flags or GPU mmop does not take: {' '.join(first[:3])}"
+            continue
         observed = raw.get("observed") or {}
         rows.append(
             Row(
@@ -380,18 +414,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", type=Path, help="write the report to this file")
     parser.add_argument("--dataset", type=Path, help="one dataset only (default: both splits)")
+    parser.add_argument(
+        "--hub",
+        default=os.environ.get("HF_ENDPOINT") or None,
+        metavar="URL",
+        help="read models outside the catalog from this Hub first, as `mmop estimate <hub id>` "
+        "does (default: $HF_ENDPOINT; unset: bench/families and bench/estimator/configs only)",
+    )
     ns = parser.parse_args(argv)
     if ns.dataset:
-        report = markdown(evaluate(ns.dataset))
+        report = markdown(evaluate(ns.dataset, ns.hub))
     else:
         report = (
             markdown(
-                evaluate(DATASET),
+                evaluate(DATASET, ns.hub),
                 "## Tuning split (dataset.yaml: the constants were set from it)\n",
             )
             + "\n"
             + markdown(
-                evaluate(HELD_OUT),
+                evaluate(HELD_OUT, ns.hub),
                 "## Held-out split (dataset_heldout.yaml: never looked at while tuning)\n",
             )
         )

@@ -180,7 +180,8 @@ class GpuCatalog:
         if gpu is None:
             raise GpuError(
                 f"unknown GPU {name!r}: use a catalog name ({', '.join(self.names())}) or an "
-                "nvidia.com/gpu.product label value, or pass --gpu-memory-gib for an unlisted card"
+                "nvidia.com/gpu.product label value; for an unlisted card, name the listed one of "
+                "its architecture and give its memory with --gpu-memory-gib"
             )
         return gpu
 

@@ -1215,8 +1215,11 @@ def estimate(
     if profile.quantization is not None and args.quantization is not None:
         # vLLM took the flag as the checkpoint's own method (a Marlin kernel of AWQ, the gpt-oss
         # MXFP4 override, …): the weights are the checkpoint's either way
-        served = capabilities.checkpoint_quantization(
-            args.quantization, profile.quantization.method, _model_type(profile)
+        served = (
+            capabilities.checkpoint_quantization(
+                args.quantization, profile.quantization.method, _model_type(profile)
+            )
+            or profile.quantization.method
         )
         if _QUANT_FAMILY.get(served, served) != _QUANT_FAMILY.get(
             args.quantization, args.quantization

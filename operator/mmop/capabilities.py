@@ -301,6 +301,12 @@ _NEEDS_CHECKPOINT = ("awq", "gptq", "compressed-tensors", "modelopt", "modelopt_
 # without one, model_loader/weight_utils.py:347-375 raises "Cannot find the config file".)
 
 
+def quantization_class(method: str) -> str:
+    """The quantization config class a --quantization value or a checkpoint's quant_method
+    uses (``awq_marlin`` -> ``awq``, ``gpt_oss_mxfp4`` -> ``mxfp4``; others are their own)."""
+    return _QUANT_CLASS.get(method, method)
+
+
 def parse_capability(text: str | None) -> int | None:
     """'8.9' -> 89 (vLLM's DeviceCapability.to_int()); None stays None."""
     if not text:

@@ -63,9 +63,6 @@ QUANTIZATIONS = (
 # refusal of the user's flag (``unsized_flag``).
 QUANTIZATION_FLAGS = tuple(dict.fromkeys((*QUANTIZATIONS, *capabilities.VLLM_QUANTIZATION_METHODS)))
 KV_CACHE_DTYPE_FLAGS = tuple(dict.fromkeys((*KV_DTYPE_BYTES, *capabilities.VLLM_KV_CACHE_DTYPES)))
-# --quantization values that name the same checkpoint format as vLLM's resolved method
-_QUANT_FAMILY = {"auto_awq": "awq", "awq_marlin": "awq", "auto_gptq": "gptq",
-                 "gptq_marlin": "gptq", "gpt_oss_mxfp4": "mxfp4"}  # fmt: skip
 # --quantization values mmop sizes without a checkpoint quantized that way: online FP8 of a
 # 16-bit checkpoint, and bitsandbytes (sized only to give the refusal of releases that drop it).
 _FLAG_ONLY_SIZED = ("fp8", "bitsandbytes")
@@ -1221,8 +1218,8 @@ def estimate(
             )
             or profile.quantization.method
         )
-        if _QUANT_FAMILY.get(served, served) != _QUANT_FAMILY.get(
-            args.quantization, args.quantization
+        if capabilities.quantization_class(served) != capabilities.quantization_class(
+            args.quantization
         ):
             overridden = (
                 f"--quantization {args.quantization} is overridden: vLLM serves "
